@@ -1,0 +1,130 @@
+"""Configuration: pydantic-settings over ``OPSMCP_*``, the standard ``AWS_*`` variables and
+an optional ``opsmcp.toml``.
+
+Precedence, highest first: explicit arguments (the CLI), environment variables, the TOML
+file (``./opsmcp.toml`` or the path in ``OPSMCP_CONFIG``), defaults. AWS credentials are
+never read here: boto3 finds them itself (env, profile, SSO, instance role).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ALL_TOOLSETS = ("queues", "orders", "logs", "metrics", "playbooks")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "opsmcp"
+
+
+def _default_catalog() -> Path:
+    local = Path.cwd() / "tools" / "catalog.yml"
+    return local if local.exists() else REPO_ROOT / "tools" / "catalog.yml"
+
+
+class Settings(BaseSettings):
+    """Every setting opsmcp reads. Field docs give units; env names are ``OPSMCP_<FIELD>``
+    unless an alias lists the standard AWS name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPSMCP_", extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    # --- server -----------------------------------------------------------------
+    allow_writes: bool = Field(False, description="Register write tools (redrive_dlq, run_playbook).")
+    toolsets: Annotated[list[str], NoDecode] = Field(list(ALL_TOOLSETS), description="Toolsets to register, comma separated.")
+    sandbox: bool = Field(False, description="Force the embedded moto sandbox.")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the log store and audit log live.")
+    max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
+    http_token: str | None = Field(None, description="Bearer token required on HTTP transports, if set.")
+
+    # --- AWS (standard names first) ---------------------------------------------
+    aws_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("OPSMCP_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL", "aws_endpoint_url")
+    )
+    aws_region: str = Field(
+        "us-east-1",
+        validation_alias=AliasChoices("OPSMCP_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),
+    )
+    aws_profile: str | None = Field(None, validation_alias=AliasChoices("AWS_PROFILE", "aws_profile"))
+    backend_timeout_seconds: float = Field(
+        5.0, gt=0, le=120, description="Connect and read timeout of one backend call, in seconds."
+    )
+
+    # --- orders -----------------------------------------------------------------
+    orders_table: str = Field("orders", description="DynamoDB table of orders (hash key orderId).")
+    orders_status_index: str = Field("status-index", description="GSI with hash key status, range key orderDate.")
+    orders_customer_index: str = Field("customer-index", description="GSI with hash key customerId, range key orderDate.")
+
+    # --- logs / metrics -----------------------------------------------------------
+    log_store: Path | None = Field(None, description="SQLite log store file; default <data_dir>/logs.db.")
+
+    # --- playbooks / audit --------------------------------------------------------
+    playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks.")
+    playbook_timeout_seconds: float = Field(300.0, gt=0, description="Wall-clock limit of one playbook run, seconds.")
+    audit_log: Path | None = Field(None, description="Audit JSON Lines file; default <data_dir>/audit.jsonl.")
+    audit_table: str | None = Field(None, description="DynamoDB table for audit records instead of the file.")
+
+    @field_validator("toolsets", mode="before")
+    @classmethod
+    def _split_toolsets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            unknown = sorted(set(value) - set(ALL_TOOLSETS))
+            if unknown:
+                raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
+        return value
+
+    @property
+    def log_store_path(self) -> Path:
+        """The SQLite log store file."""
+        return self.log_store or self.data_dir / "logs.db"
+
+    @property
+    def audit_log_path(self) -> Path:
+        """The JSON Lines audit file."""
+        return self.audit_log or self.data_dir / "audit.jsonl"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("OPSMCP_CONFIG", "opsmcp.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+
+def aws_configured(settings: Settings) -> bool:
+    """True when an AWS endpoint or credentials are configured, so the sandbox is not needed.
+
+    Checks the places boto3 would look without calling the instance metadata service
+    (which would stall start-up for seconds off EC2).
+    """
+    if settings.aws_endpoint_url or settings.aws_profile:
+        return True
+    env = os.environ
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return True
+    if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        return True
+    home = Path.home() / ".aws"
+    creds = Path(env.get("AWS_SHARED_CREDENTIALS_FILE", home / "credentials"))
+    return creds.exists()

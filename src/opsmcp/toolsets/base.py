@@ -1,0 +1,98 @@
+"""The shape every toolset shares: the ``@tool`` marker and the bounded-result base model.
+
+A toolset is a plain class whose public ``async`` methods marked with :func:`tool` are
+MCP tools. Each method takes ``Annotated[..., Field(description=...)]`` arguments and
+returns a pydantic model, so the SDK derives the input schema, the output schema and
+``structuredContent``. Toolsets know nothing of MCP: the server (:mod:`opsmcp.server`)
+reads the marks, wraps every method in its single choke point, and registers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class ToolMark:
+    """What the server needs to know about a tool beyond its signature.
+
+    Attributes:
+        read_only: the tool never changes state anywhere (MCP ``readOnlyHint``).
+        destructive: a real call may delete or overwrite data (``destructiveHint``).
+        idempotent: repeating the same call has no further effect (``idempotentHint``).
+        open_world: the tool talks to systems outside opsmcp (``openWorldHint``).
+        write: registered only when writes are enabled; audited on every call.
+        title: a short human title for the tool list.
+    """
+
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+    write: bool
+    title: str
+
+
+def tool(
+    *,
+    title: str,
+    read_only: bool = True,
+    destructive: bool = False,
+    idempotent: bool = True,
+    open_world: bool = True,
+    write: bool = False,
+) -> Callable[[F], F]:
+    """Mark a toolset method as an MCP tool with the four annotations set explicitly.
+
+    A write tool (``write=True``) must not claim ``read_only``; this is checked here so a
+    wrong mark fails at import time, not in production.
+    """
+    if write and read_only:
+        raise ValueError("a write tool cannot be read_only")
+
+    def mark(fn: F) -> F:
+        fn.__opsmcp_tool__ = ToolMark(  # type: ignore[attr-defined]
+            read_only=read_only,
+            destructive=destructive,
+            idempotent=idempotent,
+            open_world=open_world,
+            write=write,
+            title=title,
+        )
+        return fn
+
+    return mark
+
+
+def marked_tools(toolset: object) -> list[tuple[str, Callable[..., Any], ToolMark]]:
+    """Return ``(name, bound method, mark)`` for every ``@tool`` method of ``toolset``."""
+    found = []
+    for name in dir(type(toolset)):
+        if name.startswith("_"):
+            continue
+        member = getattr(type(toolset), name)
+        mark = getattr(member, "__opsmcp_tool__", None)
+        if isinstance(mark, ToolMark):
+            found.append((name, getattr(toolset, name), mark))
+    return found
+
+
+class Result(BaseModel):
+    """Base of every tool result: bounded, and says so when it was cut.
+
+    ``truncated`` is true when the answer was cut to fit the size budget or a limit;
+    ``next_cursor`` (when set) is passed back as ``cursor`` to get the rest; ``notes``
+    carries warnings and labels (clamped limits, SQS peek side effects) for the model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    truncated: bool = Field(False, description="True when more data exists than was returned.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` to continue, when set.")
+    notes: list[str] = Field(default_factory=list, description="Warnings and labels about this result.")
