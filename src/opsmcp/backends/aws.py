@@ -1,0 +1,144 @@
+"""Shared boto3 plumbing: one client per service, bounded timeouts, errors mapped to OpsError.
+
+Every AWS adapter (:mod:`.sqs`, :mod:`.dynamodb`, :mod:`.cloudwatch`) gets its client from
+:class:`AwsClients`, which creates each client once (botocore clients are thread-safe;
+creating one costs ~5 ms, more than a call to moto) with connect/read timeouts and a
+small retry budget, so a backend that is down yields a tool error within seconds.
+:func:`aws_call` runs one blocking call off the event loop and maps botocore's failures
+to :class:`~opsmcp.errors.OpsError` subclasses that name the endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from opsmcp.config import Settings
+from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
+
+T = TypeVar("T")
+
+
+class AwsClients:
+    """Lazily created, shared boto3 clients for one endpoint/region/profile.
+
+    Args:
+        settings: endpoint (``aws_endpoint_url``), region, profile and
+            ``backend_timeout_seconds`` (connect and read timeout, seconds).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._session: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint calls go to, for error messages (``AWS default`` when unset)."""
+        return self.settings.aws_endpoint_url or f"AWS {self.settings.aws_region} (default endpoint)"
+
+    def client(self, service: str) -> Any:
+        """Return the shared boto3 client for ``service`` (``"sqs"``, ``"dynamodb"``, ...)."""
+        found = self._clients.get(service)
+        if found is not None:
+            return found
+        with self._lock:
+            if service not in self._clients:
+                import boto3  # imported here: keeps `tools/list` cold start free of boto3
+                from botocore.config import Config
+
+                if self._session is None:
+                    self._session = boto3.session.Session(
+                        profile_name=self.settings.aws_profile, region_name=self.settings.aws_region
+                    )
+                timeout = self.settings.backend_timeout_seconds
+                config = Config(
+                    connect_timeout=timeout,
+                    read_timeout=timeout,
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    max_pool_connections=32,
+                )
+                self._clients[service] = self._session.client(
+                    service, endpoint_url=self.settings.aws_endpoint_url, config=config
+                )
+            return self._clients[service]
+
+
+NOT_FOUND_CODES = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "ResourceNotFoundException",
+}
+INPUT_CODES = {
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "ValidationException",
+    "InvalidAttributeValue",
+    "InvalidMessageContents",
+    "InvalidBatchEntryId",
+    "BatchEntryIdsNotDistinct",
+    "MissingParameter",
+    "InvalidParameterValueException",
+}
+
+
+def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
+    """Translate a botocore/boto3 exception into an :class:`OpsError` that says what failed.
+
+    Args:
+        exc: the exception boto3 raised.
+        endpoint: the endpoint URL, named in connection errors.
+        what: the operation in words ("list queues", "read order 42").
+    """
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
+        return BackendUnavailable(
+            f"Could not reach {endpoint} to {what}: {exc}.",
+            "check that the endpoint is up (AWS_ENDPOINT_URL) or run `opsmcp serve --sandbox`.",
+        )
+    if isinstance(exc, ReadTimeoutError):
+        return BackendUnavailable(f"{endpoint} did not answer in time to {what}.", "retry later, or narrow the request.")
+    if isinstance(exc, (NoCredentialsError, NoRegionError)):
+        return BackendUnavailable(f"AWS is not configured to {what}: {exc}.", "set AWS credentials and AWS_REGION.")
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "Unknown"))
+        message = str(err.get("Message", "")) or code
+        if code in NOT_FOUND_CODES:
+            return NotFound(f"Failed to {what}: {message} ({code}).")
+        if code in INPUT_CODES:
+            return InvalidInput(f"Failed to {what}: {message} ({code}).")
+        return OpsError(f"{endpoint} refused to {what}: {message} ({code}).")
+    return OpsError(f"Failed to {what}: {type(exc).__name__}: {exc}.")
+
+
+async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run the blocking boto3 call ``fn(*args, **kwargs)`` in a worker thread.
+
+    Raises:
+        OpsError: any botocore failure, mapped by :func:`map_aws_error` (``what`` names the
+            operation in the message).
+    """
+
+    def run() -> T:
+        try:
+            return fn(*args, **kwargs)
+        except OpsError:
+            raise
+        except Exception as exc:  # botocore raises many unrelated types; map them all
+            raise map_aws_error(exc, clients.endpoint, what) from exc
+
+    return await anyio.to_thread.run_sync(run)
