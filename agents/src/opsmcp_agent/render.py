@@ -1,0 +1,124 @@
+"""Turning tool calls and results into short human lines, and answers into text.
+
+Pure functions: no I/O, no model, no MCP. Used by the live step printer, the evidence
+list and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+_CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def format_args(args: dict[str, Any], limit: int = 160) -> str:
+    """Render tool arguments as ``key=value`` pairs (values JSON-encoded).
+
+    Args:
+        args: the arguments the model chose.
+        limit: maximum length of the result in characters; longer is cut with ``…``.
+    """
+    text = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items())
+    return _cut(text, limit)
+
+
+def result_text(content: Any) -> str:
+    """Flatten a ToolMessage ``content`` (a string or a list of content blocks) to text.
+
+    Args:
+        content: ``str`` or a list of ``{"type": "text", "text": ...}`` blocks (other
+            block types are shown as ``[<type>]``).
+    """
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict):
+            parts.append(block.get("text") if block.get("type") == "text" else f"[{block.get('type')}]")
+    return "\n".join(p for p in parts if p)
+
+
+def structured_of(text: str, artifact: Any) -> Any:
+    """Return the structured result of a tool call, if there is one.
+
+    Args:
+        text: the flattened text content.
+        artifact: the ToolMessage artifact (``{"structured_content": {...}}`` from
+            langchain-mcp-adapters) or ``None``.
+
+    Returns:
+        The ``structuredContent`` dict when present, else the text parsed as JSON when
+        it is a JSON object or array, else ``None``.
+    """
+    if isinstance(artifact, dict) and artifact.get("structured_content") is not None:
+        return artifact["structured_content"]
+    stripped = text.strip()
+    if stripped[:1] in "{[":
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return None
+    return None
+
+
+def one_line(text: str, structured: Any = None, *, is_error: bool = False, limit: int = 160) -> str:
+    """Summarise one tool result in a single line.
+
+    Args:
+        text: the result's text content.
+        structured: its structured content (dict or list), if any; preferred over text.
+        is_error: the tool reported an error (``isError``); the line starts ``ERROR:``.
+        limit: maximum characters.
+
+    Returns:
+        e.g. ``"queue=order-queue-dlq, total=42, groups=[3], truncated=true"`` or the
+        first line of text, cut to ``limit``.
+    """
+    if is_error:
+        return _cut("ERROR: " + " ".join(text.split()), limit)
+    if isinstance(structured, dict):
+        parts = []
+        for key, value in structured.items():
+            if value in (None, False, [], {}, "") and key in {"truncated", "next_cursor", "notes"}:
+                continue
+            if isinstance(value, list):
+                parts.append(f"{key}=[{len(value)}]")
+            elif isinstance(value, dict):
+                parts.append(f"{key}={{{len(value)} keys}}")
+            else:
+                parts.append(f"{key}={_cut(json.dumps(value, ensure_ascii=False, default=str), 48)}")
+        if parts:
+            return _cut(", ".join(parts), limit)
+    if isinstance(structured, list):
+        return f"[{len(structured)} items]"
+    return _cut(" ".join(text.split()) or "(empty result)", limit)
+
+
+def clean_answer(text: str) -> str:
+    """Remove ``<think>…</think>`` blocks (reasoning models) and surrounding blank space."""
+    return _THINK.sub("", text or "").strip()
+
+
+def cited_steps(answer: str, n_steps: int) -> list[int]:
+    """Step numbers the answer cites as ``[n]`` or ``[n, m]``, in order, within 1..n_steps."""
+    seen: dict[int, None] = {}
+    for match in _CITE.finditer(answer or ""):
+        for part in match.group(1).split(","):
+            n = int(part)
+            if 1 <= n <= n_steps:
+                seen[n] = None
+    return list(seen)
+
+
+def message_text(content: Any) -> str:
+    """Text of an AIMessage ``content`` (a string or content blocks), think-blocks removed."""
+    return clean_answer(result_text(content))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"

@@ -1,0 +1,165 @@
+"""Thin SQS adapter: name/URL resolution and the handful of calls the queue tools make.
+
+Every method is async, runs boto3 in a worker thread through :func:`~.aws.aws_call`,
+and raises :class:`~opsmcp.errors.OpsError` subclasses (never botocore exceptions).
+The semantics (peek, DLQ analysis, the redrive mover) live in
+:mod:`opsmcp.toolsets.queues`; this module only speaks the API.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opsmcp.backends.aws import AwsClients, aws_call
+from opsmcp.errors import NotFound, not_found
+
+MAX_LIST = 1000  # ListQueues returns at most 1000 per page
+
+
+def queue_name(url_or_arn: str) -> str:
+    """The queue name at the end of a queue URL or ARN."""
+    return url_or_arn.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+
+
+def redrive_policy(attributes: dict[str, str]) -> dict[str, Any] | None:
+    """The parsed ``RedrivePolicy`` attribute (``deadLetterTargetArn``, ``maxReceiveCount``), if any."""
+    raw = attributes.get("RedrivePolicy")
+    if not raw:
+        return None
+    try:
+        policy = json.loads(raw)
+    except ValueError:
+        return None
+    if "maxReceiveCount" in policy:
+        policy["maxReceiveCount"] = int(policy["maxReceiveCount"])
+    return policy
+
+
+class SqsBackend:
+    """SQS calls for one endpoint, sharing the process-wide boto3 client.
+
+    Args:
+        clients: the shared :class:`~.aws.AwsClients`.
+    """
+
+    def __init__(self, clients: AwsClients) -> None:
+        self.clients = clients
+
+    @property
+    def _sqs(self) -> Any:
+        return self.clients.client("sqs")
+
+    async def list_urls(self, prefix: str | None = None, limit: int = MAX_LIST, token: str | None = None) -> tuple[list[str], str | None]:
+        """Queue URLs whose names start with ``prefix`` (at most ``limit``, 1..1000).
+
+        Returns ``(urls, next_token)``; pass ``next_token`` back as ``token`` for the next page.
+        """
+        kwargs: dict[str, Any] = {"MaxResults": max(1, min(limit, MAX_LIST))}
+        if prefix:
+            kwargs["QueueNamePrefix"] = prefix
+        if token:
+            kwargs["NextToken"] = token
+        resp = await aws_call(self.clients, "list queues", self._sqs.list_queues, **kwargs)
+        return list(resp.get("QueueUrls", [])), resp.get("NextToken")
+
+    async def all_names(self) -> list[str]:
+        """Every queue name (all pages, at most 10,000), for "did you mean" suggestions."""
+        names: list[str] = []
+        token = None
+        for _ in range(10):
+            urls, token = await self.list_urls(token=token)
+            names += [queue_name(u) for u in urls]
+            if not token:
+                break
+        return names
+
+    async def resolve(self, queue: str) -> str:
+        """Turn a queue name or URL into its URL.
+
+        Raises:
+            NotFound: no such queue; the message lists the closest existing names.
+        """
+        queue = queue.strip()
+        if queue.startswith(("http://", "https://")):
+            name = queue_name(queue)
+        elif queue.startswith("arn:"):
+            name = queue_name(queue)
+        else:
+            name = queue
+        try:
+            resp = await aws_call(self.clients, f"find queue {name!r}", self._sqs.get_queue_url, QueueName=name)
+        except NotFound:
+            raise not_found("queue", name, await self.all_names(), "list_queues") from None
+        return resp["QueueUrl"]
+
+    async def attributes(self, url: str) -> dict[str, str]:
+        """All attributes of the queue at ``url`` (counts, ARN, RedrivePolicy, FifoQueue...)."""
+        resp = await aws_call(
+            self.clients, f"read attributes of {queue_name(url)}", self._sqs.get_queue_attributes,
+            QueueUrl=url, AttributeNames=["All"],
+        )
+        return resp.get("Attributes", {})
+
+    async def receive(self, url: str, max_messages: int, visibility_timeout: int, wait_seconds: int = 0) -> list[dict[str, Any]]:
+        """ReceiveMessage with every system and message attribute.
+
+        Args:
+            max_messages: 1..10.
+            visibility_timeout: seconds the received messages stay hidden (0 = visible at once).
+            wait_seconds: long-poll wait, 0..20 seconds.
+        """
+        resp = await aws_call(
+            self.clients, f"receive from {queue_name(url)}", self._sqs.receive_message,
+            QueueUrl=url, MaxNumberOfMessages=max_messages, VisibilityTimeout=visibility_timeout,
+            WaitTimeSeconds=wait_seconds, AttributeNames=["All"], MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return list(resp.get("Messages", []))
+
+    async def release(self, url: str, receipt_handles: list[str]) -> list[str]:
+        """Make received messages visible again at once (visibility timeout 0), in batches of 10.
+
+        Returns the receipt handles that failed (expired handles are harmless: the message
+        is already visible again).
+        """
+        failed: list[str] = []
+        for i in range(0, len(receipt_handles), 10):
+            chunk = receipt_handles[i : i + 10]
+            entries = [{"Id": str(n), "ReceiptHandle": h, "VisibilityTimeout": 0} for n, h in enumerate(chunk)]
+            resp = await aws_call(
+                self.clients, f"release messages in {queue_name(url)}", self._sqs.change_message_visibility_batch,
+                QueueUrl=url, Entries=entries,
+            )
+            failed += [chunk[int(f["Id"])] for f in resp.get("Failed", [])]
+        return failed
+
+    async def send_batch(self, url: str, entries: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+        """SendMessageBatch (<= 10 entries, each with a unique ``Id``).
+
+        Returns ``(ids that succeeded, {id: error message} for those that failed)``.
+        """
+        resp = await aws_call(
+            self.clients, f"send to {queue_name(url)}", self._sqs.send_message_batch, QueueUrl=url, Entries=entries
+        )
+        ok = [s["Id"] for s in resp.get("Successful", [])]
+        failed = {f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}".strip() for f in resp.get("Failed", [])}
+        return ok, failed
+
+    async def delete_batch(self, url: str, receipt_handles: dict[str, str]) -> dict[str, str]:
+        """DeleteMessageBatch for ``{id: receipt handle}`` (<= 10). Returns ``{id: error}`` of failures."""
+        if not receipt_handles:
+            return {}
+        entries = [{"Id": i, "ReceiptHandle": h} for i, h in receipt_handles.items()]
+        resp = await aws_call(
+            self.clients, f"delete from {queue_name(url)}", self._sqs.delete_message_batch, QueueUrl=url, Entries=entries
+        )
+        return {f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}" for f in resp.get("Failed", [])}
+
+    async def require(self, queue: str) -> tuple[str, dict[str, str]]:
+        """Resolve ``queue`` and read its attributes in one step: ``(url, attributes)``."""
+        url = await self.resolve(queue)
+        try:
+            return url, await self.attributes(url)
+        except NotFound:
+            raise NotFound(f"Queue {queue!r} disappeared while reading it.", "call list_queues.") from None

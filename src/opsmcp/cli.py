@@ -1,0 +1,140 @@
+"""The ``opsmcp`` command: serve, sandbox seed, logs load, audit tail, doctor.
+
+Everything human-facing goes to stderr; stdout carries only the MCP stdio wire (serve)
+or the command's own output (audit tail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from opsmcp.config import ALL_TOOLSETS
+
+
+def _settings(args: argparse.Namespace, **extra: object):
+    """Settings from env/TOML with the command-line flags on top."""
+    from opsmcp.config import Settings
+
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    for flag in ("allow_writes", "sandbox"):
+        if getattr(args, flag, False):
+            overrides[flag] = True
+    if getattr(args, "toolsets", None):
+        overrides["toolsets"] = args.toolsets
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the MCP server over stdio or HTTP, on the sandbox when no AWS is configured."""
+    from opsmcp.config import aws_configured
+    from opsmcp.sandbox import Sandbox, banner, eprint, start_sandbox
+
+    settings = _settings(args)
+    sandboxes: list[Sandbox] = []
+    needs_sandbox = settings.sandbox or not aws_configured(settings)
+    if needs_sandbox:
+        settings.sandbox = True
+        settings.aws_endpoint_url = "http://127.0.0.1:1"  # replaced once the sandbox is up
+    from opsmcp.server import build_server
+
+    server, runtime = build_server(settings)
+    if needs_sandbox:
+        # tools/list answers at once; tool calls wait (runtime.wait_ready) until seeding is done.
+        runtime.ready.clear()
+
+        def boot() -> None:
+            try:
+                sandbox = start_sandbox(settings)
+                settings.aws_endpoint_url = sandbox.endpoint
+                sandboxes.append(sandbox)
+                eprint(banner(sandbox))
+            except Exception as exc:
+                logging.getLogger("opsmcp").exception("sandbox start-up failed")
+                runtime.startup_error = f"the embedded sandbox failed to start: {type(exc).__name__}: {exc}"
+            finally:
+                runtime.ready.set()
+
+        threading.Thread(target=boot, name="opsmcp-sandbox", daemon=True).start()
+    eprint(f"opsmcp {args.transport}: {len(runtime.tools)} tools ({', '.join(sorted(runtime.tools))}); "
+           f"writes {'ENABLED' if settings.allow_writes else 'disabled'}"
+           + ("; starting the embedded sandbox (no AWS endpoint or credentials configured)" if needs_sandbox else ""))
+    try:
+        if args.transport == "stdio":
+            import anyio
+
+            anyio.run(server.run_stdio_async)
+        else:
+            import uvicorn
+
+            from opsmcp.http import build_app
+
+            eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, events at /events")
+            uvicorn.run(build_app(server, runtime, host=args.host), host=args.host, port=args.port,
+                        log_level="warning", lifespan="on")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sandbox in sandboxes:
+            sandbox.stop()
+    return 0
+
+
+def cmd_sandbox_seed(args: argparse.Namespace) -> int:
+    """Seed the incident scenario into any AWS-compatible endpoint."""
+    from opsmcp.sandbox import eprint
+    from opsmcp.sandbox.scenario import build_scenario
+    from opsmcp.sandbox.seed import seed_aws
+
+    settings = _settings(args, aws_endpoint_url=args.endpoint_url, aws_region=args.region)
+    counts = seed_aws(settings, build_scenario())
+    eprint(f"seeded {args.endpoint_url}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``opsmcp`` console script; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="opsmcp", description="MCP server for safe production operations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the MCP server")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3001)
+    serve.add_argument("--allow-writes", action="store_true", help="register write tools (env OPSMCP_ALLOW_WRITES=1)")
+    serve.add_argument("--toolsets", help=f"comma-separated subset of {','.join(ALL_TOOLSETS)} (default: all)")
+    serve.add_argument("--sandbox", action="store_true", help="force the embedded moto sandbox")
+    serve.add_argument("--data-dir", help="directory for the log store and audit log (OPSMCP_DATA_DIR)")
+    serve.set_defaults(func=cmd_serve)
+
+    sandbox = sub.add_parser("sandbox", help="sandbox scenario tools").add_subparsers(dest="sandbox_command", required=True)
+    seed = sandbox.add_parser("seed", help="seed the incident scenario into an AWS-compatible endpoint")
+    seed.add_argument("--endpoint-url", required=True, help="e.g. http://localhost:4566 (LocalStack)")
+    seed.add_argument("--region", default=None)
+    seed.set_defaults(func=cmd_sandbox_seed)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # a CLI user gets one line, not a traceback
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            print(f"opsmcp: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        from opsmcp.errors import OpsError
+
+        if isinstance(exc, OpsError):
+            print(f"opsmcp: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

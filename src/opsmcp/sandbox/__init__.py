@@ -1,0 +1,83 @@
+"""The embedded sandbox: an in-process moto server seeded with the incident scenario.
+
+:func:`start_sandbox` starts moto on a free loopback port, points ``settings`` at it and
+seeds every data source, so ``opsmcp serve`` works on a fresh machine with no AWS account.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from opsmcp.config import Settings
+
+log = logging.getLogger("opsmcp.sandbox")
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox: its endpoint, what was seeded, and how long start-up took (s)."""
+
+    endpoint: str
+    server: Any
+    counts: dict[str, int]
+    seconds: float
+
+    def stop(self) -> None:
+        """Stop the moto server."""
+        self.server.stop()
+
+
+def start_sandbox(settings: Settings) -> Sandbox:
+    """Start moto in-process on a free loopback port and seed the incident scenario.
+
+    Sets fake credentials in this process's environment (never real ones). Returns the
+    running :class:`Sandbox`; ``settings`` is only read (orders table and index names).
+
+    Raises:
+        RuntimeError: moto failed to start or seeding failed.
+    """
+    from moto.server import ThreadedMotoServer
+
+    from opsmcp.sandbox.scenario import build_scenario
+    from opsmcp.sandbox.seed import seed_aws
+
+    t0 = time.perf_counter()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ[key] = "sandbox"
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    target = settings.model_copy(update={"aws_endpoint_url": endpoint, "aws_profile": None})
+    try:
+        counts = seed_aws(target, build_scenario())
+    except Exception:
+        server.stop()
+        raise
+    return Sandbox(endpoint=endpoint, server=server, counts=counts, seconds=time.perf_counter() - t0)
+
+
+def banner(sandbox: Sandbox) -> str:
+    """The human summary printed to stderr at start-up."""
+    c = sandbox.counts
+    return (
+        f"opsmcp sandbox: moto at {sandbox.endpoint} seeded in {sandbox.seconds:.2f}s with an order-processing incident: "
+        f"{c.get('queues', 0)} queues (order-queue, payment-queue.fifo, order-cancellation-queue and their DLQs), "
+        f"{c.get('dead_letters', 0)} dead letters, {c.get('orders', 0)} orders"
+        + (f", {c['log_lines']} log lines" if "log_lines" in c else "")
+        + (f", {c['metric_points']} metric points" if "metric_points" in c else "")
+        + ". Try: list_queues, then analyze_dlq('order-queue-dlq')."
+    )
+
+
+def eprint(text: str) -> None:
+    """Print to stderr (stdout is the stdio MCP wire)."""
+    print(text, file=sys.stderr, flush=True)

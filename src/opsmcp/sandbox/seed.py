@@ -1,0 +1,112 @@
+"""Write the incident scenario (:mod:`.scenario`) into AWS-compatible endpoints.
+
+:func:`seed_aws` creates the queues (each DLQ wired with RedrivePolicy maxReceiveCount 3),
+fills the DLQs and backlogs, creates the ``orders`` table with its status and customer
+GSIs and loads the orders. Works against the embedded moto server, a standalone moto
+server or LocalStack. Idempotent for queue/table creation; messages are added each run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+from opsmcp.config import Settings
+from opsmcp.sandbox.scenario import MAX_RECEIVE_COUNT, Scenario
+
+log = logging.getLogger("opsmcp.sandbox")
+
+
+def _decimals(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _decimals(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decimals(v) for v in value]
+    return value
+
+
+def seed_queues(sqs: Any, scenario: Scenario) -> dict[str, str]:
+    """Create every queue and DLQ, send the dead letters and backlogs; return ``{name: url}``."""
+    urls: dict[str, str] = {}
+    for spec in scenario.queues:
+        fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if spec.fifo else {}
+        attrs = {"VisibilityTimeout": "30", "MessageRetentionPeriod": "1209600", **fifo_attrs}
+        if spec.dlq:
+            dlq_url = sqs.create_queue(QueueName=spec.dlq, Attributes=dict(attrs))["QueueUrl"]
+            urls[spec.dlq] = dlq_url
+            arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
+        urls[spec.name] = sqs.create_queue(QueueName=spec.name, Attributes=attrs)["QueueUrl"]
+    by_queue: dict[str, list[dict[str, Any]]] = {}
+    for n, letter in enumerate(scenario.dead_letters):
+        entry: dict[str, Any] = {"Id": str(n), "MessageBody": letter.body}
+        if letter.attributes:
+            entry["MessageAttributes"] = letter.attributes
+        if letter.queue.endswith(".fifo"):
+            entry["MessageGroupId"] = letter.group_id or "default"
+            entry["MessageDeduplicationId"] = f"seed-{n}"
+        by_queue.setdefault(letter.queue, []).append(entry)
+    for queue, bodies in scenario.backlog.items():
+        by_queue.setdefault(queue, []).extend({"Id": f"b{n}", "MessageBody": b} for n, b in enumerate(bodies))
+    for queue, entries in by_queue.items():
+        for i in range(0, len(entries), 10):
+            resp = sqs.send_message_batch(QueueUrl=urls[queue], Entries=entries[i : i + 10])
+            if resp.get("Failed"):
+                raise RuntimeError(f"seeding {queue} failed: {resp['Failed']}")
+    return urls
+
+
+def create_orders_table(ddb: Any, settings: Settings) -> None:
+    """Create the orders table (hash key orderId) with its status and customer GSIs, if missing."""
+    existing = ddb.list_tables().get("TableNames", [])
+    if settings.orders_table in existing:
+        return
+    ddb.create_table(
+        TableName=settings.orders_table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("orderId", "status", "customerId", "orderDate")],
+        KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {"IndexName": settings.orders_status_index, "Projection": {"ProjectionType": "ALL"},
+             "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"}, {"AttributeName": "orderDate", "KeyType": "RANGE"}]},
+            {"IndexName": settings.orders_customer_index, "Projection": {"ProjectionType": "ALL"},
+             "KeySchema": [{"AttributeName": "customerId", "KeyType": "HASH"}, {"AttributeName": "orderDate", "KeyType": "RANGE"}]},
+        ],
+    )
+    ddb.get_waiter("table_exists").wait(TableName=settings.orders_table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def put_orders(ddb: Any, table: str, orders: list[dict[str, Any]]) -> None:
+    """BatchWriteItem ``orders`` (plain dicts; floats stored as numbers) in chunks of 25."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    ser = TypeSerializer()
+    for i in range(0, len(orders), 25):
+        requests = [{"PutRequest": {"Item": {k: ser.serialize(_decimals(v)) for k, v in o.items()}}}
+                    for o in orders[i : i + 25]]
+        pending = {table: requests}
+        for _ in range(10):
+            resp = ddb.batch_write_item(RequestItems=pending)
+            pending = resp.get("UnprocessedItems") or {}
+            if not pending:
+                break
+
+
+def seed_aws(settings: Settings, scenario: Scenario) -> dict[str, int]:
+    """Seed SQS and DynamoDB at ``settings.aws_endpoint_url`` with ``scenario``.
+
+    Returns counts of what was written (queues, dead letters, orders) for the start-up banner.
+    """
+    from opsmcp.backends.aws import AwsClients
+
+    clients = AwsClients(settings)
+    seed_queues(clients.client("sqs"), scenario)
+    ddb = clients.client("dynamodb")
+    create_orders_table(ddb, settings)
+    put_orders(ddb, settings.orders_table, scenario.orders)
+    return {"queues": sum(2 if q.dlq else 1 for q in scenario.queues),
+            "dead_letters": len(scenario.dead_letters), "orders": len(scenario.orders)}

@@ -1,0 +1,337 @@
+"""Playbooks toolset: list the catalog and run an entry (check mode by default).
+
+Only playbooks named in the catalog (``settings.playbook_catalog``) can run, with variables
+the catalog allows, against the inventory opsmcp builds (localhost). The backend
+(:mod:`opsmcp.backends.ansible`) does the work in a worker thread; this module bridges it
+to async code: cancellation of the calling task stops the run, and task progress is
+forwarded to an optional ``progress`` callback.
+
+Write safety, in two layers:
+
+* the server's choke point registers ``run_playbook`` only when writes are enabled, asks
+  the user to confirm a real run (elicitation or an explicit ``confirm``), and audits it;
+* this toolset still refuses a real run (``check=False``) of any playbook whose risk is
+  not ``read`` unless :meth:`PlaybookTools.execute` is called with ``confirmed=True``.
+  The MCP-visible tool method :meth:`PlaybookTools.run_playbook` never passes it, so the
+  server calls ``execute(..., confirmed=True, progress=...)`` itself after confirmation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from pydantic import BaseModel, Field
+
+from opsmcp.backends import ansible as backend
+from opsmcp.backends.ansible import FileDiff, HostRecap, TaskEvent, TaskResult
+from opsmcp.config import Settings
+from opsmcp.errors import InvalidInput, WritesDisabled
+from opsmcp.toolsets.base import Result, tool
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
+
+
+class PlaybookVar(BaseModel):
+    """One variable a playbook accepts."""
+
+    name: str
+    type: str = Field(description="string, integer, boolean or path.")
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    enum: list[Any] | None = Field(None, description="Allowed values, when restricted.")
+    pattern: str | None = Field(None, description="Regex the value must fully match.")
+    min: int | None = None
+    max: int | None = None
+    allowed_roots: list[str] | None = Field(None, description="For paths: directories the path must lie under.")
+
+
+class PlaybookInfo(BaseModel):
+    """One runnable playbook."""
+
+    name: str
+    description: str
+    risk: str = Field(description="read (changes nothing), change, or destructive (deletes data).")
+    targets: list[str] = Field(description="Values accepted as `limit`.")
+    vars: list[PlaybookVar] = Field(description="Variables accepted in `extra_vars`.")
+
+
+class PlaybookList(Result):
+    """The playbooks run_playbook may run."""
+
+    playbooks: list[PlaybookInfo]
+
+
+class PlaybookRunResult(Result):
+    """Outcome of one playbook run; in check mode nothing was changed."""
+
+    name: str = Field(description="Playbook that ran.")
+    check: bool = Field(description="True for a check-mode (dry) run: nothing was changed.")
+    status: str = Field(description="successful, failed, timeout or canceled.")
+    changed: int = Field(description="Tasks that changed something (or would, in check mode).")
+    rc: int | None = Field(None, description="ansible-playbook exit code.")
+    duration_seconds: float = Field(description="Wall-clock duration, seconds.")
+    failed_task: str | None = Field(None, description="First task that failed, if any.")
+    message: str | None = Field(None, description="What went wrong, if anything.")
+    tasks: list[TaskResult] = Field(default_factory=list, description="Per task and host, in order.")
+    recap: dict[str, HostRecap] = Field(default_factory=dict, description="Per-host totals.")
+    diffs: list[FileDiff] = Field(default_factory=list, description="What changed, or would change.")
+    stdout_tail: str = Field("", description="Last lines of the playbook output.")
+
+
+class PlaybookTools:
+    """The ``playbooks`` toolset.
+
+    Args:
+        settings: reads ``playbook_catalog`` (re-read when the file changes),
+            ``playbook_timeout_seconds`` and ``max_result_bytes``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._catalog: backend.Catalog | None = None
+        self._catalog_mtime: float | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ catalog
+
+    def catalog(self) -> backend.Catalog:
+        """The loaded catalog, reloaded when its file's mtime changes.
+
+        Raises:
+            OpsError: the catalog file is missing or invalid (names the file).
+        """
+        path = self.settings.playbook_catalog
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            mtime = None
+        with self._lock:
+            if self._catalog is None or mtime != self._catalog_mtime:
+                self._catalog = backend.load_catalog(path)
+                self._catalog_mtime = mtime
+            return self._catalog
+
+    # ------------------------------------------------------------------ tools
+
+    @tool(title="List playbooks", read_only=True, destructive=False, idempotent=True, open_world=False)
+    async def list_playbooks(self) -> PlaybookList:
+        """List the playbooks run_playbook can run: name, what it does, risk, and the
+        variables each accepts (type, allowed values, default, whether required)."""
+        cat = self.catalog()
+        out = []
+        for e in cat.playbooks:
+            vars_ = [
+                PlaybookVar(
+                    name=n,
+                    type=s.type,
+                    description=s.description,
+                    required=s.required,
+                    default=s.default,
+                    enum=s.enum,
+                    pattern=s.pattern,
+                    min=s.min,
+                    max=s.max,
+                    allowed_roots=e.allowed_roots if s.type == "path" else None,
+                )
+                for n, s in e.vars.items()
+            ]
+            out.append(PlaybookInfo(name=e.name, description=e.description, risk=e.risk, targets=e.targets, vars=vars_))
+        return PlaybookList(playbooks=out)
+
+    @tool(
+        title="Run a playbook",
+        write=True,
+        read_only=False,
+        destructive=True,
+        idempotent=False,
+        open_world=True,
+    )
+    async def run_playbook(
+        self,
+        name: Annotated[str, Field(description="Playbook name from list_playbooks, e.g. 'collect_diagnostics'.")],
+        extra_vars: Annotated[
+            dict[str, str | int | bool] | None,
+            Field(description="Variables for the playbook, as listed by list_playbooks, e.g. {\"age_days\": 7}."),
+        ] = None,
+        check: Annotated[
+            bool,
+            Field(description="True (default): dry run with --check --diff, changes nothing. False: run for real."),
+        ] = True,
+        limit: Annotated[
+            str | None, Field(description="Host to run on, one of the playbook's targets; default all of them.")
+        ] = None,
+    ) -> PlaybookRunResult:
+        """Run a catalog playbook on localhost. Defaults to check mode (dry run): preview the
+        tasks and diffs first, then run with check=false to apply. Returns per-task status,
+        diffs, the recap and the failed task, if any."""
+        return await self.execute(name, extra_vars, check, limit)
+
+    # ------------------------------------------------------------------ plain API
+
+    async def execute(
+        self,
+        name: str,
+        extra_vars: dict[str, Any] | None = None,
+        check: bool = True,
+        limit: str | None = None,
+        *,
+        confirmed: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> PlaybookRunResult:
+        """Validate, then run playbook ``name`` in a worker thread; the server's entry point.
+
+        Args:
+            name: catalog entry name.
+            extra_vars: variable name -> value (strings accepted for integers/booleans).
+            check: True for a dry run (``--check --diff``); False to apply.
+            limit: one of the entry's targets, or None.
+            confirmed: the server sets True after the user confirmed a real run; without
+                it a real run of a ``change``/``destructive`` playbook is refused.
+            progress: awaited as ``progress(done, total, message)`` at each task start and
+                end (``total`` is an estimate or None); values only increase. Failures in
+                it are logged and ignored.
+
+        Returns:
+            A :class:`PlaybookRunResult` fitted to ``settings.max_result_bytes``.
+
+        Raises:
+            NotFound: unknown playbook (hint: closest names).
+            InvalidInput: bad variables or limit; nothing ran.
+            WritesDisabled: real run of a non-read playbook without ``confirmed``.
+            OpsError: catalog invalid or ansible not installed.
+            Cancellation: when the calling task is cancelled the run is killed (within
+                ~0.2 s) and the cancellation propagates.
+        """
+        entry = self.catalog().get(name)
+        clean = backend.validate_vars(entry, extra_vars)
+        if limit is not None and limit not in entry.targets:
+            raise InvalidInput(
+                f"limit {limit!r} is not a target of playbook {name!r}.",
+                "use one of " + ", ".join(repr(t) for t in entry.targets) + " or omit limit.",
+            )
+        if not check and entry.risk != "read" and not confirmed:
+            raise WritesDisabled(
+                f"A real run (check=false) of playbook {name!r} ({entry.risk}) needs confirmation.",
+                "run it with check=true to preview the changes, then ask the operator to enable and confirm the real run.",
+            )
+
+        cancel_event = threading.Event()
+        on_event = self._progress_bridge(progress, cancel_event) if progress is not None else None
+        timeout = self.settings.playbook_timeout_seconds
+
+        def work() -> backend.PlaybookRun:
+            return backend.run_playbook(
+                entry,
+                clean,
+                check=check,
+                limit=limit,
+                timeout_seconds=timeout,
+                on_event=on_event,
+                cancel_event=cancel_event,
+            )
+
+        try:
+            run = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            cancel_event.set()
+            raise
+        finally:
+            # Any exit path (also errors) must stop a still-running playbook.
+            cancel_event.set()
+        return _fit(_to_result(run), self.settings.max_result_bytes)
+
+    @staticmethod
+    def _progress_bridge(progress: ProgressFn, cancel_event: threading.Event) -> Callable[[TaskEvent], None]:
+        """Build the ``on_event`` callback that forwards task events from the worker thread
+        to ``progress`` on the event loop (``anyio.from_thread.run``)."""
+        last = -1.0
+
+        def on_event(ev: TaskEvent) -> None:
+            nonlocal last
+            if cancel_event.is_set():
+                return
+            if ev.kind == "task_start":
+                done, msg = ev.index - 0.5, f"task {ev.index}: {ev.task}"
+            else:
+                done, msg = float(ev.index), f"{ev.task}: {ev.status} on {ev.host}"
+            if done <= last:
+                return
+            last = done
+            total = float(ev.total) if ev.total is not None else None
+            try:
+                anyio.from_thread.run(progress, done, total, msg)
+            except Exception:
+                log.debug("progress callback failed", exc_info=True)
+
+        return on_event
+
+
+def _to_result(run: backend.PlaybookRun) -> PlaybookRunResult:
+    notes: list[str] = []
+    changed = run.changed
+    if run.check:
+        notes.append(
+            f"Check mode: nothing was changed. {changed} task(s) would change something; "
+            "commands that do not support check mode were skipped."
+        )
+    if run.tasks_truncated:
+        notes.append(f"Only the first {backend.MAX_TASKS} task results are listed.")
+    if run.diffs_truncated:
+        notes.append(f"Diffs were cut: at most {backend.MAX_DIFFS} diffs of {backend.MAX_DIFF_BYTES} bytes each.")
+    if run.stdout_truncated:
+        notes.append("stdout_tail holds only the last lines of the output.")
+    return PlaybookRunResult(
+        truncated=run.tasks_truncated or run.diffs_truncated or run.stdout_truncated,
+        notes=notes,
+        name=run.name,
+        check=run.check,
+        status=run.status,
+        changed=changed,
+        rc=run.rc,
+        duration_seconds=run.duration_seconds,
+        failed_task=run.failed_task,
+        message=run.message,
+        tasks=run.tasks,
+        recap=run.recap,
+        diffs=run.diffs,
+        stdout_tail=run.stdout_tail,
+    )
+
+
+def _fit(result: PlaybookRunResult, budget: int) -> PlaybookRunResult:
+    """Shrink ``result`` to at most ``budget`` bytes of JSON: stdout tail first, then diffs,
+    then debug outputs; says so in ``notes``."""
+
+    def size() -> int:
+        return len(result.model_dump_json().encode())
+
+    if size() <= budget:
+        return result
+    result.truncated = True
+    if len(result.stdout_tail) > 1_000:
+        result.stdout_tail = result.stdout_tail[-1_000:]
+        result.notes.append("stdout_tail was cut to fit the result size budget.")
+    dropped = 0
+    while result.diffs and size() > budget:
+        result.diffs.pop()
+        dropped += 1
+    if dropped:
+        result.notes.append(f"{dropped} diff(s) were dropped to fit the result size budget.")
+    if size() > budget:
+        for t in result.tasks:
+            if t.output and len(t.output) > 300:
+                t.output = t.output[:300] + " ...[truncated]"
+        result.notes.append("Debug outputs were cut to fit the result size budget.")
+    while len(result.tasks) > 1 and size() > budget:
+        result.tasks.pop()
+    return result
