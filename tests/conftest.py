@@ -6,6 +6,7 @@ boto3 clients, timeouts and error mapping are exercised as in production.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,25 @@ os.environ.update(
     AWS_EC2_METADATA_DISABLED="true",
 )
 
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ops_agent"
+
+
+def pytest_collection_modifyitems(items):
+    """Run every ``async def`` test on anyio's asyncio backend (fixtures set up and torn
+    down in the test's own task, which the MCP client's task groups require)."""
+    import inspect
+
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend():
+    """asyncio only."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +57,13 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def fresh_moto() -> Iterator[str]:
-    """A moto server of this test's own (empty state); yields its URL."""
-    from moto.server import ThreadedMotoServer
+def fresh_moto(moto_endpoint: str) -> Iterator[str]:
+    """The session's moto server with its state reset (moto keeps one in-process state for
+    every server in a process, so "fresh" means reset); yields its URL."""
+    import urllib.request
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+    yield moto_endpoint
 
 
 def make_settings(endpoint: str, data_dir: Path, **overrides):
@@ -63,3 +78,42 @@ def fixtures_dir() -> Path:
     """The ops_agent fixture directory (../shared/fixtures/ops_agent)."""
     assert FIXTURES.is_dir(), f"fixtures missing at {FIXTURES}"
     return FIXTURES
+
+
+class ToolFailed(AssertionError):
+    """A tool call returned isError: the text is the tool error message."""
+
+
+async def call(client, name: str, **arguments):
+    """Call tool ``name``; return its structuredContent, or raise ToolFailed with the error text."""
+    result = await client.call_tool(name, arguments)
+    text = " ".join(getattr(c, "text", "") for c in result.content)
+    if result.is_error:
+        raise ToolFailed(text)
+    assert result.structured_content is not None, f"{name} returned no structuredContent: {text[:200]}"
+    return result.structured_content
+
+
+@pytest.fixture
+async def seeded(fresh_moto, tmp_path):
+    """A fresh moto server seeded with the sandbox scenario, and an in-memory MCP client
+    of a server with writes enabled. Yields a namespace: client, settings, scenario, sqs, ddb."""
+    import types
+
+    import boto3
+    from mcp import Client
+
+    from opsmcp.sandbox.scenario import build_scenario
+    from opsmcp.sandbox.seed import seed_aws
+    from opsmcp.server import build_server
+
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True)
+    scenario = build_scenario()
+    seed_aws(settings, scenario)
+    server, runtime = build_server(settings)
+    async with Client(server) as client:
+        yield types.SimpleNamespace(
+            client=client, settings=settings, scenario=scenario, runtime=runtime,
+            sqs=boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1"),
+            ddb=boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1"),
+        )

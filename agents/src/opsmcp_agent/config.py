@@ -30,6 +30,8 @@ class AgentConfig:
         api_key: bearer key for OpenAI-compatible endpoints (most local ones ignore it).
         temperature: sampling temperature, 0 for repeatable investigations.
         think: let reasoning models (qwen3) think before answering; slower.
+        num_ctx: Ollama context window in tokens (Ollama's own default, 2–4k, silently
+            truncates tool definitions and results).
         server_command: command line that starts opsmcp over stdio (shell-split).
         server_url: streamable-HTTP endpoint (``http://host:port/mcp``); when set it is
             used instead of ``server_command``.
@@ -52,6 +54,7 @@ class AgentConfig:
     api_key: str | None = None
     temperature: float = 0.0
     think: bool = False
+    num_ctx: int = 16384
     server_command: str = DEFAULT_SERVER_COMMAND
     server_url: str | None = None
     token: str | None = None

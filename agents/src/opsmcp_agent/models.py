@@ -34,13 +34,13 @@ def build_chat_model(config: AgentConfig) -> BaseChatModel:
     Args:
         config: ``provider`` selects ``ChatOllama`` (``"ollama"``) or ``ChatOpenAI``
             (``"openai"``); ``model``, ``resolved_base_url``, ``api_key``,
-            ``temperature`` and ``think`` are passed through.
+            ``temperature``, ``think`` and (Ollama) ``num_ctx`` are passed through.
 
     Returns:
         An unbound chat model; the agent binds the MCP tools to it.
 
     Raises:
-        BadInput-like ``ValueError``: an unknown provider.
+        ValueError: an unknown provider.
     """
     url = config.resolved_base_url
     if config.provider == "ollama":
@@ -51,6 +51,7 @@ def build_chat_model(config: AgentConfig) -> BaseChatModel:
             base_url=url,
             temperature=config.temperature,
             reasoning=config.think,
+            num_ctx=config.num_ctx,
         )
     if config.provider == "openai":
         from langchain_openai import ChatOpenAI

@@ -28,7 +28,7 @@ Gaps of moto 5.2 (the sandbox and the tests), checked by experiment and designed
   de-duplicated here. Pages hold 500 metrics and a ``NextToken`` works only once.
 * PutMetricData accepts any timestamp and more than 1000 datapoints; CloudWatch takes at
   most 1000 datums and 1 MB per request and timestamps from two weeks ago to two hours
-  ahead, so :func:`put_series` enforces CloudWatch's limits.
+  ahead, so :func:`put_series` / :func:`put_series_sync` enforce CloudWatch's limits.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
-from opsmcp.backends.aws import AwsClients, aws_call
+from opsmcp.backends.aws import AwsClients, aws_call, map_aws_error
 from opsmcp.errors import InvalidInput, OpsError
 from opsmcp.times import iso, parse_window, utcnow
 
@@ -418,18 +418,25 @@ def _datum_size(name: str, dims: list[dict[str, str]]) -> int:
 
 
 async def put_series(clients: AwsClients, series: Iterable[Series], *, now: datetime | None = None) -> int:
-    """Write metric series with PutMetricData (seeding the sandbox, tests).
+    """Write metric series with PutMetricData, off the event loop (see :func:`put_series_sync`)."""
+    return await aws_call(clients, "put metric data", put_series_sync, clients, series, now=now)
+
+
+def put_series_sync(clients: AwsClients, series: Iterable[Series], *, now: datetime | None = None) -> int:
+    """Write metric series with PutMetricData (seeding the sandbox, tests); blocking.
 
     ``series`` has the shape :meth:`Scenario.metric_series` returns: ``(namespace, metric
     name, dimensions, unit, [(time, value)])``. Datums are grouped by namespace and sent
-    in requests of at most 1000 datums and ~900 KB (CloudWatch's limits).
+    in requests of at most 1000 datums and ~900 KB (CloudWatch's limits). Every timestamp
+    is checked before anything is sent.
 
     Returns:
         the number of datapoints written.
 
     Raises:
         InvalidInput: a timestamp older than two weeks or more than two hours ahead
-            (CloudWatch rejects those; nothing is written), or a non-finite value.
+            (CloudWatch rejects those), or a non-finite value.
+        OpsError: a PutMetricData call failed (mapped as :func:`~.aws.aws_call` does).
     """
     now = now or utcnow()
     by_ns: dict[str, list[tuple[dict[str, Any], int]]] = {}
@@ -448,19 +455,24 @@ async def put_series(clients: AwsClients, series: Iterable[Series], *, now: date
             by_ns.setdefault(namespace, []).append((_datum(name, dims, unit, t, v), size))
     cw = clients.client("cloudwatch")
     written = 0
+
+    def send(namespace: str, batch: list[dict[str, Any]]) -> None:
+        try:
+            cw.put_metric_data(Namespace=namespace, MetricData=batch)
+        except Exception as exc:  # botocore raises many unrelated types; map them all
+            raise map_aws_error(exc, clients.endpoint, f"put {len(batch)} datapoints to {namespace}") from exc
+
     for namespace, datums in by_ns.items():
         batch: list[dict[str, Any]] = []
         batch_bytes = 0
-        for datum, size in datums + [({}, 0)]:  # sentinel flushes the last batch
-            if datum and len(batch) < PUT_MAX_DATUMS and batch_bytes + size <= PUT_MAX_BYTES:
-                batch.append(datum)
-                batch_bytes += size
-                continue
-            if batch:
-                await aws_call(
-                    clients, f"put {len(batch)} datapoints to {namespace}", cw.put_metric_data,
-                    Namespace=namespace, MetricData=batch,
-                )
+        for datum, size in datums:
+            if len(batch) >= PUT_MAX_DATUMS or batch_bytes + size > PUT_MAX_BYTES:
+                send(namespace, batch)
                 written += len(batch)
-            batch, batch_bytes = ([datum], size) if datum else ([], 0)
+                batch, batch_bytes = [], 0
+            batch.append(datum)
+            batch_bytes += size
+        if batch:
+            send(namespace, batch)
+            written += len(batch)
     return written

@@ -337,7 +337,7 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
                     "ErrorCode": {"DataType": "String", "StringValue": code},
                     "ErrorMessage": {"DataType": "String", "StringValue": message},
                 },
-                group_id=o["customerId"], cause=cause, order_id=o["orderId"], trace_id=o["traceId"]))
+                group_id=o["orderId"], cause=cause, order_id=o["orderId"], trace_id=o["traceId"]))
     # 4. order-cancellation: cancelling orders that already shipped.
     for o in recent(8, "SHIPPED"):
         body, ev, t = event(o, "ORDER_CANCELLED", {

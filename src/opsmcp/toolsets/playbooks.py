@@ -242,11 +242,9 @@ class PlaybookTools:
 
         try:
             run = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
-        except anyio.get_cancelled_exc_class():
-            cancel_event.set()
-            raise
         finally:
-            # Any exit path (also errors) must stop a still-running playbook.
+            # On cancellation the thread is abandoned while the playbook still runs:
+            # setting the event makes ansible-runner kill it (no-op after a normal end).
             cancel_event.set()
         return _fit(_to_result(run), self.settings.max_result_bytes)
 
@@ -332,6 +330,9 @@ def _fit(result: PlaybookRunResult, budget: int) -> PlaybookRunResult:
             if t.output and len(t.output) > 300:
                 t.output = t.output[:300] + " ...[truncated]"
         result.notes.append("Debug outputs were cut to fit the result size budget.")
+    kept = len(result.tasks)
     while len(result.tasks) > 1 and size() > budget:
         result.tasks.pop()
+    if len(result.tasks) < kept:
+        result.notes.append(f"Only the first {len(result.tasks)} of {kept} task results fit the size budget.")
     return result

@@ -568,8 +568,9 @@ class QueueTools:
                 if dry_run:
                     held += [f.message["ReceiptHandle"] for f, _ in chosen]
                     continue
-                if chosen:
-                    await self._move(url, target_url, target_fifo, [f.message for f, _ in chosen], result, held)
+                if chosen and not await self._move(url, target_url, target_fifo, [f.message for f, _ in chosen],
+                                                   result, held):
+                    break
         finally:
             await self.sqs.release(url, held)
         result.remaining = int((await self.sqs.attributes(url)).get("ApproximateNumberOfMessages", 0))
@@ -583,8 +584,10 @@ class QueueTools:
         return result
 
     async def _move(self, url: str, target_url: str, target_fifo: bool, messages: list[dict[str, Any]],
-                    result: RedriveResult, held: list[str]) -> None:
-        """Send one batch (<=10) to the target, then delete exactly the sent ones from the DLQ."""
+                    result: RedriveResult, held: list[str]) -> bool:
+        """Send one batch (<=10) to the target, then delete exactly the sent ones from the DLQ.
+
+        Returns False when the redrive must stop (the DLQ refused deletes)."""
         entries = []
         by_id = {}
         for i, m in enumerate(messages):
@@ -606,9 +609,20 @@ class QueueTools:
         for i, error in failed.items():
             result.failed.append(RedriveFailure(message_id=by_id[i]["MessageId"], error=error))
             held.append(by_id[i]["ReceiptHandle"])
-        delete_failed = await self.sqs.delete_batch(url, {i: by_id[i]["ReceiptHandle"] for i in ok})
+        sent = {i: by_id[i]["ReceiptHandle"] for i in ok}
+        try:
+            delete_failed = await self.sqs.delete_batch(url, sent)
+        except OpsError as exc:
+            # Sent but not deleted: still in the DLQ (released below), so a retry sends them
+            # again (at-least-once). Stop here rather than pile up more duplicates.
+            result.duplicates_possible += [by_id[i]["MessageId"] for i in ok]
+            held += list(sent.values())
+            result.notes.append(f"stopped: deleting sent messages from the DLQ failed ({exc}); they are in both "
+                                "queues now and a retry sends them again")
+            return False
         for i in ok:
             if i in delete_failed:
                 result.duplicates_possible.append(by_id[i]["MessageId"])
             else:
                 result.moved += 1
+        return True

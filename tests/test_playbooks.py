@@ -1,0 +1,543 @@
+"""Playbook runner: real ansible-runner runs against localhost inside pytest tmp dirs.
+
+No mocks: every run below is ansible-playbook started by ansible-runner with our own
+inventory (localhost, connection local). Each run costs ~1.5-3 s, so tests share runs
+where they can (check, real, real-again in one test).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import signal
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+
+from opsmcp.backends import ansible as backend
+from opsmcp.backends.ansible import PlaybookEntry, load_catalog, run_playbook, validate_vars
+from opsmcp.config import REPO_ROOT, Settings
+from opsmcp.errors import InvalidInput, NotFound, OpsError, WritesDisabled
+from opsmcp.toolsets.playbooks import PlaybookTools
+
+CATALOG = REPO_ROOT / "tools" / "catalog.yml"
+DAY = 86_400
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def catalog() -> backend.Catalog:
+    return load_catalog(CATALOG)
+
+
+def entry_for(catalog: backend.Catalog, name: str, root: Path) -> PlaybookEntry:
+    """The shipped entry, with ``root`` added to its allowed roots (in case TMPDIR is
+    somewhere the catalog does not allow)."""
+    entry = catalog.get(name)
+    return entry.model_copy(update={"allowed_roots": [*entry.allowed_roots, str(root)]})
+
+
+def catalog_copy(where: Path, root: Path) -> Path:
+    """Write a copy of the shipped catalog into ``where`` with ``root`` added to every
+    entry's allowed roots; return its path."""
+    data = yaml.safe_load(CATALOG.read_text())
+    data["defaults"]["allowed_roots"].append(str(root))
+    for item in data["playbooks"]:
+        item["file"] = str(CATALOG.parent / item["file"])
+        if "allowed_roots" in item:
+            item["allowed_roots"].append(str(root))
+    path = where / "catalog.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under ``root``: type, size, mtime (ns), content hash, inode."""
+    snap: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            snap[str(p.relative_to(root))] = (p.is_dir(), st.st_size, st.st_mtime_ns, digest, st.st_ino)
+    return snap
+
+
+def make_old(path: Path, days: float) -> None:
+    t = time.time() - days * DAY
+    os.utime(path, (t, t))
+
+
+def sleepers(marker: str) -> list[int]:
+    """Pids of live processes whose command line is exactly ``sleep <marker>``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cmd[:2] == [b"sleep", marker.encode()] and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.fixture
+def test_catalog(tmp_path: Path) -> backend.Catalog:
+    """A tiny test-only catalog: a slow playbook and one that fails mid-way."""
+    (tmp_path / "slow.yml").write_text(
+        textwrap.dedent(
+            """\
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - name: Before
+                  ansible.builtin.debug: {msg: starting}
+                - name: Sleep
+                  ansible.builtin.command: "sleep {{ seconds }}"
+                - name: After
+                  ansible.builtin.debug: {msg: never}
+            """
+        )
+    )
+    (tmp_path / "fails.yml").write_text(
+        textwrap.dedent(
+            """\
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - name: Write marker
+                  ansible.builtin.copy: {content: "step 1\\n", dest: "{{ marker }}"}
+                - name: Break here
+                  ansible.builtin.command: "sh -c 'echo disk on fire >&2; exit 3'"
+                - name: Never runs
+                  ansible.builtin.debug: {msg: unreachable}
+            """
+        )
+    )
+    (tmp_path / "catalog.yml").write_text(
+        textwrap.dedent(
+            f"""\
+            version: 1
+            defaults: {{targets: [localhost], allowed_roots: ["{tmp_path}"]}}
+            playbooks:
+              - name: slow
+                file: slow.yml
+                risk: read
+                description: Sleeps.
+                vars:
+                  seconds: {{type: integer, min: 1, max: 60, default: 30}}
+              - name: fails_midway
+                file: fails.yml
+                risk: change
+                description: Writes a marker, then fails.
+                vars:
+                  marker: {{type: path, required: true}}
+            """
+        )
+    )
+    return load_catalog(tmp_path / "catalog.yml")
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def test_shipped_catalog_loads(catalog: backend.Catalog) -> None:
+    assert {"collect_diagnostics", "cleanup_old_files", "rotate_log", "restart_worker"} <= set(catalog.names)
+    assert catalog.get("collect_diagnostics").risk == "read"
+    assert catalog.get("cleanup_old_files").risk == "destructive"
+    for e in catalog.playbooks:
+        assert e.file.is_absolute() and e.file.is_file()
+        assert e.targets == ["localhost"]
+
+
+def test_catalog_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yml"
+    with pytest.raises(OpsError, match=str(missing)):
+        load_catalog(missing)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("playbooks: [\n")
+    with pytest.raises(OpsError, match="not valid YAML"):
+        load_catalog(bad)
+    bad.write_text("playbooks:\n  - {name: x, file: gone.yml, description: d, risk: read}\n")
+    with pytest.raises(OpsError, match=r"gone\.yml does not exist"):
+        load_catalog(bad)
+    (tmp_path / "p.yml").write_text("- hosts: all\n  tasks: []\n")
+    bad.write_text("playbooks:\n  - {name: x, file: p.yml, description: d, risk: extreme}\n")
+    with pytest.raises(OpsError, match=r"bad\.yml.*risk"):
+        load_catalog(bad)
+    bad.write_text(
+        "playbooks:\n  - {name: x, file: p.yml, description: d, risk: read,"
+        " vars: {n: {type: integer, min: 1, max: 5, default: 9}}}\n"
+    )
+    with pytest.raises(OpsError, match="at most 5"):
+        load_catalog(bad)
+
+
+def test_unknown_playbook_suggests_closest(catalog: backend.Catalog) -> None:
+    with pytest.raises(NotFound) as err:
+        catalog.get("cleanup_old")
+    assert "cleanup_old_files" in str(err.value)
+    with pytest.raises(NotFound, match="list_playbooks"):
+        catalog.get("zzzzzz")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_validate_coerces_and_fills_defaults(catalog: backend.Catalog, tmp_path: Path) -> None:
+    entry = entry_for(catalog, "cleanup_old_files", tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real", target_is_directory=True)
+    out = validate_vars(entry, {"directory": str(link), "age_days": "42", "recurse": "TRUE"})
+    assert out == {
+        "directory": os.path.realpath(tmp_path / "real"),
+        "pattern": "*.log",
+        "age_days": 42,
+        "recurse": True,
+    }
+    assert validate_vars(entry, out) == out  # idempotent
+    assert validate_vars(entry, {"directory": str(tmp_path), "recurse": "false", "pattern": None})["recurse"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "match"),
+    [
+        ("cleanup_old_files", {"directory": "{tmp}", "age_days": "abc"}, r"'age_days'.*integer"),
+        ("cleanup_old_files", {"directory": "{tmp}", "age_days": 0}, r"'age_days'.*at least 1"),
+        ("cleanup_old_files", {"directory": "{tmp}", "recurse": "maybe"}, r"'recurse'.*boolean"),
+        ("cleanup_old_files", {"directory": "{tmp}", "colour": "red"}, r"no variable 'colour'"),
+        ("cleanup_old_files", {}, r"needs variable 'directory'"),
+        ("cleanup_old_files", {"directory": "{tmp}/../../etc"}, r"'directory'.*'\.\.'"),
+        ("cleanup_old_files", {"directory": "etc/logs"}, r"'directory'.*absolute"),
+        ("cleanup_old_files", {"directory": "/etc"}, r"'directory'.*must lie under"),
+        ("cleanup_old_files", {"directory": "{tmp}/to_etc"}, r"'directory'.*resolves to /etc"),
+        ("cleanup_old_files", {"directory": "{tmp}", "pattern": "../*"}, r"'pattern'.*must match"),
+        ("cleanup_old_files", {"directory": "{tmp}", "pattern": "@/etc/passwd"}, r"'pattern'.*'@'"),
+        ("cleanup_old_files", {"directory": "@{tmp}"}, r"'directory'.*'@'"),
+        ("collect_diagnostics", {"match": "{{ lookup('pipe', 'id') }}"}, r"'match'.*Jinja"),
+        ("collect_diagnostics", {"match": "{% raw %}"}, r"'match'.*Jinja"),
+        ("collect_diagnostics", {"match": "DEBUG"}, r"'match'.*one of 'ERROR'"),
+        ("collect_diagnostics", {"log_file": "{tmp}/a\n.log"}, r"'log_file'.*control characters"),
+        ("restart_worker", {"pid_file": "{tmp}/w.pid", "start_command": "rm -rf /"}, r"'start_command'.*one of"),
+        ("restart_worker", {"pid_file": "{tmp}/w.txt", "start_command": "sleep infinity"}, r"'pid_file'.*match"),
+    ],
+)
+def test_validation_failures_run_nothing(
+    catalog: backend.Catalog, tmp_path: Path, name: str, extra: dict, match: str
+) -> None:
+    (tmp_path / "to_etc").symlink_to("/etc")
+    entry = entry_for(catalog, name, tmp_path)
+    extra = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in extra.items()}
+    before = snapshot(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match=match) as err:
+        run_playbook(entry, extra, check=True, timeout_seconds=30)
+    assert time.monotonic() - started < 0.5  # refused before ansible started
+    assert err.value.hint  # says what is allowed
+    assert snapshot(tmp_path) == before
+
+
+def test_limit_must_be_a_target(catalog: backend.Catalog) -> None:
+    with pytest.raises(InvalidInput, match="limit 'db1'"):
+        run_playbook(catalog.get("collect_diagnostics"), {}, check=True, limit="db1", timeout_seconds=30)
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+async def test_collect_diagnostics_is_read_only(
+    catalog: backend.Catalog, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"2024-01-01 INFO ok {i}\n2024-01-01 ERROR boom {i}\n" for i in range(30)))
+    before = snapshot(tmp_path)
+    entry = entry_for(catalog, "collect_diagnostics", tmp_path)
+
+    dry = run_playbook(entry, {"log_file": str(log), "error_lines": "5"}, check=True, timeout_seconds=120)
+    assert dry.status == "successful", dry.stdout_tail
+    assert dry.changed == 0 and dry.rc == 0
+
+    # A real run of a read-risk playbook needs no confirmation.
+    tools = tools_for(catalog_copy(tmp_path_factory.mktemp("catalog"), tmp_path))
+    real = await tools.execute("collect_diagnostics", {"log_file": str(log), "error_lines": 5}, check=False)
+    assert real.status == "successful" and real.changed == 0 and not real.check
+    report = next(t for t in real.tasks if t.task == "Report")
+    for i in range(25, 30):
+        assert f"ERROR boom {i}" in report.output
+    assert "ERROR boom 24" not in report.output
+    assert "load_average" in report.output and "Mem:" in report.output
+    assert snapshot(tmp_path) == before
+
+
+def test_cleanup_old_files_check_then_real_then_again(catalog: backend.Catalog, tmp_path: Path) -> None:
+    d = tmp_path / "logs"
+    (d / "sub").mkdir(parents=True)
+    files = {
+        "old.log": 10,
+        "older.log": 400,
+        "new.log": 1,
+        "old.txt": 10,
+        "sub/old.log": 30,
+    }
+    for rel, age in files.items():
+        (d / rel).write_text(rel)
+        make_old(d / rel, age)
+    entry = entry_for(catalog, "cleanup_old_files", tmp_path)
+    args = {"directory": str(d), "age_days": 7, "recurse": True}
+    expect_gone = {str(d / "old.log"), str(d / "older.log"), str(d / "sub" / "old.log")}
+
+    before = snapshot(tmp_path)
+    dry = run_playbook(entry, args, check=True, timeout_seconds=120)
+    assert dry.status == "successful", dry.stdout_tail
+    assert snapshot(tmp_path) == before  # check mode changed nothing on disk
+    assert dry.changed == 1  # the delete task, with one diff per file
+    would_delete = {line.split('"')[1] for diff in dry.diffs for line in diff.diff.splitlines() if line.startswith(" path:")}
+    assert would_delete == expect_gone
+    assert all('+state: "absent"' in diff.diff for diff in dry.diffs)
+
+    real = run_playbook(entry, args, check=False, timeout_seconds=120)
+    assert real.status == "successful" and real.changed == dry.changed
+    after = snapshot(tmp_path)
+    assert {str(tmp_path / p) for p in set(before) - set(after)} == would_delete
+    assert all(after[p] == before[p] for p in after if p != "logs" and p != "logs/sub")  # nothing else touched
+
+    again = run_playbook(entry, args, check=False, timeout_seconds=120)
+    assert again.status == "successful" and again.changed == 0 and not again.diffs
+    assert snapshot(tmp_path) == after
+
+
+def test_rotate_log_check_then_real_then_again(catalog: backend.Catalog, tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    content = "".join(f"line {i}\n" for i in range(500)).encode()
+    log.write_bytes(content)
+    inode = log.stat().st_ino
+    entry = entry_for(catalog, "rotate_log", tmp_path)
+
+    before = snapshot(tmp_path)
+    dry = run_playbook(entry, {"log_file": str(log)}, check=True, timeout_seconds=120)
+    assert dry.status == "successful", dry.stdout_tail
+    assert snapshot(tmp_path) == before
+    would = {t.task for t in dry.tasks if t.status == "changed"}
+    assert would == {"Write the compressed copy", "Truncate the log in place"}
+
+    real = run_playbook(entry, {"log_file": str(log)}, check=False, timeout_seconds=120)
+    assert real.status == "successful" and {t.task for t in real.tasks if t.status == "changed"} == would
+    rotated = sorted(tmp_path.glob("app.log.*.gz"))
+    assert len(rotated) == 1
+    assert gzip.decompress(rotated[0].read_bytes()) == content
+    assert log.stat().st_size == 0 and log.stat().st_ino == inode  # truncated in place
+    assert not list(tmp_path.glob("*.part"))
+
+    again = run_playbook(entry, {"log_file": str(log)}, check=False, timeout_seconds=120)
+    assert again.status == "successful" and again.changed == 0
+    assert sorted(tmp_path.glob("app.log.*.gz")) == rotated
+
+
+def test_restart_worker(catalog: backend.Catalog, tmp_path: Path) -> None:
+    entry = entry_for(catalog, "restart_worker", tmp_path)
+    pid_file = tmp_path / "worker.pid"
+    args = {"pid_file": str(pid_file), "start_command": "sleep infinity", "stop_timeout": 5}
+    started: list[int] = []
+    try:
+        first = run_playbook(entry, args, check=False, timeout_seconds=120)
+        assert first.status == "successful", first.stdout_tail
+        pid1 = int(pid_file.read_text())
+        started.append(pid1)
+        assert Path(f"/proc/{pid1}/cmdline").read_bytes() == b"sleep\0infinity\0"
+
+        before = snapshot(tmp_path)
+        dry = run_playbook(entry, args, check=True, timeout_seconds=120)
+        assert dry.status == "successful", dry.stdout_tail
+        assert {t.task for t in dry.tasks if t.status == "changed"} == {
+            "Stop the worker (SIGTERM, then SIGKILL after stop_timeout seconds)",
+            "Start the worker",
+        }
+        assert snapshot(tmp_path) == before and sleepers("infinity").count(pid1) == 1
+
+        real = run_playbook(entry, args, check=False, timeout_seconds=120)
+        assert real.status == "successful", real.stdout_tail
+        pid2 = int(pid_file.read_text())
+        started.append(pid2)
+        assert pid2 != pid1
+        assert wait_until(lambda: pid1 not in sleepers("infinity"))
+        assert pid2 in sleepers("infinity")
+    finally:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_restart_worker_refuses_unrelated_pid(catalog: backend.Catalog, tmp_path: Path) -> None:
+    """Mid-way failure of a shipped playbook: partial results name the failed task."""
+    entry = entry_for(catalog, "restart_worker", tmp_path)
+    pid_file = tmp_path / "worker.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # pytest itself: must never be killed
+    run = run_playbook(entry, {"pid_file": str(pid_file), "start_command": "sleep infinity"}, check=False, timeout_seconds=120)
+    assert run.status == "failed"
+    assert run.failed_task == "Refuse to kill an unrelated process"
+    assert "refusing to stop it" in run.message
+    assert [t.status for t in run.tasks if t.task == "Read the pid file"] == ["ok"]
+    assert not any(t.task.startswith(("Stop", "Start")) for t in run.tasks)
+    assert run.recap["localhost"].failed == 1
+
+
+def test_failure_midway_returns_partial_results(test_catalog: backend.Catalog, tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    run = run_playbook(test_catalog.get("fails_midway"), {"marker": str(marker)}, check=False, timeout_seconds=120)
+    assert run.status == "failed" and run.rc not in (0, None)
+    assert run.failed_task == "Break here"
+    assert [(t.task, t.status) for t in run.tasks] == [("Write marker", "changed"), ("Break here", "failed")]
+    assert "disk on fire" in run.tasks[1].message and "Break here" in run.message
+    assert run.recap["localhost"].changed == 1 and run.recap["localhost"].failed == 1
+    assert marker.read_text() == "step 1\n"
+    assert any("+step 1" in d.diff for d in run.diffs)
+    assert "Break here" in run.stdout_tail
+
+
+def test_timeout_stops_the_run(test_catalog: backend.Catalog) -> None:
+    assert not sleepers("37")
+    started = time.monotonic()
+    run = run_playbook(test_catalog.get("slow"), {"seconds": 37}, check=False, timeout_seconds=3)
+    assert run.status == "timeout"
+    assert "time limit" in run.message and run.rc == 254
+    assert time.monotonic() - started < 10
+    assert not any(t.task == "After" for t in run.tasks)
+    assert wait_until(lambda: not sleepers("37"))
+
+
+def test_cancel_event_stops_the_run(test_catalog: backend.Catalog) -> None:
+    sleeping = threading.Event()
+    cancel = threading.Event()
+    events: list[backend.TaskEvent] = []
+
+    def on_event(ev: backend.TaskEvent) -> None:
+        events.append(ev)
+        if ev.kind == "task_start" and ev.task == "Sleep":
+            sleeping.set()
+
+    result: list[backend.PlaybookRun] = []
+    worker = threading.Thread(
+        target=lambda: result.append(
+            run_playbook(
+                test_catalog.get("slow"), {"seconds": 38}, check=False, timeout_seconds=120,
+                on_event=on_event, cancel_event=cancel,
+            )
+        )
+    )
+    worker.start()
+    assert sleeping.wait(30)
+    assert wait_until(lambda: bool(sleepers("38")), 10)
+    cancel.set()
+    t0 = time.monotonic()
+    worker.join(15)
+    assert not worker.is_alive() and time.monotonic() - t0 < 5
+    run = result[0]
+    assert run.status == "canceled" and "canceled" in run.message
+    assert [(t.task, t.status) for t in run.tasks] == [("Before", "ok")]
+    assert [e.kind for e in events][:3] == ["task_start", "task_end", "task_start"]
+    assert events[0].total == 3
+    assert wait_until(lambda: not sleepers("38"))
+
+
+# --------------------------------------------------------------------------- toolset
+
+
+def tools_for(catalog_path: Path) -> PlaybookTools:
+    return PlaybookTools(Settings(playbook_catalog=catalog_path, playbook_timeout_seconds=60))
+
+
+async def test_list_playbooks() -> None:
+    result = await tools_for(CATALOG).list_playbooks()
+    by_name = {p.name: p for p in result.playbooks}
+    assert set(by_name) >= {"collect_diagnostics", "cleanup_old_files", "rotate_log", "restart_worker"}
+    age = next(v for v in by_name["cleanup_old_files"].vars if v.name == "age_days")
+    assert (age.type, age.default, age.min) == ("integer", 7, 1)
+    directory = next(v for v in by_name["cleanup_old_files"].vars if v.name == "directory")
+    assert directory.required and "/tmp" in directory.allowed_roots
+
+
+async def test_real_run_of_a_change_playbook_needs_confirmation(test_catalog: backend.Catalog, tmp_path: Path) -> None:
+    tools = tools_for(test_catalog.path)
+    marker = tmp_path / "marker.txt"
+    with pytest.raises(WritesDisabled, match="needs confirmation") as err:
+        await tools.run_playbook("fails_midway", {"marker": str(marker)}, check=False)
+    assert "check=true" in err.value.hint
+    with pytest.raises(NotFound, match="fails_midwy"):
+        await tools.run_playbook("fails_midwy", {})
+    with pytest.raises(InvalidInput):
+        await tools.run_playbook("fails_midway", {"marker": "/etc/passwd"})
+    assert not marker.exists()
+
+
+async def test_toolset_progress_and_cancellation(test_catalog: backend.Catalog) -> None:
+    tools = tools_for(test_catalog.path)
+    seen: list[tuple[float, float | None, str]] = []
+    sleeping = anyio.Event()
+
+    async def progress(done: float, total: float | None, message: str) -> None:
+        seen.append((done, total, message))
+        if message.endswith("Sleep"):
+            sleeping.set()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: tools.execute("slow", {"seconds": 39}, confirmed=True, progress=progress))
+            await sleeping.wait()
+            tg.cancel_scope.cancel()  # what MCP cancellation does to the request's task
+    assert [m for _, _, m in seen] == ["task 1: Before", "Before: ok on localhost", "task 2: Sleep"]
+    values = [d for d, _, _ in seen]
+    assert values == sorted(values) and len(set(values)) == len(values) and seen[0][1] == 3
+    # The abandoned worker thread saw the cancel event: ansible-runner killed the run.
+    end = time.monotonic() + 10
+    while sleepers("39") and time.monotonic() < end:
+        await anyio.sleep(0.05)
+    assert not sleepers("39")
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def test_diffs_and_outputs_are_bounded(test_catalog: backend.Catalog) -> None:
+    collector = backend._Collector(test_catalog.get("slow"), None, None)
+    big = "x" * 10_000
+    for i in range(30):
+        collector.handle(
+            {
+                "event": "runner_on_ok",
+                "event_data": {
+                    "task": f"t{i}",
+                    "host": "localhost",
+                    "task_action": "copy",
+                    "res": {"changed": True, "diff": {"before": big + "\n", "after": big + "y\n"}},
+                },
+            }
+        )
+    run = collector.result(
+        check=True, status="successful", rc=0, duration=1.0, stdout_tail="", stdout_truncated=False, timeout_seconds=1
+    )
+    assert len(run.diffs) == backend.MAX_DIFFS and run.diffs_truncated
+    assert all(d.truncated and len(d.diff.encode()) <= backend.MAX_DIFF_BYTES + 20 for d in run.diffs)
+    assert run.recap["localhost"].changed == 30

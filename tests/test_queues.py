@@ -1,0 +1,197 @@
+"""Queue tools through the in-memory MCP client against a real moto server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+from conftest import ToolFailed, call, make_settings
+
+
+def _url(sqs, name):
+    return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def _counts(sqs, name):
+    a = sqs.get_queue_attributes(QueueUrl=_url(sqs, name), AttributeNames=["All"])["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _drain(sqs, name):
+    """Receive and delete everything in a queue; return [(body, attrs, group id)]."""
+    url = _url(sqs, name)
+    out = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                   MessageAttributeNames=["All"], AttributeNames=["All"]).get("Messages", [])
+        if not msgs:
+            return out
+        for m in msgs:
+            attrs = {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}
+            out.append((m["Body"], json.dumps(attrs, sort_keys=True), m["Attributes"].get("MessageGroupId")))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+async def test_list_queues_shows_counts_and_dlq_wiring(seeded):
+    out = await call(seeded.client, "list_queues")
+    by = {q["name"]: q for q in out["queues"]}
+    assert by["order-queue"]["dlq"] == "order-queue-dlq" and by["order-queue"]["max_receive_count"] == 3
+    assert by["order-queue"]["visible"] == 35
+    assert by["order-queue-dlq"]["is_dlq"] and by["order-queue-dlq"]["source_queues"] == ["order-queue"]
+    assert by["order-queue-dlq"]["visible"] == 28
+    assert by["payment-queue-dlq.fifo"]["fifo"] and by["payment-queue-dlq.fifo"]["visible"] == 19
+    assert by["notification-queue"]["dlq"] is None and not by["notification-queue"]["is_dlq"]
+    only = await call(seeded.client, "list_queues", prefix="payment")
+    assert {q["name"] for q in only["queues"]} == {"payment-queue.fifo", "payment-queue-dlq.fifo"}
+
+
+async def test_peek_gives_messages_back_and_warns_near_dlq(seeded):
+    first = await call(seeded.client, "peek_messages", queue="notification-queue", max_messages=3)
+    assert len(first["messages"]) == 3 and first["messages"][0]["body_format"] == "json"
+    assert _counts(seeded.sqs, "notification-queue") == (12, 0)  # visible again at once
+    # order-queue has maxReceiveCount 3: after enough peeks the result must warn.
+    warned = None
+    for _ in range(6):
+        res = await call(seeded.client, "peek_messages", queue="order-queue", max_messages=10)
+        if any(m["near_dlq"] for m in res["messages"]):
+            warned = res
+            break
+    assert warned is not None
+    assert any("WARNING" in n and "order-queue-dlq" in n for n in warned["notes"])
+    assert all(m["receive_count"] >= 3 for m in warned["messages"] if m["near_dlq"])
+
+
+async def test_peek_labels_text_and_huge_bodies(seeded):
+    url = _url(seeded.sqs, "notification-queue")
+    seeded.sqs.purge_queue(QueueUrl=url)
+    seeded.sqs.send_message(QueueUrl=url, MessageBody="plain text, not json")
+    seeded.sqs.send_message(QueueUrl=url, MessageBody="x" * (256 * 1024 - 10))
+    res = await call(seeded.client, "peek_messages", queue=url, max_messages=10)
+    by_size = sorted(res["messages"], key=lambda m: m["body_bytes"])
+    assert by_size[0]["body_format"] == "text" and by_size[0]["body"] == "plain text, not json"
+    assert by_size[1]["body_bytes"] == 256 * 1024 - 10 and by_size[1]["body_truncated"]
+    assert len(by_size[1]["body"]) <= 4096
+
+
+async def test_analyze_dlq_groups_and_hides_nothing(seeded):
+    before = _counts(seeded.sqs, "payment-queue-dlq.fifo")
+    out = await call(seeded.client, "analyze_dlq", queue="payment-queue-dlq.fifo")
+    assert out["messages_read"] == 19 and out["source_queues"] == ["payment-queue.fifo"]
+    groups = {g["signature"]: g for g in out["groups"]}
+    timeout = next(g for s, g in groups.items() if s.startswith("GatewayTimeout"))
+    assert timeout["count"] == 14 and timeout["basis"] == "error_attributes"
+    assert next(g for s, g in groups.items() if s.startswith("CardDeclined"))["count"] == 5
+    expected_orders = {d.order_id for d in seeded.scenario.dead_letters if d.cause == "gateway-timeout"}
+    assert set(timeout["order_ids"]) == expected_orders
+    assert _counts(seeded.sqs, "payment-queue-dlq.fifo") == before  # nothing moved, nothing hidden
+
+    orders_dlq = await call(seeded.client, "analyze_dlq", queue="order-queue-dlq")
+    sigs = Counter({g["signature"]: g["count"] for g in orders_dlq["groups"]})
+    assert sigs["unparseable body (not JSON)"] == 1
+    assert sum(sigs.values()) == 28
+    assert _counts(seeded.sqs, "order-queue-dlq") == (28, 0)
+
+
+async def test_analyze_refuses_a_source_queue(seeded):
+    with pytest.raises(ToolFailed, match="redrive policy.*order-queue-dlq"):
+        await call(seeded.client, "analyze_dlq", queue="order-queue")
+    assert _counts(seeded.sqs, "order-queue") == (35, 0)
+
+
+async def test_unknown_queue_lists_closest_names(seeded):
+    with pytest.raises(ToolFailed, match="order-queue-dlq"):
+        await call(seeded.client, "analyze_dlq", queue="order-dlq")
+    with pytest.raises(ToolFailed, match="less than or equal to 10"):
+        await call(seeded.client, "peek_messages", queue="order-queue", max_messages=50)
+
+
+async def test_redrive_dry_run_moves_nothing(seeded):
+    res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq")
+    assert res["dry_run"] and res["matched"] == 8 and res["moved"] == 0
+    assert res["target"] == "order-cancellation-queue"
+    assert _counts(seeded.sqs, "order-cancellation-queue-dlq") == (8, 0)
+    assert _counts(seeded.sqs, "order-cancellation-queue") == (0, 0)
+
+
+async def test_redrive_moves_every_message_exactly_once(seeded):
+    dlq = "payment-queue-dlq.fifo"
+    res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False)
+    assert res["moved"] == 19 and not res["failed"] and res["remaining"] == 0
+    moved = _drain(seeded.sqs, "payment-queue.fifo")
+    expected = [(d.body, json.dumps({k: v["StringValue"] for k, v in d.attributes.items()}, sort_keys=True), d.group_id)
+                for d in seeded.scenario.dead_letters if d.queue == dlq]
+    assert Counter(moved) == Counter(expected)  # bodies, attributes and FIFO group ids, each once
+    assert _counts(seeded.sqs, dlq) == (0, 0)
+
+
+async def test_redrive_by_signature_moves_only_that_group(seeded):
+    analysis = await call(seeded.client, "analyze_dlq", queue="payment-queue-dlq.fifo")
+    declined = next(g for g in analysis["groups"] if g["signature"].startswith("CardDeclined"))
+    res = await call(seeded.client, "redrive_dlq", queue="payment-queue-dlq.fifo", signature=declined["signature"],
+                     dry_run=False)
+    assert res["moved"] == 5 and res["by_signature"] == {declined["signature"]: 5}
+    assert _counts(seeded.sqs, "payment-queue-dlq.fifo") == (14, 0)
+    assert _counts(seeded.sqs, "payment-queue.fifo")[0] == 5
+
+
+async def test_redrive_partial_send_failure_deletes_only_what_was_sent(seeded):
+    """Entries the target rejects stay in the DLQ; the rest move. The fault is real: a botocore
+    hook gives chosen entries an invalid DelaySeconds, which the SQS server rejects per entry."""
+    client = seeded.runtime.clients.client("sqs")
+    doomed = {d.body for d in seeded.scenario.dead_letters if d.cause == "already-shipped"}
+    doomed = set(sorted(doomed)[:3])
+
+    def poison(params, **_):
+        for entry in params.get("Entries", []):
+            if entry.get("MessageBody") in doomed:
+                entry["DelaySeconds"] = 9999
+
+    client.meta.events.register("provide-client-params.sqs.SendMessageBatch", poison)
+    try:
+        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
+    finally:
+        client.meta.events.unregister("provide-client-params.sqs.SendMessageBatch", poison)
+    assert res["moved"] == 5 and len(res["failed"]) == 3 and res["remaining"] == 3
+    left = {b for b, _, _ in _drain(seeded.sqs, "order-cancellation-queue-dlq")}
+    arrived = {b for b, _, _ in _drain(seeded.sqs, "order-cancellation-queue")}
+    assert left == doomed and len(arrived) == 5 and not (left & arrived)
+
+
+async def test_redrive_crash_between_send_and_delete_loses_nothing(seeded):
+    """If the process dies after sending and before deleting, messages exist twice, never zero times."""
+    client = seeded.runtime.clients.client("sqs")
+
+    def crash(**_):
+        raise ConnectionError("simulated crash before delete")
+
+    client.meta.events.register("before-call.sqs.DeleteMessageBatch", crash)
+    try:
+        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
+    finally:
+        client.meta.events.unregister("before-call.sqs.DeleteMessageBatch", crash)
+    assert res["moved"] == 0 and len(res["duplicates_possible"]) == 8 and any("stopped" in n for n in res["notes"])
+    originals = {d.body for d in seeded.scenario.dead_letters if d.queue == "order-cancellation-queue-dlq"}
+    still = {b for b, _, _ in _drain(seeded.sqs, "order-cancellation-queue-dlq")}
+    sent = {b for b, _, _ in _drain(seeded.sqs, "order-cancellation-queue")}
+    assert still == originals and sent == originals  # twice, never zero times; DLQ released for a retry
+
+
+async def test_redrive_needs_a_target_for_a_non_dlq(seeded):
+    with pytest.raises(ToolFailed, match="not the DLQ of any queue"):
+        await call(seeded.client, "redrive_dlq", queue="notification-queue", dry_run=False)
+
+
+async def test_backend_down_is_a_prompt_tool_error(tmp_path):
+    from mcp import Client
+
+    from opsmcp.server import build_server
+
+    settings = make_settings("http://127.0.0.1:9", tmp_path, backend_timeout_seconds=1)
+    server, _ = build_server(settings)
+    async with Client(server) as client:
+        start = time.monotonic()
+        with pytest.raises(ToolFailed, match="127.0.0.1:9"):
+            await call(client, "list_queues")
+        assert time.monotonic() - start < 10
