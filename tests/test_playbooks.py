@@ -274,13 +274,24 @@ async def test_collect_diagnostics_is_read_only(
     before = snapshot(tmp_path)
     entry = entry_for(catalog, "collect_diagnostics", tmp_path)
 
-    dry = run_playbook(entry, {"log_file": str(log), "error_lines": "5"}, check=True, timeout_seconds=120)
+    tools = tools_for(catalog_copy(tmp_path_factory.mktemp("catalog"), tmp_path))
+    runs: dict[str, object] = {}
+
+    async def dry_run() -> None:
+        runs["dry"] = await anyio.to_thread.run_sync(
+            lambda: run_playbook(entry, {"log_file": str(log), "error_lines": "5"}, check=True, timeout_seconds=120)
+        )
+
+    async def real_run() -> None:
+        # A real run of a read-risk playbook needs no confirmation.
+        runs["real"] = await tools.execute("collect_diagnostics", {"log_file": str(log), "error_lines": 5}, check=False)
+
+    async with anyio.create_task_group() as tg:  # independent runs: overlap them
+        tg.start_soon(dry_run)
+        tg.start_soon(real_run)
+    dry, real = runs["dry"], runs["real"]
     assert dry.status == "successful", dry.stdout_tail
     assert dry.changed == 0 and dry.rc == 0
-
-    # A real run of a read-risk playbook needs no confirmation.
-    tools = tools_for(catalog_copy(tmp_path_factory.mktemp("catalog"), tmp_path))
-    real = await tools.execute("collect_diagnostics", {"log_file": str(log), "error_lines": 5}, check=False)
     assert real.status == "successful" and real.changed == 0 and not real.check
     report = next(t for t in real.tasks if t.task == "Report")
     for i in range(25, 30):
@@ -399,7 +410,7 @@ def test_restart_worker_refuses_unrelated_pid(catalog: backend.Catalog, tmp_path
     assert run.status == "failed"
     assert run.failed_task == "Refuse to kill an unrelated process"
     assert "refusing to stop it" in run.message
-    assert [t.status for t in run.tasks if t.task == "Read the pid file"] == ["ok"]
+    assert [t.status for t in run.tasks if t.task == "Inspect the pid file and its process"] == ["ok"]
     assert not any(t.task.startswith(("Stop", "Start")) for t in run.tasks)
     assert run.recap["localhost"].failed == 1
 

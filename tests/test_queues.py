@@ -117,7 +117,7 @@ async def test_redrive_dry_run_moves_nothing(seeded):
 
 async def test_redrive_moves_every_message_exactly_once(seeded):
     dlq = "payment-queue-dlq.fifo"
-    res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False)
+    res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
     assert res["moved"] == 19 and not res["failed"] and res["remaining"] == 0
     moved = _drain(seeded.sqs, "payment-queue.fifo")
     expected = [(d.body, json.dumps({k: v["StringValue"] for k, v in d.attributes.items()}, sort_keys=True), d.group_id)
@@ -130,7 +130,7 @@ async def test_redrive_by_signature_moves_only_that_group(seeded):
     analysis = await call(seeded.client, "analyze_dlq", queue="payment-queue-dlq.fifo")
     declined = next(g for g in analysis["groups"] if g["signature"].startswith("CardDeclined"))
     res = await call(seeded.client, "redrive_dlq", queue="payment-queue-dlq.fifo", signature=declined["signature"],
-                     dry_run=False)
+                     dry_run=False, confirm=True)
     assert res["moved"] == 5 and res["by_signature"] == {declined["signature"]: 5}
     assert _counts(seeded.sqs, "payment-queue-dlq.fifo") == (14, 0)
     assert _counts(seeded.sqs, "payment-queue.fifo")[0] == 5
@@ -150,7 +150,7 @@ async def test_redrive_partial_send_failure_deletes_only_what_was_sent(seeded):
 
     client.meta.events.register("provide-client-params.sqs.SendMessageBatch", poison)
     try:
-        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
+        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
     finally:
         client.meta.events.unregister("provide-client-params.sqs.SendMessageBatch", poison)
     assert res["moved"] == 5 and len(res["failed"]) == 3 and res["remaining"] == 3
@@ -168,7 +168,7 @@ async def test_redrive_crash_between_send_and_delete_loses_nothing(seeded):
 
     client.meta.events.register("before-call.sqs.DeleteMessageBatch", crash)
     try:
-        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
+        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
     finally:
         client.meta.events.unregister("before-call.sqs.DeleteMessageBatch", crash)
     assert res["moved"] == 0 and len(res["duplicates_possible"]) == 8 and any("stopped" in n for n in res["notes"])
@@ -180,7 +180,7 @@ async def test_redrive_crash_between_send_and_delete_loses_nothing(seeded):
 
 async def test_redrive_needs_a_target_for_a_non_dlq(seeded):
     with pytest.raises(ToolFailed, match="not the DLQ of any queue"):
-        await call(seeded.client, "redrive_dlq", queue="notification-queue", dry_run=False)
+        await call(seeded.client, "redrive_dlq", queue="notification-queue", dry_run=False, confirm=True)
 
 
 async def test_backend_down_is_a_prompt_tool_error(tmp_path):

@@ -26,7 +26,9 @@ class OpsError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message} Next step: {self.hint}" if self.hint else self.message
+        if not self.hint:
+            return self.message
+        return f"{self.message}{chr(10) if chr(10) in self.message else ' '}Next step: {self.hint}"
 
 
 class NotFound(OpsError):

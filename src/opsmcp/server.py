@@ -20,15 +20,24 @@ import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    CancelledElicitation,
+    Context,
+    DeclinedElicitation,
+    Elicit,
+    ElicitationResult,
+    Resolve,
+)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from opsmcp import __version__
+from opsmcp.audit import AuditSink, now_iso, redact
 from opsmcp.backends.aws import AwsClients
 from opsmcp.config import Settings
 from opsmcp.errors import OpsError
@@ -86,6 +95,54 @@ class Runtime:
     subscribers: set[Any] = field(default_factory=set)
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
+    audit: AuditSink | None = None
+    previews: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+    PREVIEW_TTL = 120.0  # seconds a preview is reused (approval rounds re-run the resolver)
+
+    async def preview(self, name: str, fn: Callable[..., Any], mark: ToolMark, kwargs: dict[str, Any]) -> Any:
+        """Run ``fn`` as its preview (``preview_arg`` true), reusing one from the last 120 s.
+
+        The cache keeps the approval prompt identical across the rounds of one call
+        (protocol 2026-07-28 re-runs resolvers) and avoids a second check-mode run.
+        """
+        args = dict(kwargs, **{str(mark.preview_arg): True})
+        key = name + json.dumps(args, sort_keys=True, default=str)
+        now = time.monotonic()
+        self.previews = {k: v for k, v in self.previews.items() if now - v[0] < self.PREVIEW_TTL}
+        if key in self.previews:
+            return self.previews[key][1]
+        self.audit_record(name, args, real=False, phase="intent", outcome="preview", start=time.perf_counter())
+        result = await fn(**args)
+        self.previews[key] = (now, result)
+        return result
+
+    def audit_record(self, tool: str, arguments: dict[str, Any], *, real: bool, phase: str, outcome: str,
+                     start: float, call_id: str | None = None, approval: str | None = None,
+                     counts: dict[str, Any] | None = None, strict: bool = True) -> str | None:
+        """Append one audit record; return its ``call_id``.
+
+        With ``strict`` (the default) a failure raises OpsError, so the write does not act;
+        otherwise it is logged and ``None`` is returned.
+        """
+        import uuid
+
+        call_id = call_id or uuid.uuid4().hex
+        record = {"time": now_iso(), "call_id": call_id, "phase": phase, "caller": caller.get(), "tool": tool,
+                  "arguments": redact(arguments), "dry_run": not real, "outcome": outcome,
+                  "approval": approval, "duration_ms": round((time.perf_counter() - start) * 1000, 1)}
+        if counts:
+            record["counts"] = counts
+        if self.audit is None:
+            return call_id
+        try:
+            self.audit.append(record)
+        except OpsError:
+            if strict:
+                raise
+            log.error("audit record lost: %s", json.dumps(record, default=str))
+            return None
+        return call_id
 
     def __post_init__(self) -> None:
         self.ready.set()  # cleared by whoever starts a background dependency (the sandbox)
@@ -144,24 +201,56 @@ def bound_result(result: Any, budget: int) -> Any:
     return result
 
 
+class Approval(BaseModel):
+    """The user's answer to a write's approval prompt."""
+
+    approve: bool = Field(description="true to make the change described above; false to cancel it.")
+
+
+#: Parameters the server fills itself; never part of a tool's input schema.
+INJECTED = ("progress",)
+NOT_NEEDED = "no approval needed"
+NO_ELICITATION = "client cannot elicit"
+
+
+def _summary(result: Any) -> str:
+    """A short, deterministic text of a preview result, for approval prompts and errors."""
+    if hasattr(result, "preview_text"):
+        return str(result.preview_text())
+    text = result.model_dump_json(exclude={"notes"}) if isinstance(result, BaseModel) else json.dumps(result, default=str)
+    return text if len(text) <= 2000 else text[:2000] + "..."
+
+
 def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -> Callable[..., Any]:
     """Wrap toolset method ``fn`` as the MCP tool ``name``: the single choke point.
 
     The wrapper keeps ``fn``'s signature (so the SDK derives the same input and output
-    schemas) and maps failures: :class:`OpsError` → tool error with its hint; anything
-    unexpected → tool error naming the exception type, with the traceback logged to stderr.
+    schemas), fills server-injected parameters (``progress``), and maps failures:
+    :class:`OpsError` → tool error with its hint; anything unexpected → tool error naming
+    the exception type, with the traceback logged to stderr. Write tools also get the
+    approval flow and the audit trail (:func:`_write_gate`).
     """
     hints = typing.get_type_hints(fn, include_extras=True)
     signature = inspect.signature(fn)
-    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    wants = {p for p in INJECTED if p in signature.parameters}
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in signature.parameters.values() if p.name not in INJECTED]
     budget = runtime.settings.max_result_bytes
+    extra: list[inspect.Parameter] = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
+    if mark.write:
+        extra += _write_params(name, fn, mark, runtime, params)
 
-    async def tool_call(**kwargs: Any) -> Any:
+    async def tool_call(ctx: Context, **kwargs: Any) -> Any:
         start = time.perf_counter()
         ok = False
         try:
             await runtime.wait_ready()
-            result = await fn(**kwargs)
+            if "progress" in wants:
+                kwargs["progress"] = _progress_reporter(ctx)
+            if mark.write:
+                result = await _write_gate(name, fn, mark, runtime, kwargs, start)
+            else:
+                result = await fn(**kwargs)
             ok = True
             return bound_result(result, budget)
         except OpsError as exc:
@@ -181,12 +270,113 @@ def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) 
                 runtime.publish({"type": "tool_call", "tool": name, "ok": ok, "ms": round(elapsed * 1000, 2),
                                  "caller": caller.get(), "at": time.time()})
 
+    all_params = params + extra
     tool_call.__name__ = name
     tool_call.__qualname__ = name
     tool_call.__doc__ = inspect.cleandoc(fn.__doc__ or name)
-    tool_call.__signature__ = signature.replace(parameters=params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
-    tool_call.__annotations__ = {p.name: p.annotation for p in params} | {"return": hints.get("return")}
+    tool_call.__signature__ = signature.replace(parameters=all_params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
+    tool_call.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": hints.get("return")}
     return tool_call
+
+
+def _progress_reporter(ctx: Context) -> Callable[[float, float | None, str], Any]:
+    """An ``async (progress, total, message)`` callable that sends MCP progress notifications.
+
+    Notification failures (a client that went away) are logged, never raised into the tool.
+    """
+
+    async def report(progress: float, total: float | None = None, message: str = "") -> None:
+        try:
+            await ctx.report_progress(progress, total, message)
+        except Exception:  # progress is best effort; the tool's own result still matters
+            log.debug("progress notification failed", exc_info=True)
+
+    return report
+
+
+def _write_params(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime,
+                  params: list[inspect.Parameter]) -> list[inspect.Parameter]:
+    """The extra parameters of a write tool: ``confirm`` and the approval resolver."""
+    tool_params = [p.name for p in params]
+
+    async def approval(ctx: Context, **kwargs: Any) -> Any:
+        if kwargs.get(mark.preview_arg) is not False:
+            return NOT_NEEDED  # a dry run / check run changes nothing: no approval
+        caps = ctx.client_capabilities
+        if caps is None or caps.elicitation is None:
+            return NO_ELICITATION
+        preview = await runtime.preview(name, fn, mark, {k: kwargs[k] for k in tool_params})
+        return Elicit(
+            f"opsmcp wants to make a real change with {name}:\n{_summary(preview)}\n"
+            "Approve this change? Nothing happens unless you accept.",
+            Approval,
+        )
+
+    resolver_params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
+    resolver_params += [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in tool_params + ["confirm"]]
+    approval.__signature__ = inspect.Signature(resolver_params)  # type: ignore[attr-defined]
+    approval.__annotations__ = {"ctx": Context}
+    approval.__name__ = approval.__qualname__ = f"approve_{name}"
+    confirm = Annotated[bool, Field(description=(
+        "Only for clients without confirmation prompts: set true after the user approved the preview "
+        "that a call without it returned. Ignored for dry runs."))]
+    return [
+        inspect.Parameter("confirm", inspect.Parameter.KEYWORD_ONLY, annotation=confirm, default=False),
+        inspect.Parameter("approval", inspect.Parameter.KEYWORD_ONLY,
+                          annotation=Annotated[ElicitationResult[Approval], Resolve(approval)]),
+    ]
+
+
+async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime,
+                      kwargs: dict[str, Any], start: float) -> Any:
+    """Run a write tool: approval check, intent record, the call, outcome record.
+
+    Raises:
+        OpsError: declined, not confirmed (with the preview in the message), or the audit
+            record could not be written (then nothing acted).
+    """
+    outcome = kwargs.pop("approval")
+    confirmed = kwargs.pop("confirm", False)
+    real = kwargs.get(mark.preview_arg) is False
+    how = None
+    if real:
+        answer = outcome.data if isinstance(outcome, AcceptedElicitation) else None
+        if answer == NO_ELICITATION:
+            if not confirmed:
+                preview = await runtime.preview(name, fn, mark, kwargs)
+                runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation",
+                                     start=start)
+                raise OpsError(
+                    f"Not done: {name} with {mark.preview_arg}=false makes a real change and needs the user's approval. "
+                    f"Preview:\n{_summary(preview)}",
+                    "show this preview to the user; if they agree, call again with the same arguments and confirm=true.",
+                )
+            how = "confirm_argument"
+        elif isinstance(answer, Approval) and answer.approve:
+            how = "elicitation"
+        else:
+            action = "declined" if answer is not None or isinstance(outcome, DeclinedElicitation) else "cancelled"
+            if isinstance(outcome, CancelledElicitation):
+                action = "cancelled"
+            runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
+            raise OpsError(f"The user {action} the change; {name} did nothing.",
+                           "ask the user what to do instead, or run a dry run to show the preview again.")
+    call_id = runtime.audit_record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
+                                   approval=how)
+    try:
+        result = await fn(**kwargs)
+    except Exception as exc:
+        runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=f"error: {exc}", start=start,
+                             call_id=call_id, approval=how, strict=False)
+        raise
+    counts = {k: v for k, v in (result.model_dump() if isinstance(result, BaseModel) else {}).items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    status = getattr(result, "status", None) or "ok"
+    if not runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=str(status), start=start,
+                                call_id=call_id, approval=how, counts=counts, strict=False):
+        if isinstance(result, Result):
+            result.notes.append("WARNING: the outcome audit record could not be written (see server log)")
+    return result
 
 
 def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]:
@@ -202,7 +392,20 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
         out["queues"] = QueueTools(SqsBackend(clients))
     if "orders" in enabled:
         out["orders"] = OrderTools(settings, DynamoBackend(clients))
+    if "metrics" in enabled:
+        from opsmcp.toolsets.metrics import MetricTools
+
+        out["metrics"] = MetricTools(settings, clients)
     return out
+
+
+def build_audit(settings: Settings, clients: AwsClients) -> AuditSink:
+    """The audit sink: the DynamoDB table when ``audit_table`` is set, else the JSON Lines file."""
+    from opsmcp.audit import DynamoAudit, FileAudit
+
+    if settings.audit_table:
+        return DynamoAudit(clients.client("dynamodb"), settings.audit_table)
+    return FileAudit(settings.audit_log_path)
 
 
 def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
@@ -214,7 +417,7 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     settings = settings or Settings()
     clients = AwsClients(settings)
     runtime = Runtime(settings=settings, clients=clients, toolsets=build_toolsets(settings, clients),
-                      stats=ToolStats(), tools={})
+                      stats=ToolStats(), tools={}, audit=build_audit(settings, clients))
     server = MCPServer("opsmcp", instructions=INSTRUCTIONS, version=__version__)
     for toolset in runtime.toolsets.values():
         for name, fn, mark in marked_tools(toolset):

@@ -57,6 +57,7 @@ def parse_window(
     default_start: str = "-1h",
     max_span: timedelta | None = None,
     now: datetime | None = None,
+    names: tuple[str, str] = ("start", "end"),
 ) -> tuple[datetime, datetime, list[str]]:
     """Parse a ``start``/``end`` pair into an ordered UTC window.
 
@@ -67,6 +68,7 @@ def parse_window(
         max_span: when set, a longer window is clamped to its last ``max_span`` and a note
             says so.
         now: the reference for relative forms.
+        names: the two arguments' names as the caller's tool calls them, for messages.
 
     Returns:
         ``(start, end, notes)``: ``notes`` labels any clamping.
@@ -75,12 +77,12 @@ def parse_window(
         InvalidInput: unreadable times, or ``start`` after ``end`` (a reversed range).
     """
     now = now or utcnow()
-    t0 = parse_time(start or default_start, now=now, name="start")
-    t1 = parse_time(end or "now", now=now, name="end")
+    t0 = parse_time(start or default_start, now=now, name=names[0])
+    t1 = parse_time(end or "now", now=now, name=names[1])
     if t0 > t1:
         raise InvalidInput(
-            f"The time range is reversed: start {t0.isoformat()} is after end {t1.isoformat()}.",
-            "swap start and end, or use a relative start such as '-1h'.",
+            f"The time range is reversed: {names[0]} {iso(t0)} is after {names[1]} {iso(t1)}.",
+            f"swap {names[0]} and {names[1]}, or use a relative {names[0]} such as '-1h'.",
         )
     notes = []
     if max_span is not None and t1 - t0 > max_span:

@@ -2,8 +2,10 @@
 
 :class:`Investigator` wraps ``langchain.agents.create_agent`` with one middleware that
 (1) announces every tool call before it runs and its one-line result after, (2) stops
-the run when the next model turn would exceed the step limit, (3) optionally forces a
-tool call on the first model turn, and (4) caps each tool result handed to the model.
+the run when the next model turn would exceed the step limit, (3) asks for tool calls
+explicitly (``tool_choice="auto"``: llama.cpp's server otherwise ignores the tools) and
+optionally forces one on the first model turn, and (4) caps each tool result handed to
+the model.
 The run also has a wall-clock limit. When a limit stops the run, the answer is a partial
 one that says so.
 """
@@ -27,9 +29,6 @@ from .config import AgentConfig
 from .models import explain_model_error
 from .prompts import STEP_LIMIT_INSTRUCTIONS, SYSTEM_PROMPT
 from .render import cited_steps, clean_answer, message_text, one_line, result_text, structured_of
-
-#: Most characters of one tool result handed to the model; the rest is cut with a note.
-MAX_TOOL_CHARS = 12_000
 
 
 @dataclass
@@ -144,16 +143,21 @@ class _Run:
 
 
 class _LoopMiddleware(AgentMiddleware):
-    """Step announcements, the step limit, first-turn tool forcing, result capping."""
+    """Step announcements, the step limit, tool choice, result capping."""
 
     def __init__(self, run: _Run) -> None:
         super().__init__()
         self.run = run
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Force a tool call on the first turn of a question when configured."""
-        if self.run.config.tool_choice_first and request.tools and not _tool_results_since_question(request.messages):
-            request = request.override(tool_choice="any")
+        """Set the tool choice: forced on a question's first turn when configured, else
+        an explicit ``"auto"`` for OpenAI-compatible endpoints."""
+        config = self.run.config
+        if request.tools and request.tool_choice is None:
+            if config.first_tool and not _tool_results_since_question(request.messages):
+                request = request.override(tool_choice=config.first_tool)
+            elif config.provider == "openai":
+                request = request.override(tool_choice="auto")
         return await handler(request)
 
     @hook_config(can_jump_to=["end"])
@@ -194,11 +198,10 @@ class _LoopMiddleware(AgentMiddleware):
             step.ok = result.status != "error"
             step.structured = structured_of(step.text, result.artifact) if step.ok else None
             step.summary = one_line(step.text, step.structured, is_error=not step.ok)
-            if len(step.text) > MAX_TOOL_CHARS:
-                cut = len(step.text) - MAX_TOOL_CHARS
-                result.content = (
-                    step.text[:MAX_TOOL_CHARS] + f"\n[... {cut} more characters cut by the agent; narrow the query]"
-                )
+            cap = self.run.config.max_tool_chars
+            if len(step.text) > cap:
+                cut = len(step.text) - cap
+                result.content = step.text[:cap] + f"\n[... {cut} more characters cut by the agent; narrow the query]"
         else:
             step.ok = True
             step.summary = f"({type(result).__name__})"
@@ -232,7 +235,8 @@ class Investigator:
     Args:
         model: an unbound chat model (tools are bound here).
         tools: the LangChain tools of one live MCP session.
-        config: limits (``max_steps``, ``time_limit``) and ``tool_choice_first``.
+        config: limits (``max_steps``, ``time_limit``, ``max_tool_chars``), ``provider``
+            and ``first_tool``.
         observer: receives live step events (default: silent).
         system_prompt: the triage instructions (default :data:`SYSTEM_PROMPT`).
     """

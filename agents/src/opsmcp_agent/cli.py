@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--temperature", type=float, default=0.0)
     m.add_argument("--think", action="store_true", help="let reasoning models think (slower)")
     m.add_argument("--num-ctx", type=int, default=16384, help="Ollama context window, tokens (default 16384)")
-    m.add_argument("--force-tool-first", action="store_true",
-                   help="force a tool call on the model's first turn (helps small models)")
+    m.add_argument("--first-tool", metavar="NAME",
+                   help="force the first turn of each question to call this tool, or 'any' tool (helps small models)")
+    m.add_argument("--max-tokens", type=int, default=None, help="most tokens per model reply (OpenAI-compatible endpoints)")
     s = common.add_argument_group("opsmcp server")
     s.add_argument("--server-command", default=env.server_command,
                    help="command that starts opsmcp over stdio (default 'opsmcp serve'; env OPSMCP_AGENT_SERVER_COMMAND)")
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = common.add_argument_group("limits and output")
     r.add_argument("--max-steps", type=int, default=12, help="most tool calls per question (default 12)")
     r.add_argument("--timeout", type=float, default=300.0, help="time limit per question, seconds (default 300)")
+    r.add_argument("--max-tool-chars", type=int, default=12_000,
+                   help="most characters of one tool result handed to the model (default 12000)")
     r.add_argument("--json", action="store_true", help="machine-readable JSON on stdout (steps go to stderr)")
 
     parser = argparse.ArgumentParser(prog="opsmcp-agent", description="Investigate ops incidents through opsmcp's MCP tools.")
@@ -92,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         raise BadInput("--max-steps must be at least 1.")
     if args.timeout <= 0:
         raise BadInput("--timeout must be a positive number of seconds.")
+    if args.max_tool_chars < 200:
+        raise BadInput("--max-tool-chars must be at least 200.")
     return AgentConfig(
         provider=args.provider,
         model=args.model,
@@ -108,7 +113,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         assume_yes=args.yes,
         max_steps=args.max_steps,
         time_limit=args.timeout,
-        tool_choice_first=args.force_tool_first,
+        first_tool=args.first_tool,
+        max_tokens=args.max_tokens,
+        max_tool_chars=args.max_tool_chars,
     )
 
 
@@ -176,6 +183,9 @@ async def _with_agent(
 ) -> T:
     confirmer = Confirmer(assume_yes=config.assume_yes, stdin=stdin, on_confirmation=printer.confirmation)
     async with open_toolbox(config, confirmer) as box:
+        names = [t.name for t in box.tools]
+        if config.first_tool and config.first_tool != "any" and config.first_tool not in names:
+            raise BadInput(f"--first-tool {config.first_tool!r} is not one of the tools offered: {', '.join(names)}.")
         print(
             f"opsmcp-agent: {type(model).__name__} {config.model!r} at {config.resolved_base_url}; "
             f"{len(box.tools)} tools from {box.server}",

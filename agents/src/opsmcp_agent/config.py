@@ -44,8 +44,13 @@ class AgentConfig:
             default.
         max_steps: most tool calls one run may make before it stops with a partial answer.
         time_limit: wall-clock limit of one run, in seconds.
-        tool_choice_first: ask the endpoint to force a tool call on the first model turn
-            (``"required"``), for small models that would otherwise answer blind.
+        first_tool: force the first model turn of each question to call this tool (a
+            tool name), or any tool (``"any"``); for small models that would otherwise
+            answer blind. The model still chooses the arguments. ``None``: the model decides.
+        max_tokens: most tokens per model reply (OpenAI-compatible endpoints); ``None``
+            leaves it to the endpoint.
+        max_tool_chars: most characters of one tool result handed to the model; the rest
+            is cut with a note (the full result still shows in the evidence and ``--json``).
     """
 
     provider: str = "ollama"
@@ -63,7 +68,9 @@ class AgentConfig:
     assume_yes: bool = False
     max_steps: int = 12
     time_limit: float = 300.0
-    tool_choice_first: bool = False
+    first_tool: str | None = None
+    max_tokens: int | None = None
+    max_tool_chars: int = 12_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> AgentConfig:

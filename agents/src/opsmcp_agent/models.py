@@ -34,7 +34,8 @@ def build_chat_model(config: AgentConfig) -> BaseChatModel:
     Args:
         config: ``provider`` selects ``ChatOllama`` (``"ollama"``) or ``ChatOpenAI``
             (``"openai"``); ``model``, ``resolved_base_url``, ``api_key``,
-            ``temperature``, ``think`` and (Ollama) ``num_ctx`` are passed through.
+            ``temperature``, ``think`` and ``num_ctx`` (Ollama) or ``max_tokens``
+            (OpenAI-compatible) are passed through.
 
     Returns:
         An unbound chat model; the agent binds the MCP tools to it.
@@ -63,6 +64,7 @@ def build_chat_model(config: AgentConfig) -> BaseChatModel:
             temperature=config.temperature,
             max_retries=1,
             timeout=config.time_limit,
+            max_tokens=config.max_tokens,
         )
     raise ValueError(f"unknown provider {config.provider!r}; use 'ollama' or 'openai'")
 

@@ -22,8 +22,10 @@ import re
 import shutil
 import sys
 import tempfile
+import signal
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +54,11 @@ STDOUT_TAIL_LINES = 60
 STDOUT_TAIL_BYTES = 8_192
 # How often ansible-runner's loop polls the cancel callback and the timeout, seconds.
 POLL_SECONDS = 0.2
+# Environment variable carrying a per-run id into every process of the run, so processes
+# that escaped ansible-playbook's process group (ansible workers call setsid) can be
+# found and killed after a timeout or cancel. Playbooks that start long-lived processes
+# on purpose (restart_worker) unset it for them.
+RUN_MARKER_ENV = "OPSMCP_RUN_ID"
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _JINJA_MARKERS = ("{{", "{%", "{#")
@@ -552,6 +559,8 @@ def run_playbook(
 
     collector = _Collector(entry, on_event, _estimate_tasks(entry.file))
     cancel = cancel_event or threading.Event()
+    run_id = uuid.uuid4().hex
+    status = "failed"
     started = time.monotonic()
     pdd = tempfile.mkdtemp(prefix="opsmcp-playbook-")
     try:
@@ -578,7 +587,7 @@ def run_playbook(
                 extravars=clean_vars,
                 limit=limit or ":".join(entry.targets),
                 cmdline="--check --diff" if check else "--diff",
-                envvars=_run_env(pdd),
+                envvars={**_run_env(pdd), RUN_MARKER_ENV: run_id},
                 settings={"pexpect_timeout": POLL_SECONDS, "suppress_ansible_output": True},
                 ident="run",
                 quiet=True,
@@ -597,6 +606,10 @@ def run_playbook(
         status = runner.status if runner.status in ("successful", "failed", "timeout", "canceled") else "failed"
         rc = runner.rc
     finally:
+        if status != "successful":
+            # ansible-runner killed ansible-playbook's process group only; ansible's
+            # workers run in their own sessions, so their commands may still be running.
+            _kill_marked(run_id)
         shutil.rmtree(pdd, ignore_errors=True)
     duration = round(time.monotonic() - started, 3)
     return collector.result(
@@ -635,6 +648,42 @@ def _run_env(pdd: str) -> dict[str, str]:
         "ANSIBLE_PIPELINING": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+
+
+def _kill_marked(run_id: str) -> int:
+    """SIGKILL every process whose environment holds ``RUN_MARKER_ENV=run_id`` (Linux /proc;
+    elsewhere a no-op). Repeats until none is left, so children forked meanwhile die too.
+    Returns how many processes were signalled."""
+    needle = f"{RUN_MARKER_ENV}={run_id}".encode()
+    me = os.getpid()
+    killed = 0
+    for _ in range(10):
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return killed
+        found = []
+        for name in names:
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as fh:
+                    if needle in fh.read().split(b"\0"):
+                        found.append(int(name))
+            except OSError:
+                continue
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        time.sleep(0.02)
+    if killed:
+        log.info("killed %d leftover process(es) of playbook run %s", killed, run_id)
+    return killed
 
 
 def _estimate_tasks(playbook: Path) -> int | None:

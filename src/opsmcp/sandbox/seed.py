@@ -2,7 +2,7 @@
 
 :func:`seed_aws` creates the queues (each DLQ wired with RedrivePolicy maxReceiveCount 3),
 fills the DLQs and backlogs, creates the ``orders`` table with its status and customer
-GSIs and loads the orders. Works against the embedded moto server, a standalone moto
+GSIs, loads the orders, and puts 6 hours of CloudWatch metrics. Works against the embedded moto server, a standalone moto
 server or LocalStack. Idempotent for queue/table creation; messages are added each run.
 """
 
@@ -108,5 +108,8 @@ def seed_aws(settings: Settings, scenario: Scenario) -> dict[str, int]:
     ddb = clients.client("dynamodb")
     create_orders_table(ddb, settings)
     put_orders(ddb, settings.orders_table, scenario.orders)
+    from opsmcp.backends.cloudwatch import put_series_sync
+
+    points = put_series_sync(clients, scenario.metric_series())
     return {"queues": sum(2 if q.dlq else 1 for q in scenario.queues),
-            "dead_letters": len(scenario.dead_letters), "orders": len(scenario.orders)}
+            "dead_letters": len(scenario.dead_letters), "orders": len(scenario.orders), "metric_points": points}

@@ -29,6 +29,9 @@ class ToolMark:
         open_world: the tool talks to systems outside opsmcp (``openWorldHint``).
         write: registered only when writes are enabled; audited on every call.
         title: a short human title for the tool list.
+        preview_arg: for a write tool, the boolean argument that selects the preview (dry
+            run / check mode) when true; a call with it false is the real change and needs
+            the user's approval.
     """
 
     read_only: bool
@@ -37,6 +40,7 @@ class ToolMark:
     open_world: bool
     write: bool
     title: str
+    preview_arg: str | None = None
 
 
 def tool(
@@ -47,14 +51,17 @@ def tool(
     idempotent: bool = True,
     open_world: bool = True,
     write: bool = False,
+    preview_arg: str | None = None,
 ) -> Callable[[F], F]:
     """Mark a toolset method as an MCP tool with the four annotations set explicitly.
 
-    A write tool (``write=True``) must not claim ``read_only``; this is checked here so a
-    wrong mark fails at import time, not in production.
+    A write tool (``write=True``) must not claim ``read_only`` and must name its
+    ``preview_arg``; this is checked here so a wrong mark fails at import time.
     """
     if write and read_only:
         raise ValueError("a write tool cannot be read_only")
+    if write and not preview_arg:
+        raise ValueError("a write tool needs a preview_arg (its dry-run / check-mode flag)")
 
     def mark(fn: F) -> F:
         fn.__opsmcp_tool__ = ToolMark(  # type: ignore[attr-defined]
@@ -64,6 +71,7 @@ def tool(
             open_world=open_world,
             write=write,
             title=title,
+            preview_arg=preview_arg,
         )
         return fn
 

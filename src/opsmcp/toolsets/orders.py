@@ -100,7 +100,8 @@ class OrderTools:
         if not status and not customer_id:
             raise InvalidInput("find_orders needs status or customer_id (it queries an index by that key).",
                                "pass status='PENDING' (or another status) or customer_id='cust-0001'.")
-        start, end, notes = parse_window(since, until, default_start="1970-01-01T00:00:00Z")
+        start, end, notes = parse_window(since, until, default_start="1970-01-01T00:00:00Z",
+                                         names=("since", "until"))
         names = {"#d": "orderDate"}
         values: dict[str, Any] = {":a": iso(start), ":b": iso(end)}
         filter_expression = None

@@ -14,6 +14,8 @@ Write safety, in two layers:
   not ``read`` unless :meth:`PlaybookTools.execute` is called with ``confirmed=True``.
   The MCP-visible tool method :meth:`PlaybookTools.run_playbook` never passes it, so the
   server calls ``execute(..., confirmed=True, progress=...)`` itself after confirmation.
+  Previews (``check=True``) need no confirmation; ``PlaybookRunResult.preview_text()``
+  is the text an approval prompt shows.
 """
 
 from __future__ import annotations
@@ -87,6 +89,25 @@ class PlaybookRunResult(Result):
     diffs: list[FileDiff] = Field(default_factory=list, description="What changed, or would change.")
     stdout_tail: str = Field("", description="Last lines of the playbook output.")
 
+    def preview_text(self, limit: int = 2_000) -> str:
+        """A short, deterministic summary for approval prompts: what ran (or would), what
+        changed (or would), the plan messages and the diffs; at most ``limit`` characters."""
+        mode = "Check-mode preview" if self.check else "Run"
+        lines = [f"{mode} of playbook {self.name!r}: {self.status}, {self.changed} task(s) "
+                 + ("would change something." if self.check else "changed something.")]
+        if self.failed_task:
+            lines.append(f"Failed task: {self.failed_task!r}: {self.message or ''}".rstrip(": "))
+        changed = [t.task for t in self.tasks if t.status == "changed"]
+        if changed:
+            lines.append("Changing tasks: " + "; ".join(dict.fromkeys(changed)))
+        for t in self.tasks:
+            if t.output and t.status != "skipped":
+                lines.append(f"{t.task}: {t.output[:400]}")
+        for d in self.diffs:
+            lines.append(f"--- diff of {d.task!r}:\n{d.diff[:400]}")
+        text = "\n".join(lines)
+        return text if len(text) <= limit else text[: limit - 15] + " ...[truncated]"
+
 
 class PlaybookTools:
     """The ``playbooks`` toolset.
@@ -155,6 +176,7 @@ class PlaybookTools:
         destructive=True,
         idempotent=False,
         open_world=True,
+        preview_arg="check",
     )
     async def run_playbook(
         self,
@@ -170,11 +192,15 @@ class PlaybookTools:
         limit: Annotated[
             str | None, Field(description="Host to run on, one of the playbook's targets; default all of them.")
         ] = None,
+        progress: ProgressFn | None = None,
     ) -> PlaybookRunResult:
         """Run a catalog playbook on localhost. Defaults to check mode (dry run): preview the
         tasks and diffs first, then run with check=false to apply. Returns per-task status,
         diffs, the recap and the failed task, if any."""
-        return await self.execute(name, extra_vars, check, limit)
+        # ``progress`` is injected by the server (never part of the input schema). This
+        # method never confirms: a real run of a change/destructive playbook is refused
+        # here unless the server calls ``execute(..., confirmed=True)`` after approval.
+        return await self.execute(name, extra_vars, check, limit, confirmed=False, progress=progress)
 
     # ------------------------------------------------------------------ plain API
 

