@@ -109,7 +109,7 @@ async def seeded(fresh_moto, tmp_path):
 
     settings = make_settings(fresh_moto, tmp_path, allow_writes=True)
     scenario = build_scenario()
-    seed_aws(settings, scenario)
+    seed_aws(settings, scenario, metrics=False)
     server, runtime = build_server(settings)
     async with Client(server) as client:
         yield types.SimpleNamespace(

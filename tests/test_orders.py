@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import ToolFailed, call
 
+pytestmark = pytest.mark.anyio
+
 
 async def test_get_order_returns_the_whole_item(seeded):
     order = seeded.scenario.orders[7]

@@ -323,7 +323,9 @@ def test_cleanup_old_files_check_then_real_then_again(catalog: backend.Catalog, 
     assert dry.status == "successful", dry.stdout_tail
     assert snapshot(tmp_path) == before  # check mode changed nothing on disk
     assert dry.changed == 1  # the delete task, with one diff per file
-    would_delete = {line.split('"')[1] for diff in dry.diffs for line in diff.diff.splitlines() if line.startswith(" path:")}
+    would_delete = {
+        line.split('"')[1] for diff in dry.diffs for line in diff.diff.splitlines() if line.startswith(" path:")
+    }
     assert would_delete == expect_gone
     assert all('+state: "absent"' in diff.diff for diff in dry.diffs)
 
@@ -406,7 +408,8 @@ def test_restart_worker_refuses_unrelated_pid(catalog: backend.Catalog, tmp_path
     entry = entry_for(catalog, "restart_worker", tmp_path)
     pid_file = tmp_path / "worker.pid"
     pid_file.write_text(f"{os.getpid()}\n")  # pytest itself: must never be killed
-    run = run_playbook(entry, {"pid_file": str(pid_file), "start_command": "sleep infinity"}, check=False, timeout_seconds=120)
+    args = {"pid_file": str(pid_file), "start_command": "sleep infinity"}
+    run = run_playbook(entry, args, check=False, timeout_seconds=120)
     assert run.status == "failed"
     assert run.failed_task == "Refuse to kill an unrelated process"
     assert "refusing to stop it" in run.message
@@ -496,6 +499,15 @@ async def test_real_run_of_a_change_playbook_needs_confirmation(test_catalog: ba
     with pytest.raises(WritesDisabled, match="needs confirmation") as err:
         await tools.run_playbook("fails_midway", {"marker": str(marker)}, check=False)
     assert "check=true" in err.value.hint
+    # A check run needs no confirmation and changes nothing; its preview text is what an
+    # approval prompt shows.
+    preview = await tools.run_playbook("fails_midway", {"marker": str(marker)})
+    assert preview.check and preview.status == "successful" and not marker.exists()
+    assert [(t.task, t.status) for t in preview.tasks] == [
+        ("Write marker", "changed"), ("Break here", "skipped"), ("Never runs", "ok")
+    ]
+    text = preview.preview_text()
+    assert "Check-mode preview of playbook 'fails_midway'" in text and "+step 1" in text
     with pytest.raises(NotFound, match="fails_midwy"):
         await tools.run_playbook("fails_midwy", {})
     with pytest.raises(InvalidInput):

@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 from conftest import ToolFailed, call, make_settings
 
+pytestmark = pytest.mark.anyio
+
 
 def _url(sqs, name):
     return sqs.get_queue_url(QueueName=name)["QueueUrl"]

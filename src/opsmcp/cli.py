@@ -97,6 +97,36 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    """Print the last N audit records (oldest first), as text or JSON Lines."""
+    import json
+
+    from opsmcp.audit import format_records
+    from opsmcp.backends.aws import AwsClients
+    from opsmcp.server import build_audit
+
+    settings = _settings(args)
+    records = build_audit(settings, AwsClients(settings)).tail(args.n)
+    if args.json:
+        print("\n".join(json.dumps(r, default=str) for r in records))
+    elif records:
+        print(format_records(records))
+    else:
+        print(f"(no audit records in {settings.audit_table or settings.audit_log_path})", file=sys.stderr)
+    return 0
+
+
+def cmd_logs_load(args: argparse.Namespace) -> int:
+    """Load JSON Lines log files (or stdin) into the embedded log store."""
+    from opsmcp.backends.logstore import LogStore
+
+    settings = _settings(args)
+    path = Path(args.store) if args.store else settings.log_store_path
+    report = LogStore(path).load_files(args.files, show_progress=not args.quiet)
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.loaded or not report.bad else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``opsmcp`` console script; returns the exit code."""
     parser = argparse.ArgumentParser(prog="opsmcp", description="MCP server for safe production operations.")
@@ -117,6 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--endpoint-url", required=True, help="e.g. http://localhost:4566 (LocalStack)")
     seed.add_argument("--region", default=None)
     seed.set_defaults(func=cmd_sandbox_seed)
+
+    logs = sub.add_parser("logs", help="embedded log store").add_subparsers(dest="logs_command", required=True)
+    load = logs.add_parser("load", help="ingest JSON Lines log files ('-' for stdin)")
+    load.add_argument("files", nargs="+", help="JSON Lines files; '-' reads stdin")
+    load.add_argument("--store", help="store file (default <data dir>/logs.db, OPSMCP_LOG_STORE)")
+    load.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.set_defaults(func=cmd_logs_load)
+
+    audit = sub.add_parser("audit", help="the write audit log").add_subparsers(dest="audit_command", required=True)
+    tail = audit.add_parser("tail", help="print the last audit records")
+    tail.add_argument("-n", type=int, default=20, help="how many records (default 20)")
+    tail.add_argument("--json", action="store_true", help="JSON Lines instead of text")
+    tail.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
+    tail.set_defaults(func=cmd_audit_tail)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

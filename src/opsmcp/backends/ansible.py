@@ -20,9 +20,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
-import signal
 import threading
 import time
 import uuid
@@ -120,7 +120,7 @@ class VarSpec(BaseModel):
             parts.append(f"default {self.default!r}")
         else:
             parts.append("optional")
-        return " ".join(parts[:1]) + (", " + ", ".join(parts[1:]) if len(parts) > 1 else "")
+        return parts[0] + ", " + ", ".join(parts[1:])
 
 
 class PlaybookEntry(BaseModel):
@@ -141,8 +141,10 @@ class PlaybookEntry(BaseModel):
         if not _NAME_RE.match(self.name):
             raise ValueError(f"playbook name {self.name!r} must match {_NAME_RE.pattern}")
         for var in self.vars:
-            if not _NAME_RE.match(var):
-                raise ValueError(f"variable name {var!r} of {self.name!r} must match {_NAME_RE.pattern}")
+            if not _NAME_RE.match(var) or var.startswith(("ansible_", "omit")):
+                raise ValueError(
+                    f"variable name {var!r} of {self.name!r} must match {_NAME_RE.pattern} and not be an ansible_ name"
+                )
         for root in self.allowed_roots:
             if not os.path.isabs(root):
                 raise ValueError(f"allowed root {root!r} of {self.name!r} must be absolute")
@@ -560,7 +562,7 @@ def run_playbook(
     collector = _Collector(entry, on_event, _estimate_tasks(entry.file))
     cancel = cancel_event or threading.Event()
     run_id = uuid.uuid4().hex
-    status = "failed"
+    status = "error"  # until ansible-runner returns
     started = time.monotonic()
     pdd = tempfile.mkdtemp(prefix="opsmcp-playbook-")
     try:
@@ -588,7 +590,7 @@ def run_playbook(
                 limit=limit or ":".join(entry.targets),
                 cmdline="--check --diff" if check else "--diff",
                 envvars={**_run_env(pdd), RUN_MARKER_ENV: run_id},
-                settings={"pexpect_timeout": POLL_SECONDS, "suppress_ansible_output": True},
+                settings={"pexpect_timeout": POLL_SECONDS},
                 ident="run",
                 quiet=True,
                 timeout=max(1, math.ceil(timeout_seconds)),
@@ -606,7 +608,7 @@ def run_playbook(
         status = runner.status if runner.status in ("successful", "failed", "timeout", "canceled") else "failed"
         rc = runner.rc
     finally:
-        if status != "successful":
+        if status in ("timeout", "canceled", "error"):
             # ansible-runner killed ansible-playbook's process group only; ansible's
             # workers run in their own sessions, so their commands may still be running.
             _kill_marked(run_id)
@@ -710,8 +712,8 @@ def _estimate_tasks(playbook: Path) -> int | None:
             continue
         if play.get("gather_facts", True) not in (False, "false", "no"):
             total += 1
-        for key in ("pre_tasks", "tasks", "post_tasks", "handlers"):
-            total += 0 if key == "handlers" else count(play.get(key))
+        for key in ("pre_tasks", "tasks", "post_tasks"):  # handlers run only when notified
+            total += count(play.get(key))
     return total or None
 
 
@@ -782,7 +784,7 @@ class _Collector:
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         data = event.get("event_data") or {}
-        if kind == "playbook_on_task_start":
+        if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.index += 1
             total = max(self.total, self.index) if self.total else None
             self._emit(TaskEvent("task_start", _task_name(data), self.index, total))
@@ -914,7 +916,8 @@ class _Collector:
             for src in keys:
                 hosts.update((self.stats.get(src) or {}).keys())
             for host in sorted(hosts):
-                recap[host] = HostRecap(**{dst: int((self.stats.get(src) or {}).get(host, 0)) for src, dst in keys.items()})
+                counts = {dst: int((self.stats.get(src) or {}).get(host, 0)) for src, dst in keys.items()}
+                recap[host] = HostRecap(**counts)
             return recap
         # Killed before the recap (timeout/cancel): count what we saw.
         recap = {}

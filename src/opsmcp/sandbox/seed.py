@@ -96,10 +96,11 @@ def put_orders(ddb: Any, table: str, orders: list[dict[str, Any]]) -> None:
                 break
 
 
-def seed_aws(settings: Settings, scenario: Scenario) -> dict[str, int]:
-    """Seed SQS and DynamoDB at ``settings.aws_endpoint_url`` with ``scenario``.
+def seed_aws(settings: Settings, scenario: Scenario, *, metrics: bool = True) -> dict[str, int]:
+    """Seed SQS, DynamoDB and (``metrics``) CloudWatch at ``settings.aws_endpoint_url``.
 
-    Returns counts of what was written (queues, dead letters, orders) for the start-up banner.
+    Returns counts of what was written (queues, dead letters, orders, metric points) for the
+    start-up banner.
     """
     from opsmcp.backends.aws import AwsClients
 
@@ -108,8 +109,10 @@ def seed_aws(settings: Settings, scenario: Scenario) -> dict[str, int]:
     ddb = clients.client("dynamodb")
     create_orders_table(ddb, settings)
     put_orders(ddb, settings.orders_table, scenario.orders)
-    from opsmcp.backends.cloudwatch import put_series_sync
+    counts = {"queues": sum(2 if q.dlq else 1 for q in scenario.queues),
+              "dead_letters": len(scenario.dead_letters), "orders": len(scenario.orders)}
+    if metrics:
+        from opsmcp.backends.cloudwatch import put_series_sync
 
-    points = put_series_sync(clients, scenario.metric_series())
-    return {"queues": sum(2 if q.dlq else 1 for q in scenario.queues),
-            "dead_letters": len(scenario.dead_letters), "orders": len(scenario.orders), "metric_points": points}
+        counts["metric_points"] = put_series_sync(clients, scenario.metric_series())
+    return counts

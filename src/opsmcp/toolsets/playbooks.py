@@ -248,7 +248,7 @@ class PlaybookTools:
         if not check and entry.risk != "read" and not confirmed:
             raise WritesDisabled(
                 f"A real run (check=false) of playbook {name!r} ({entry.risk}) needs confirmation.",
-                "run it with check=true to preview the changes, then ask the operator to enable and confirm the real run.",
+                "run it with check=true to preview the changes; a real run needs the operator's approval.",
             )
 
         cancel_event = threading.Event()

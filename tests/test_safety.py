@@ -1,0 +1,155 @@
+"""Write safety: read-only by default, approval by elicitation or confirm=true, the audit log,
+and the annotation contract of every tool."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from conftest import ToolFailed, call, make_settings
+from mcp import Client
+from mcp.types import ElicitResult
+
+from opsmcp.audit import FileAudit, create_audit_table, redact
+from opsmcp.sandbox.scenario import build_scenario
+from opsmcp.sandbox.seed import seed_aws
+from opsmcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+WRITE_TOOLS = {"redrive_dlq", "run_playbook"}
+
+
+def _visible(sqs, name):
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+               ["Attributes"]["ApproximateNumberOfMessages"])
+
+
+async def test_every_tool_has_all_four_annotations_and_writes_do_not_claim_read_only(tmp_path):
+    for allow in (False, True):
+        server, runtime = build_server(make_settings("http://127.0.0.1:9", tmp_path, allow_writes=allow))
+        async with Client(server) as client:
+            tools = (await client.list_tools()).tools
+        names = {t.name for t in tools}
+        assert names & WRITE_TOOLS if allow else not (names & WRITE_TOOLS), names
+        for t in tools:
+            a = t.annotations
+            assert a is not None, t.name
+            for hint in ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint"):
+                assert getattr(a, hint) is not None, f"{t.name} lacks {hint}"
+            assert t.output_schema, f"{t.name} has no output schema"
+            for pname, prop in t.input_schema.get("properties", {}).items():
+                assert prop.get("description"), f"{t.name}.{pname} has no description"
+            if runtime.tools[t.name].write or t.name in WRITE_TOOLS:
+                assert a.read_only_hint is False and a.destructive_hint is True, t.name
+            # peek and analyze raise receive counts: they must not claim to be read-only
+            if t.name in ("peek_messages", "analyze_dlq"):
+                assert a.read_only_hint is False
+
+
+def _client(server, answer=None, log=None):
+    if answer is None:
+        return Client(server)
+
+    async def elicit(context, params):
+        log.append(params.message)
+        return answer
+
+    return Client(server, elicitation_callback=elicit)
+
+
+@pytest.mark.parametrize("answer,moved", [
+    (ElicitResult(action="accept", content={"approve": True}), 8),
+    (ElicitResult(action="accept", content={"approve": False}), 0),
+    (ElicitResult(action="decline"), 0),
+    (ElicitResult(action="cancel"), 0),
+])
+async def test_elicitation_accept_decline_cancel(fresh_moto, tmp_path, answer, moved):
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True)
+    seed_aws(settings, build_scenario(), metrics=False)
+    server, _ = build_server(settings)
+    prompts: list[str] = []
+    sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
+    async with _client(server, answer, prompts) as client:
+        args = {"queue": "order-cancellation-queue-dlq", "dry_run": False}
+        if moved:
+            out = await call(client, "redrive_dlq", **args)
+            assert out["moved"] == moved
+        else:
+            with pytest.raises(ToolFailed, match="did nothing"):
+                await call(client, "redrive_dlq", **args)
+    assert len(prompts) == 1 and "Move 8 message(s) from DLQ order-cancellation-queue-dlq" in prompts[0]
+    assert _visible(sqs, "order-cancellation-queue-dlq") == 8 - moved
+    assert _visible(sqs, "order-cancellation-queue") == moved
+    records = FileAudit(settings.audit_log_path).tail(50)
+    final = [r for r in records if r["phase"] == "outcome"][-1]
+    assert final["tool"] == "redrive_dlq" and final["dry_run"] is False
+    if moved:
+        assert final["approval"] == "elicitation" and final["counts"]["moved"] == 8
+        assert any(r["phase"] == "intent" and r["call_id"] == final["call_id"] for r in records)
+    else:
+        assert final["outcome"] in ("declined", "cancelled")
+
+
+async def test_without_elicitation_capability_confirm_is_required(seeded):
+    with pytest.raises(ToolFailed, match=r"(?s)needs the user's approval.*Move 8 message.*confirm=true"):
+        await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
+    assert _visible(seeded.sqs, "order-cancellation-queue-dlq") == 8
+    out = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
+    assert out["moved"] == 8
+    records = FileAudit(seeded.settings.audit_log_path).tail(100)
+    outcomes = [(r["outcome"], r["approval"]) for r in records if r["phase"] == "outcome"]
+    assert ("needs_confirmation", None) in outcomes and ("ok", "confirm_argument") in outcomes
+
+
+async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):
+    await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq")
+    records = FileAudit(seeded.settings.audit_log_path).tail(10)
+    assert [r["phase"] for r in records] == ["intent", "outcome"]
+    assert all(r["dry_run"] and r["caller"] == "stdio" and r["tool"] == "redrive_dlq" for r in records)
+    assert records[1]["counts"]["matched"] == 8 and records[1]["duration_ms"] >= 0
+    assert redact({"db_password": "hunter2", "nested": {"api_key": "k", "path": "/tmp"}, "note": "Bearer abcdefghijk"}) == {
+        "db_password": "***redacted***", "nested": {"api_key": "***redacted***", "path": "/tmp"},
+        "note": "***redacted***"}
+
+
+async def test_audit_failure_stops_the_write_before_it_acts(fresh_moto, tmp_path):
+    blocked = tmp_path / "audit-is-a-directory"
+    blocked.mkdir()
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, audit_log=blocked)
+    seed_aws(settings, build_scenario(), metrics=False)
+    server, _ = build_server(settings)
+    sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
+    async with Client(server) as client:
+        with pytest.raises(ToolFailed, match="Cannot write the audit log"):
+            await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
+    assert _visible(sqs, "order-cancellation-queue-dlq") == 8 and _visible(sqs, "order-cancellation-queue") == 0
+
+
+async def test_audit_records_can_go_to_dynamodb(fresh_moto, tmp_path):
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, audit_table="opsmcp-audit")
+    seed_aws(settings, build_scenario(), metrics=False)
+    ddb = boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1")
+    create_audit_table(ddb, "opsmcp-audit")
+    server, runtime = build_server(settings)
+    async with Client(server) as client:
+        await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq")
+    items = runtime.audit.tail(10)
+    assert [i["phase"] for i in items] == ["intent", "outcome"] and items[1]["counts"]["matched"] == 8
+    assert not settings.audit_log_path.exists()
+
+
+def test_audit_tail_command(tmp_path, capsys):
+    from opsmcp.cli import main
+
+    audit = FileAudit(tmp_path / "audit.jsonl")
+    for n in range(5):
+        audit.append({"time": f"t{n}", "call_id": str(n), "phase": "outcome", "caller": "stdio", "tool": "redrive_dlq",
+                      "arguments": {"queue": "q", "token": "***redacted***"}, "dry_run": True, "outcome": "ok"})
+    assert main(["audit", "tail", "-n", "2", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and "id=3" in out[0] and "id=4" in out[1] and "DRY-RUN" in out[1]
+    assert main(["audit", "tail", "-n", "1", "--json", "--data-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out.strip())["call_id"] == "4"
