@@ -491,7 +491,9 @@ def tools_for(catalog_path: Path) -> PlaybookTools:
 
 
 async def test_list_playbooks() -> None:
-    result = await tools_for(CATALOG).list_playbooks()
+    tools = tools_for(CATALOG)
+    tools.check()  # catalog loads, ansible-playbook is installed
+    result = await tools.list_playbooks()
     by_name = {p.name: p for p in result.playbooks}
     assert set(by_name) >= {"collect_diagnostics", "cleanup_old_files", "rotate_log", "restart_worker"}
     age = next(v for v in by_name["cleanup_old_files"].vars if v.name == "age_days")

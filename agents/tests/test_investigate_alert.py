@@ -77,7 +77,8 @@ def test_alert_to_report_posted_to_webhook(server_cmd: str, sandbox: dict, tmp_p
 
     def trace_step(messages: list) -> AIMessage:
         # the alert reached the model as text
-        assert "DLQNotEmpty" in str(messages[0].content) and dlq in str(messages[0].content)
+        question = next(m for m in messages if m.type == "human")
+        assert "DLQNotEmpty" in str(question.content) and dlq in str(question.content)
         return call("get_trace", {"trace_id": trace_ids(tool_payload(last_tool_message(messages)))[0]})
 
     report = {

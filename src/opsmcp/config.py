@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the log store and audit log live.")
     max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
     http_token: str | None = Field(None, description="Bearer token required on HTTP transports, if set.")
+    log_level: str = Field("WARNING", description="stderr log level: DEBUG, INFO, WARNING, ERROR.")
 
     # --- AWS (standard names first) ---------------------------------------------
     aws_endpoint_url: str | None = Field(

@@ -418,7 +418,9 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     clients = AwsClients(settings)
     runtime = Runtime(settings=settings, clients=clients, toolsets=build_toolsets(settings, clients),
                       stats=ToolStats(), tools={}, audit=build_audit(settings, clients))
-    server = MCPServer("opsmcp", instructions=INSTRUCTIONS, version=__version__)
+    level = settings.log_level.upper()
+    server = MCPServer("opsmcp", instructions=INSTRUCTIONS, version=__version__,
+                       log_level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "WARNING")
     for toolset in runtime.toolsets.values():
         for name, fn, mark in marked_tools(toolset):
             if mark.write and not settings.allow_writes:

@@ -46,6 +46,7 @@ import sqlite3
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -113,27 +114,16 @@ CREATE TABLE IF NOT EXISTS facets(
 INSERT OR IGNORE INTO meta VALUES ('schema_version', {SCHEMA_VERSION}), ('next_seq', 0);
 """
 
-_BATCH_TABLE = """
-CREATE TEMP TABLE IF NOT EXISTS batch(
+_STAGE_TABLE = """CREATE TABLE batch(
     id INTEGER PRIMARY KEY, service TEXT, level TEXT, trace_id TEXT, event_id TEXT, message TEXT, doc TEXT
-)
-"""
+)"""
 
-_BATCH_STATEMENTS = (
-    "INSERT INTO logs_fts(rowid, message) SELECT id, message FROM temp.batch",
-    f"""INSERT INTO rollup_1m(minute, service, level, n)
-        SELECT (id >> {SEQ_BITS}) / {MINUTE_MS}, service, level, count(*) FROM temp.batch WHERE true
-        GROUP BY 1, 2, 3 ON CONFLICT DO UPDATE SET n = n + excluded.n""",
-    f"""INSERT INTO rollup_15m(slot, service, level, n)
-        SELECT (id >> {SEQ_BITS}) / {COARSE_MS}, service, level, count(*) FROM temp.batch WHERE true
-        GROUP BY 1, 2, 3 ON CONFLICT DO UPDATE SET n = n + excluded.n""",
-    """INSERT INTO facets(kind, value, n)
-        SELECT 'service', service, count(*) FROM temp.batch WHERE true GROUP BY 2
-        ON CONFLICT DO UPDATE SET n = n + excluded.n""",
-    """INSERT INTO facets(kind, value, n)
-        SELECT 'level', level, count(*) FROM temp.batch WHERE true GROUP BY 2
-        ON CONFLICT DO UPDATE SET n = n + excluded.n""",
-    "DELETE FROM temp.batch",
+_UPSERTS = (
+    ("INSERT INTO rollup_1m(minute, service, level, n) VALUES (?,?,?,?) "
+     "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
+    ("INSERT INTO rollup_15m(slot, service, level, n) VALUES (?,?,?,?) "
+     "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
+    "INSERT INTO facets(kind, value, n) VALUES (?,?,?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
 )
 
 
@@ -355,9 +345,12 @@ def _text(value: Any) -> str | None:
 
 
 def parse_batch(
-    batch: Sequence[tuple[int, str]], seq: int, source: str, report: IngestReport
+    batch: Sequence[tuple[int, str]], seq: int, source: str, report: IngestReport,
+    counts: dict[tuple[int, str, str], int] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Parse ``(line number, text)`` pairs into ``logs`` rows; count bad and blank lines.
+
+    ``counts`` (when given) is incremented per (minute, service, level) of the good lines.
 
     Fields: ``@timestamp`` | ``timestamp`` | ``time`` | ``ts`` (ISO-8601, or epoch
     s/ms/us/ns), ``message`` | ``msg`` (required), ``level`` | ``severity`` (default
@@ -366,6 +359,9 @@ def parse_batch(
     """
     rows: list[tuple[Any, ...]] = []
     append = rows.append
+    if counts is None:
+        counts = {}
+    cget = counts.get
     loads = json.loads
     fromiso = datetime.fromisoformat
     epoch, one_ms, utc = _EPOCH, _ONE_MS, _UTC
@@ -454,6 +450,8 @@ def parse_batch(
             event = _text(event)
         append(((ms << SEQ_BITS) | (seq & SEQ_MASK), service, level, trace, event, message, line.rstrip()))
         seq += 1
+        key = (ms // 60_000, service, level)
+        counts[key] = cget(key, 0) + 1
     return rows
 
 
@@ -580,7 +578,6 @@ class LogStore:
                 conn.execute("PRAGMA cache_size=-262144")  # 256 MiB while loading
                 conn.execute("PRAGMA wal_autocheckpoint=8192")
                 conn.executescript(_SCHEMA)
-                conn.execute(_BATCH_TABLE)
             else:
                 conn.execute("PRAGMA cache_size=-32768")
                 conn.execute("PRAGMA temp_store=MEMORY")
@@ -742,6 +739,14 @@ class LogStore:
         on_progress: Callable[[int], None] | None,
         counter: _ByteCounter | None = None,
     ) -> IngestReport:
+        """The load pipeline: a parse thread and this (writer) thread overlap.
+
+        The parse thread turns each batch into rows, writes them into a private
+        in-memory stage database (its own connection, so the row-by-row binding does not
+        hold up the writer), and hands it over. The writer copies a stage into the store
+        with set-based SQL (which runs without the GIL): lines, FTS entries, rollups and
+        facets in one transaction per batch.
+        """
         started = time.perf_counter()
         report = IngestReport(sources=[s for s, _ in sources])
         batch_size = max(1, int(batch_size))
@@ -749,7 +754,7 @@ class LogStore:
             conn = self._open(write=True)
             try:
                 seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-                q: queue.Queue[Any] = queue.Queue(maxsize=3)
+                q: queue.Queue[Any] = queue.Queue(maxsize=2)
                 stop = threading.Event()
 
                 def put(item: Any) -> bool:
@@ -759,6 +764,8 @@ class LogStore:
                             return True
                         except queue.Full:
                             continue
+                    if isinstance(item, _Stage):
+                        item.close()
                     return False
 
                 def produce() -> None:
@@ -772,9 +779,13 @@ class LogStore:
                                 if not chunk:
                                     break
                                 read += len(chunk)
-                                rows = parse_batch(chunk, seq, source, report)
+                                counts: dict[tuple[int, str, str], int] = {}
+                                rows = parse_batch(chunk, seq, source, report, counts)
+                                del chunk
                                 seq += len(rows)
-                                if not put((rows, read, seq)):
+                                stage = _Stage(rows, counts, read, seq) if rows else _Stage.empty(read, seq)
+                                del rows
+                                if not put(stage):
                                     return
                         put(None)
                     except BaseException as exc:  # noqa: BLE001 - handed to the writer
@@ -789,14 +800,26 @@ class LogStore:
                             break
                         if isinstance(item, BaseException):
                             raise item
-                        rows, read, next_seq = item
-                        if rows:
-                            self._write_batch(conn, rows, next_seq)
-                            report.loaded += len(rows)
+                        try:
+                            if item.rows:
+                                self._write_batch(conn, item)
+                                report.loaded += item.rows
+                        finally:
+                            item.close()
                         if on_progress is not None:
-                            on_progress(read)
+                            on_progress(item.read)
                 finally:
                     stop.set()
+                    while True:  # release stages the writer will not take
+                        try:
+                            left = q.get_nowait()
+                        except queue.Empty:
+                            if not worker.is_alive():
+                                break
+                            worker.join(0.05)
+                            continue
+                        if isinstance(left, _Stage):
+                            left.close()
                     worker.join()
                 if report.loaded:
                     conn.execute("PRAGMA optimize")
@@ -810,44 +833,50 @@ class LogStore:
             report.bytes_read = counter.bytes
         return report
 
-    def _write_batch(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], next_seq: int) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+    def _write_batch(self, conn: sqlite3.Connection, stage: _Stage) -> None:
+        """Copy one stage into the store in one transaction."""
+        conn.execute("ATTACH ? AS stage", (stage.uri,))
         try:
-            conn.executemany("INSERT INTO temp.batch VALUES (?,?,?,?,?,?,?)", rows)
-            while True:
-                try:
-                    conn.execute(
-                        "INSERT INTO logs(id, service, level, trace_id, event_id, message, doc) "
-                        "SELECT id, service, level, trace_id, event_id, message, doc FROM temp.batch"
-                    )
-                    break
-                except sqlite3.IntegrityError:
-                    self._fix_id_clashes(conn)
-            for sql in _BATCH_STATEMENTS:
-                conn.execute(sql)
-            conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            conn.execute("DELETE FROM temp.batch")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                while True:
+                    try:
+                        conn.execute(
+                            "INSERT INTO logs(id, service, level, trace_id, event_id, message, doc) "
+                            "SELECT id, service, level, trace_id, event_id, message, doc FROM stage.batch"
+                        )
+                        break
+                    except sqlite3.IntegrityError:
+                        self._fix_id_clashes(conn)
+                conn.execute("INSERT INTO logs_fts(rowid, message) SELECT id, message FROM stage.batch")
+                minutes, slots, facets = stage.aggregates()
+                conn.executemany(_UPSERTS[0], minutes)
+                conn.executemany(_UPSERTS[1], slots)
+                conn.executemany(_UPSERTS[2], facets)
+                conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (stage.next_seq,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("DETACH stage")
 
     @staticmethod
     def _fix_id_clashes(conn: sqlite3.Connection) -> None:
         """Give batch rows whose id (same ms, same seq) is already stored a free seq."""
         clashes = [r[0] for r in conn.execute(
-            "SELECT b.id FROM temp.batch b WHERE EXISTS (SELECT 1 FROM main.logs l WHERE l.id = b.id)"
+            "SELECT b.id FROM stage.batch b WHERE EXISTS (SELECT 1 FROM main.logs l WHERE l.id = b.id)"
         )]
         for old in clashes:
             base = old & ~SEQ_MASK
             for step in range(1, SEQ_MASK + 1):
                 new = base | ((old + step * 7919) & SEQ_MASK)
                 taken = conn.execute(
-                    "SELECT 1 FROM main.logs WHERE id=? UNION ALL SELECT 1 FROM temp.batch WHERE id=?", (new, new)
+                    "SELECT 1 FROM main.logs WHERE id=? UNION ALL SELECT 1 FROM stage.batch WHERE id=?", (new, new)
                 ).fetchone()
                 if not taken:
-                    conn.execute("UPDATE temp.batch SET id=? WHERE id=?", (new, old))
+                    conn.execute("UPDATE stage.batch SET id=? WHERE id=?", (new, old))
                     break
             else:  # pragma: no cover - 2^20 lines in one millisecond
                 raise OpsError("More than 1,048,576 log lines share one millisecond.", "split the load.")
@@ -1257,6 +1286,53 @@ def _numbered(sql: str, first: int) -> str:
     """Number the ``?`` placeholders of ``sql`` from ``?first`` on (for mixing with ?1..)."""
     parts = sql.split("?")
     return "".join(p + (f"?{first + i}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+
+
+class _Stage:
+    """One parsed batch in a private in-memory database the writer ATTACHes and copies.
+
+    Named shared-cache memory databases live while a connection holds them open; the
+    parse thread fills one with its own connection and the writer closes it after use.
+    """
+
+    def __init__(self, rows: list[tuple[Any, ...]], counts: dict[tuple[int, str, str], int], read: int,
+                 next_seq: int) -> None:
+        self.uri = f"file:opsmcp-stage-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        self.rows, self.counts, self.read, self.next_seq = len(rows), counts, read, next_seq
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            self.uri, uri=True, isolation_level=None, check_same_thread=False)
+        self._conn.execute(_STAGE_TABLE)
+        self._conn.execute("BEGIN")
+        self._conn.executemany("INSERT INTO batch VALUES (?,?,?,?,?,?,?)", rows)
+        self._conn.execute("COMMIT")
+
+    @classmethod
+    def empty(cls, read: int, next_seq: int) -> _Stage:
+        stage = cls.__new__(cls)
+        stage.uri, stage.rows, stage.counts, stage.read, stage.next_seq, stage._conn = "", 0, {}, read, next_seq, None
+        return stage
+
+    def aggregates(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Rows for rollup_1m, rollup_15m and facets from the batch's per-minute counts."""
+        per = COARSE_MS // MINUTE_MS
+        slots: dict[tuple[int, str, str], int] = {}
+        services: dict[str, int] = {}
+        levels: dict[str, int] = {}
+        for (minute, service, level), n in self.counts.items():
+            key = (minute // per, service, level)
+            slots[key] = slots.get(key, 0) + n
+            services[service] = services.get(service, 0) + n
+            levels[level] = levels.get(level, 0) + n
+        return (
+            [(*k, n) for k, n in self.counts.items()],
+            [(*k, n) for k, n in slots.items()],
+            [("service", k, n) for k, n in services.items()] + [("level", k, n) for k, n in levels.items()],
+        )
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class _BadText(str):

@@ -142,6 +142,17 @@ class PlaybookTools:
                 self._catalog_mtime = mtime
             return self._catalog
 
+    def check(self) -> None:
+        """Start-up check for the server and ``opsmcp doctor``: the catalog loads and
+        ``ansible-playbook`` is installed.
+
+        Raises:
+            OpsError: catalog missing/invalid (names the file), or ansible not found (with
+                the install command).
+        """
+        self.catalog()
+        backend.check_ansible_available()
+
     # ------------------------------------------------------------------ tools
 
     @tool(title="List playbooks", read_only=True, destructive=False, idempotent=True, open_world=False)
