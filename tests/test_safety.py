@@ -49,30 +49,35 @@ async def test_every_tool_has_all_four_annotations_and_writes_do_not_claim_read_
                 assert a.read_only_hint is False
 
 
-def _client(server, answer=None, log=None):
+def _client(server, answer=None, log=None, mode="auto"):
     if answer is None:
-        return Client(server)
+        return Client(server, mode=mode)
 
     async def elicit(context, params):
         log.append(params.message)
         return answer
 
-    return Client(server, elicitation_callback=elicit)
+    return Client(server, elicitation_callback=elicit, mode=mode)
 
 
-@pytest.mark.parametrize("answer,moved", [
-    (ElicitResult(action="accept", content={"approve": True}), 8),
-    (ElicitResult(action="accept", content={"approve": False}), 0),
-    (ElicitResult(action="decline"), 0),
-    (ElicitResult(action="cancel"), 0),
+@pytest.mark.parametrize("answer,moved,mode", [
+    (ElicitResult(action="accept", content={"approve": True}), 8, "auto"),
+    (ElicitResult(action="accept", content={"approve": False}), 0, "auto"),
+    (ElicitResult(action="decline"), 0, "auto"),
+    (ElicitResult(action="cancel"), 0, "auto"),
+    # 2025-11-25 clients (Claude Desktop, Inspector): elicitation is a request sent mid-call
+    (ElicitResult(action="accept", content={"approve": True}), 8, "legacy"),
+    (ElicitResult(action="decline"), 0, "legacy"),
 ])
-async def test_elicitation_accept_decline_cancel(fresh_moto, tmp_path, answer, moved):
+async def test_elicitation_accept_decline_cancel(fresh_moto, tmp_path, answer, moved, mode):
     settings = make_settings(fresh_moto, tmp_path, allow_writes=True)
     seed_aws(settings, build_scenario(), metrics=False)
     server, _ = build_server(settings)
     prompts: list[str] = []
     sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
-    async with _client(server, answer, prompts) as client:
+    async with _client(server, answer, prompts, mode) as client:
+        if mode == "legacy":
+            assert client.protocol_version == "2025-11-25"
         args = {"queue": "order-cancellation-queue-dlq", "dry_run": False}
         if moved:
             out = await call(client, "redrive_dlq", **args)

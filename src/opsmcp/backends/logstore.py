@@ -572,6 +572,7 @@ class LogStore:
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             if write:
+                conn.execute("PRAGMA page_size=8192")  # only takes effect on a new file
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA temp_store=MEMORY")
@@ -1186,8 +1187,9 @@ class LogStore:
         if not ids:
             return {}
         lv = ",".join("?" * len(ERROR_LEVELS))
-        sql = (f"SELECT trace_id, max(id), service, level, message, event_id, count(*) FROM logs "
-               f"WHERE trace_id IN (SELECT value FROM json_each(?)) AND level IN ({lv}) GROUP BY trace_id")
+        sql = (f"SELECT l.trace_id, max(l.id), l.service, l.level, l.message, l.event_id, count(*) "
+               f"FROM json_each(?) j CROSS JOIN logs l INDEXED BY logs_trace ON l.trace_id = j.value "
+               f"WHERE l.level IN ({lv}) GROUP BY l.trace_id")
         rows = self._read(lambda c: c.execute(sql, (json.dumps(ids), *ERROR_LEVELS)).fetchall())
         return {
             r[0]: {"timestamp": ms_iso(r[1] >> SEQ_BITS), "service": r[2], "level": r[3], "message": r[4],
