@@ -84,13 +84,13 @@ class ToolFailed(AssertionError):
     """A tool call returned isError: the text is the tool error message."""
 
 
-async def call(client, name: str, **arguments):
-    """Call tool ``name``; return its structuredContent, or raise ToolFailed with the error text."""
-    result = await client.call_tool(name, arguments)
+async def call(client, tool: str, /, **arguments):
+    """Call ``tool``; return its structuredContent, or raise ToolFailed with the error text."""
+    result = await client.call_tool(tool, arguments)
     text = " ".join(getattr(c, "text", "") for c in result.content)
     if result.is_error:
         raise ToolFailed(text)
-    assert result.structured_content is not None, f"{name} returned no structuredContent: {text[:200]}"
+    assert result.structured_content is not None, f"{tool} returned no structuredContent: {text[:200]}"
     return result.structured_content
 
 

@@ -341,21 +341,37 @@ def test_cleanup_old_files_check_then_real_then_again(catalog: backend.Catalog, 
     assert snapshot(tmp_path) == after
 
 
-async def test_rotate_log_check_then_real_then_again(
+async def test_rotate_log_check_then_real_and_empty_is_a_no_op(
     catalog: backend.Catalog, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    log = tmp_path / "app.log"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    log = tmp_path / "a" / "app.log"
     content = "".join(f"line {i}\n" for i in range(500)).encode()
     log.write_bytes(content)
     inode = log.stat().st_ino
+    empty = tmp_path / "b" / "empty.log"  # the state a rotated log is left in
+    empty.touch()
     entry = entry_for(catalog, "rotate_log", tmp_path)
-
-    before = snapshot(tmp_path)
-    # The preview through the toolset: a check run needs no confirmation.
     tools = tools_for(catalog_copy(tmp_path_factory.mktemp("catalog"), tmp_path))
-    dry = await tools.run_playbook("rotate_log", {"log_file": str(log)})
+    before = snapshot(tmp_path)
+    runs: dict[str, object] = {}
+
+    async def preview() -> None:  # through the toolset: a check run needs no confirmation
+        runs["dry"] = await tools.run_playbook("rotate_log", {"log_file": str(log)})
+
+    async def rotate_empty() -> None:
+        runs["empty"] = await anyio.to_thread.run_sync(
+            lambda: run_playbook(entry, {"log_file": str(empty)}, check=False, timeout_seconds=120)
+        )
+
+    async with anyio.create_task_group() as tg:  # independent runs: overlap them
+        tg.start_soon(preview)
+        tg.start_soon(rotate_empty)
+    dry, noop = runs["dry"], runs["empty"]
     assert dry.check and dry.status == "successful", dry.stdout_tail
-    assert snapshot(tmp_path) == before
+    assert noop.status == "successful" and noop.changed == 0, noop.stdout_tail
+    assert snapshot(tmp_path) == before  # neither run changed anything
     would = {t.task for t in dry.tasks if t.status == "changed"}
     assert would == {"Write the compressed copy", "Truncate the log in place"} and dry.changed == 2
     text = dry.preview_text()
@@ -364,15 +380,11 @@ async def test_rotate_log_check_then_real_then_again(
 
     real = run_playbook(entry, {"log_file": str(log)}, check=False, timeout_seconds=120)
     assert real.status == "successful" and {t.task for t in real.tasks if t.status == "changed"} == would
-    rotated = sorted(tmp_path.glob("app.log.*.gz"))
+    rotated = sorted(log.parent.glob("app.log.*.gz"))
     assert len(rotated) == 1
     assert gzip.decompress(rotated[0].read_bytes()) == content
     assert log.stat().st_size == 0 and log.stat().st_ino == inode  # truncated in place
-    assert not list(tmp_path.glob("*.part"))
-
-    again = run_playbook(entry, {"log_file": str(log)}, check=False, timeout_seconds=120)
-    assert again.status == "successful" and again.changed == 0
-    assert sorted(tmp_path.glob("app.log.*.gz")) == rotated
+    assert sorted(p.name for p in log.parent.iterdir()) == ["app.log", rotated[0].name]  # no .part left
 
 
 def test_restart_worker(catalog: backend.Catalog, tmp_path: Path) -> None:

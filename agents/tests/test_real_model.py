@@ -95,7 +95,7 @@ def test_real_local_model_calls_a_tool_and_answers(server_cmd: str, llama_server
     # mechanics: the first step is the forced list_queues, and it ran against opsmcp
     assert doc["steps"], proc.stderr
     assert doc["steps"][0]["tool"] == "list_queues" and doc["steps"][0]["ok"] is True
-    assert "dlq" in json.dumps(doc["steps"][0]["result"]).lower()
+    assert isinstance(doc["steps"][0]["result"], dict) and "queues" in doc["steps"][0]["result"]
     assert all(s["tool"] in doc["tools"] for s in doc["steps"])
     # an answer (final or partial) came back from the model and was printed
     assert doc["answer"].strip()

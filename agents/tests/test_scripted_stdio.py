@@ -152,8 +152,9 @@ def test_time_limit_stops_a_hung_model(server_cmd: str, sandbox: dict, capfd: py
     assert "[1] analyze_dlq:" in out  # the evidence gathered before the stop
 
 
-def test_write_confirmation_is_asked_in_the_terminal_and_declined(
-    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("typed", "approved"), [("n\n", False), ("y\n", True)])
+def test_write_confirmation_is_asked_in_the_terminal(
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str], typed: str, approved: bool
 ) -> None:
     def after(messages: list) -> AIMessage:
         return AIMessage(f"Result: {str(last_tool_message(messages).content)[:200]}")
@@ -163,14 +164,29 @@ def test_write_confirmation_is_asked_in_the_terminal_and_declined(
         capfd,
         ["ask", "redrive the order DLQ", "--allow-writes", "--json", "--server-command", server_cmd],
         model,
-        stdin="n\n",
+        stdin=typed,
     )
     assert rc == 0, err
     assert "redrive_dlq" in model.bound_tools
-    assert "asks for confirmation" in err and "Proceed? [y/N]" in err
+    # the server's preview was shown and a y/N answer read from the terminal
+    assert "redrive_dlq asks for confirmation" in err and "Proceed? [y/N]" in err
+    assert sandbox["dlq"] in err.split("asks for confirmation", 1)[1]
     doc = json.loads(out)
-    assert doc["confirmations"] and doc["confirmations"][0]["approved"] is False
-    assert doc["confirmations"][0]["how"] == "terminal"
+    assert [(c["tool"], c["approved"], c["how"]) for c in doc["confirmations"]] == [("redrive_dlq", approved, "terminal")]
+    step = doc["steps"][0]
+    if approved:
+        assert step["ok"] is True and step["result"]["moved"] > 0
+    else:
+        assert step["ok"] is False and "declined" in step["result"]
+
+
+def test_write_without_a_terminal_answer_is_declined(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:
+    model = ScriptedChatModel(script=[call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": False}), AIMessage("ok")])
+    rc, out, err = _run(capfd, ["ask", "redrive", "--allow-writes", "--json", "--server-command", server_cmd], model, stdin="")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["confirmations"][0]["approved"] is False and doc["confirmations"][0]["how"] == "no input"
+    assert doc["steps"][0]["ok"] is False
 
 
 def test_chat_keeps_history_across_turns(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:

@@ -61,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 runtime.ready.set()
 
         threading.Thread(target=boot, name="opsmcp-sandbox", daemon=True).start()
+    for toolset, why in runtime.disabled.items():
+        eprint(f"opsmcp: the {toolset} toolset is DISABLED: {why}")
     eprint(f"opsmcp {args.transport}: {len(runtime.tools)} tools ({', '.join(sorted(runtime.tools))}); "
            f"writes {'ENABLED' if settings.allow_writes else 'disabled'}"
            + ("; starting the embedded sandbox (no AWS endpoint or credentials configured)" if needs_sandbox else ""))

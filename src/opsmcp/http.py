@@ -67,7 +67,8 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1") -> A
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__, "tools": sorted(runtime.tools),
-                             "sandbox": runtime.settings.sandbox, "writes_enabled": runtime.settings.allow_writes})
+                             "sandbox": runtime.settings.sandbox, "writes_enabled": runtime.settings.allow_writes,
+                             "disabled_toolsets": runtime.disabled})
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(runtime.stats.render(), media_type="text/plain; version=0.0.4")

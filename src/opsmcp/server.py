@@ -96,6 +96,7 @@ class Runtime:
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
     audit: AuditSink | None = None
+    disabled: dict[str, str] = field(default_factory=dict)  # toolset -> why its start-up check failed
     previews: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
     PREVIEW_TTL = 120.0  # seconds a preview is reused (approval rounds re-run the resolver)
@@ -107,7 +108,7 @@ class Runtime:
         (protocol 2026-07-28 re-runs resolvers) and avoids a second check-mode run.
         """
         args = dict(kwargs, **{str(mark.preview_arg): True})
-        key = name + json.dumps(args, sort_keys=True, default=str)
+        key = name + json.dumps({k: v for k, v in args.items() if k not in INJECTED}, sort_keys=True, default=str)
         now = time.monotonic()
         self.previews = {k: v for k, v in self.previews.items() if now - v[0] < self.PREVIEW_TTL}
         if key in self.previews:
@@ -129,7 +130,7 @@ class Runtime:
 
         call_id = call_id or uuid.uuid4().hex
         record = {"time": now_iso(), "call_id": call_id, "phase": phase, "caller": caller.get(), "tool": tool,
-                  "arguments": redact(arguments), "dry_run": not real, "outcome": outcome,
+                  "arguments": redact({k: v for k, v in arguments.items() if k not in INJECTED}), "dry_run": not real, "outcome": outcome,
                   "approval": approval, "duration_ms": round((time.perf_counter() - start) * 1000, 1)}
         if counts:
             record["counts"] = counts
@@ -207,8 +208,10 @@ class Approval(BaseModel):
     approve: bool = Field(description="true to make the change described above; false to cancel it.")
 
 
-#: Parameters the server fills itself; never part of a tool's input schema.
-INJECTED = ("progress",)
+#: Parameters the server fills itself; never part of a tool's input schema. ``progress``:
+#: an async (progress, total, message) reporter; ``confirmed``: true only for a real write
+#: the user approved (elicitation or confirm=true).
+INJECTED = ("progress", "confirmed")
 NOT_NEEDED = "no approval needed"
 NO_ELICITATION = "client cannot elicit"
 
@@ -248,7 +251,7 @@ def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) 
             if "progress" in wants:
                 kwargs["progress"] = _progress_reporter(ctx)
             if mark.write:
-                result = await _write_gate(name, fn, mark, runtime, kwargs, start)
+                result = await _write_gate(name, fn, mark, runtime, kwargs, start, "confirmed" in wants)
             else:
                 result = await fn(**kwargs)
             ok = True
@@ -328,7 +331,7 @@ def _write_params(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Ru
 
 
 async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime,
-                      kwargs: dict[str, Any], start: float) -> Any:
+                      kwargs: dict[str, Any], start: float, pass_confirmed: bool) -> Any:
     """Run a write tool: approval check, intent record, the call, outcome record.
 
     Raises:
@@ -363,8 +366,9 @@ async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime
                            "ask the user what to do instead, or run a dry run to show the preview again.")
     call_id = runtime.audit_record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
                                    approval=how)
+    call_args = dict(kwargs, confirmed=how is not None) if pass_confirmed else kwargs
     try:
-        result = await fn(**kwargs)
+        result = await fn(**call_args)
     except Exception as exc:
         runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=f"error: {exc}", start=start,
                              call_id=call_id, approval=how, strict=False)
@@ -396,6 +400,10 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
         from opsmcp.toolsets.metrics import MetricTools
 
         out["metrics"] = MetricTools(settings, clients)
+    if "playbooks" in enabled:
+        from opsmcp.toolsets.playbooks import PlaybookTools
+
+        out["playbooks"] = PlaybookTools(settings)
     return out
 
 
@@ -421,7 +429,15 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     level = settings.log_level.upper()
     server = MCPServer("opsmcp", instructions=INSTRUCTIONS, version=__version__,
                        log_level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "WARNING")
-    for toolset in runtime.toolsets.values():
+    for toolset_name, toolset in runtime.toolsets.items():
+        check = getattr(toolset, "check", None)
+        if check is not None:
+            try:
+                check()  # e.g. playbooks: the catalog loads and ansible-playbook is installed
+            except OpsError as exc:
+                runtime.disabled[toolset_name] = str(exc)
+                log.error("toolset %s disabled: %s", toolset_name, exc)
+                continue
         for name, fn, mark in marked_tools(toolset):
             if mark.write and not settings.allow_writes:
                 continue

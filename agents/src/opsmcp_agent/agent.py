@@ -198,10 +198,13 @@ class _LoopMiddleware(AgentMiddleware):
             step.ok = result.status != "error"
             step.structured = structured_of(step.text, result.artifact) if step.ok else None
             step.summary = one_line(step.text, step.structured, is_error=not step.ok)
+            # Plain string content: some OpenAI-compatible servers (llama.cpp) reject
+            # content-block lists in tool messages. Cap what the model gets.
             cap = self.run.config.max_tool_chars
-            if len(step.text) > cap:
-                cut = len(step.text) - cap
-                result.content = step.text[:cap] + f"\n[... {cut} more characters cut by the agent; narrow the query]"
+            content = step.text or "(empty result)"
+            if len(content) > cap:
+                content = content[:cap] + f"\n[... {len(content) - cap} more characters cut by the agent; narrow the query]"
+            result.content = content
         else:
             step.ok = True
             step.summary = f"({type(result).__name__})"

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, TypeVar
 
@@ -158,6 +160,12 @@ def main(
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the operator, traceback on request
+        if os.environ.get("OPSMCP_AGENT_DEBUG"):
+            traceback.print_exc()
+        _fail(f"unexpected failure: {type(exc).__name__}: {exc} (set OPSMCP_AGENT_DEBUG=1 for the traceback)",
+              type(exc).__name__, args.json)
+        return 1
 
 
 def _fail(message: str, kind: str, as_json: bool) -> None:

@@ -55,9 +55,7 @@ def build_chat_model(config: AgentConfig) -> BaseChatModel:
             num_ctx=config.num_ctx,
         )
     if config.provider == "openai":
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI(
+        return _local_openai_class()(
             model=config.model,
             base_url=url,
             api_key=config.api_key or "not-needed",
@@ -67,6 +65,29 @@ def build_chat_model(config: AgentConfig) -> BaseChatModel:
             max_tokens=config.max_tokens,
         )
     raise ValueError(f"unknown provider {config.provider!r}; use 'ollama' or 'openai'")
+
+
+def _local_openai_class() -> type[BaseChatModel]:
+    """``ChatOpenAI`` adjusted for local OpenAI-compatible servers.
+
+    Two differences in the request body: an assistant turn that only calls tools gets
+    ``content: ""`` instead of ``null`` (llama-cpp-python's server rejects ``null``), and
+    the reply limit is sent as ``max_tokens`` (which vLLM and llama.cpp read) rather than
+    the newer ``max_completion_tokens``.
+    """
+    from langchain_openai import ChatOpenAI
+
+    class LocalChatOpenAI(ChatOpenAI):
+        def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            for message in payload.get("messages", []):
+                if message.get("role") == "assistant" and message.get("content") is None:
+                    message["content"] = ""
+            if "max_completion_tokens" in payload:
+                payload["max_tokens"] = payload.pop("max_completion_tokens")
+            return payload
+
+    return LocalChatOpenAI
 
 
 def check_model_endpoint(config: AgentConfig, *, timeout: float = 5.0) -> None:
@@ -137,8 +158,10 @@ def explain_model_error(exc: BaseException, config: AgentConfig) -> Exception | 
         config: the run's settings, for the URL and model name in the message.
 
     Returns:
-        A :class:`ModelEndpointError` or :class:`ToolCallingUnsupported`, or ``None`` when
-        ``exc`` is not a recognised model failure (the caller re-raises it).
+        A :class:`ToolCallingUnsupported` when the model or server refuses tools, a
+        :class:`ModelEndpointError` for connection failures, unknown models and any
+        other error raised by the openai/ollama/httpx clients, or ``None`` when ``exc``
+        did not come from the model client (the caller re-raises it).
     """
     url = config.resolved_base_url
     text = str(exc)
@@ -165,6 +188,9 @@ def explain_model_error(exc: BaseException, config: AgentConfig) -> Exception | 
         return ModelEndpointError(f"Ollama at {url}: {text}. Run `ollama pull {config.model}`.")
     if name == "NotFoundError" and "model" in low:
         return ModelEndpointError(f"The endpoint {url} does not serve the model {config.model!r}: {text}")
+    module = type(exc).__module__ or ""
+    if module.split(".")[0] in {"openai", "ollama", "httpx"}:
+        return ModelEndpointError(f"The model endpoint at {url} failed: {name}: {text[:1000]}")
     return None
 
 

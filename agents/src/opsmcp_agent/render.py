@@ -82,20 +82,22 @@ def one_line(text: str, structured: Any = None, *, is_error: bool = False, limit
     if is_error:
         return _cut("ERROR: " + " ".join(text.split()), limit)
     if isinstance(structured, dict):
-        parts = []
+        scalars, lists = [], []
         for key, value in structured.items():
-            if value in (None, False, [], {}, "") and key in {"truncated", "next_cursor", "notes"}:
+            if key in _QUIET_KEYS and not value:
+                continue
+            if key == "notes":
                 continue
             if isinstance(value, list):
-                parts.append(f"{key}=[{len(value)}]")
+                lists.append(f"{key}={_preview(value)}")
             elif isinstance(value, dict):
-                parts.append(f"{key}={{{len(value)} keys}}")
+                lists.append(f"{key}={{{len(value)} keys}}")
             else:
-                parts.append(f"{key}={_cut(json.dumps(value, ensure_ascii=False, default=str), 48)}")
-        if parts:
-            return _cut(", ".join(parts), limit)
+                scalars.append(f"{key}={_cut(json.dumps(value, ensure_ascii=False, default=str), 48)}")
+        if scalars or lists:
+            return _cut(", ".join(scalars + lists), limit)
     if isinstance(structured, list):
-        return f"[{len(structured)} items]"
+        return _cut(_preview(structured), limit)
     return _cut(" ".join(text.split()) or "(empty result)", limit)
 
 
@@ -118,6 +120,32 @@ def cited_steps(answer: str, n_steps: int) -> list[int]:
 def message_text(content: Any) -> str:
     """Text of an AIMessage ``content`` (a string or content blocks), think-blocks removed."""
     return clean_answer(result_text(content))
+
+
+_QUIET_KEYS = {"truncated", "next_cursor"}
+_ID_KEYS = ("signature", "name", "orderId", "order_id", "trace_id", "traceId", "metric_name", "service", "message", "id")
+
+
+def _preview(items: list[Any]) -> str:
+    """``[n]`` or, for lists of records, ``[n: first-id ×count, second-id …]``."""
+    labels = []
+    for item in items[:2]:
+        if isinstance(item, dict):
+            key = next((k for k in _ID_KEYS if isinstance(item.get(k), (str, int)) and item.get(k) != ""), None)
+            if key is None:
+                break
+            label = _cut(str(item[key]), 40)
+            if isinstance(item.get("count"), int):
+                label += f" ×{item['count']}"
+            labels.append(label)
+        elif isinstance(item, (str, int, float)) and len(items) <= 3:
+            labels.append(_cut(str(item), 40))
+        else:
+            break
+    if not labels:
+        return f"[{len(items)}]"
+    more = ", …" if len(items) > len(labels) else ""
+    return f"[{len(items)}: " + ", ".join(labels) + more + "]"
 
 
 def _cut(text: str, limit: int) -> str:

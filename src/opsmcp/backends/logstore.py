@@ -16,7 +16,9 @@ Schema (version 1), designed so that every tool query is an index range scan:
     per-document sizes, as results are ordered by time, not rank).
 ``rollup_1m`` / ``rollup_15m``
     Line counts per (service, level, minute) and per 15 minutes, kept in the same
-    transaction as the lines, so ``stats`` and exact counts never scan lines.
+    transaction as the lines, so ``stats`` and exact counts never scan lines. Rows with
+    service and/or level ``'*'`` hold the sums over all services/levels, so every
+    count reads exactly the rows it needs.
 ``facets``
     The known services and levels with their line counts (the "did you mean" lists).
 ``meta``
@@ -100,13 +102,13 @@ CREATE INDEX IF NOT EXISTS logs_level ON logs(level);
 CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(
     message, content='logs', content_rowid='id', columnsize=0
 );
-CREATE TABLE IF NOT EXISTS rollup_1m(
-    minute INTEGER NOT NULL, service TEXT NOT NULL, level TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY(minute, service, level)
+CREATE TABLE IF NOT EXISTS rollup_1m(     -- service or level '*' = all of them
+    service TEXT NOT NULL, level TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY(service, level, minute)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_15m(
-    slot INTEGER NOT NULL, service TEXT NOT NULL, level TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY(slot, service, level)
+    service TEXT NOT NULL, level TEXT NOT NULL, slot INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY(service, level, slot)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS facets(
     kind TEXT NOT NULL, value TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(kind, value)
@@ -119,9 +121,9 @@ _STAGE_TABLE = """CREATE TABLE batch(
 )"""
 
 _UPSERTS = (
-    ("INSERT INTO rollup_1m(minute, service, level, n) VALUES (?,?,?,?) "
+    ("INSERT INTO rollup_1m(service, level, minute, n) VALUES (?,?,?,?) "
      "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
-    ("INSERT INTO rollup_15m(slot, service, level, n) VALUES (?,?,?,?) "
+    ("INSERT INTO rollup_15m(service, level, slot, n) VALUES (?,?,?,?) "
      "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
     "INSERT INTO facets(kind, value, n) VALUES (?,?,?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
 )
@@ -280,7 +282,9 @@ def normalize_level(value: Any) -> str:
         if hit is not None:
             return hit
         canon = value.strip().upper()
-        canon = _LEVEL_ALIASES.get(canon, canon) or "UNKNOWN"
+        canon = _LEVEL_ALIASES.get(canon, canon)
+        if not canon or canon == "*":
+            canon = "UNKNOWN"
         if len(_LEVEL_CACHE) < 1000:
             _LEVEL_CACHE[value] = canon
         return canon
@@ -436,6 +440,8 @@ def parse_batch(
             service = get("service.name") or get("app") or "unknown"
         if type(service) is not str:
             service = _text(service) if not isinstance(service, dict) else _text(service.get("name")) or "unknown"
+        if not service or service == "*":
+            service = "unknown"
         trace = get("trace_id")
         if trace is None:
             trace = get("traceId")
@@ -907,6 +913,12 @@ class LogStore:
             "SELECT value, n FROM facets WHERE kind=? AND n > 0 ORDER BY n DESC, value", (kind,)
         ).fetchall()))
 
+    def facets(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Known services and known levels with their line counts (one snapshot)."""
+        rows = self._read(lambda c: c.execute(
+            "SELECT kind, value, n FROM facets WHERE n > 0 ORDER BY n DESC, value").fetchall())
+        return ({v: n for k, v, n in rows if k == "service"}, {v: n for k, v, n in rows if k == "level"})
+
     def services(self) -> dict[str, int]:
         """Known services with their line counts, most lines first."""
         return self._facet("service")
@@ -1062,7 +1074,7 @@ class LogStore:
         return rows[:k]
 
     def _exact_count(self, c: sqlite3.Connection, service: str | None, levels: list[str] | None, lo_ms: int, hi_ms: int) -> int:
-        counts = self._bucket_counts(c, lo_ms, hi_ms, _ONE_BUCKET_MS, "level", service, levels)
+        counts = self._bucket_counts(c, lo_ms, hi_ms, _ONE_BUCKET_MS, "total", service, levels)
         return sum(counts.values())
 
     @staticmethod
@@ -1075,59 +1087,70 @@ class LogStore:
         Whole 15-minute slots and minutes inside the window come from the rollups (when
         the interval is a multiple of them); only the ragged edges (under a minute each)
         are counted from the lines, so the cost does not grow with the number of lines.
+        One statement (a UNION ALL of the parts) answers it.
         """
-        out: dict[tuple[int, str], int] = {}
         if hi_ms < lo_ms:
-            return out
-        col = "service" if group_by == "service" else "level"
-        filt, fargs = "", []
+            return {}
+        col = {"service": "service", "level": "level"}.get(group_by, "'*'")
+        # The rollup rows to read: the filter's values, every value of the grouped column,
+        # or the '*' sums.
         if service is not None:
-            filt += " AND service = ?"
-            fargs.append(service)
+            svcs = [service]
+        elif group_by == "service":
+            svcs = [r[0] for r in c.execute("SELECT value FROM facets WHERE kind='service'")]
+        else:
+            svcs = ["*"]
         if levels:
-            filt += f" AND level IN ({','.join('?' * len(levels))})"
-            fargs += levels
-
-        def add(rows: Iterable[tuple[int, str, int]]) -> None:
-            for bucket, key, n in rows:
-                k = (bucket, key)
-                out[k] = out.get(k, 0) + n
+            lvls = list(levels)
+        elif group_by == "level":
+            lvls = [r[0] for r in c.execute("SELECT value FROM facets WHERE kind='level'")]
+        else:
+            lvls = ["*"]
+        parts: list[str] = []
+        args: list[Any] = []
+        line_filter = ""
+        line_args: list[Any] = []
+        if service is not None:
+            line_filter += " AND service = ?"
+            line_args.append(service)
+        if levels:
+            line_filter += f" AND level IN ({','.join('?' * len(levels))})"
+            line_args += levels
+        roll_filter = (f"service IN ({','.join('?' * len(svcs))}) AND level IN ({','.join('?' * len(lvls))})")
 
         def raw(a: int, b: int) -> None:  # inclusive ms range, counted from the lines
             if b >= a:
-                add(c.execute(
-                    f"SELECT (id >> {SEQ_BITS}) / ?1 * ?1, {col}, count(*) FROM logs "
-                    f"WHERE id BETWEEN ?2 AND ?3{_numbered(filt, 4)} GROUP BY 1, 2",
-                    [interval_ms, a << SEQ_BITS, (b << SEQ_BITS) | SEQ_MASK, *fargs],
-                ))
+                parts.append(f"SELECT (id >> {SEQ_BITS}) / {interval_ms} * {interval_ms}, {col}, count(*) FROM logs "
+                             f"WHERE id BETWEEN ? AND ?{line_filter} GROUP BY 1, 2")
+                args.extend([a << SEQ_BITS, (b << SEQ_BITS) | SEQ_MASK, *line_args])
 
         def rolled(table: str, unit: str, unit_ms: int, a: int, b: int) -> None:  # units [a, b)
             if b > a:
-                add(c.execute(
-                    f"SELECT {unit} * {unit_ms} / ?1 * ?1, {col}, sum(n) FROM {table} "
-                    f"WHERE {unit} >= ?2 AND {unit} < ?3{_numbered(filt, 4)} GROUP BY 1, 2",
-                    [interval_ms, a, b, *fargs],
-                ))
+                parts.append(f"SELECT {unit} * {unit_ms} / {interval_ms} * {interval_ms}, {col}, sum(n) FROM {table} "
+                             f"WHERE {roll_filter} AND {unit} >= ? AND {unit} < ? GROUP BY 1, 2")
+                args.extend([*svcs, *lvls, a, b])
 
-        if interval_ms % MINUTE_MS:
-            raw(lo_ms, hi_ms)
-            return out
         m0 = -(-lo_ms // MINUTE_MS)  # first whole minute in the window
         m1 = (hi_ms + 1) // MINUTE_MS  # minutes before m1 end inside the window
-        if m1 <= m0:
-            raw(lo_ms, hi_ms)
-            return out
-        raw(lo_ms, m0 * MINUTE_MS - 1)
-        raw(m1 * MINUTE_MS, hi_ms)
         per = COARSE_MS // MINUTE_MS
-        if interval_ms % COARSE_MS == 0:
+        if interval_ms % MINUTE_MS or m1 <= m0:
+            raw(lo_ms, hi_ms)
+        else:
+            raw(lo_ms, m0 * MINUTE_MS - 1)
+            raw(m1 * MINUTE_MS, hi_ms)
             s0, s1 = -(-m0 // per), m1 // per
-            if s1 > s0:
+            if interval_ms % COARSE_MS == 0 and s1 > s0:
                 rolled("rollup_1m", "minute", MINUTE_MS, m0, s0 * per)
                 rolled("rollup_15m", "slot", COARSE_MS, s0, s1)
                 rolled("rollup_1m", "minute", MINUTE_MS, s1 * per, m1)
-                return out
-        rolled("rollup_1m", "minute", MINUTE_MS, m0, m1)
+            else:
+                rolled("rollup_1m", "minute", MINUTE_MS, m0, m1)
+        out: dict[tuple[int, str], int] = {}
+        if not parts:
+            return out
+        for bucket, key, n in c.execute(" UNION ALL ".join(parts), args):
+            k = (bucket, key)
+            out[k] = out.get(k, 0) + n
         return out
 
     def get_trace(self, trace_id: str, *, limit: int = 1000, include_doc: bool = False) -> TraceLines:
@@ -1152,16 +1175,19 @@ class LogStore:
                         break
             if not rows:
                 return None
-            count = len(rows) if len(rows) <= limit else c.execute(
-                "SELECT count(*) FROM logs WHERE trace_id = ?", (tid,)).fetchone()[0]
+            recs = self._records(rows[:limit], include_doc)
+            if len(rows) <= limit:  # the whole trace is here: derive the rest from it
+                services = list(dict.fromkeys(r.service for r in recs))
+                err = next((r for r in recs if r.level in ERROR_LEVELS), None)
+                return TraceLines(tid, recs, len(recs), services, err)
+            count = c.execute("SELECT count(*) FROM logs WHERE trace_id = ?", (tid,)).fetchone()[0]
             services = [r[0] for r in c.execute(
                 "SELECT service, min(id) FROM logs WHERE trace_id = ? GROUP BY service ORDER BY 2", (tid,))]
             lv = ",".join("?" * len(ERROR_LEVELS))
-            err = c.execute(
+            first = c.execute(
                 f"SELECT {cols} FROM logs WHERE trace_id = ? AND level IN ({lv}) ORDER BY id LIMIT 1", (tid, *ERROR_LEVELS)
             ).fetchall()
-            recs = self._records(rows[:limit], include_doc)
-            return TraceLines(tid, recs, count, services, self._records(err, include_doc)[0] if err else None)
+            return TraceLines(tid, recs, count, services, self._records(first, include_doc)[0] if first else None)
 
         found = self._read(run)
         if found is None:
@@ -1196,6 +1222,26 @@ class LogStore:
                    "event_id": r[5], "errors": r[6]}
             for r in rows
         }
+
+    def error_lines(self, trace_ids: Sequence[str], *, per_trace: int = 20) -> dict[str, list[dict[str, Any]]]:
+        """For each trace id, its ERROR/CRITICAL/FATAL lines oldest first (at most
+        ``per_trace``), in one query: ``{trace_id: [{"timestamp", "service", "level",
+        "message", "event_id"}]}``. Traces without errors (or unknown) are absent."""
+        ids = [t for t in dict.fromkeys(trace_ids) if t]
+        if not ids:
+            return {}
+        lv = ",".join("?" * len(ERROR_LEVELS))
+        sql = (f"SELECT trace_id, id, service, level, message, event_id FROM ("
+               f" SELECT l.trace_id, l.id, l.service, l.level, l.message, l.event_id,"
+               f"  row_number() OVER (PARTITION BY l.trace_id ORDER BY l.id) AS k"
+               f" FROM json_each(?) j CROSS JOIN logs l INDEXED BY logs_trace ON l.trace_id = j.value"
+               f" WHERE l.level IN ({lv})) WHERE k <= ? ORDER BY trace_id, id")
+        rows = self._read(lambda c: c.execute(sql, (json.dumps(ids), *ERROR_LEVELS, per_trace)).fetchall())
+        out: dict[str, list[dict[str, Any]]] = {}
+        for tid, rid, service, level, message, event in rows:
+            out.setdefault(tid, []).append({"timestamp": ms_iso(rid >> SEQ_BITS), "service": service, "level": level,
+                                            "message": message, "event_id": event})
+        return out
 
     def stats(
         self,
@@ -1284,12 +1330,6 @@ def _levels_arg(level: str | Sequence[str] | None) -> list[str] | None:
     return list(dict.fromkeys(out)) or None
 
 
-def _numbered(sql: str, first: int) -> str:
-    """Number the ``?`` placeholders of ``sql`` from ``?first`` on (for mixing with ?1..)."""
-    parts = sql.split("?")
-    return "".join(p + (f"?{first + i}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
-
-
 class _Stage:
     """One parsed batch in a private in-memory database the writer ATTACHes and copies.
 
@@ -1315,18 +1355,24 @@ class _Stage:
         return stage
 
     def aggregates(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Rows for rollup_1m, rollup_15m and facets from the batch's per-minute counts."""
+        """Rows for rollup_1m, rollup_15m (with the '*' sums) and facets from the batch's
+        per-minute counts."""
         per = COARSE_MS // MINUTE_MS
-        slots: dict[tuple[int, str, str], int] = {}
+        minutes: dict[tuple[str, str, int], int] = {}
+        slots: dict[tuple[str, str, int], int] = {}
         services: dict[str, int] = {}
         levels: dict[str, int] = {}
         for (minute, service, level), n in self.counts.items():
-            key = (minute // per, service, level)
-            slots[key] = slots.get(key, 0) + n
+            slot = minute // per
+            for svc, lvl in ((service, level), ("*", level), (service, "*"), ("*", "*")):
+                k = (svc, lvl, minute)
+                minutes[k] = minutes.get(k, 0) + n
+                k = (svc, lvl, slot)
+                slots[k] = slots.get(k, 0) + n
             services[service] = services.get(service, 0) + n
             levels[level] = levels.get(level, 0) + n
         return (
-            [(*k, n) for k, n in self.counts.items()],
+            [(*k, n) for k, n in minutes.items()],
             [(*k, n) for k, n in slots.items()],
             [("service", k, n) for k, n in services.items()] + [("level", k, n) for k, n in levels.items()],
         )

@@ -204,14 +204,14 @@ class PlaybookTools:
             str | None, Field(description="Host to run on, one of the playbook's targets; default all of them.")
         ] = None,
         progress: ProgressFn | None = None,
+        confirmed: bool = False,
     ) -> PlaybookRunResult:
         """Run a catalog playbook on localhost. Defaults to check mode (dry run): preview the
         tasks and diffs first, then run with check=false to apply. Returns per-task status,
         diffs, the recap and the failed task, if any."""
-        # ``progress`` is injected by the server (never part of the input schema). This
-        # method never confirms: a real run of a change/destructive playbook is refused
-        # here unless the server calls ``execute(..., confirmed=True)`` after approval.
-        return await self.execute(name, extra_vars, check, limit, confirmed=False, progress=progress)
+        # ``progress`` and ``confirmed`` are injected by the server (never part of the input
+        # schema): ``confirmed`` is true only for a real run the user approved.
+        return await self.execute(name, extra_vars, check, limit, confirmed=confirmed, progress=progress)
 
     # ------------------------------------------------------------------ plain API
 

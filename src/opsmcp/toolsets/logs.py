@@ -1,0 +1,442 @@
+"""Logs toolset: search application logs, follow one trace, count lines over time.
+
+Backed by the embedded log store (:class:`~opsmcp.backends.logstore.LogStore`, the
+SQLite file at ``Settings.log_store_path``), read-only. Every result is bounded: hits
+are capped by ``limit`` (clamped to 1-500, labelled in ``notes``) and by the result size
+budget, with ``next_cursor`` to continue; messages are cut at 1,000 characters.
+Unknown services or levels give an empty result whose notes list the known ones;
+a malformed full-text query is a tool error with valid examples.
+
+Besides the tools, :meth:`LogTools.last_errors` and :meth:`LogTools.error_lines` serve
+other toolsets (the DLQ analyzer) with one query for many trace ids.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from pydantic import BaseModel, Field
+
+from opsmcp.backends.logstore import LogRecord, LogStore, ms_iso, normalize_level
+from opsmcp.config import Settings
+from opsmcp.errors import InvalidInput, closest
+from opsmcp.times import iso, parse_time, parse_window, utcnow
+from opsmcp.toolsets.base import Result, tool
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_MESSAGE_CHARS = 1000
+MAX_SPAN = timedelta(days=31)
+DEFAULT_STATS_SPAN = timedelta(hours=6)
+TARGET_BUCKETS = 40
+MAX_BUCKETS = 240
+MAX_GROUPS = 25
+MAX_KNOWN_LISTED = 30
+_NICE_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|m|min|mins|h|hr|hrs|d)?\s*$", re.I)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
+                 "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
+
+TimeArg = Annotated[
+    str | None,
+    Field(description="ISO-8601 ('2026-11-21T14:05:00Z') or relative ('-15m', '-6h', '-2d', 'now')."),
+]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class LogHit(BaseModel):
+    """One log line."""
+
+    timestamp: str = Field(description="ISO-8601 UTC with milliseconds.")
+    level: str
+    service: str
+    message: str = Field(description="The message (cut at 1,000 characters, marked when cut).")
+    trace_id: str | None = None
+    event_id: str | None = None
+    fields: dict[str, Any] | None = Field(None, description="The line's other JSON fields (include_fields=true).")
+
+
+class SearchLogsResult(Result):
+    """Result of search_logs."""
+
+    total: int = Field(description="Matching lines in the window (see total_is_lower_bound).")
+    total_is_lower_bound: bool = Field(False, description="True when full-text counting stopped at 10,000.")
+    returned: int
+    hits: list[LogHit] = Field(description="Newest first.")
+
+
+class TraceResult(Result):
+    """Result of get_trace."""
+
+    trace_id: str
+    line_count: int = Field(description="All lines of the trace (lines may show fewer; see truncated).")
+    services: list[str] = Field(description="Services in the order they first logged for this trace.")
+    start: str = Field(description="Timestamp of the first line.")
+    end: str = Field(description="Timestamp of the last line shown.")
+    duration_ms: int = Field(description="end - start, in milliseconds.")
+    first_error: LogHit | None = Field(description="The first ERROR/CRITICAL/FATAL line; null when none.")
+    lines: list[LogHit] = Field(description="Oldest first.")
+
+
+class StatsGroup(BaseModel):
+    """Counts of one level or service per bucket."""
+
+    key: str = Field(description="The level or service.")
+    total: int
+    counts: list[int] = Field(description="Lines per bucket, aligned with bucket_starts.")
+    first_seen: str | None = Field(description="First line of this group in the window.")
+    last_seen: str | None = Field(description="Last line of this group in the window.")
+    peak_bucket: str | None = Field(description="Start of the bucket with the most lines.")
+    rise_at: str | None = Field(
+        description="Start of the first bucket whose count is >= 3 and >= 3x the median of the buckets before it "
+                    "(an onset); null when there is none."
+    )
+
+
+class LogStatsResult(Result):
+    """Result of log_stats."""
+
+    group_by: str
+    interval_seconds: float = Field(description="Bucket width actually used, in seconds.")
+    start: str = Field(description="Window start used, ISO-8601 UTC.")
+    end: str = Field(description="Window end used, ISO-8601 UTC.")
+    bucket_starts: list[str] = Field(description="Start of each bucket (aligned to the interval; the first and last are clipped to the window).")
+    total: int = Field(description="Lines in the window (matching the filters).")
+    groups: list[StatsGroup] = Field(description="Most lines first.")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _clamp(name: str, value: int, lo: int, hi: int, notes: list[str]) -> int:
+    if value < lo or value > hi:
+        clamped = min(max(value, lo), hi)
+        notes.append(f"{name}={value} is outside {lo}-{hi}; clamped to {clamped}")
+        return clamped
+    return value
+
+
+def parse_interval(value: int | float | str | None) -> float | None:
+    """A bucket width: seconds as a number, or '30s', '5m', '1h', '1d'. Returns seconds."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _INTERVAL.match(str(value))
+        if not m:
+            raise InvalidInput(f"Cannot read interval={value!r}.", "use seconds (300) or '30s', '5m', '1h', '1d'.")
+        seconds = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "s").lower()]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(f"interval must be positive, got {value!r}.", "use e.g. '5m' or 300.")
+    return seconds
+
+
+def _nice(seconds: float) -> int:
+    return next((n for n in _NICE_SECONDS if n >= seconds), math.ceil(seconds / 86400) * 86400)
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _known_note(kind: str, wanted: str, known: dict[str, int]) -> str:
+    if not known:
+        return f"unknown {kind} {wanted!r}: the log store is empty"
+    shown = [f"{k} ({n:,})" for k, n in list(known.items())[:MAX_KNOWN_LISTED]]
+    more = f" and {len(known) - MAX_KNOWN_LISTED} more" if len(known) > MAX_KNOWN_LISTED else ""
+    near = closest(normalize_level(wanted) if kind == "level" else wanted, known)
+    mean = f"; did you mean {', '.join(repr(n) for n in near[:3])}?" if near else ""
+    return f"unknown {kind} {wanted!r}{mean} Known {kind}s (lines): {', '.join(shown)}{more}"
+
+
+def _hit(rec: LogRecord, include_fields: bool) -> tuple[LogHit, bool]:
+    msg = rec.message
+    cut = len(msg) > MAX_MESSAGE_CHARS
+    if cut:
+        msg = msg[:MAX_MESSAGE_CHARS] + f"… [+{len(rec.message) - MAX_MESSAGE_CHARS} chars]"
+    return LogHit(timestamp=rec.timestamp, level=rec.level, service=rec.service, message=msg,
+                  trace_id=rec.trace_id, event_id=rec.event_id,
+                  fields=rec.fields() if include_fields else None), cut
+
+
+def _size(rec: LogRecord, include_fields: bool) -> int:
+    base = 110 + min(len(rec.message), MAX_MESSAGE_CHARS + 30) + len(rec.service) + len(rec.level)
+    base += len(rec.trace_id or "") + len(rec.event_id or "")
+    return base + (len(rec.doc or "") if include_fields else 0)
+
+
+def _rise(counts: list[int], coverage: list[float]) -> int | None:
+    """First bucket whose count is >= 3 and whose rate is >= 3x the median rate before it.
+
+    Rates (count per second of the bucket inside the window) keep the clipped first
+    and last buckets from looking like jumps.
+    """
+    rates = [c / max(w, 1e-9) for c, w in zip(counts, coverage)]
+    for i in range(1, len(counts)):
+        if counts[i] < 3:
+            continue
+        before = sorted(rates[:i])
+        mid = len(before) // 2
+        median = before[mid] if len(before) % 2 else (before[mid - 1] + before[mid]) / 2
+        if rates[i] >= 3 * median:
+            return i
+    return None
+
+
+# --------------------------------------------------------------------------- toolset
+
+
+class LogTools:
+    """The logs toolset over the embedded log store.
+
+    Args:
+        settings: ``log_store_path`` (the SQLite file) and ``max_result_bytes``.
+        store: an open store to use instead (tests, the sandbox).
+    """
+
+    def __init__(self, settings: Settings, store: LogStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or LogStore(settings.log_store_path, readonly=True)
+        self.budget = int(settings.max_result_bytes * 0.85)
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+
+    # ------------------------------------------------------------------ search_logs
+    @tool(title="Search logs", read_only=True, idempotent=True, open_world=False)
+    async def search_logs(
+        self,
+        query: Annotated[str | None, Field(description=(
+            "Full-text query on the message: words (all must match), \"exact phrase\", AND / OR / NOT in capitals, "
+            "prefix*. E.g. 'timeout NOT retry'. Omit to filter only."))] = None,
+        service: Annotated[str | None, Field(description="Exact service name, e.g. 'order-processor'.")] = None,
+        level: Annotated[str | None, Field(description=(
+            "Exact level: DEBUG, INFO, WARN, ERROR (case-insensitive; WARNING = WARN); several comma-separated, "
+            "e.g. 'WARN,ERROR'."))] = None,
+        trace_id: Annotated[str | None, Field(description="Exact trace id (never partial matches).")] = None,
+        start: Annotated[str | None, Field(description=(
+            "Window start: ISO-8601 ('2026-11-21T14:05:00Z') or relative ('-15m', '-6h', '-2d'). "
+            "Default: the oldest stored line."))] = None,
+        end: Annotated[str | None, Field(description="Window end, same forms. Default: now.")] = None,
+        limit: Annotated[int, Field(description="Most hits to return, newest first: 1-500, default 50.")] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous result, to get the next page.")] = None,
+        include_fields: Annotated[bool, Field(description="Also return each line's other JSON fields.")] = False,
+    ) -> SearchLogsResult:
+        """Search application logs, newest first: a full-text query on the message plus exact
+        filters (service, level, trace_id, time window). Returns the hits (timestamp, level,
+        service, message, trace_id) and how many lines match in total. Use log_stats first to
+        see when errors began, get_trace to read one request end to end."""
+        return await self._run(self._search_logs, query, service, level, trace_id, start, end, limit, cursor,
+                               include_fields)
+
+    def _search_logs(self, query: str | None, service: str | None, level: str | None, trace_id: str | None,
+                     start: str | None, end: str | None, limit: int, cursor: str | None,
+                     include_fields: bool) -> SearchLogsResult:
+        notes: list[str] = []
+        limit = _clamp("limit", limit, 1, MAX_LIMIT, notes)
+        t0, t1 = None, None
+        if start is not None or end is not None:
+            now = utcnow()
+            t_end = parse_time(end or "now", now=now, name="end")
+            t0, t1, window_notes = parse_window(start or iso(t_end - MAX_SPAN), end, max_span=MAX_SPAN, now=now)
+            if start is not None:
+                notes += window_notes
+        page = self.store.search(query, service, level, trace_id.strip() if trace_id else None,
+                                 t0, t1, limit, cursor, include_doc=include_fields)
+        if not page.hits and self._unknown_filters(service, level, notes):
+            return SearchLogsResult(total=0, returned=0, hits=[], notes=notes)
+        hits: list[LogHit] = []
+        size, cut_msgs, next_cursor, truncated = 300, 0, page.next_cursor, page.next_cursor is not None
+        for i, rec in enumerate(page.hits):
+            size += _size(rec, include_fields)
+            if size > self.budget and hits:
+                next_cursor = f"{page.hits[i - 1].id:x}"
+                truncated = True
+                notes.append(f"stopped at {len(hits)} hits to fit the {self.settings.max_result_bytes}-byte result budget; "
+                             "pass next_cursor for more")
+                break
+            hit, cut = _hit(rec, include_fields)
+            cut_msgs += cut
+            hits.append(hit)
+        if cut_msgs:
+            notes.append(f"{cut_msgs} message(s) cut at {MAX_MESSAGE_CHARS} characters")
+        if not page.total_exact:
+            notes.append("total counts full-text matches up to 10,000; narrow the window for an exact count")
+        if not hits and not cursor:
+            notes.append(self._bounds_note())
+        return SearchLogsResult(total=page.total, total_is_lower_bound=not page.total_exact, returned=len(hits),
+                                hits=hits, truncated=truncated, next_cursor=next_cursor, notes=notes)
+
+    def _unknown_filters(self, service: str | None, level: str | None, notes: list[str]) -> bool:
+        """True (and notes listing the known values) when a service or level filter names nothing stored."""
+        if service is None and level is None:
+            return False
+        services, levels = self.store.facets()
+        empty = False
+        if service is not None and service not in services:
+            notes.append(_known_note("service", service, services))
+            empty = True
+        if level is not None:
+            for raw in [x for x in level.split(",") if x.strip()] or [level]:
+                if normalize_level(raw) not in levels:
+                    notes.append(_known_note("level", raw.strip() or raw, levels))
+                    empty = True
+        return empty
+
+    def _bounds_note(self) -> str:
+        bounds = self.store.time_bounds()
+        if bounds is None:
+            return "the log store is empty; load logs with `opsmcp logs load FILE`"
+        return f"no matching lines; the store holds logs from {iso(bounds[0])} to {iso(bounds[1])}"
+
+    # ------------------------------------------------------------------ get_trace
+    @tool(title="Get a trace's logs", read_only=True, idempotent=True, open_world=False)
+    async def get_trace(
+        self,
+        trace_id: Annotated[str, Field(description="Exact trace id, e.g. the traceId of a DLQ message.", min_length=1)],
+        limit: Annotated[int, Field(description="Most lines to return, oldest first: 1-500, default 200.")] = 200,
+    ) -> TraceResult:
+        """Every log line of one trace across services, oldest first, with the services it
+        went through and its first ERROR. The trace id must match exactly; an unknown id
+        fails with ids sharing its prefix."""
+        return await self._run(self._get_trace, trace_id, limit)
+
+    def _get_trace(self, trace_id: str, limit: int) -> TraceResult:
+        notes: list[str] = []
+        limit = _clamp("limit", limit, 1, MAX_LIMIT, notes)
+        tr = self.store.get_trace(trace_id.strip(), limit=limit)
+        if tr.trace_id != trace_id:
+            notes.append(f"matched trace_id {tr.trace_id!r} (normalised from {trace_id!r})")
+        lines: list[LogHit] = []
+        size, cut_msgs = 600, 0
+        for rec in tr.lines:
+            size += _size(rec, False)
+            if size > self.budget and lines:
+                notes.append(f"stopped at {len(lines)} lines to fit the {self.settings.max_result_bytes}-byte result budget")
+                break
+            hit, cut = _hit(rec, False)
+            cut_msgs += cut
+            lines.append(hit)
+        truncated = len(lines) < tr.line_count
+        if truncated:
+            notes.append(f"showing the first {len(lines)} of {tr.line_count} lines; use search_logs(trace_id=..., "
+                         "start=...) for later ones")
+        if cut_msgs:
+            notes.append(f"{cut_msgs} message(s) cut at {MAX_MESSAGE_CHARS} characters")
+        first_ms, last_ms = tr.lines[0].ts_ms, tr.lines[len(lines) - 1].ts_ms
+        return TraceResult(
+            trace_id=tr.trace_id, line_count=tr.line_count, services=tr.services,
+            start=ms_iso(first_ms), end=ms_iso(last_ms), duration_ms=last_ms - first_ms,
+            first_error=_hit(tr.first_error, False)[0] if tr.first_error else None,
+            lines=lines, truncated=truncated, notes=notes,
+        )
+
+    # ------------------------------------------------------------------ log_stats
+    @tool(title="Count logs over time", read_only=True, idempotent=True, open_world=False)
+    async def log_stats(
+        self,
+        start: Annotated[str | None, Field(description=(
+            "Window start: ISO-8601 or relative ('-6h'). Default: 6 hours before end."))] = None,
+        end: Annotated[str | None, Field(description="Window end, same forms. Default: the newest stored line.")] = None,
+        group_by: Annotated[Literal["level", "service"], Field(description="Count per 'level' or per 'service'.")] = "level",
+        interval: Annotated[int | str | None, Field(description=(
+            "Bucket width: seconds (300) or '30s', '5m', '1h'. Default: about 40 buckets over the window."))] = None,
+        service: Annotated[str | None, Field(description="Only this service (exact name).")] = None,
+        level: Annotated[str | None, Field(description="Only this level, or several comma-separated ('WARN,ERROR').")] = None,
+    ) -> LogStatsResult:
+        """Count log lines per level (or per service) in time buckets, to see when errors began
+        without reading lines. Each group has its total, counts per bucket, first and last
+        line time, peak bucket and rise_at (the bucket where its count first jumped)."""
+        return await self._run(self._log_stats, start, end, group_by, interval, service, level)
+
+    def _log_stats(self, start: str | None, end: str | None, group_by: str, interval: int | str | None,
+                   service: str | None, level: str | None) -> LogStatsResult:
+        notes: list[str] = []
+        seconds = parse_interval(interval)
+        now = utcnow()
+        bounds = self.store.time_bounds()
+        if start is None and end is None and bounds is not None:
+            t1 = bounds[1]
+            t0 = max(bounds[0], t1 - DEFAULT_STATS_SPAN)
+            if now - t1 > timedelta(minutes=5):
+                notes.append(f"window ends at the newest stored line ({iso(t1)}), not now")
+        elif start is None and end is None:
+            t0, t1 = now - DEFAULT_STATS_SPAN, now
+        else:
+            t_end = parse_time(end or "now", now=now, name="end")
+            t0, t1, window_notes = parse_window(start or iso(t_end - DEFAULT_STATS_SPAN), end,
+                                                max_span=MAX_SPAN, now=now)
+            notes += window_notes
+            if bounds is not None and t0 <= bounds[1] and t1 >= bounds[0]:
+                c0, c1 = max(t0, bounds[0]), min(t1, bounds[1])
+                if (t1 - t0) - (c1 - c0) > max((t1 - t0) / 10, timedelta(minutes=1)):
+                    notes.append(f"window clamped to the stored logs: {iso(c0)} to {iso(c1)} "
+                                 f"(asked {iso(t0)} to {iso(t1)})")
+                    t0, t1 = c0, c1
+        span = max((t1 - t0).total_seconds(), 1.0)
+        if seconds is None:
+            seconds = _nice(span / TARGET_BUCKETS)
+        elif seconds < 1:
+            notes.append(f"interval {seconds:g}s is below 1s; using 1s")
+            seconds = 1.0
+        if span / seconds > MAX_BUCKETS:
+            wider = _nice(span / MAX_BUCKETS)
+            notes.append(f"interval {_human(seconds)} gives more than {MAX_BUCKETS} buckets; widened to {_human(wider)}")
+            seconds = float(wider)
+        if bounds is None:
+            notes.append("the log store is empty; load logs with `opsmcp logs load FILE`")
+        stats = self.store.stats(t0, t1, group_by, seconds, service=service, level=level)
+        empty = not stats.total and self._unknown_filters(service, level, notes)
+        groups = [] if empty else stats.groups
+        out_groups = []
+        starts = [ms_iso(b) for b in stats.bucket_starts_ms]
+        coverage = [max(0, min(b + stats.interval_ms, stats.end_ms + 1) - max(b, stats.start_ms)) / 1000
+                    for b in stats.bucket_starts_ms]
+        for g in groups[:MAX_GROUPS]:
+            peak = max(range(len(g.counts)), key=lambda i: g.counts[i]) if g.counts else None
+            rise = _rise(g.counts, coverage)
+            out_groups.append(StatsGroup(
+                key=g.key, total=g.total, counts=g.counts,
+                first_seen=ms_iso(g.first_ms) if g.first_ms is not None else None,
+                last_seen=ms_iso(g.last_ms) if g.last_ms is not None else None,
+                peak_bucket=starts[peak] if peak is not None else None,
+                rise_at=starts[rise] if rise is not None else None,
+            ))
+        truncated = len(groups) > MAX_GROUPS
+        if truncated:
+            rest = groups[MAX_GROUPS:]
+            notes.append(f"{len(rest)} smaller groups ({sum(g.total for g in rest):,} lines) not shown; filter by "
+                         "service or level to see them")
+        total = 0 if empty else stats.total
+        if not total and bounds is not None and not empty:
+            notes.append(f"no lines in this window; the store holds logs from {iso(bounds[0])} to {iso(bounds[1])}")
+        return LogStatsResult(group_by=group_by, interval_seconds=seconds, start=ms_iso(stats.start_ms),
+                              end=ms_iso(stats.end_ms), bucket_starts=starts, total=total, groups=out_groups,
+                              truncated=truncated, notes=notes)
+
+    # ------------------------------------------------------------------ for other toolsets
+    async def last_errors(self, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """For each trace id, its last ERROR/CRITICAL/FATAL line (service, level, message,
+        timestamp, event_id, errors = the trace's error count), in one query. Traces
+        without errors are absent. Not a tool."""
+        return await self._run(self.store.last_errors, list(trace_ids))
+
+    async def error_lines(self, trace_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """For each trace id, its ERROR/CRITICAL/FATAL lines oldest first (at most 20 each:
+        timestamp, service, level, message, event_id), in one query: the DLQ analyzer's
+        ``correlate``. Not a tool."""
+        return await self._run(self.store.error_lines, list(trace_ids))
+
+
+__all__ = ["LogTools", "LogHit", "SearchLogsResult", "TraceResult", "LogStatsResult", "StatsGroup", "parse_interval"]

@@ -1,0 +1,71 @@
+"""run_playbook through the MCP server: the approval flow, progress notifications, audit."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import ToolFailed, call, make_settings
+from mcp import Client
+from mcp.types import ElicitResult
+
+from opsmcp.audit import FileAudit
+from opsmcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+
+def _old_files(root, n=3, days=30):
+    root.mkdir(parents=True)
+    old = time.time() - days * 86400
+    for i in range(n):
+        f = root / f"old{i}.log"
+        f.write_text("x")
+        os.utime(f, (old, old))
+    (root / "fresh.log").write_text("y")
+
+
+async def test_real_run_needs_approval_and_reports_progress(tmp_path):
+    target = tmp_path / "cleanup"
+    _old_files(target)
+    settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"])
+    server, runtime = build_server(settings)
+    assert "run_playbook" in runtime.tools, runtime.disabled
+    prompts: list[str] = []
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def approve(context, params):
+        prompts.append(params.message)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    async def on_progress(p, total, message):
+        progress.append((p, total, message))
+
+    args = {"name": "cleanup_old_files", "extra_vars": {"directory": str(target), "age_days": 7, "pattern": "*.log"}}
+    async with Client(server) as plain:
+        preview = await call(plain, "run_playbook", **args)  # check mode: no approval needed
+        assert sorted(p.name for p in target.iterdir()) == ["fresh.log", "old0.log", "old1.log", "old2.log"]
+        with pytest.raises(ToolFailed, match="confirm=true"):
+            await call(plain, "run_playbook", **args, check=False)
+        assert len(list(target.iterdir())) == 4
+    assert preview["status"] == "successful"
+    async with Client(server, elicitation_callback=approve) as client:
+        res = await client.call_tool("run_playbook", dict(args, check=False), progress_callback=on_progress)
+    assert not res.is_error, res.content
+    assert [p.name for p in target.iterdir()] == ["fresh.log"]
+    assert len(prompts) == 1 and "cleanup_old_files" in prompts[0]
+    assert progress and any(m for _, _, m in progress)
+    outcome = [r for r in FileAudit(settings.audit_log_path).tail(20) if r["phase"] == "outcome"][-1]
+    assert outcome["approval"] == "elicitation" and outcome["dry_run"] is False
+
+
+async def test_secret_named_variable_is_redacted_in_the_audit_log(tmp_path):
+    settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"])
+    server, _ = build_server(settings)
+    async with Client(server) as client:
+        with pytest.raises(ToolFailed, match="api_token"):
+            await call(client, "run_playbook", name="collect_diagnostics",
+                       extra_vars={"api_token": "sk-live-123456", "db_password": "hunter2"})
+    text = settings.audit_log_path.read_text()
+    assert "sk-live-123456" not in text and "hunter2" not in text and "***redacted***" in text
