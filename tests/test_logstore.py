@@ -438,6 +438,10 @@ def test_corrupt_and_foreign_files(tmp_path):
         raw.execute("CREATE TABLE t(x)")
     with pytest.raises(OpsError, match="not an opsmcp log store"):
         LogStore(foreign).count()
+    with pytest.raises(OpsError, match="not an opsmcp log store"):  # a load never writes into it
+        LogStore(foreign).ingest([_line(NOW, "x")])
+    with sqlite3.connect(foreign) as raw:
+        assert [r[0] for r in raw.execute("SELECT name FROM sqlite_master")] == ["t"]
 
 
 def test_readers_see_whole_batches_during_a_load(tmp_path):
@@ -504,3 +508,54 @@ def test_concurrent_readers_from_many_threads(scenario_store):
     for t in threads:
         t.join()
     assert not errors and expected in results and len(results) == 320
+
+
+# --------------------------------------------------------------------------- through MCP
+
+
+@pytest.fixture
+async def mcp_client(tmp_path, scenario_store, monkeypatch):
+    """An in-memory MCP client of build_server with the logs toolset on the scenario store.
+
+    Until server.build_toolsets registers LogTools itself, this test adds it (only here)."""
+    from mcp import Client
+
+    import opsmcp.server as srv
+
+    original = srv.build_toolsets
+
+    def with_logs(settings, clients):
+        out = original(settings, clients)
+        if "logs" in settings.toolsets and "logs" not in out:
+            out["logs"] = LogTools(settings)
+        return out
+
+    monkeypatch.setattr(srv, "build_toolsets", with_logs)
+    settings = Settings(toolsets=["logs"], data_dir=tmp_path, log_store=scenario_store.path)
+    server, _ = srv.build_server(settings)
+    async with Client(server) as client:
+        yield client
+
+
+async def test_tools_over_mcp(mcp_client, scenario):
+    from conftest import ToolFailed, call
+
+    listed = {t.name: t for t in (await mcp_client.list_tools()).tools}
+    assert {"search_logs", "get_trace", "log_stats"} <= set(listed)
+    for name in ("search_logs", "get_trace", "log_stats"):
+        tool = listed[name]
+        assert tool.output_schema and tool.annotations.read_only_hint and tool.annotations.idempotent_hint
+        assert tool.annotations.open_world_hint is False and len(tool.description) < 500
+    tid = next(iter(scenario.failing_traces))
+    trace = await call(mcp_client, "get_trace", trace_id=tid)
+    assert trace["line_count"] == len(scenario.failing_traces[tid])
+    found = await call(mcp_client, "search_logs", query="timeout", level="ERROR", limit=5)
+    assert found["returned"] == 5 and found["next_cursor"]
+    stats = await call(mcp_client, "log_stats", start="-6h", interval="15m")
+    assert stats["interval_seconds"] == 900
+    with pytest.raises(ToolFailed, match="Cannot parse the full-text query"):
+        await call(mcp_client, "search_logs", query="foo(")
+    with pytest.raises(ToolFailed, match="No log lines with trace_id"):
+        await call(mcp_client, "get_trace", trace_id="nope")
+    unknown = await call(mcp_client, "search_logs", service="order-proc")
+    assert unknown["total"] == 0 and "order-processor" in unknown["notes"][0]

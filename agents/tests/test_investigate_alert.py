@@ -113,6 +113,7 @@ def test_alert_to_report_posted_to_webhook(server_cmd: str, sandbox: dict, tmp_p
     assert doc["severity"] == "critical" and doc["confidence"] == "medium"
     assert doc["root_cause"] == report["root_cause"] and doc["remediation"] == report["remediation"]
     assert [s["tool"] for s in doc["steps"]] == ["analyze_dlq", "get_trace"]
+    assert all(s["ok"] for s in doc["steps"]), doc["steps"]
     # the report instructions were the last thing the model was asked, without new tools
     assert '"root_cause"' in str(model.calls[3][-1].content)
     # posted once, Slack-compatible

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from helpers import free_port, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 AGENT = str(Path(sys.executable).with_name("opsmcp-agent"))
 

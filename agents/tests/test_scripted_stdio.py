@@ -152,28 +152,41 @@ def test_time_limit_stops_a_hung_model(server_cmd: str, sandbox: dict, capfd: py
     assert "[1] analyze_dlq:" in out  # the evidence gathered before the stop
 
 
-@pytest.mark.parametrize(("typed", "approved"), [("n\n", False), ("y\n", True)])
+@pytest.mark.parametrize(
+    ("typed", "flags", "approved", "how"),
+    [("n\n", [], False, "terminal"), ("y\n", [], True, "terminal"), ("", ["--yes"], True, "--yes")],
+)
 def test_write_confirmation_is_asked_in_the_terminal(
-    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str], typed: str, approved: bool
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str], typed: str, flags: list, approved: bool, how: str
 ) -> None:
     def after(messages: list) -> AIMessage:
         return AIMessage(f"Result: {str(last_tool_message(messages).content)[:200]}")
 
-    model = ScriptedChatModel(script=[call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": False}), after])
+    # preview first (dry run, no confirmation), then the real move, which the server confirms
+    script = [
+        call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": True}, "c1"),
+        call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": False}, "c2"),
+        after,
+    ]
+    model = ScriptedChatModel(script=script)
     rc, out, err = _run(
         capfd,
-        ["ask", "redrive the order DLQ", "--allow-writes", "--json", "--server-command", server_cmd],
+        ["ask", "redrive the order DLQ", "--allow-writes", "--json", "--server-command", server_cmd, *flags],
         model,
         stdin=typed,
     )
     assert rc == 0, err
     assert "redrive_dlq" in model.bound_tools
-    # the server's preview was shown and a y/N answer read from the terminal
-    assert "redrive_dlq asks for confirmation" in err and "Proceed? [y/N]" in err
-    assert sandbox["dlq"] in err.split("asks for confirmation", 1)[1]
+    if how == "terminal":
+        # the server's preview was shown and a y/N answer read from the terminal
+        assert "redrive_dlq asks for confirmation" in err and "Proceed? [y/N]" in err
+        assert sandbox["dlq"] in err.split("asks for confirmation", 1)[1]
+    else:
+        assert "Proceed?" not in err
     doc = json.loads(out)
-    assert [(c["tool"], c["approved"], c["how"]) for c in doc["confirmations"]] == [("redrive_dlq", approved, "terminal")]
-    step = doc["steps"][0]
+    assert [(c["tool"], c["approved"], c["how"]) for c in doc["confirmations"]] == [("redrive_dlq", approved, how)]
+    assert doc["steps"][0]["ok"] is True and doc["steps"][0]["result"]["dry_run"] is True
+    step = doc["steps"][1]
     if approved:
         assert step["ok"] is True and step["result"]["moved"] > 0
     else:
@@ -181,12 +194,17 @@ def test_write_confirmation_is_asked_in_the_terminal(
 
 
 def test_write_without_a_terminal_answer_is_declined(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:
-    model = ScriptedChatModel(script=[call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": False}), AIMessage("ok")])
+    script = [
+        call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": True}, "c1"),
+        call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": False}, "c2"),
+        AIMessage("ok"),
+    ]
+    model = ScriptedChatModel(script=script)
     rc, out, err = _run(capfd, ["ask", "redrive", "--allow-writes", "--json", "--server-command", server_cmd], model, stdin="")
     assert rc == 0, err
     doc = json.loads(out)
     assert doc["confirmations"][0]["approved"] is False and doc["confirmations"][0]["how"] == "no input"
-    assert doc["steps"][0]["ok"] is False
+    assert doc["steps"][1]["ok"] is False
 
 
 def test_chat_keeps_history_across_turns(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:

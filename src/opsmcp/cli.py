@@ -129,6 +129,69 @@ def cmd_logs_load(args: argparse.Namespace) -> int:
     return 0 if report.loaded or not report.bad else 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check configuration and every backend; print one line per check; exit 1 on a failure."""
+    import os
+
+    import anyio
+
+    from opsmcp.backends.aws import aws_call
+    from opsmcp.config import aws_configured
+    from opsmcp.errors import OpsError
+    from opsmcp.server import build_server
+
+    settings = _settings(args)
+    _, runtime = build_server(settings)
+    results: list[tuple[str, bool, str]] = []
+
+    async def probe(label: str, what: str, fn, **kwargs) -> None:
+        try:
+            resp = await aws_call(runtime.clients, what, fn, **kwargs)
+            results.append((label, True, _describe(resp)))
+        except OpsError as exc:
+            results.append((label, False, str(exc)))
+
+    async def checks() -> None:
+        if "queues" in runtime.toolsets:
+            sqs = runtime.clients.client("sqs")
+            await probe("sqs", "list queues", sqs.list_queues, MaxResults=1000)
+        if "orders" in runtime.toolsets:
+            ddb = runtime.clients.client("dynamodb")
+            await probe("orders table", f"describe table {settings.orders_table}", ddb.describe_table,
+                        TableName=settings.orders_table)
+
+    if aws_configured(settings):
+        anyio.run(checks)
+    else:
+        results.append(("aws", False, "no AWS endpoint or credentials configured: `opsmcp serve` starts the sandbox"))
+    for name in runtime.toolsets:
+        why = runtime.disabled.get(name)
+        results.append((f"toolset {name}", why is None, why or "loaded"))
+    if "logs" in runtime.toolsets:
+        store = settings.log_store_path
+        results.append(("log store", store.exists(), str(store) if store.exists() else
+                        f"{store} does not exist yet: `opsmcp logs load FILE` creates it"))
+    if settings.audit_table:
+        results.append(("audit", True, f"DynamoDB table {settings.audit_table} (checked on first write)"))
+    else:
+        path = settings.audit_log_path
+        parent = next((p for p in [path.parent, *path.parents] if p.exists()), path.parent)
+        writable = os.access(path if path.exists() else parent, os.W_OK)
+        results.append(("audit", writable, str(path) if writable else f"{path} is not writable"))
+    for label, ok, detail in results:
+        print(f"{'OK  ' if ok else 'FAIL'} {label}: {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
+def _describe(resp: dict) -> str:
+    """One line about a probe answer (ListQueues / DescribeTable)."""
+    if "Table" in resp:
+        t = resp["Table"]
+        indexes = ", ".join(i["IndexName"] for i in t.get("GlobalSecondaryIndexes", [])) or "none"
+        return f"{t['TableName']} {t['TableStatus']}, {t.get('ItemCount', '?')} items, indexes: {indexes}"
+    return f"{len(resp.get('QueueUrls', []))} queues visible"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``opsmcp`` console script; returns the exit code."""
     parser = argparse.ArgumentParser(prog="opsmcp", description="MCP server for safe production operations.")
@@ -164,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     tail.add_argument("--json", action="store_true", help="JSON Lines instead of text")
     tail.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     tail.set_defaults(func=cmd_audit_tail)
+
+    doctor = sub.add_parser("doctor", help="check configuration and backends")
+    doctor.add_argument("--toolsets", help="comma-separated subset to check")
+    doctor.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
+    doctor.set_defaults(func=cmd_doctor)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -199,8 +199,27 @@ async def _with_agent(
             f"{len(box.tools)} tools from {box.server}",
             file=sys.stderr,
         )
-        inv = Investigator(model, box.tools, config, observer=printer)
+        inv = Investigator(model, box.tools, config, observer=_Observer(printer, confirmer))
         return await body(inv, box)
+
+
+class _Observer:
+    """Prints steps and tells the confirmer which tool call is running."""
+
+    def __init__(self, printer: StepPrinter, confirmer: Confirmer) -> None:
+        self.printer = printer
+        self.confirmer = confirmer
+
+    def step_started(self, step: Any) -> None:
+        self.confirmer.current_tool = step.tool
+        self.printer.step_started(step)
+
+    def step_finished(self, step: Any) -> None:
+        self.confirmer.current_tool = None
+        self.printer.step_finished(step)
+
+    def model_note(self, text: str) -> None:
+        self.printer.model_note(text)
 
 
 def _meta(config: AgentConfig, box: Toolbox) -> dict[str, Any]:

@@ -80,6 +80,8 @@ class Confirmer:
         prompt_out: where the preview and the ``[y/N]`` prompt are written (default
             ``sys.stderr``, so ``--json`` stdout stays machine-readable).
         on_confirmation: called with each :class:`Confirmation` after it is answered.
+        current_tool: the tool call in progress, set by the caller (the SDK does not
+            say which call a confirmation belongs to); shown in the prompt.
     """
 
     assume_yes: bool = False
@@ -87,6 +89,7 @@ class Confirmer:
     prompt_out: TextIO | None = None
     on_confirmation: Callable[[Confirmation], None] | None = None
     history: list[Confirmation] = field(default_factory=list)
+    current_tool: str | None = None
 
     async def __call__(self, mcp_context: Any, params: Any, context: CallbackContext) -> ElicitResult:
         """Answer one ``elicitation/create`` request.
@@ -102,17 +105,18 @@ class Confirmer:
             defaults and consts copied), or ``decline``.
         """
         message = str(getattr(params, "message", "") or "")
+        tool = context.tool_name or self.current_tool
         if getattr(params, "mode", "form") == "url":
-            self._record(context.tool_name, f"{message} ({getattr(params, 'url', '')})", False, "url mode")
+            self._record(tool, f"{message} ({getattr(params, 'url', '')})", False, "url mode")
             return ElicitResult(action="decline")
         if self.assume_yes:
-            self._record(context.tool_name, message, True, "--yes")
+            self._record(tool, message, True, "--yes")
             return ElicitResult(action="accept", content=fill_schema(getattr(params, "requestedSchema", None)))
-        answer = await anyio.to_thread.run_sync(self._ask, context.tool_name, message)
+        answer = await anyio.to_thread.run_sync(self._ask, tool, message)
         if answer is None:
-            self._record(context.tool_name, message, False, "no input")
+            self._record(tool, message, False, "no input")
             return ElicitResult(action="decline")
-        self._record(context.tool_name, message, answer, "terminal")
+        self._record(tool, message, answer, "terminal")
         if not answer:
             return ElicitResult(action="decline")
         return ElicitResult(action="accept", content=fill_schema(getattr(params, "requestedSchema", None)))
@@ -260,10 +264,9 @@ async def open_toolbox(config: AgentConfig, confirmer: Confirmer | None = None) 
     where = conn.get("url") or " ".join([conn["command"], *conn["args"]])
     callbacks = Callbacks(on_elicitation=confirmer)
     client = MultiServerMCPClient({SERVER_NAME: conn}, callbacks=callbacks)  # type: ignore[dict-item]
-    entered = False
+    ready = False
     try:
         async with client.session(SERVER_NAME, auto_initialize=False) as session:
-            entered = True
             try:
                 with anyio.fail_after(STARTUP_TIMEOUT):
                     await session.initialize()
@@ -275,27 +278,38 @@ async def open_toolbox(config: AgentConfig, confirmer: Confirmer | None = None) 
             except AgentError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any start-up failure is reported the same way
+                if conn.get("url"):
+                    raise _connect_error(where, exc) from exc
                 raise ServerConnectionError(
                     f"Could not start a session with the opsmcp server ({where}): {_leaf(exc)}. "
-                    + ("Check the URL and --token." if conn.get("url") else "Run that command yourself to see its error.")
+                    "Run that command yourself to see its error."
                 ) from exc
             tools = narrow_tools(tools, config.toolsets)
             if not tools:
                 raise ServerConnectionError(
                     f"The opsmcp server ({where}) offers no tools for toolsets {','.join(config.toolsets or ())}."
                 )
+            ready = True
             yield Toolbox(session=session, tools=tools, confirmer=confirmer, server=where)
     except BaseExceptionGroup as group:
         leaf = _first_leaf(group)
-        if isinstance(leaf, AgentError):
+        if isinstance(leaf, AgentError) or ready:
             raise leaf from group
-        if not entered:
-            raise ServerConnectionError(f"Could not connect to the opsmcp server ({where}): {_leaf(leaf)}") from group
-        raise leaf from group
-    except (OSError, ConnectionError) as exc:
-        if entered:
+        raise _connect_error(where, leaf) from group
+    except Exception as exc:
+        if isinstance(exc, AgentError) or ready:
             raise
-        raise ServerConnectionError(f"Could not connect to the opsmcp server ({where}): {_leaf(exc)}") from exc
+        raise _connect_error(where, exc) from exc
+
+
+def _connect_error(where: str, exc: BaseException) -> ServerConnectionError:
+    text = _leaf(exc)
+    hint = ""
+    if "401" in text or "403" in text:
+        hint = " The server wants a valid bearer token: pass --token (env OPSMCP_AGENT_TOKEN)."
+    elif "404" in text:
+        hint = " Is the path right? opsmcp serves streamable HTTP at /mcp."
+    return ServerConnectionError(f"Could not connect to the opsmcp server ({where}): {text.splitlines()[0]}.{hint}")
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from opsmcp.errors import InvalidInput, NotFound, OpsError
+from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
 
 SCHEMA_VERSION = 1
 SEQ_BITS = 20
@@ -69,6 +69,7 @@ COUNT_CAP = 10_000  # full-text matches are counted up to this many
 MAX_BAD_REPORTED = 50
 _ONE_BUCKET_MS = COARSE_MS << 40  # an interval wider than any store: "count everything"
 QUERY_DEADLINE_S = 5.0
+READER_MMAP_BYTES = 256 << 20  # readers map the file: fewer copies on index and FTS scans
 LOAD_HINT = "load JSON Lines with `opsmcp logs load FILE` (or set OPSMCP_LOG_STORE to another store)."
 FTS_EXAMPLES = (
     'valid examples: timeout (a word) · "connection timeout" (a phrase) · '
@@ -179,7 +180,7 @@ class IngestReport:
         return "\n".join(out)
 
 
-@dataclass
+@dataclass(slots=True)
 class LogRecord:
     """One stored log line. ``timestamp`` is ISO-8601 UTC with milliseconds."""
 
@@ -270,9 +271,18 @@ def ms_to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+_ISO_SECONDS: dict[int, str] = {}
+
+
 def ms_iso(ms: int) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z`` for epoch milliseconds."""
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO-8601 UTC with milliseconds and ``Z`` for epoch milliseconds (cached per second)."""
+    sec, frac = divmod(ms, 1000)
+    head = _ISO_SECONDS.get(sec)
+    if head is None:
+        if len(_ISO_SECONDS) > 8192:
+            _ISO_SECONDS.clear()
+        head = _ISO_SECONDS[sec] = (_EPOCH + timedelta(seconds=sec)).isoformat().replace("+00:00", "")
+    return f"{head}.{frac:03d}Z"
 
 
 def normalize_level(value: Any) -> str:
@@ -350,11 +360,13 @@ def _text(value: Any) -> str | None:
 
 def parse_batch(
     batch: Sequence[tuple[int, str]], seq: int, source: str, report: IngestReport,
-    counts: dict[tuple[int, str, str], int] | None = None,
+    counts: dict[tuple[int, str, str], int] | None = None, *, yield_every: int = 0,
 ) -> list[tuple[Any, ...]]:
     """Parse ``(line number, text)`` pairs into ``logs`` rows; count bad and blank lines.
 
     ``counts`` (when given) is incremented per (minute, service, level) of the good lines.
+    ``yield_every`` > 0 releases the GIL every that many lines, so a writer thread that
+    finished a statement does not wait for the interpreter's 5 ms switch interval.
 
     Fields: ``@timestamp`` | ``timestamp`` | ``time`` | ``ts`` (ISO-8601, or epoch
     s/ms/us/ns), ``message`` | ``msg`` (required), ``level`` | ``severity`` (default
@@ -370,7 +382,10 @@ def parse_batch(
     fromiso = datetime.fromisoformat
     epoch, one_ms, utc = _EPOCH, _ONE_MS, _UTC
     level_cache = _LEVEL_CACHE
+    pause = time.sleep
     for no, line in batch:
+        if yield_every and not no % yield_every:
+            pause(0)
         try:
             doc = loads(line)
         except ValueError as exc:
@@ -381,8 +396,8 @@ def parse_batch(
                 report.blank += 1
                 continue
             msg = getattr(exc, "msg", str(exc))
-            col = getattr(exc, "colno", None)
-            report._add_bad(source, no, f"invalid JSON ({msg}" + (f" at column {col})" if col else ")"))
+            pos = getattr(exc, "pos", None)
+            report._add_bad(source, no, f"invalid JSON ({msg}" + (f" at character {pos + 1})" if pos is not None else ")"))
             continue
         except RecursionError:
             report._add_bad(source, no, "invalid JSON (nested too deeply)")
@@ -514,10 +529,6 @@ def _is_fts_error(exc: sqlite3.Error) -> bool:
     )
 
 
-class _Deadline(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------- the store
 
 
@@ -556,6 +567,26 @@ class LogStore:
     def _missing(self) -> NotFound:
         return NotFound(f"No log store at {self.path}.", LOAD_HINT)
 
+    def _foreign(self) -> OpsError:
+        return OpsError(
+            f"The file {self.path} is an SQLite database but not an opsmcp log store (no `meta` table).",
+            f"point OPSMCP_LOG_STORE at a log store, or move the file aside and {LOAD_HINT}",
+        )
+
+    def _error(self, exc: sqlite3.Error) -> OpsError:
+        """Map an SQLite failure that is not the caller's fault to an error naming the file."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return BackendUnavailable(
+                f"The log store {self.path} is busy ({text}).", "retry in a few seconds; a load may be running."
+            )
+        if "unable to open" in text or "readonly" in text or "read-only" in text:
+            if not self.path.exists():
+                return self._missing()
+            return OpsError(f"Cannot open the log store {self.path} ({text}).",
+                            "check that the file and its directory are readable (and writable for loads).")
+        return self._corrupt(exc)
+
     def _open(self, *, write: bool) -> sqlite3.Connection:
         if write:
             if self.readonly:
@@ -574,10 +605,14 @@ class LogStore:
         except sqlite3.Error as exc:
             if not self.path.exists():
                 raise self._missing() from None
-            raise self._corrupt(exc) from None
+            raise self._error(exc) from None
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             if write:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if tables and "meta" not in tables:
+                    conn.close()
+                    raise self._foreign()
                 conn.execute("PRAGMA page_size=8192")  # only takes effect on a new file
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -588,15 +623,13 @@ class LogStore:
             else:
                 conn.execute("PRAGMA cache_size=-32768")
                 conn.execute("PRAGMA temp_store=MEMORY")
+                conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
             version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             conn.close()
             if "no such table" in str(exc):
-                raise OpsError(
-                    f"The file {self.path} is an SQLite database but not an opsmcp log store (no `meta` table).",
-                    f"point OPSMCP_LOG_STORE at a log store, or move the file aside and {LOAD_HINT}",
-                ) from None
-            raise self._corrupt(exc) from None
+                raise self._foreign() from None
+            raise self._error(exc) from None
         if not version or int(version[0]) != SCHEMA_VERSION:
             conn.close()
             raise OpsError(
@@ -657,9 +690,9 @@ class LogStore:
                 ) from None
             if fts is not None and _is_fts_error(exc):
                 raise _fts_error(fts, exc) from None
-            raise self._corrupt(exc) from None
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from None
+            raise self._error(exc) from None
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         finally:
             conn.set_progress_handler(None, 0)
 
@@ -787,7 +820,7 @@ class LogStore:
                                     break
                                 read += len(chunk)
                                 counts: dict[tuple[int, str, str], int] = {}
-                                rows = parse_batch(chunk, seq, source, report, counts)
+                                rows = parse_batch(chunk, seq, source, report, counts, yield_every=256)
                                 del chunk
                                 seq += len(rows)
                                 stage = _Stage(rows, counts, read, seq) if rows else _Stage.empty(read, seq)
@@ -829,10 +862,12 @@ class LogStore:
                             left.close()
                     worker.join()
                 if report.loaded:
+                    conn.execute("PRAGMA analysis_limit=1000")  # approximate statistics: fast on big stores
                     conn.execute("PRAGMA optimize")
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.DatabaseError as exc:
-                raise self._corrupt(exc) from None
+                    conn.execute("PRAGMA busy_timeout=200")  # shrink the WAL unless readers hold it
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
             finally:
                 conn.close()
         report.seconds = time.perf_counter() - started
@@ -854,7 +889,8 @@ class LogStore:
                         )
                         break
                     except sqlite3.IntegrityError:
-                        self._fix_id_clashes(conn)
+                        if not self._fix_id_clashes(conn):
+                            raise
                 conn.execute("INSERT INTO logs_fts(rowid, message) SELECT id, message FROM stage.batch")
                 minutes, slots, facets = stage.aggregates()
                 conn.executemany(_UPSERTS[0], minutes)
@@ -870,8 +906,9 @@ class LogStore:
             conn.execute("DETACH stage")
 
     @staticmethod
-    def _fix_id_clashes(conn: sqlite3.Connection) -> None:
-        """Give batch rows whose id (same ms, same seq) is already stored a free seq."""
+    def _fix_id_clashes(conn: sqlite3.Connection) -> int:
+        """Give batch rows whose id (same ms, same seq) is already stored a free seq;
+        return how many there were."""
         clashes = [r[0] for r in conn.execute(
             "SELECT b.id FROM stage.batch b WHERE EXISTS (SELECT 1 FROM main.logs l WHERE l.id = b.id)"
         )]
@@ -887,6 +924,7 @@ class LogStore:
                     break
             else:  # pragma: no cover - 2^20 lines in one millisecond
                 raise OpsError("More than 1,048,576 log lines share one millisecond.", "split the load.")
+        return len(clashes)
 
     def reset(self) -> None:
         """Delete every stored line (for re-seeding the sandbox); the file stays."""
@@ -952,13 +990,10 @@ class LogStore:
 
     @staticmethod
     def _records(rows: Iterable[Sequence[Any]], with_doc: bool) -> list[LogRecord]:
-        out = []
-        for r in rows:
-            out.append(LogRecord(
-                id=r[0], timestamp=ms_iso(r[0] >> SEQ_BITS), service=r[1], level=r[2], trace_id=r[3],
-                event_id=r[4], message=r[5], doc=r[6] if with_doc else None,
-            ))
-        return out
+        iso, shift, rec = ms_iso, SEQ_BITS, LogRecord
+        if with_doc:
+            return [rec(r[0], iso(r[0] >> shift), r[1], r[2], r[5], r[3], r[4], r[6]) for r in rows]
+        return [rec(r[0], iso(r[0] >> shift), r[1], r[2], r[5], r[3], r[4]) for r in rows]
 
     def search(
         self,
@@ -1030,18 +1065,27 @@ class LogStore:
                 hits, more = rows[:limit], len(rows) > limit
                 return SearchPage(self._records(hits, with_doc), total, exact, f"{hits[-1][0]:x}" if more else None)
             if match:
-                where = " AND ".join(["logs_fts MATCH ?", "f.rowid BETWEEN ? AND ?"] + [f"l.{f}" for f in filters])
-                args = [match, lo, hi] + params
+                # Range terms only when there is a window: FTS5 then walks the doclists alone.
+                def where(top: int | None) -> tuple[str, list[Any]]:
+                    terms, targs = ["logs_fts MATCH ?"], [match]
+                    if start is not None:
+                        terms.append("f.rowid >= ?")
+                        targs.append(lo)
+                    if top is not None:
+                        terms.append("f.rowid <= ?")
+                        targs.append(top)
+                    return " AND ".join(terms + [f"l.{f}" for f in filters]), targs + params
+
                 lcols = ", ".join("l." + x.strip() for x in cols.split(","))
+                hit_where, hit_args = where(hi if (end is not None or cursor) else None)
                 rows = c.execute(
-                    f"SELECT {lcols} FROM logs_fts f CROSS JOIN logs l ON l.id = f.rowid WHERE {where} "
-                    "ORDER BY f.rowid DESC LIMIT ?", args + [limit + 1]
+                    f"SELECT {lcols} FROM logs_fts f CROSS JOIN logs l ON l.id = f.rowid WHERE {hit_where} "
+                    "ORDER BY f.rowid DESC LIMIT ?", hit_args + [limit + 1]
                 ).fetchall()
-                if filters:
-                    count_sql = f"SELECT count(*) FROM (SELECT 1 FROM logs_fts f CROSS JOIN logs l ON l.id = f.rowid WHERE {where} LIMIT ?)"
-                else:
-                    count_sql = "SELECT count(*) FROM (SELECT 1 FROM logs_fts f WHERE logs_fts MATCH ? AND f.rowid BETWEEN ? AND ? LIMIT ?)"
-                total = c.execute(count_sql, [match, lo, count_hi] + params + [COUNT_CAP + 1]).fetchone()[0]
+                count_where, count_args = where(count_hi if end is not None else None)
+                join = " CROSS JOIN logs l ON l.id = f.rowid" if filters else ""
+                total = c.execute(f"SELECT count(*) FROM (SELECT 1 FROM logs_fts f{join} WHERE {count_where} LIMIT ?)",
+                                  count_args + [COUNT_CAP + 1]).fetchone()[0]
                 exact = total <= COUNT_CAP
                 total = min(total, COUNT_CAP)
             else:
@@ -1074,15 +1118,15 @@ class LogStore:
         return rows[:k]
 
     def _exact_count(self, c: sqlite3.Connection, service: str | None, levels: list[str] | None, lo_ms: int, hi_ms: int) -> int:
-        counts = self._bucket_counts(c, lo_ms, hi_ms, _ONE_BUCKET_MS, "total", service, levels)
-        return sum(counts.values())
+        return sum(n for _, _, n in self._bucket_counts(c, lo_ms, hi_ms, _ONE_BUCKET_MS, "total", service, levels))
 
     @staticmethod
     def _bucket_counts(
         c: sqlite3.Connection, lo_ms: int, hi_ms: int, interval_ms: int, group_by: str,
         service: str | None, levels: list[str] | None,
-    ) -> dict[tuple[int, str], int]:
-        """Counts per (bucket start ms, group) for [lo_ms, hi_ms], buckets aligned to the epoch.
+    ) -> list[tuple[int, str, int]]:
+        """Counts as (bucket start ms, group, n) rows for [lo_ms, hi_ms], buckets aligned to
+        the epoch; a (bucket, group) may come in several rows, to be summed.
 
         Whole 15-minute slots and minutes inside the window come from the rollups (when
         the interval is a multiple of them); only the ragged edges (under a minute each)
@@ -1090,7 +1134,7 @@ class LogStore:
         One statement (a UNION ALL of the parts) answers it.
         """
         if hi_ms < lo_ms:
-            return {}
+            return []
         col = {"service": "service", "level": "level"}.get(group_by, "'*'")
         # The rollup rows to read: the filter's values, every value of the grouped column,
         # or the '*' sums.
@@ -1126,8 +1170,8 @@ class LogStore:
 
         def rolled(table: str, unit: str, unit_ms: int, a: int, b: int) -> None:  # units [a, b)
             if b > a:
-                parts.append(f"SELECT {unit} * {unit_ms} / {interval_ms} * {interval_ms}, {col}, sum(n) FROM {table} "
-                             f"WHERE {roll_filter} AND {unit} >= ? AND {unit} < ? GROUP BY 1, 2")
+                parts.append(f"SELECT {unit} * {unit_ms} / {interval_ms} * {interval_ms}, {col}, n FROM {table} "
+                             f"WHERE {roll_filter} AND {unit} >= ? AND {unit} < ?")  # summed below
                 args.extend([*svcs, *lvls, a, b])
 
         m0 = -(-lo_ms // MINUTE_MS)  # first whole minute in the window
@@ -1145,13 +1189,9 @@ class LogStore:
                 rolled("rollup_1m", "minute", MINUTE_MS, s1 * per, m1)
             else:
                 rolled("rollup_1m", "minute", MINUTE_MS, m0, m1)
-        out: dict[tuple[int, str], int] = {}
         if not parts:
-            return out
-        for bucket, key, n in c.execute(" UNION ALL ".join(parts), args):
-            k = (bucket, key)
-            out[k] = out.get(k, 0) + n
-        return out
+            return []
+        return c.execute(" UNION ALL ".join(parts), args).fetchall()
 
     def get_trace(self, trace_id: str, *, limit: int = 1000, include_doc: bool = False) -> TraceLines:
         """Every line of one trace (exact id), oldest first, at most ``limit``.
@@ -1274,23 +1314,23 @@ class LogStore:
         nb = max(1, (hi_ms // interval_ms * interval_ms - first_bucket) // interval_ms + 1)
 
         def run(c: sqlite3.Connection) -> Stats:
-            counts = self._bucket_counts(c, lo_ms, hi_ms, interval_ms, group_by, service, levels)
             series: dict[str, list[int]] = {}
-            for (bucket, key), n in counts.items():
-                i = (bucket - first_bucket) // interval_ms
-                if 0 <= i < nb:
-                    series.setdefault(key, [0] * nb)[i] += n
-            groups = []
+            for bucket, key, n in self._bucket_counts(c, lo_ms, hi_ms, interval_ms, group_by, service, levels):
+                vals = series.get(key)
+                if vals is None:
+                    vals = series[key] = [0] * nb
+                vals[(bucket - first_bucket) // interval_ms] += n
+            spans = {}
             for key, vals in series.items():
-                if not any(vals):
-                    continue
-                f = next(i for i, v in enumerate(vals) if v)
-                last = max(i for i, v in enumerate(vals) if v)
-                first_ms = self._edge(c, group_by, key, service, levels, max(lo_ms, first_bucket + f * interval_ms),
-                                      min(hi_ms, first_bucket + (f + 1) * interval_ms - 1), first=True)
-                last_ms = self._edge(c, group_by, key, service, levels, max(lo_ms, first_bucket + last * interval_ms),
-                                     min(hi_ms, first_bucket + (last + 1) * interval_ms - 1), first=False)
-                groups.append(StatsGroup(key, sum(vals), vals, first_ms, last_ms))
+                if any(vals):
+                    f = next(i for i, v in enumerate(vals) if v)
+                    last = max(i for i, v in enumerate(vals) if v)
+                    spans[key] = (max(lo_ms, first_bucket + f * interval_ms),
+                                  min(hi_ms, first_bucket + (f + 1) * interval_ms - 1),
+                                  max(lo_ms, first_bucket + last * interval_ms),
+                                  min(hi_ms, first_bucket + (last + 1) * interval_ms - 1))
+            edges = self._edges(c, group_by, spans, service, levels)
+            groups = [StatsGroup(key, sum(series[key]), series[key], *edges.get(key, (None, None))) for key in spans]
             groups.sort(key=lambda g: (-g.total, g.key))
             return Stats(lo_ms, hi_ms, interval_ms, group_by,
                          [first_bucket + i * interval_ms for i in range(nb)], groups, sum(g.total for g in groups))
@@ -1298,28 +1338,30 @@ class LogStore:
         return self._read(run)
 
     @staticmethod
-    def _edge(c: sqlite3.Connection, group_by: str, key: str, service: str | None, levels: list[str] | None,
-              a_ms: int, b_ms: int, *, first: bool) -> int | None:
-        """The first (or last) timestamp of a group in [a_ms, b_ms]: index seeks per level."""
-        svc = key if group_by == "service" else service
-        lvls = [key] if group_by == "level" else levels
-        if not lvls:
-            lvls = [r[0] for r in c.execute("SELECT value FROM facets WHERE kind='level'")]
-        agg = "min" if first else "max"
-        lo, hi = a_ms << SEQ_BITS, (b_ms << SEQ_BITS) | SEQ_MASK
-        found = []
-        for lv in lvls:
-            if svc is not None:
-                row = c.execute(f"SELECT {agg}(id) FROM logs INDEXED BY logs_service_level "
-                                "WHERE service=? AND level=? AND id BETWEEN ? AND ?", (svc, lv, lo, hi)).fetchone()
-            else:
-                row = c.execute(f"SELECT {agg}(id) FROM logs INDEXED BY logs_level "
-                                "WHERE level=? AND id BETWEEN ? AND ?", (lv, lo, hi)).fetchone()
-            if row[0] is not None:
-                found.append(row[0])
-        if not found:
-            return None
-        return (min(found) if first else max(found)) >> SEQ_BITS
+    def _edges(c: sqlite3.Connection, group_by: str, spans: dict[str, tuple[int, int, int, int]],
+               service: str | None, levels: list[str] | None) -> dict[str, tuple[int | None, int | None]]:
+        """First and last timestamp of each group, given the buckets they fall in: one
+        statement of index seeks (per group and level, min in the first bucket, max in the last)."""
+        if not spans:
+            return {}
+        all_levels = levels or [r[0] for r in c.execute("SELECT value FROM facets WHERE kind='level'")]
+        with_service = group_by == "service" or service is not None
+        rows: list[Any] = []
+        for key, (fa, fb, la, lb) in spans.items():
+            svc = key if group_by == "service" else service
+            for lv in ([key] if group_by == "level" else all_levels):
+                rows += [key, svc, lv, fa << SEQ_BITS, (fb << SEQ_BITS) | SEQ_MASK,
+                         la << SEQ_BITS, (lb << SEQ_BITS) | SEQ_MASK]
+        if with_service:
+            src, cond = "logs INDEXED BY logs_service_level", "service = v.svc AND level = v.lvl"
+        else:
+            src, cond = "logs INDEXED BY logs_level", "level = v.lvl"
+        values = ",".join(["(?,?,?,?,?,?,?)"] * (len(rows) // 7))
+        sql = (f"WITH v(k, svc, lvl, fa, fb, la, lb) AS (VALUES {values}) "
+               f"SELECT k, min((SELECT min(id) FROM {src} WHERE {cond} AND id BETWEEN v.fa AND v.fb)), "
+               f"max((SELECT max(id) FROM {src} WHERE {cond} AND id BETWEEN v.la AND v.lb)) FROM v GROUP BY k")
+        return {k: (f >> SEQ_BITS if f is not None else None, m >> SEQ_BITS if m is not None else None)
+                for k, f, m in c.execute(sql, rows)}
 
 
 def _levels_arg(level: str | Sequence[str] | None) -> list[str] | None:

@@ -13,9 +13,10 @@ other toolsets (the DLQ analyzer) with one query for many trace ids.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -183,10 +184,11 @@ def _rise(counts: list[int], coverage: list[float]) -> int | None:
     and last buckets from looking like jumps.
     """
     rates = [c / max(w, 1e-9) for c, w in zip(counts, coverage)]
+    before: list[float] = []
     for i in range(1, len(counts)):
+        bisect.insort(before, rates[i - 1])
         if counts[i] < 3:
             continue
-        before = sorted(rates[:i])
         mid = len(before) // 2
         median = before[mid] if len(before) % 2 else (before[mid - 1] + before[mid]) / 2
         if rates[i] >= 3 * median:

@@ -1,0 +1,68 @@
+"""Pure pieces: result summaries, citations, schema filling, report parsing, error mapping."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from opsmcp_agent.agent import RunResult, Step
+from opsmcp_agent.config import AgentConfig, parse_toolsets
+from opsmcp_agent.errors import ModelEndpointError, ToolCallingUnsupported
+from opsmcp_agent.models import explain_model_error
+from opsmcp_agent.render import cited_steps, clean_answer, format_args, one_line
+from opsmcp_agent.report import Alert, parse_report
+from opsmcp_agent.session import fill_schema
+
+
+def test_one_line_prefers_scalars_then_previews_records() -> None:
+    data = {"truncated": False, "next_cursor": None, "notes": ["x"], "queue": "q-dlq", "total": 3,
+            "groups": [{"signature": "timeout", "count": 2}, {"signature": "declined", "count": 1}]}
+    assert one_line("", data) == 'queue="q-dlq", total=3, groups=[2: timeout ×2, declined ×1]'
+    assert one_line("boom\n  happened", is_error=True) == "ERROR: boom happened"
+    assert one_line("x" * 500, limit=20).endswith("…") and len(one_line("x" * 500, limit=20)) == 20
+
+
+def test_citations_and_think_blocks() -> None:
+    assert cited_steps("see [2] and [1, 3]; not [9]", 3) == [2, 1, 3]
+    assert clean_answer("<think>hmm\n</think>\nThe answer") == "The answer"
+    assert format_args({"queue": "a", "n": 2}) == 'queue="a", n=2'
+
+
+def test_fill_schema_approves_booleans_and_keeps_defaults() -> None:
+    schema = {"properties": {"approve": {"type": "boolean"}, "mode": {"type": "string", "default": "safe"},
+                             "level": {"enum": ["low", "high"]}, "free": {"type": "string"}}}
+    assert fill_schema(schema) == {"approve": True, "mode": "safe", "level": "low"}
+    assert fill_schema(None) == {}
+
+
+def test_parse_toolsets() -> None:
+    assert parse_toolsets("queues, logs,queues") == ("queues", "logs")
+    assert parse_toolsets("") is None
+    with pytest.raises(ValueError, match="nope"):
+        parse_toolsets("queues,nope")
+
+
+def test_report_json_inside_prose_and_fallbacks() -> None:
+    run = RunResult(question="q", answer="a", steps=[Step(1, "analyze_dlq", {}, True, summary="2 groups")], stopped=None, elapsed=1)
+    alerts = [Alert("firing", {"alertname": "X", "severity": "warning"}, {})]
+    rep = parse_report('Sure!\n```json\n{"summary": "s", "root_cause": "r", "severity": "bogus", "evidence": "[1] e"}\n```', alerts, run)
+    assert (rep.parsed, rep.summary, rep.root_cause, rep.evidence) == (True, "s", "r", ["[1] e"])
+    assert rep.severity == "medium" and rep.confidence == "low"  # label severity warning → medium
+    rep = parse_report("no json here", alerts, run)
+    assert rep.parsed is False and rep.evidence == ["[1] analyze_dlq: 2 groups"]
+
+
+def test_model_errors_map_to_operator_errors() -> None:
+    cfg = AgentConfig(base_url="http://127.0.0.1:9")
+    assert isinstance(explain_model_error(httpx.ConnectError("refused"), cfg), ModelEndpointError)
+    err = explain_model_error(RuntimeError("model x does not support tools"), cfg)
+    assert isinstance(err, ToolCallingUnsupported) and "http://127.0.0.1:9" in str(err)
+    vllm = RuntimeError('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set')
+    assert isinstance(explain_model_error(vllm, cfg.with_(provider="openai")), ToolCallingUnsupported)
+    assert explain_model_error(KeyError("x"), cfg) is None
+
+
+def test_ollama_host_env_is_the_default_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "10.0.0.5:11434")
+    assert AgentConfig().resolved_base_url == "http://10.0.0.5:11434"
+    assert AgentConfig(provider="openai").resolved_base_url == "http://127.0.0.1:8000/v1"
