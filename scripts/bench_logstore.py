@@ -218,7 +218,7 @@ def main() -> int:
         reader = LogStore(db, readonly=True)
         raw = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         raw.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")  # the store's reader settings: compare like for like
-        raw.execute("PRAGMA cache_size=-32768")
+        raw.execute("PRAGMA cache_size=-8192")
         tools = LogTools(Settings(log_store=db, data_dir=work), store=reader)
         loop = asyncio.new_event_loop()
         end_dt = END
@@ -305,8 +305,10 @@ def main() -> int:
                   f"{g50:8.0f}ms  {what}; grep {g}")
         n50, n95, _ = timeit(sql_stats_scan, max(5, args.runs // 5), warmup=1)
         print(f"{'  (stats as a GROUP BY scan)':28s} {'':8s} {'':8s} {n50:8.2f} {n95:8.2f}")
-        print("\nms; API = LogStore methods; SQL = the same rows and count in hand-written SQL on the same file; "
-              "tool = LogTools (async, pydantic); grep -c = whole JSONL file (its p50).")
+        print("\nms. API = LogStore methods; SQL = the same rows and count in hand-written SQL on the same file "
+              "(same connection settings); tool = LogTools (async, thread hop, pydantic; no MCP transport); "
+              "grep -c = p50 of counting a comparable pattern in the whole JSONL file (no time window): "
+              + "; ".join(f"{name}: grep -c {' '.join(g)}" for name, *_, g in shapes))
         loop.close()
         raw.close()
         reader.close()

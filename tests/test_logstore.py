@@ -149,11 +149,15 @@ def test_bad_lines_counted_with_numbers(tmp_path):
 def test_bad_utf8_and_files_with_progress(tmp_path, capsys):
     t = NOW - timedelta(minutes=5)
     f = tmp_path / "mixed.jsonl"
-    f.write_bytes((_line(t, "ok") + "\n").encode() + b'{"message": "\xff\xfe"}\n' + (_line(t, "ok 2") + "\n").encode())
+    f.write_bytes((_line(t, "ok") + "\n").encode() + b'{"message": "\xff\xfe"}\n' + (_line(t, "ok 2") + "\n").encode()
+                  + b'{"@timestamp": "2026-11-21T14:00:00Z", "message": "lone \\ud800 surrogate"}\r\n'
+                  + b'{"@timestamp": "2026-11-21T14:00:00Z", "message": "emoji \\ud83d\\ude00 pair and caf\xc3\xa9"}\n')
     store = LogStore(tmp_path / "logs.db")
     report = store.load_files([str(f)], show_progress=True)
-    assert report.loaded == 2 and report.bad == 1
+    assert report.loaded == 3 and report.bad == 2
     assert report.bad_lines[0].line == 2 and "UTF-8" in report.bad_lines[0].reason
+    assert report.bad_lines[1].line == 4 and "surrogate" in report.bad_lines[1].reason
+    assert store.search("emoji").hits[0].message == "emoji \U0001f600 pair and caf\u00e9"
     assert report.bytes_read == f.stat().st_size
     with pytest.raises(NotFound, match="no-such.jsonl"):
         store.load_files([str(tmp_path / "no-such.jsonl")])
@@ -265,6 +269,31 @@ def test_search_filters_order_and_pages(scenario_store):
     assert len(seen) == len(set(seen)) == s.search("timeout").total
     with pytest.raises(InvalidInput):
         s.search(cursor="not-hex")
+
+
+def test_fulltext_with_filters_matches_brute_force(scenario_store):
+    """Service/level filters are applied inside the FTS index (tag terms): same answers as
+    filtering every matching line."""
+    s = scenario_store
+    everything = s.search(limit=100_000).hits
+    cases = [("timeout", "order-processor", None), ("order", "payment-service", "ERROR"),
+             ("order", None, ["WARN", "ERROR"]), ("declined OR shipped", "order-cancellation", "error"),
+             ("ORDER_CREATED", "order-processor", "INFO"), ("timeout", "no-such-service", None)]
+    for query, service, level in cases:
+        words = query.lower().replace("_", " ").split(" or ")
+        levels = {level.upper()} if isinstance(level, str) else set(level or [])
+
+        def matches(h) -> bool:
+            text = h.message.lower().replace("_", " ").replace("-", " ")
+            return any(all(w in text.split() for w in alt.split()) for alt in words)
+
+        expected = [h.id for h in everything if matches(h) and (service is None or h.service == service)
+                    and (not levels or h.level in levels)]
+        page = s.search(query, service=service, level=level, limit=500)
+        assert page.total == len(expected), (query, service, level)
+        assert [h.id for h in page.hits] == expected[:500]
+    with pytest.raises(InvalidInput, match="unbalanced parentheses"):
+        s.search("timeout) OR (shipped", service="payment-service")
 
 
 def test_time_windows_and_counts(scenario_store, scenario):
@@ -508,31 +537,29 @@ def test_concurrent_readers_from_many_threads(scenario_store):
     for t in threads:
         t.join()
     assert not errors and expected in results and len(results) == 320
+    assert set(results) == {expected, scenario_store.search("timeout", level="ERROR").total}
+    # threads that come and go (like anyio's workers) borrow pooled connections: no leak
+    for _ in range(30):
+        t = threading.Thread(target=lambda: scenario_store.count())
+        t.start()
+        t.join()
+    from opsmcp.backends.logstore import MAX_IDLE_READERS
+
+    assert len(scenario_store._idle) <= MAX_IDLE_READERS
 
 
 # --------------------------------------------------------------------------- through MCP
 
 
 @pytest.fixture
-async def mcp_client(tmp_path, scenario_store, monkeypatch):
-    """An in-memory MCP client of build_server with the logs toolset on the scenario store.
-
-    Until server.build_toolsets registers LogTools itself, this test adds it (only here)."""
+async def mcp_client(tmp_path, scenario_store):
+    """An in-memory MCP client of build_server with the logs toolset on the scenario store."""
     from mcp import Client
 
-    import opsmcp.server as srv
+    from opsmcp.server import build_server
 
-    original = srv.build_toolsets
-
-    def with_logs(settings, clients):
-        out = original(settings, clients)
-        if "logs" in settings.toolsets and "logs" not in out:
-            out["logs"] = LogTools(settings)
-        return out
-
-    monkeypatch.setattr(srv, "build_toolsets", with_logs)
     settings = Settings(toolsets=["logs"], data_dir=tmp_path, log_store=scenario_store.path)
-    server, _ = srv.build_server(settings)
+    server, _ = build_server(settings)
     async with Client(server) as client:
         yield client
 

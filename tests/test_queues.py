@@ -197,3 +197,21 @@ async def test_backend_down_is_a_prompt_tool_error(tmp_path):
         with pytest.raises(ToolFailed, match="127.0.0.1:9"):
             await call(client, "list_queues")
         assert time.monotonic() - start < 10
+
+
+async def test_analyze_dlq_correlates_with_the_sandbox_logs(seeded):
+    """Messages without error attributes are explained by their trace's ERROR lines."""
+    from opsmcp.sandbox import seed_logs
+
+    seed_logs(seeded.settings.log_store_path, seeded.scenario)
+    out = await call(seeded.client, "analyze_dlq", queue="order-queue-dlq")
+    by_basis = Counter((g["basis"], g["service"]) for g in out["groups"] for _ in range(g["count"]))
+    assert by_basis == {("logs", "order-processor"): 27, ("unparseable", None): 1}
+    groups = {g["signature"]: g for g in out["groups"]}
+    db = next(g for s, g in groups.items() if "Database connection timeout" in s)
+    expected = {d.order_id for d in seeded.scenario.dead_letters if d.cause == "db-timeout"}
+    assert db["count"] == 18 and set(db["order_ids"]) == expected
+    assert next(g for s, g in groups.items() if "Invalid product configuration" in s)["count"] == 9
+    # the redrive filter uses the same signatures
+    res = await call(seeded.client, "redrive_dlq", queue="order-queue-dlq", signature=db["signature"])
+    assert res["matched"] == 18 and res["dry_run"]

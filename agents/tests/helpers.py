@@ -52,13 +52,19 @@ class ScriptedChatModel(BaseChatModel):
         self.tool_choices.append(tool_choice)
         return self
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         raise NotImplementedError("the scripted model is async only")
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         self.calls.append(list(messages))
         index = len(self.calls) - 1
-        assert index < len(self.script), f"the model was called {index + 1} times; the script has {len(self.script)} steps"
+        assert index < len(self.script), (
+            f"the model was called {index + 1} times; the script has {len(self.script)} steps"
+        )
         step = self.script[index]
         msg = step(messages) if callable(step) else step
         if inspect.isawaitable(msg):
@@ -68,7 +74,9 @@ class ScriptedChatModel(BaseChatModel):
 
 def call(name: str, args: dict[str, Any], call_id: str | None = None) -> AIMessage:
     """An AIMessage that calls one tool."""
-    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id or f"call_{name}", "type": "tool_call"}])
+    return AIMessage(
+        content="", tool_calls=[{"name": name, "args": args, "id": call_id or f"call_{name}", "type": "tool_call"}]
+    )
 
 
 def last_tool_message(messages: list[BaseMessage]) -> ToolMessage:
@@ -84,8 +92,10 @@ def tool_payload(msg: ToolMessage) -> Any:
     art = msg.artifact
     if isinstance(art, dict) and art.get("structured_content") is not None:
         return art["structured_content"]
-    text = msg.content if isinstance(msg.content, str) else "\n".join(
-        b.get("text", "") for b in msg.content if isinstance(b, dict)
+    text = (
+        msg.content
+        if isinstance(msg.content, str)
+        else "\n".join(b.get("text", "") for b in msg.content if isinstance(b, dict))
     )
     try:
         return json.loads(text)

@@ -41,7 +41,9 @@ def http_server(server_cmd: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
     def ready() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"opsmcp serve --transport http exited {proc.returncode}:\n{Path(log).read_text()[-3000:]}")
+            raise AssertionError(
+                f"opsmcp serve --transport http exited {proc.returncode}:\n{Path(log).read_text()[-3000:]}"
+            )
         try:
             return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -59,7 +61,9 @@ def http_server(server_cmd: str, tmp_path_factory: pytest.TempPathFactory) -> It
             proc.wait(timeout=10)
 
 
-def test_ask_over_streamable_http_with_token_and_narrowed_tools(http_server: str, capfd: pytest.CaptureFixture[str]) -> None:
+def test_ask_over_streamable_http_with_token_and_narrowed_tools(
+    http_server: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     model = ScriptedChatModel(script=[call("list_queues", {}), AIMessage("Queues listed [1].")])
     argv = ["ask", "list the queues", "--server-url", http_server, "--token", TOKEN, "--toolsets", "queues"]
     rc = main(argv, chat_model=model, stdin=io.StringIO(""))

@@ -69,7 +69,9 @@ class Webhook:
         self.httpd.server_close()
 
 
-def test_alert_to_report_posted_to_webhook(server_cmd: str, sandbox: dict, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_alert_to_report_posted_to_webhook(
+    server_cmd: str, sandbox: dict, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     dlq = sandbox["dlq"]
     payload = json.loads(json.dumps(ALERT).replace("QUEUE", dlq))
     alert_file = tmp_path / "alert.json"
@@ -84,7 +86,10 @@ def test_alert_to_report_posted_to_webhook(server_cmd: str, sandbox: dict, tmp_p
     report = {
         "summary": f"Orders are failing into {dlq}.",
         "root_cause": "The order processor fails on the failures analyze_dlq grouped.",
-        "evidence": [f"[1] analyze_dlq grouped the messages in {dlq}", f"[2] get_trace {sandbox['trace_id']} shows the failure"],
+        "evidence": [
+            f"[1] analyze_dlq grouped the messages in {dlq}",
+            f"[2] get_trace {sandbox['trace_id']} shows the failure",
+        ],
         "remediation": ["Fix the failing dependency", "Redrive the DLQ after a dry run"],
         "severity": "critical",
         "confidence": "medium",
@@ -124,11 +129,20 @@ def test_alert_to_report_posted_to_webhook(server_cmd: str, sandbox: dict, tmp_p
     assert f"posted the report to {hook.url} (HTTP 200)" in err
 
 
-def test_free_text_report_falls_back_with_low_confidence(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:
+def test_free_text_report_falls_back_with_low_confidence(
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]
+) -> None:
     payload = json.dumps(ALERT).replace("QUEUE", sandbox["dlq"])
-    script = [call("analyze_dlq", {"queue": sandbox["dlq"]}), AIMessage("It is the DLQ [1]."), AIMessage("No JSON, sorry.")]
-    rc = main(["investigate-alert", "-", "--server-command", server_cmd], chat_model=ScriptedChatModel(script=script),
-              stdin=io.StringIO(payload))
+    script = [
+        call("analyze_dlq", {"queue": sandbox["dlq"]}),
+        AIMessage("It is the DLQ [1]."),
+        AIMessage("No JSON, sorry."),
+    ]
+    rc = main(
+        ["investigate-alert", "-", "--server-command", server_cmd],
+        chat_model=ScriptedChatModel(script=script),
+        stdin=io.StringIO(payload),
+    )
     out, err = capfd.readouterr()
     assert rc == 0, err
     assert "*Severity:* critical   *Confidence:* low" in out  # severity from the alert's label
@@ -137,9 +151,16 @@ def test_free_text_report_falls_back_with_low_confidence(server_cmd: str, sandbo
 
 @pytest.mark.parametrize(
     ("body", "needle"),
-    [("not json", "not valid JSON"), ("[]", "JSON object"), ('{"alerts": []}', "no 'alerts'"), ('{"alerts": [{"x": 1}]}', "labels")],
+    [
+        ("not json", "not valid JSON"),
+        ("[]", "JSON object"),
+        ('{"alerts": []}', "no 'alerts'"),
+        ('{"alerts": [{"x": 1}]}', "labels"),
+    ],
 )
-def test_bad_payload_is_rejected_before_anything_starts(body: str, needle: str, capfd: pytest.CaptureFixture[str]) -> None:
+def test_bad_payload_is_rejected_before_anything_starts(
+    body: str, needle: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     model = ScriptedChatModel(script=[])
     rc = main(["investigate-alert", "-", "--server-command", "/nonexistent"], chat_model=model, stdin=io.StringIO(body))
     _, err = capfd.readouterr()
@@ -151,7 +172,11 @@ def test_parse_alertmanager_merges_common_labels_and_puts_firing_first() -> None
         "commonLabels": {"cluster": "prod"},
         "alerts": [
             {"status": "resolved", "labels": {"alertname": "Old"}},
-            {"status": "firing", "labels": {"alertname": "New", "severity": "warning"}, "annotations": {"summary": "s"}},
+            {
+                "status": "firing",
+                "labels": {"alertname": "New", "severity": "warning"},
+                "annotations": {"summary": "s"},
+            },
         ],
     }
     alerts = parse_alertmanager(json.dumps(payload))

@@ -33,7 +33,9 @@ class FakeOllama:
         models: model names /api/tags lists.
     """
 
-    def __init__(self, replies: list[Reply], capabilities: list[str] | None = None, models: tuple[str, ...] = ("qwen3:8b",)) -> None:
+    def __init__(
+        self, replies: list[Reply], capabilities: list[str] | None = None, models: tuple[str, ...] = ("qwen3:8b",)
+    ) -> None:
         self.replies = list(replies)
         self.capabilities = capabilities
         self.models = models
@@ -87,8 +89,15 @@ class FakeOllama:
                 base = {"model": body.get("model"), "created_at": "2026-01-01T00:00:00Z"}
                 lines = [
                     {**base, "message": message, "done": False},
-                    {**base, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
-                     "total_duration": 1000, "prompt_eval_count": 10, "eval_count": 5},
+                    {
+                        **base,
+                        "message": {"role": "assistant", "content": ""},
+                        "done": True,
+                        "done_reason": "stop",
+                        "total_duration": 1000,
+                        "prompt_eval_count": 10,
+                        "eval_count": 5,
+                    },
                 ]
                 if not body.get("stream", True):
                     self._json(200, {**lines[1], "message": message})
@@ -120,7 +129,9 @@ def agent_env() -> Iterator[dict[str, str]]:
 
 
 def run_agent(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AGENT, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [AGENT, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def _tool_messages(chat: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,7 +174,9 @@ def test_chatollama_drives_real_opsmcp(server_cmd: str, sandbox: dict, agent_env
 
 def test_unreachable_endpoint_names_the_url_and_how_to_start_ollama(agent_env: dict[str, str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    proc = run_agent(["ask", "why?", "--base-url", url, "--server-command", "/nonexistent/opsmcp serve"], agent_env, timeout=60)
+    proc = run_agent(
+        ["ask", "why?", "--base-url", url, "--server-command", "/nonexistent/opsmcp serve"], agent_env, timeout=60
+    )
     assert proc.returncode == 3, proc.stderr
     assert url in proc.stderr and "ollama serve" in proc.stderr and "ollama pull qwen3:8b" in proc.stderr
 

@@ -41,23 +41,27 @@ def _triage_script(dlq: str) -> list[Any]:
     return [call("analyze_dlq", {"queue": dlq}), second, answer]
 
 
-def _run(capfd: pytest.CaptureFixture[str], argv: list[str], model: ScriptedChatModel, stdin: str = "") -> tuple[int, str, str]:
+def _run(
+    capfd: pytest.CaptureFixture[str], argv: list[str], model: ScriptedChatModel, stdin: str = ""
+) -> tuple[int, str, str]:
     rc = main(argv, chat_model=model, stdin=io.StringIO(stdin))
     out, err = capfd.readouterr()
     return rc, out, err
 
 
-def test_ask_prints_steps_then_answer_with_evidence(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:
+def test_ask_prints_steps_then_answer_with_evidence(
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]
+) -> None:
     model = ScriptedChatModel(script=_triage_script(sandbox["dlq"]))
     rc, out, err = _run(capfd, ["ask", "why are orders failing?", "--server-command", server_cmd], model)
     assert rc == 0, err
     trace = sandbox["trace_id"]
     lines = out.splitlines()
     # steps, in order, each with its arguments and a one-line result
-    i1 = next(i for i, l in enumerate(lines) if l.startswith("→ [1] analyze_dlq("))
+    i1 = next(i for i, ln in enumerate(lines) if ln.startswith("→ [1] analyze_dlq("))
     assert f'queue="{sandbox["dlq"]}"' in lines[i1]
     assert lines[i1 + 1].startswith("  ← ")
-    i2 = next(i for i, l in enumerate(lines) if l.startswith("→ [2] get_trace("))
+    i2 = next(i for i, ln in enumerate(lines) if ln.startswith("→ [2] get_trace("))
     assert i2 > i1 and f'trace_id="{trace}"' in lines[i2]
     assert lines[i2 + 1].startswith("  ← ")
     # the answer, then the evidence it cites
@@ -66,8 +70,8 @@ def test_ask_prints_steps_then_answer_with_evidence(server_cmd: str, sandbox: di
     assert i2 < ia < ie
     assert trace in "\n".join(lines[ia:ie])
     evidence = lines[ie + 1 :]
-    assert any(l.startswith("*[1] analyze_dlq(") for l in evidence)
-    assert any(l.startswith("*[2] get_trace(") and trace in l for l in evidence)
+    assert any(ln.startswith("*[1] analyze_dlq(") for ln in evidence)
+    assert any(ln.startswith("*[2] get_trace(") and trace in ln for ln in evidence)
     # three model turns; the tools came from the real server, writes are off by default
     assert len(model.calls) == 3
     assert {"analyze_dlq", "get_trace", "list_queues"} <= set(model.bound_tools)
@@ -75,10 +79,14 @@ def test_ask_prints_steps_then_answer_with_evidence(server_cmd: str, sandbox: di
     assert "triage path" in model.calls[0][0].content.lower()  # the system prompt
 
 
-def test_ask_json_has_steps_results_and_citations(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:
+def test_ask_json_has_steps_results_and_citations(
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]
+) -> None:
     model = ScriptedChatModel(script=_triage_script(sandbox["dlq"]))
     rc, out, err = _run(
-        capfd, ["ask", "why are orders failing?", "--json", "--toolsets", "queues,logs", "--server-command", server_cmd], model
+        capfd,
+        ["ask", "why are orders failing?", "--json", "--toolsets", "queues,logs", "--server-command", server_cmd],
+        model,
     )
     assert rc == 0, err
     doc = json.loads(out)
@@ -96,7 +104,9 @@ def test_ask_json_has_steps_results_and_citations(server_cmd: str, sandbox: dict
     assert "→ [1] analyze_dlq(" in err
 
 
-def test_one_server_process_for_the_whole_run(server_cmd: str, sandbox: dict, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_one_server_process_for_the_whole_run(
+    server_cmd: str, sandbox: dict, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     spawns = tmp_path / "spawns.txt"
     wrapped = f"sh -c {shlex.quote(f'echo spawn >> {shlex.quote(str(spawns))}; exec {server_cmd}')}"
     model = ScriptedChatModel(script=_triage_script(sandbox["dlq"]))
@@ -112,7 +122,9 @@ def test_tool_error_is_shown_and_handed_back(server_cmd: str, sandbox: dict, cap
         return AIMessage("That order does not exist [1].")
 
     model = ScriptedChatModel(script=[call("get_order", {"order_id": "ORD-DOES-NOT-EXIST-42"}), answer])
-    rc, out, err = _run(capfd, ["ask", "what happened to order ORD-DOES-NOT-EXIST-42?", "--server-command", server_cmd], model)
+    rc, out, err = _run(
+        capfd, ["ask", "what happened to order ORD-DOES-NOT-EXIST-42?", "--server-command", server_cmd], model
+    )
     assert rc == 0, err
     assert re.search(r"^  ✗ ERROR: .*ORD-DOES-NOT-EXIST-42", out, re.M), out
     handed_back = last_tool_message(model.calls[1])
@@ -120,12 +132,18 @@ def test_tool_error_is_shown_and_handed_back(server_cmd: str, sandbox: dict, cap
     assert "[error]" in out.split("=== Evidence ===")[1]
 
 
-def test_step_limit_gives_a_partial_answer_that_says_it_stopped(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:
+def test_step_limit_gives_a_partial_answer_that_says_it_stopped(
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]
+) -> None:
     def summary(messages: list) -> AIMessage:
         assert "step limit" in str(messages[-1].content)
         return AIMessage(f"{sandbox['dlq']} has failed orders [1]; I could not follow a trace.")
 
-    script = [call("analyze_dlq", {"queue": sandbox["dlq"]}), call("get_trace", {"trace_id": sandbox["trace_id"]}), summary]
+    script = [
+        call("analyze_dlq", {"queue": sandbox["dlq"]}),
+        call("get_trace", {"trace_id": sandbox["trace_id"]}),
+        summary,
+    ]
     model = ScriptedChatModel(script=script)
     rc, out, err = _run(
         capfd, ["ask", "why are orders failing?", "--max-steps", "1", "--json", "--server-command", server_cmd], model
@@ -193,14 +211,18 @@ def test_write_confirmation_is_asked_in_the_terminal(
         assert step["ok"] is False and "declined" in step["result"]
 
 
-def test_write_without_a_terminal_answer_is_declined(server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]) -> None:
+def test_write_without_a_terminal_answer_is_declined(
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str]
+) -> None:
     script = [
         call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": True}, "c1"),
         call("redrive_dlq", {"queue": sandbox["dlq"], "dry_run": False}, "c2"),
         AIMessage("ok"),
     ]
     model = ScriptedChatModel(script=script)
-    rc, out, err = _run(capfd, ["ask", "redrive", "--allow-writes", "--json", "--server-command", server_cmd], model, stdin="")
+    rc, out, err = _run(
+        capfd, ["ask", "redrive", "--allow-writes", "--json", "--server-command", server_cmd], model, stdin=""
+    )
     assert rc == 0, err
     doc = json.loads(out)
     assert doc["confirmations"][0]["approved"] is False and doc["confirmations"][0]["how"] == "no input"
@@ -216,7 +238,9 @@ def test_chat_keeps_history_across_turns(server_cmd: str, sandbox: dict, capfd: 
 
     script = [call("analyze_dlq", {"queue": sandbox["dlq"]}), AIMessage(f"{sandbox['dlq']} [1]"), second_turn]
     model = ScriptedChatModel(script=script)
-    rc, out, err = _run(capfd, ["chat", "--server-command", server_cmd], model, stdin="which DLQ is failing?\nand again?\n/exit\n")
+    rc, out, err = _run(
+        capfd, ["chat", "--server-command", server_cmd], model, stdin="which DLQ is failing?\nand again?\n/exit\n"
+    )
     assert rc == 0, err
     assert out.count("=== Answer ===") == 2
     assert "As found before" in out

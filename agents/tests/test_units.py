@@ -15,8 +15,14 @@ from opsmcp_agent.session import fill_schema
 
 
 def test_one_line_prefers_scalars_then_previews_records() -> None:
-    data = {"truncated": False, "next_cursor": None, "notes": ["x"], "queue": "q-dlq", "total": 3,
-            "groups": [{"signature": "timeout", "count": 2}, {"signature": "declined", "count": 1}]}
+    data = {
+        "truncated": False,
+        "next_cursor": None,
+        "notes": ["x"],
+        "queue": "q-dlq",
+        "total": 3,
+        "groups": [{"signature": "timeout", "count": 2}, {"signature": "declined", "count": 1}],
+    }
     assert one_line("", data) == 'queue="q-dlq", total=3, groups=[2: timeout ×2, declined ×1]'
     assert one_line("boom\n  happened", is_error=True) == "ERROR: boom happened"
     assert one_line("x" * 500, limit=20).endswith("…") and len(one_line("x" * 500, limit=20)) == 20
@@ -29,8 +35,14 @@ def test_citations_and_think_blocks() -> None:
 
 
 def test_fill_schema_approves_booleans_and_keeps_defaults() -> None:
-    schema = {"properties": {"approve": {"type": "boolean"}, "mode": {"type": "string", "default": "safe"},
-                             "level": {"enum": ["low", "high"]}, "free": {"type": "string"}}}
+    schema = {
+        "properties": {
+            "approve": {"type": "boolean"},
+            "mode": {"type": "string", "default": "safe"},
+            "level": {"enum": ["low", "high"]},
+            "free": {"type": "string"},
+        }
+    }
     assert fill_schema(schema) == {"approve": True, "mode": "safe", "level": "low"}
     assert fill_schema(None) == {}
 
@@ -43,9 +55,15 @@ def test_parse_toolsets() -> None:
 
 
 def test_report_json_inside_prose_and_fallbacks() -> None:
-    run = RunResult(question="q", answer="a", steps=[Step(1, "analyze_dlq", {}, True, summary="2 groups")], stopped=None, elapsed=1)
+    run = RunResult(
+        question="q", answer="a", steps=[Step(1, "analyze_dlq", {}, True, summary="2 groups")], stopped=None, elapsed=1
+    )
     alerts = [Alert("firing", {"alertname": "X", "severity": "warning"}, {})]
-    rep = parse_report('Sure!\n```json\n{"summary": "s", "root_cause": "r", "severity": "bogus", "evidence": "[1] e"}\n```', alerts, run)
+    rep = parse_report(
+        'Sure!\n```json\n{"summary": "s", "root_cause": "r", "severity": "bogus", "evidence": "[1] e"}\n```',
+        alerts,
+        run,
+    )
     assert (rep.parsed, rep.summary, rep.root_cause, rep.evidence) == (True, "s", "r", ["[1] e"])
     assert rep.severity == "medium" and rep.confidence == "low"  # label severity warning → medium
     rep = parse_report("no json here", alerts, run)

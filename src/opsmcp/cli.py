@@ -41,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if needs_sandbox:
         settings.sandbox = True
         settings.aws_endpoint_url = "http://127.0.0.1:1"  # replaced once the sandbox is up
+        settings.log_store = settings.data_dir / "sandbox-logs.db"  # the sandbox's story, recreated each start
     from opsmcp.server import build_server
 
     server, runtime = build_server(settings)

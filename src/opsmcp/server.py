@@ -392,8 +392,15 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
 
     enabled = set(settings.toolsets)
     out: dict[str, object] = {}
+    if "logs" in enabled:
+        from opsmcp.toolsets.logs import LogTools
+
+        out["logs"] = LogTools(settings)
     if "queues" in enabled:
-        out["queues"] = QueueTools(SqsBackend(clients))
+        # With logs enabled, analyze_dlq explains messages without error attributes by the
+        # ERROR lines of their trace.
+        correlate = out["logs"].error_lines if "logs" in out else None  # type: ignore[attr-defined]
+        out["queues"] = QueueTools(SqsBackend(clients), correlate=correlate)
     if "orders" in enabled:
         out["orders"] = OrderTools(settings, DynamoBackend(clients))
     if "metrics" in enabled:

@@ -22,13 +22,26 @@ from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from langchain.agents.middleware.types import hook_config
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.tools import BaseTool
 
 from .config import AgentConfig
 from .models import explain_model_error
 from .prompts import STEP_LIMIT_INSTRUCTIONS, SYSTEM_PROMPT
-from .render import cited_steps, clean_answer, message_text, one_line, result_text, structured_of
+from .render import (
+    cited_steps,
+    clean_answer,
+    message_text,
+    one_line,
+    result_text,
+    structured_of,
+)
 
 
 @dataclass
@@ -203,7 +216,9 @@ class _LoopMiddleware(AgentMiddleware):
             cap = self.run.config.max_tool_chars
             content = step.text or "(empty result)"
             if len(content) > cap:
-                content = content[:cap] + f"\n[... {len(content) - cap} more characters cut by the agent; narrow the query]"
+                content = (
+                    content[:cap] + f"\n[... {len(content) - cap} more characters cut by the agent; narrow the query]"
+                )
             result.content = content
         else:
             step.ok = True

@@ -32,7 +32,13 @@ from .errors import AgentError, BadInput
 from .models import build_chat_model, check_model_endpoint
 from .output import StepPrinter, format_answer
 from .prompts import ALERT_QUESTION, REPORT_INSTRUCTIONS
-from .report import describe_alerts, parse_alertmanager, parse_report, post_report, render_markdown
+from .report import (
+    describe_alerts,
+    parse_alertmanager,
+    parse_report,
+    post_report,
+    render_markdown,
+)
 from .session import Confirmer, Toolbox, open_toolbox
 
 T = TypeVar("T")
@@ -43,23 +49,39 @@ def build_parser() -> argparse.ArgumentParser:
     env = AgentConfig.from_env()
     common = argparse.ArgumentParser(add_help=False)
     m = common.add_argument_group("model")
-    m.add_argument("--provider", choices=["ollama", "openai"], default=env.provider,
-                   help="ollama (default) or any OpenAI-compatible endpoint (vLLM, llama.cpp server)")
+    m.add_argument(
+        "--provider",
+        choices=["ollama", "openai"],
+        default=env.provider,
+        help="ollama (default) or any OpenAI-compatible endpoint (vLLM, llama.cpp server)",
+    )
     m.add_argument("--model", default=env.model, help=f"model name (default {env.model})")
-    m.add_argument("--base-url", default=env.base_url,
-                   help="model endpoint (default: OLLAMA_HOST or http://127.0.0.1:11434; openai: http://127.0.0.1:8000/v1)")
+    m.add_argument(
+        "--base-url",
+        default=env.base_url,
+        help="model endpoint (default: OLLAMA_HOST or http://127.0.0.1:11434; openai: http://127.0.0.1:8000/v1)",
+    )
     m.add_argument("--api-key", default=env.api_key, help="API key for an OpenAI-compatible endpoint")
     m.add_argument("--temperature", type=float, default=0.0)
     m.add_argument("--think", action="store_true", help="let reasoning models think (slower)")
     m.add_argument("--num-ctx", type=int, default=16384, help="Ollama context window, tokens (default 16384)")
-    m.add_argument("--first-tool", metavar="NAME",
-                   help="force the first turn of each question to call this tool, or 'any' tool (helps small models)")
-    m.add_argument("--max-tokens", type=int, default=None, help="most tokens per model reply (OpenAI-compatible endpoints)")
+    m.add_argument(
+        "--first-tool",
+        metavar="NAME",
+        help="force the first turn of each question to call this tool, or 'any' tool (helps small models)",
+    )
+    m.add_argument(
+        "--max-tokens", type=int, default=None, help="most tokens per model reply (OpenAI-compatible endpoints)"
+    )
     s = common.add_argument_group("opsmcp server")
-    s.add_argument("--server-command", default=env.server_command,
-                   help="command that starts opsmcp over stdio (default 'opsmcp serve'; env OPSMCP_AGENT_SERVER_COMMAND)")
-    s.add_argument("--server-url", default=env.server_url,
-                   help="streamable HTTP endpoint instead, e.g. http://127.0.0.1:3001/mcp")
+    s.add_argument(
+        "--server-command",
+        default=env.server_command,
+        help="command that starts opsmcp over stdio (default 'opsmcp serve'; env OPSMCP_AGENT_SERVER_COMMAND)",
+    )
+    s.add_argument(
+        "--server-url", default=env.server_url, help="streamable HTTP endpoint instead, e.g. http://127.0.0.1:3001/mcp"
+    )
     s.add_argument("--token", default=env.token, help="bearer token for --server-url (env OPSMCP_AGENT_TOKEN)")
     s.add_argument("--toolsets", default=None, help=f"comma-separated subset of {','.join(ALL_TOOLSETS)}")
     s.add_argument("--allow-writes", action="store_true", help="start the stdio server with write tools enabled")
@@ -67,17 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     r = common.add_argument_group("limits and output")
     r.add_argument("--max-steps", type=int, default=12, help="most tool calls per question (default 12)")
     r.add_argument("--timeout", type=float, default=300.0, help="time limit per question, seconds (default 300)")
-    r.add_argument("--max-tool-chars", type=int, default=12_000,
-                   help="most characters of one tool result handed to the model (default 12000)")
+    r.add_argument(
+        "--max-tool-chars",
+        type=int,
+        default=12_000,
+        help="most characters of one tool result handed to the model (default 12000)",
+    )
     r.add_argument("--json", action="store_true", help="machine-readable JSON on stdout (steps go to stderr)")
 
-    parser = argparse.ArgumentParser(prog="opsmcp-agent", description="Investigate ops incidents through opsmcp's MCP tools.")
+    parser = argparse.ArgumentParser(
+        prog="opsmcp-agent", description="Investigate ops incidents through opsmcp's MCP tools."
+    )
     parser.add_argument("--version", action="version", version=f"opsmcp-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ask = sub.add_parser("ask", parents=[common], help="answer one question and exit")
     ask.add_argument("question", nargs="+", help="the question, e.g. 'why are orders failing?'")
     sub.add_parser("chat", parents=[common], help="interactive conversation (REPL) with history")
-    inv = sub.add_parser("investigate-alert", parents=[common], help="root-cause report for an Alertmanager webhook payload")
+    inv = sub.add_parser(
+        "investigate-alert", parents=[common], help="root-cause report for an Alertmanager webhook payload"
+    )
     inv.add_argument("file", help="payload file, or - for standard input")
     inv.add_argument("--post", metavar="URL", help="POST the report to a Slack-compatible webhook")
     return parser
@@ -143,6 +173,8 @@ def main(
     stdin = stdin or sys.stdin
     try:
         config = config_from_args(args)
+        if args.command == "chat" and args.json:
+            raise BadInput("--json is for ask and investigate-alert; chat is interactive.")
         if args.command == "investigate-alert":
             payload = stdin.read() if args.file == "-" else _read_file(args.file)
             alerts = parse_alertmanager(payload)
@@ -163,8 +195,11 @@ def main(
     except Exception as exc:  # noqa: BLE001 - one line for the operator, traceback on request
         if os.environ.get("OPSMCP_AGENT_DEBUG"):
             traceback.print_exc()
-        _fail(f"unexpected failure: {type(exc).__name__}: {exc} (set OPSMCP_AGENT_DEBUG=1 for the traceback)",
-              type(exc).__name__, args.json)
+        _fail(
+            f"unexpected failure: {type(exc).__name__}: {exc} (set OPSMCP_AGENT_DEBUG=1 for the traceback)",
+            type(exc).__name__,
+            args.json,
+        )
         return 1
 
 

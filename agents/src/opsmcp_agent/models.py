@@ -78,6 +78,8 @@ def _local_openai_class() -> type[BaseChatModel]:
     from langchain_openai import ChatOpenAI
 
     class LocalChatOpenAI(ChatOpenAI):
+        """ChatOpenAI whose request bodies suit vLLM and llama.cpp servers (see above)."""
+
         def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
             payload = super()._get_request_payload(input_, stop=stop, **kwargs)
             for message in payload.get("messages", []):

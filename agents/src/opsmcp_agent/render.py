@@ -123,7 +123,18 @@ def message_text(content: Any) -> str:
 
 
 _QUIET_KEYS = {"truncated", "next_cursor"}
-_ID_KEYS = ("signature", "name", "orderId", "order_id", "trace_id", "traceId", "metric_name", "service", "message", "id")
+_ID_KEYS = (
+    "signature",
+    "name",
+    "orderId",
+    "order_id",
+    "trace_id",
+    "traceId",
+    "metric_name",
+    "service",
+    "message",
+    "id",
+)
 
 
 def _preview(items: list[Any]) -> str:

@@ -20,8 +20,17 @@ from .errors import AgentError, BadInput
 
 SEVERITIES = ("critical", "high", "medium", "low")
 CONFIDENCES = ("high", "medium", "low")
-_LABEL_SEVERITY = {"critical": "critical", "page": "critical", "error": "high", "high": "high",
-                   "warning": "medium", "warn": "medium", "medium": "medium", "info": "low", "low": "low"}
+_LABEL_SEVERITY = {
+    "critical": "critical",
+    "page": "critical",
+    "error": "high",
+    "high": "high",
+    "warning": "medium",
+    "warn": "medium",
+    "medium": "medium",
+    "info": "low",
+    "low": "low",
+}
 
 
 @dataclass
@@ -207,7 +216,10 @@ def render_markdown(report: Report) -> str:
     lines += [f"{i}. {r}" for i, r in enumerate(report.remediation, 1)] or ["(none suggested)"]
     if report.steps:
         lines += ["", "*Tool calls*"]
-        lines += [f"[{s['step']}] {s['tool']} {json.dumps(s['args'], ensure_ascii=False)} → {s['summary']}" for s in report.steps]
+        lines += [
+            f"[{s['step']}] {s['tool']} {json.dumps(s['args'], ensure_ascii=False)} → {s['summary']}"
+            for s in report.steps
+        ]
     return "\n".join(lines)
 
 
@@ -241,7 +253,7 @@ def _first_json_object(text: str) -> dict[str, Any] | None:
     decoder = json.JSONDecoder()
     for match in re.finditer(r"\{", text):
         try:
-            obj, _ = decoder.raw_decode(text[match.start():])
+            obj, _ = decoder.raw_decode(text[match.start() :])
         except ValueError:
             continue
         if isinstance(obj, dict):

@@ -12,8 +12,11 @@ Schema (version 1), designed so that every tool query is an index range scan:
     compared with ``=`` (never tokenized: a trace id matches that trace only);
     ``message`` is the text FTS5 indexes; ``doc`` is the original JSON line, verbatim.
 ``logs_fts``
-    FTS5 over ``message`` (external content = ``logs``; unicode61 tokenizer; no
-    per-document sizes, as results are ordered by time, not rank).
+    FTS5, contentless (the text lives in ``logs``), unicode61 tokenizer, no per-document
+    sizes (results are ordered by time, not rank). Column ``message`` is the searched
+    text; column ``tags`` holds two terms per line, ``s<hex(service)>`` and
+    ``l<hex(level)>``, so a full-text search filtered by service/level is one FTS5
+    doclist intersection instead of a row check per text match.
 ``rollup_1m`` / ``rollup_15m``
     Line counts per (service, level, minute) and per 15 minutes, kept in the same
     transaction as the lines, so ``stats`` and exact counts never scan lines. Rows with
@@ -70,6 +73,7 @@ MAX_BAD_REPORTED = 50
 _ONE_BUCKET_MS = COARSE_MS << 40  # an interval wider than any store: "count everything"
 QUERY_DEADLINE_S = 5.0
 READER_MMAP_BYTES = 256 << 20  # readers map the file: fewer copies on index and FTS scans
+MAX_IDLE_READERS = 8
 LOAD_HINT = "load JSON Lines with `opsmcp logs load FILE` (or set OPSMCP_LOG_STORE to another store)."
 FTS_EXAMPLES = (
     'valid examples: timeout (a word) · "connection timeout" (a phrase) · '
@@ -101,7 +105,9 @@ CREATE INDEX IF NOT EXISTS logs_trace ON logs(trace_id) WHERE trace_id IS NOT NU
 CREATE INDEX IF NOT EXISTS logs_service_level ON logs(service, level);
 CREATE INDEX IF NOT EXISTS logs_level ON logs(level);
 CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(
-    message, content='logs', content_rowid='id', columnsize=0
+    message,                           -- the text searched
+    tags,                              -- 's<hex(service)> l<hex(level)>': filters inside the index
+    content='', columnsize=0
 );
 CREATE TABLE IF NOT EXISTS rollup_1m(     -- service or level '*' = all of them
     service TEXT NOT NULL, level TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -386,12 +392,12 @@ def parse_batch(
     for no, line in batch:
         if yield_every and not no % yield_every:
             pause(0)
+        if not line.isascii() and _SURROGATE.search(line):
+            report._add_bad(source, no, "not valid UTF-8")
+            continue
         try:
             doc = loads(line)
         except ValueError as exc:
-            if isinstance(line, _BadText):
-                report._add_bad(source, no, line.reason)
-                continue
             if not line.strip():
                 report.blank += 1
                 continue
@@ -469,6 +475,10 @@ def parse_batch(
             event = get("eventId")
         if event is not None and type(event) is not str:
             event = _text(event)
+        if ("\\ud" in line or "\\uD" in line) and any(
+                isinstance(v, str) and _SURROGATE.search(v) for v in (message, service, level, trace, event)):
+            report._add_bad(source, no, "a string holds an unpaired UTF-16 surrogate escape (\\udXXX)")
+            continue
         append(((ms << SEQ_BITS) | (seq & SEQ_MASK), service, level, trace, event, message, line.rstrip()))
         seq += 1
         key = (ms // 60_000, service, level)
@@ -476,6 +486,7 @@ def parse_batch(
     return rows
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape), or lone surrogates
 _BAREWORD = re.compile(r"^[\w\u0080-\U0010ffff]+\*?$")
 _FTS_TOKEN = re.compile(r'"(?:[^"]|"")*"|[()]|[^\s()"]+')
 _OPERATORS = {"AND", "OR", "NOT", "NEAR"}
@@ -489,10 +500,21 @@ def fts_query(query: str) -> str:
     "phrases", AND/OR/NOT, NEAR(), parentheses, prefixes and ``message:`` column filters
     are left alone. Queries with unbalanced quotes are returned unchanged, so FTS5 reports
     the error.
+
+    Raises:
+        InvalidInput: unbalanced parentheses (checked here, because the query is wrapped
+            in ``message : ( ... )`` and must not close that group itself).
     """
     if query.count('"') % 2:
         return query
     out = []
+    depth = 0
+    for tok in _FTS_TOKEN.findall(query):
+        depth += (tok == "(") - (tok == ")")
+        if depth < 0:
+            break
+    if depth:
+        raise InvalidInput(f"Cannot parse the full-text query {query!r}: unbalanced parentheses.", FTS_EXAMPLES)
     for tok in _FTS_TOKEN.findall(query):
         if tok.startswith('"') or tok in "()" or tok in _OPERATORS or _BAREWORD.match(tok):
             out.append(tok)
@@ -507,6 +529,21 @@ def fts_query(query: str) -> str:
                 core = core[8:]
             out.append('"' + core.replace('"', '""') + '"' + ("*" if star else ""))
     return " ".join(out)
+
+
+def _tag(prefix: str, value: str) -> str:
+    return prefix + value.encode("utf-8").hex()
+
+
+def _tag_query(service: str | None, levels: Sequence[str] | None) -> str:
+    """The FTS5 terms that restrict a match to a service and to levels ('' for none)."""
+    terms = []
+    if service is not None:
+        terms.append(_tag("s", service))
+    if levels:
+        lv = [_tag("l", x) for x in levels]
+        terms.append(lv[0] if len(lv) == 1 else "(" + " OR ".join(lv) + ")")
+    return " AND tags : (" + " AND ".join(terms) + ")" if terms else ""
 
 
 def _fts_error(query: str, exc: sqlite3.Error) -> InvalidInput:
@@ -539,18 +576,19 @@ class LogStore:
         path: the store file (created by the first load; queries never create it).
         readonly: open read-only (``mode=ro``): queries only, loads are refused.
 
-    Thread-safe: each thread gets its own read connection; a load uses a write
-    connection of its own, so readers keep answering (from the last committed batch)
-    while it runs.
+    Thread-safe: each query borrows a read connection from a small pool (one connection
+    is used by one thread at a time; threads that come and go, like anyio's workers, do
+    not leak connections); a load uses a write connection of its own, so readers keep
+    answering (from the last committed batch) while it runs.
     """
 
     def __init__(self, path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = 5_000) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self.busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []  # read connections not in use
+        self._closed = False
         self._write_lock = threading.Lock()
 
     # ---------------------------------------------------------------- connections
@@ -621,7 +659,7 @@ class LogStore:
                 conn.execute("PRAGMA wal_autocheckpoint=8192")
                 conn.executescript(_SCHEMA)
             else:
-                conn.execute("PRAGMA cache_size=-32768")
+                conn.execute("PRAGMA cache_size=-8192")  # 8 MiB; the mapped file does the rest
                 conn.execute("PRAGMA temp_store=MEMORY")
                 conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
             version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -637,28 +675,31 @@ class LogStore:
                 f"this opsmcp reads version {SCHEMA_VERSION}.",
                 f"move the file aside and reload: {LOAD_HINT}",
             )
-        if not write:
-            with self._lock:
-                self._conns.append(conn)
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open(write=False)
-            self._local.conn = conn
-        return conn
+    def _acquire(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._open(write=False)
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < MAX_IDLE_READERS:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def close(self) -> None:
-        """Close every connection this store opened (from any thread)."""
+        """Close the idle read connections; connections in use close when released."""
         with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
+            idle, self._idle = self._idle, []
+            self._closed = True
+        for conn in idle:
             try:
                 conn.close()
             except sqlite3.Error:
                 pass
-        self._local = threading.local()
 
     def __enter__(self) -> LogStore:
         return self
@@ -668,7 +709,13 @@ class LogStore:
 
     def _read(self, fn: Callable[[sqlite3.Connection], Any], *, fts: str | None = None) -> Any:
         """Run ``fn`` in one read transaction (a consistent snapshot), bounded in time."""
-        conn = self._reader()
+        conn = self._acquire()
+        try:
+            return self._read_on(conn, fn, fts)
+        finally:
+            self._release(conn)
+
+    def _read_on(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any], fts: str | None) -> Any:
         deadline = time.monotonic() + QUERY_DEADLINE_S
 
         def check() -> int:
@@ -738,16 +785,7 @@ class LogStore:
                 raise NotFound(f"No such log file: {name}.", "pass JSON Lines files, or - for stdin.")
         sizes = {name: (Path(name).stat().st_size if name != "-" else 0) for name in names}
         counter = _ByteCounter()
-
-        def reader(name: str) -> Iterator[str]:
-            fh = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
-            try:
-                yield from counter.lines(fh)
-            finally:
-                if fh is not sys.stdin.buffer:
-                    fh.close()
-
-        sources = [(name, reader(name)) for name in names]
+        sources = [(name, counter.open(name)) for name in names]
         total = sum(sizes.values())
         if not show_progress:
             return self._ingest(sources, batch_size=batch_size, on_progress=None, counter=counter)
@@ -891,7 +929,8 @@ class LogStore:
                     except sqlite3.IntegrityError:
                         if not self._fix_id_clashes(conn):
                             raise
-                conn.execute("INSERT INTO logs_fts(rowid, message) SELECT id, message FROM stage.batch")
+                conn.execute("INSERT INTO logs_fts(rowid, message, tags) "
+                             "SELECT id, message, 's' || hex(service) || ' l' || hex(level) FROM stage.batch")
                 minutes, slots, facets = stage.aggregates()
                 conn.executemany(_UPSERTS[0], minutes)
                 conn.executemany(_UPSERTS[1], slots)
@@ -1058,23 +1097,27 @@ class LogStore:
                 args += params
                 if match:
                     sql += " AND EXISTS (SELECT 1 FROM logs_fts WHERE logs_fts MATCH ? AND rowid = logs.id)"
-                    args.append(match)
+                    args.append(f"message : ({match})")
                 rows = c.execute(sql + " ORDER BY id DESC LIMIT ?", args + [COUNT_CAP + 1]).fetchall()
                 total, exact = min(len(rows), COUNT_CAP), len(rows) <= COUNT_CAP
                 rows = [r for r in rows if r[0] <= hi]
                 hits, more = rows[:limit], len(rows) > limit
                 return SearchPage(self._records(hits, with_doc), total, exact, f"{hits[-1][0]:x}" if more else None)
             if match:
-                # Range terms only when there is a window: FTS5 then walks the doclists alone.
+                # Service and level filters are tag terms in the same FTS query, so FTS5
+                # intersects doclists instead of checking rows; range terms only when there
+                # is a window, so FTS5 walks the doclists alone.
+                full = f"message : ({match})" + _tag_query(service, levels)
+
                 def where(top: int | None) -> tuple[str, list[Any]]:
-                    terms, targs = ["logs_fts MATCH ?"], [match]
+                    terms, targs = ["logs_fts MATCH ?"], [full]
                     if start is not None:
                         terms.append("f.rowid >= ?")
                         targs.append(lo)
                     if top is not None:
                         terms.append("f.rowid <= ?")
                         targs.append(top)
-                    return " AND ".join(terms + [f"l.{f}" for f in filters]), targs + params
+                    return " AND ".join(terms), targs
 
                 lcols = ", ".join("l." + x.strip() for x in cols.split(","))
                 hit_where, hit_args = where(hi if (end is not None or cursor) else None)
@@ -1083,8 +1126,7 @@ class LogStore:
                     "ORDER BY f.rowid DESC LIMIT ?", hit_args + [limit + 1]
                 ).fetchall()
                 count_where, count_args = where(count_hi if end is not None else None)
-                join = " CROSS JOIN logs l ON l.id = f.rowid" if filters else ""
-                total = c.execute(f"SELECT count(*) FROM (SELECT 1 FROM logs_fts f{join} WHERE {count_where} LIMIT ?)",
+                total = c.execute(f"SELECT count(*) FROM (SELECT 1 FROM logs_fts f WHERE {count_where} LIMIT ?)",
                                   count_args + [COUNT_CAP + 1]).fetchone()[0]
                 exact = total <= COUNT_CAP
                 total = min(total, COUNT_CAP)
@@ -1425,25 +1467,41 @@ class _Stage:
             self._conn = None
 
 
-class _BadText(str):
-    """An input line that could not be decoded; ``reason`` says why."""
-
-    reason = ""
-
-
 class _ByteCounter:
-    """Counts bytes of lines read from binary streams, for the progress bar."""
+    """Opens the inputs of a load lazily and tells how many bytes were read so far.
+
+    Files are read as UTF-8 text by the C text layer (no per-line Python work); bytes
+    that are not UTF-8 become lone surrogates, which :func:`parse_batch` reports as a
+    bad line instead of aborting the load.
+    """
 
     def __init__(self) -> None:
-        self.bytes = 0
+        self._done = 0
+        self._current: Any = None
 
-    def lines(self, fh: io.BufferedIOBase | Any) -> Iterator[str]:
-        for raw in fh:
-            self.bytes += len(raw)
+    @property
+    def bytes(self) -> int:
+        cur = self._current
+        try:
+            return self._done + (cur.buffer.tell() if cur is not None else 0)
+        except (OSError, ValueError):  # a pipe (stdin) cannot tell
+            return self._done
+
+    def open(self, name: str) -> Iterator[str]:
+        if name == "-":
+            fh = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="\n")
+        else:
+            fh = open(name, encoding="utf-8", errors="surrogateescape", newline="\n", buffering=1 << 20)  # noqa: SIM115
+        self._current = fh
+        try:
+            yield from fh
+        finally:
+            self._current = None
             try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                # Reported as a bad line with its number instead of aborting the load.
-                bad = _BadText("")
-                bad.reason = f"not valid UTF-8 (byte {exc.start})"
-                yield bad
+                self._done += fh.buffer.tell()
+            except (OSError, ValueError):
+                pass
+            if name == "-":
+                fh.detach()
+            else:
+                fh.close()

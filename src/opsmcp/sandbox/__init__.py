@@ -11,9 +11,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from opsmcp.config import Settings
+from opsmcp.sandbox.scenario import Scenario
 
 log = logging.getLogger("opsmcp.sandbox")
 
@@ -33,10 +35,12 @@ class Sandbox:
 
 
 def start_sandbox(settings: Settings) -> Sandbox:
-    """Start moto in-process on a free loopback port and seed the incident scenario.
+    """Start moto in-process on a free loopback port and seed the incident scenario:
+    SQS, DynamoDB and CloudWatch in moto, and the scenario's log lines into the log store
+    at ``settings.log_store_path`` (recreated: the story's times are relative to now).
 
     Sets fake credentials in this process's environment (never real ones). Returns the
-    running :class:`Sandbox`; ``settings`` is only read (orders table and index names).
+    running :class:`Sandbox`; ``settings`` is only read.
 
     Raises:
         RuntimeError: moto failed to start or seeding failed.
@@ -58,11 +62,28 @@ def start_sandbox(settings: Settings) -> Sandbox:
     os.environ.pop("AWS_SESSION_TOKEN", None)
     target = settings.model_copy(update={"aws_endpoint_url": endpoint, "aws_profile": None})
     try:
-        counts = seed_aws(target, build_scenario())
+        scenario = build_scenario()
+        counts = seed_aws(target, scenario)
+        if "logs" in settings.toolsets:
+            counts["log_lines"] = seed_logs(settings.log_store_path, scenario)
     except Exception:
         server.stop()
         raise
     return Sandbox(endpoint=endpoint, server=server, counts=counts, seconds=time.perf_counter() - t0)
+
+
+def seed_logs(path: Path, scenario: Scenario) -> int:
+    """Recreate the log store at ``path`` holding the scenario's log lines; return their count."""
+    from opsmcp.backends.logstore import LogStore
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    store = LogStore(path)
+    try:
+        report = store.ingest((line.to_json() for line in scenario.log_lines()), source="sandbox")
+    finally:
+        store.close()
+    return report.loaded
 
 
 def banner(sandbox: Sandbox) -> str:
