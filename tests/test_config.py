@@ -1,0 +1,63 @@
+"""Configuration precedence and the sandbox scenario's guarantees."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+from conftest import make_settings
+
+from opsmcp.config import Settings
+from opsmcp.sandbox.scenario import MAX_RECEIVE_COUNT, build_scenario
+from opsmcp.server import build_server
+
+
+def test_flags_over_env_over_toml(tmp_path, monkeypatch):
+    toml = tmp_path / "opsmcp.toml"
+    toml.write_text('orders_table = "from-toml"\nmax_result_bytes = 9000\ntoolsets = ["queues", "logs"]\n')
+    monkeypatch.setenv("OPSMCP_CONFIG", str(toml))
+    s = Settings()
+    assert (s.orders_table, s.max_result_bytes, s.toolsets) == ("from-toml", 9000, ["queues", "logs"])
+    monkeypatch.setenv("OPSMCP_ORDERS_TABLE", "from-env")
+    monkeypatch.setenv("OPSMCP_TOOLSETS", "orders,metrics")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    s = Settings()
+    assert (s.orders_table, s.toolsets, s.aws_region) == ("from-env", ["orders", "metrics"], "eu-west-1")
+    assert Settings(orders_table="from-flag").orders_table == "from-flag"
+
+
+def test_unknown_toolset_is_a_configuration_error(monkeypatch, capsys):
+    from opsmcp.cli import main
+
+    monkeypatch.setenv("OPSMCP_TOOLSETS", "queues,kafka")
+    assert main(["doctor"]) == 2
+    assert "unknown toolsets ['kafka']" in capsys.readouterr().err
+
+
+def test_scenario_is_deterministic_and_rich_enough():
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    a, b = build_scenario(now), build_scenario(now)
+    assert a.orders == b.orders and [d.body for d in a.dead_letters] == [d.body for d in b.dead_letters]
+    assert [l.to_json() for l in a.log_lines()] == [l.to_json() for l in b.log_lines()]
+    assert len(a.orders) >= 200 and len(a.dead_letters) >= 50
+    causes = Counter(d.cause for d in a.dead_letters)
+    assert len([c for c in causes if c != "poison"]) >= 3
+    assert any(d.attributes.get("ErrorCode") for d in a.dead_letters)
+    assert any(not d.attributes and d.trace_id for d in a.dead_letters)
+    assert any(q.fifo and q.dlq for q in a.queues) and sum(1 for q in a.queues if q.dlq) >= 2
+    assert MAX_RECEIVE_COUNT == 3
+    order_ids = {o["orderId"] for o in a.orders}
+    traces = {o["traceId"] for o in a.orders}
+    assert all(d.order_id in order_ids and d.trace_id in traces for d in a.dead_letters if d.cause != "poison")
+    lines = list(a.log_lines())
+    assert len(lines) >= 10_000 and len({l.service for l in lines}) >= 4
+    assert (now - lines[0].timestamp).total_seconds() <= 6 * 3600
+    assert {d.trace_id for d in a.dead_letters if d.trace_id} <= {l.trace_id for l in lines}
+
+
+def test_missing_playbook_catalog_disables_the_toolset_with_a_clear_reason(tmp_path):
+    settings = make_settings("http://127.0.0.1:9", tmp_path, allow_writes=True,
+                             playbook_catalog=tmp_path / "nope" / "catalog.yml")
+    _, runtime = build_server(settings)
+    assert "run_playbook" not in runtime.tools and "list_playbooks" not in runtime.tools
+    assert "catalog.yml" in runtime.disabled["playbooks"]
