@@ -146,3 +146,26 @@ def test_mcp_inspector_cli_over_stdio_and_http(tmp_path):
         called = _inspector(f"{base}/mcp", "--method", "tools/call", "--tool-name", "find_orders",
                             "--tool-arg", "status=PENDING", "--tool-arg", "limit=3", env=env)
         assert len(called["structuredContent"]["orders"]) == 3
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_stdio_first_call_is_an_approved_real_redrive(tmp_path, mode):
+    """The approval flow runs before the tool body; on a fresh server it must wait for the
+    sandbox like the tool does (regression: it used to reach AWS before the sandbox was up)."""
+    from mcp.types import ElicitResult
+
+    prompts: list[str] = []
+
+    async def approve(context, params):
+        prompts.append(params.message)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    params = StdioServerParameters(command=OPSMCP, args=["serve", "--allow-writes"], env=clean_env(tmp_path))
+    async with Client(params, elicitation_callback=approve, mode=mode) as client:
+        res = await client.call_tool("redrive_dlq", {"queue": "order-cancellation-queue-dlq", "dry_run": False})
+        assert not res.is_error, res.content
+        assert res.structured_content["moved"] == 8 and res.structured_content["target"] == "order-cancellation-queue"
+    assert len(prompts) == 1 and "Move 8 message(s)" in prompts[0]
+    audit = [json.loads(line) for line in (tmp_path / "data" / "audit.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in audit] == ["preview", "intent", "outcome"]
+    assert audit[-1]["approval"] == "elicitation" and audit[-1]["counts"]["moved"] == 8

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import typing
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -27,7 +28,6 @@ from mcp.server.mcpserver import (
     AcceptedElicitation,
     CancelledElicitation,
     Context,
-    DeclinedElicitation,
     Elicit,
     ElicitationResult,
     Resolve,
@@ -99,39 +99,50 @@ class Runtime:
     disabled: dict[str, str] = field(default_factory=dict)  # toolset -> why its start-up check failed
     previews: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
-    PREVIEW_TTL = 120.0  # seconds a preview is reused (approval rounds re-run the resolver)
+    PREVIEW_TTL = 120.0  # seconds a preview is reused within one approval flow
+
+    @staticmethod
+    def _preview_key(name: str, kwargs: dict[str, Any]) -> str:
+        return name + json.dumps({k: v for k, v in kwargs.items() if k not in INJECTED}, sort_keys=True, default=str)
 
     async def preview(self, name: str, fn: Callable[..., Any], mark: ToolMark, kwargs: dict[str, Any]) -> Any:
-        """Run ``fn`` as its preview (``preview_arg`` true), reusing one from the last 120 s.
+        """Run ``fn`` as its preview (``preview_arg`` true) and audit it; reuse a preview of
+        the same arguments from the last 120 s.
 
-        The cache keeps the approval prompt identical across the rounds of one call
-        (protocol 2026-07-28 re-runs resolvers) and avoids a second check-mode run.
+        The reuse keeps the approval prompt identical across the rounds of one call
+        (protocol 2026-07-28 re-runs resolvers; a prompt that changes is asked again) and
+        avoids a second check-mode run. :meth:`forget_preview` ends it after the call.
         """
         args = dict(kwargs, **{str(mark.preview_arg): True})
-        key = name + json.dumps({k: v for k, v in args.items() if k not in INJECTED}, sort_keys=True, default=str)
+        key = self._preview_key(name, args)
         now = time.monotonic()
         self.previews = {k: v for k, v in self.previews.items() if now - v[0] < self.PREVIEW_TTL}
         if key in self.previews:
             return self.previews[key][1]
-        self.audit_record(name, args, real=False, phase="intent", outcome="preview", start=time.perf_counter())
+        start = time.perf_counter()
         result = await fn(**args)
+        self.audit_record(name, args, real=False, phase="preview", outcome=_status(result), start=start,
+                          counts=_counts(result))
         self.previews[key] = (now, result)
         return result
+
+    def forget_preview(self, name: str, mark: ToolMark, kwargs: dict[str, Any]) -> None:
+        """Drop the cached preview of these arguments: the next real call previews afresh."""
+        self.previews.pop(self._preview_key(name, dict(kwargs, **{str(mark.preview_arg): True})), None)
 
     def audit_record(self, tool: str, arguments: dict[str, Any], *, real: bool, phase: str, outcome: str,
                      start: float, call_id: str | None = None, approval: str | None = None,
                      counts: dict[str, Any] | None = None, strict: bool = True) -> str | None:
-        """Append one audit record; return its ``call_id``.
+        """Append one audit record (secrets in ``arguments`` redacted); return its ``call_id``.
 
         With ``strict`` (the default) a failure raises OpsError, so the write does not act;
         otherwise it is logged and ``None`` is returned.
         """
-        import uuid
-
         call_id = call_id or uuid.uuid4().hex
+        shown = redact({k: v for k, v in arguments.items() if k not in INJECTED})
         record = {"time": now_iso(), "call_id": call_id, "phase": phase, "caller": caller.get(), "tool": tool,
-                  "arguments": redact({k: v for k, v in arguments.items() if k not in INJECTED}), "dry_run": not real, "outcome": outcome,
-                  "approval": approval, "duration_ms": round((time.perf_counter() - start) * 1000, 1)}
+                  "arguments": shown, "dry_run": not real, "outcome": outcome, "approval": approval,
+                  "duration_ms": round((time.perf_counter() - start) * 1000, 1)}
         if counts:
             record["counts"] = counts
         if self.audit is None:
@@ -224,6 +235,17 @@ def _summary(result: Any) -> str:
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
+def _counts(result: Any) -> dict[str, Any]:
+    """The top-level numeric fields of a result (moved, failed counts...), for audit records."""
+    data = result.model_dump() if isinstance(result, BaseModel) else {}
+    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _status(result: Any) -> str:
+    """A result's own ``status`` (playbooks) or ``ok``."""
+    return str(getattr(result, "status", None) or "ok")
+
+
 def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -> Callable[..., Any]:
     """Wrap toolset method ``fn`` as the MCP tool ``name``: the single choke point.
 
@@ -308,7 +330,12 @@ def _write_params(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Ru
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:
             return NO_ELICITATION
-        preview = await runtime.preview(name, fn, mark, {k: kwargs[k] for k in tool_params})
+        # Resolvers run before the tool body, so this must wait for start-up (the sandbox) too.
+        try:
+            await runtime.wait_ready()
+            preview = await runtime.preview(name, fn, mark, {k: kwargs[k] for k in tool_params})
+        except OpsError as exc:
+            raise ToolError(str(exc)) from exc
         return Elicit(
             f"opsmcp wants to make a real change with {name}:\n{_summary(preview)}\n"
             "Approve this change? Nothing happens unless you accept.",
@@ -357,11 +384,10 @@ async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime
             how = "confirm_argument"
         elif isinstance(answer, Approval) and answer.approve:
             how = "elicitation"
-        else:
-            action = "declined" if answer is not None or isinstance(outcome, DeclinedElicitation) else "cancelled"
-            if isinstance(outcome, CancelledElicitation):
-                action = "cancelled"
+        else:  # declined, cancelled, or accepted with approve=false
+            action = "cancelled" if isinstance(outcome, CancelledElicitation) else "declined"
             runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
+            runtime.forget_preview(name, mark, kwargs)
             raise OpsError(f"The user {action} the change; {name} did nothing.",
                            "ask the user what to do instead, or run a dry run to show the preview again.")
     call_id = runtime.audit_record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
@@ -373,11 +399,11 @@ async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime
         runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=f"error: {exc}", start=start,
                              call_id=call_id, approval=how, strict=False)
         raise
-    counts = {k: v for k, v in (result.model_dump() if isinstance(result, BaseModel) else {}).items()
-              if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    status = getattr(result, "status", None) or "ok"
-    if not runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=str(status), start=start,
-                                call_id=call_id, approval=how, counts=counts, strict=False):
+    finally:
+        if real:
+            runtime.forget_preview(name, mark, kwargs)
+    if not runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=_status(result), start=start,
+                                call_id=call_id, approval=how, counts=_counts(result), strict=False):
         if isinstance(result, Result):
             result.notes.append("WARNING: the outcome audit record could not be written (see server log)")
     return result
