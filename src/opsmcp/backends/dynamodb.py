@@ -37,10 +37,23 @@ class DynamoBackend:
 
     def __init__(self, clients: AwsClients) -> None:
         self.clients = clients
-        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+        self._codec: tuple[Any, Any] | None = None
 
-        self._de = TypeDeserializer()
-        self._ser = TypeSerializer()
+    @property
+    def _de(self) -> Any:
+        return self._types()[0]
+
+    @property
+    def _ser(self) -> Any:
+        return self._types()[1]
+
+    def _types(self) -> tuple[Any, Any]:
+        """boto3's (de)serializers, imported on first use (keeps boto3 out of start-up)."""
+        if self._codec is None:
+            from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+            self._codec = (TypeDeserializer(), TypeSerializer())
+        return self._codec
 
     @property
     def _ddb(self) -> Any:
