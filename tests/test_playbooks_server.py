@@ -12,6 +12,7 @@ from mcp.types import ElicitResult
 
 from opsmcp.audit import FileAudit
 from opsmcp.server import build_server
+from test_playbooks import test_catalog  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -69,3 +70,32 @@ async def test_secret_named_variable_is_redacted_in_the_audit_log(tmp_path):
                        extra_vars={"api_token": "sk-live-123456", "db_password": "hunter2"})
     text = settings.audit_log_path.read_text()
     assert "sk-live-123456" not in text and "hunter2" not in text and "***redacted***" in text
+
+
+async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog):
+    """Cancelling the tools/call on the client stops the ansible run (its sleep dies) and the
+    audit trail records how the write ended."""
+    import anyio
+    from test_playbooks import sleepers
+
+    settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"],
+                             playbook_catalog=test_catalog.path)
+    server, _ = build_server(settings)
+    assert not sleepers("39")
+    async with Client(server) as client:
+        async with anyio.create_task_group() as tg:
+            async def run() -> None:
+                await client.call_tool("run_playbook", {"name": "slow", "extra_vars": {"seconds": 39},
+                                                        "check": False, "confirm": True})
+
+            tg.start_soon(run)
+            with anyio.fail_after(60):
+                while not sleepers("39"):
+                    await anyio.sleep(0.05)  # polling for the process to appear, bounded above
+            tg.cancel_scope.cancel()
+    with anyio.fail_after(30):
+        while sleepers("39"):
+            await anyio.sleep(0.05)
+    with anyio.fail_after(10):
+        while not any(r.get("outcome") == "cancelled" for r in FileAudit(settings.audit_log_path).tail(10)):
+            await anyio.sleep(0.05)

@@ -395,8 +395,11 @@ async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime
     call_args = dict(kwargs, confirmed=how is not None) if pass_confirmed else kwargs
     try:
         result = await fn(**call_args)
-    except Exception as exc:
-        runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=f"error: {exc}", start=start,
+    except BaseException as exc:  # cancellation too: the trail must say how the write ended
+        import anyio
+
+        ended = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else f"error: {exc}"
+        runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=ended, start=start,
                              call_id=call_id, approval=how, strict=False)
         raise
     finally:
