@@ -94,6 +94,13 @@ async def call(client, tool: str, /, **arguments):
     return result.structured_content
 
 
+async def real_redrive(client, **arguments):
+    """The flow a client without elicitation follows: a dry run (the preview shown to the
+    user), then the same call with dry_run=false and confirm=true. Returns the real result."""
+    await call(client, "redrive_dlq", **arguments)
+    return await call(client, "redrive_dlq", **arguments, dry_run=False, confirm=True)
+
+
 @pytest.fixture
 async def seeded(fresh_moto, tmp_path):
     """A fresh moto server seeded with the sandbox scenario, and an in-memory MCP client

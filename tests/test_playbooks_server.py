@@ -84,9 +84,11 @@ async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog)
     assert not sleepers("39")
     async with Client(server) as client:
         async with anyio.create_task_group() as tg:
+            args = {"name": "slow", "extra_vars": {"seconds": 39}}
+            await call(client, "run_playbook", **args)  # the check-mode preview (the sleep is skipped)
+
             async def run() -> None:
-                await client.call_tool("run_playbook", {"name": "slow", "extra_vars": {"seconds": 39},
-                                                        "check": False, "confirm": True})
+                await client.call_tool("run_playbook", dict(args, check=False, confirm=True))
 
             tg.start_soon(run)
             with anyio.fail_after(60):

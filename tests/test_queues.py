@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import ToolFailed, call, make_settings
+from conftest import ToolFailed, call, make_settings, real_redrive
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +119,7 @@ async def test_redrive_dry_run_moves_nothing(seeded):
 
 async def test_redrive_moves_every_message_exactly_once(seeded):
     dlq = "payment-queue-dlq.fifo"
-    res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+    res = await real_redrive(seeded.client, queue=dlq)
     assert res["moved"] == 19 and not res["failed"] and res["remaining"] == 0
     moved = _drain(seeded.sqs, "payment-queue.fifo")
     expected = [(d.body, json.dumps({k: v["StringValue"] for k, v in d.attributes.items()}, sort_keys=True), d.group_id)
@@ -131,8 +131,7 @@ async def test_redrive_moves_every_message_exactly_once(seeded):
 async def test_redrive_by_signature_moves_only_that_group(seeded):
     analysis = await call(seeded.client, "analyze_dlq", queue="payment-queue-dlq.fifo")
     declined = next(g for g in analysis["groups"] if g["signature"].startswith("CardDeclined"))
-    res = await call(seeded.client, "redrive_dlq", queue="payment-queue-dlq.fifo", signature=declined["signature"],
-                     dry_run=False, confirm=True)
+    res = await real_redrive(seeded.client, queue="payment-queue-dlq.fifo", signature=declined["signature"])
     assert res["moved"] == 5 and res["by_signature"] == {declined["signature"]: 5}
     assert _counts(seeded.sqs, "payment-queue-dlq.fifo") == (14, 0)
     assert _counts(seeded.sqs, "payment-queue.fifo")[0] == 5
@@ -152,7 +151,7 @@ async def test_redrive_partial_send_failure_deletes_only_what_was_sent(seeded):
 
     client.meta.events.register("provide-client-params.sqs.SendMessageBatch", poison)
     try:
-        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
+        res = await real_redrive(seeded.client, queue="order-cancellation-queue-dlq")
     finally:
         client.meta.events.unregister("provide-client-params.sqs.SendMessageBatch", poison)
     assert res["moved"] == 5 and len(res["failed"]) == 3 and res["remaining"] == 3
@@ -170,7 +169,7 @@ async def test_redrive_crash_between_send_and_delete_loses_nothing(seeded):
 
     client.meta.events.register("before-call.sqs.DeleteMessageBatch", crash)
     try:
-        res = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
+        res = await real_redrive(seeded.client, queue="order-cancellation-queue-dlq")
     finally:
         client.meta.events.unregister("before-call.sqs.DeleteMessageBatch", crash)
     assert res["moved"] == 0 and len(res["duplicates_possible"]) == 8 and any("stopped" in n for n in res["notes"])
@@ -180,9 +179,46 @@ async def test_redrive_crash_between_send_and_delete_loses_nothing(seeded):
     assert still == originals and sent == originals  # twice, never zero times; DLQ released for a retry
 
 
+async def test_confirm_needs_a_preview_and_the_move_is_capped_at_it(seeded):
+    """confirm=true without a preview of the same arguments only returns the preview; after
+    one, the real move never does more than the preview showed, even if the DLQ grew."""
+    dlq = "order-cancellation-queue-dlq"
+    with pytest.raises(ToolFailed, match=r"(?s)Move 8 message.*confirm=true"):
+        await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+    assert _counts(seeded.sqs, dlq) == (8, 0)
+    for n in range(3):  # three more dead letters arrive after the user saw "Move 8"
+        seeded.sqs.send_message(QueueUrl=_url(seeded.sqs, dlq), MessageBody=json.dumps({"late": n}))
+    res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+    assert res["moved"] == 8 and res["status"] == "complete" and res["remaining"] == 3
+    # the approval is used up: the next real call needs a fresh preview
+    with pytest.raises(ToolFailed, match=r"(?s)Move 3 message.*confirm=true"):
+        await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+
+
+async def test_redrive_stops_and_reports_what_moved_when_the_dlq_fails_midway(seeded):
+    """An error in the middle of a real redrive returns what already moved (status stopped)."""
+    client = seeded.runtime.clients.client("sqs")
+    dlq = "order-queue-dlq"
+    await call(seeded.client, "redrive_dlq", queue=dlq)  # the preview
+    receives = {"n": 0}
+
+    def flaky(**_):
+        receives["n"] += 1
+        if receives["n"] == 3:
+            raise ConnectionError("DLQ endpoint went away")
+
+    client.meta.events.register("before-call.sqs.ReceiveMessage", flaky)
+    try:
+        res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+    finally:
+        client.meta.events.unregister("before-call.sqs.ReceiveMessage", flaky)
+    assert res["status"] == "stopped" and res["moved"] == 20 and any("stopped early" in n for n in res["notes"])
+    assert sum(_counts(seeded.sqs, dlq)) == 8 and _counts(seeded.sqs, "order-queue")[0] == 35 + 20
+
+
 async def test_redrive_needs_a_target_for_a_non_dlq(seeded):
     with pytest.raises(ToolFailed, match="not the DLQ of any queue"):
-        await call(seeded.client, "redrive_dlq", queue="notification-queue", dry_run=False, confirm=True)
+        await real_redrive(seeded.client, queue="notification-queue")
 
 
 async def test_backend_down_is_a_prompt_tool_error(tmp_path):

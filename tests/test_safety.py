@@ -106,7 +106,7 @@ async def test_without_elicitation_capability_confirm_is_required(seeded):
     assert out["moved"] == 8
     records = FileAudit(seeded.settings.audit_log_path).tail(100)
     outcomes = [(r["outcome"], r["approval"]) for r in records if r["phase"] == "outcome"]
-    assert ("needs_confirmation", None) in outcomes and ("ok", "confirm_argument") in outcomes
+    assert ("needs_confirmation", None) in outcomes and ("complete", "confirm_argument") in outcomes
 
 
 async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):

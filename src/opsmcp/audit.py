@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from opsmcp.errors import OpsError
 
 SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|credential|private[-_]?key|"
-                        r"auth(orization)?|session[-_]?key|cookie|signature)", re.I)
+                        r"auth(orization)?|session[-_]?key|cookie)", re.I)
 SECRET_VALUE = re.compile(r"(bearer\s+[a-z0-9._~+/=-]{8,}|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----)", re.I)
 REDACTED = "***redacted***"
 

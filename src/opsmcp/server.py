@@ -126,6 +126,15 @@ class Runtime:
         self.previews[key] = (now, result)
         return result
 
+    def cached_preview(self, name: str, mark: ToolMark, kwargs: dict[str, Any]) -> Any | None:
+        """The preview of these arguments from the last 120 s (a dry run or an approval prompt)."""
+        found = self.previews.get(self._preview_key(name, dict(kwargs, **{str(mark.preview_arg): True})))
+        return found[1] if found and time.monotonic() - found[0] < self.PREVIEW_TTL else None
+
+    def remember_preview(self, name: str, kwargs: dict[str, Any], result: Any) -> None:
+        """Keep a dry run's result (``kwargs`` has the preview flag set) as the preview of a real call."""
+        self.previews[self._preview_key(name, kwargs)] = (time.monotonic(), result)
+
     def forget_preview(self, name: str, mark: ToolMark, kwargs: dict[str, Any]) -> None:
         """Drop the cached preview of these arguments: the next real call previews afresh."""
         self.previews.pop(self._preview_key(name, dict(kwargs, **{str(mark.preview_arg): True})), None)
@@ -236,9 +245,16 @@ def _summary(result: Any) -> str:
 
 
 def _counts(result: Any) -> dict[str, Any]:
-    """The top-level numeric fields of a result (moved, failed counts...), for audit records."""
+    """A result's top-level numbers and list lengths (moved, failed, duplicates_possible...),
+    for audit records."""
     data = result.model_dump() if isinstance(result, BaseModel) else {}
-    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    counts: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            counts[k] = v
+        elif isinstance(v, list) and k not in ("notes",):
+            counts[k] = len(v)
+    return counts
 
 
 def _status(result: Any) -> str:
@@ -330,12 +346,16 @@ def _write_params(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Ru
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:
             return NO_ELICITATION
-        # Resolvers run before the tool body, so this must wait for start-up (the sandbox) too.
+        # Resolvers run before the tool body (outside _choke), so they wait for start-up and
+        # map errors themselves.
         try:
             await runtime.wait_ready()
             preview = await runtime.preview(name, fn, mark, {k: kwargs[k] for k in tool_params})
         except OpsError as exc:
             raise ToolError(str(exc)) from exc
+        except Exception as exc:
+            log.exception("preview of %s failed unexpectedly", name)
+            raise ToolError(f"Internal error while previewing {name}: {type(exc).__name__}: {exc}.") from exc
         return Elicit(
             f"opsmcp wants to make a real change with {name}:\n{_summary(preview)}\n"
             "Approve this change? Nothing happens unless you accept.",
@@ -368,12 +388,15 @@ async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime
     outcome = kwargs.pop("approval")
     confirmed = kwargs.pop("confirm", False)
     real = kwargs.get(mark.preview_arg) is False
+    asked = dict(kwargs)  # the arguments as called (the preview cache's key), before any cap
     how = None
     if real:
         answer = outcome.data if isinstance(outcome, AcceptedElicitation) else None
         if answer == NO_ELICITATION:
-            if not confirmed:
-                preview = await runtime.preview(name, fn, mark, kwargs)
+            preview = runtime.cached_preview(name, mark, kwargs)
+            if not confirmed or preview is None:
+                # confirm=true counts only after the caller has seen a preview of these arguments
+                preview = preview or await runtime.preview(name, fn, mark, kwargs)
                 runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation",
                                      start=start)
                 raise OpsError(
@@ -390,6 +413,10 @@ async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime
             runtime.forget_preview(name, mark, kwargs)
             raise OpsError(f"The user {action} the change; {name} did nothing.",
                            "ask the user what to do instead, or run a dry run to show the preview again.")
+        approved = runtime.cached_preview(name, mark, kwargs)
+        if mark.preview_bound and approved is not None:
+            arg, field_name = mark.preview_bound
+            kwargs[arg] = min(kwargs[arg], getattr(approved, field_name))  # never more than was shown
     call_id = runtime.audit_record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
                                    approval=how)
     call_args = dict(kwargs, confirmed=how is not None) if pass_confirmed else kwargs
@@ -404,7 +431,9 @@ async def _write_gate(name: str, fn: Callable[..., Any], mark: ToolMark, runtime
         raise
     finally:
         if real:
-            runtime.forget_preview(name, mark, kwargs)
+            runtime.forget_preview(name, mark, asked)
+    if not real:
+        runtime.remember_preview(name, kwargs, result)
     if not runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=_status(result), start=start,
                                 call_id=call_id, approval=how, counts=_counts(result), strict=False):
         if isinstance(result, Result):

@@ -63,16 +63,20 @@ class SqsBackend:
         resp = await aws_call(self.clients, "list queues", self._sqs.list_queues, **kwargs)
         return list(resp.get("QueueUrls", [])), resp.get("NextToken")
 
-    async def all_names(self) -> list[str]:
-        """Every queue name (all pages, at most 10,000), for "did you mean" suggestions."""
-        names: list[str] = []
+    async def all_urls(self) -> list[str]:
+        """Every queue URL (all pages, at most 10,000)."""
+        urls: list[str] = []
         token = None
         for _ in range(10):
-            urls, token = await self.list_urls(token=token)
-            names += [queue_name(u) for u in urls]
+            page, token = await self.list_urls(token=token)
+            urls += page
             if not token:
                 break
-        return names
+        return urls
+
+    async def all_names(self) -> list[str]:
+        """Every queue name (at most 10,000), for "did you mean" suggestions."""
+        return [queue_name(u) for u in await self.all_urls()]
 
     async def resolve(self, queue: str) -> str:
         """Turn a queue name or URL into its URL.

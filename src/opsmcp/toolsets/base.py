@@ -32,6 +32,9 @@ class ToolMark:
         preview_arg: for a write tool, the boolean argument that selects the preview (dry
             run / check mode) when true; a call with it false is the real change and needs
             the user's approval.
+        preview_bound: ``(argument, preview field)``: a real call's ``argument`` is capped at
+            that field of the preview the user approved (redrive: ``max_messages`` at the
+            previewed ``matched``), so a real write never does more than was shown.
     """
 
     read_only: bool
@@ -41,6 +44,7 @@ class ToolMark:
     write: bool
     title: str
     preview_arg: str | None = None
+    preview_bound: tuple[str, str] | None = None
 
 
 def tool(
@@ -52,6 +56,7 @@ def tool(
     open_world: bool = True,
     write: bool = False,
     preview_arg: str | None = None,
+    preview_bound: tuple[str, str] | None = None,
 ) -> Callable[[F], F]:
     """Mark a toolset method as an MCP tool with the four annotations set explicitly.
 
@@ -72,6 +77,7 @@ def tool(
             write=write,
             title=title,
             preview_arg=preview_arg,
+            preview_bound=preview_bound,
         )
         return fn
 

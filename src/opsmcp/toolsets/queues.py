@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
-from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.errors import InvalidInput, NotFound, OpsError
 from opsmcp.toolsets.base import Result, tool
 
 Correlator = Callable[[list[str]], Awaitable[dict[str, list[dict[str, Any]]]]]
@@ -31,6 +31,7 @@ HOLD_SECONDS = 120  # how long analysis/redrive keeps read messages hidden befor
 BODY_PREVIEW_BYTES = 4096
 MAX_SAMPLE_IDS = 5
 MAX_IDS_PER_GROUP = 25
+MAX_BATCH_BYTES = 256 * 1024  # SQS's limit on the total payload of one SendMessageBatch
 
 QueueArg = Annotated[str, Field(description="Queue name (e.g. 'order-queue-dlq') or queue URL.", min_length=1)]
 
@@ -65,7 +66,7 @@ class PeekedMessage(BaseModel):
 
     message_id: str
     body: Any = Field(description="Parsed JSON when the body is JSON, else the text (cut to 4 KB).")
-    body_format: str = Field(description="'json' or 'text'.")
+    body_format: str = Field(description="'json', 'text', or 'json (cut to text)' for a JSON body over 4 KB.")
     body_bytes: int
     body_truncated: bool = False
     message_attributes: dict[str, str] = Field(default_factory=dict)
@@ -127,7 +128,9 @@ class RedriveResult(Result):
     duplicates_possible: list[str] = Field(
         default_factory=list, description="Sent but not deleted: they will be sent again on the next redrive."
     )
-    remaining: int = Field(description="ApproximateNumberOfMessages left in the DLQ afterwards.")
+    remaining: int | None = Field(description="ApproximateNumberOfMessages left in the DLQ afterwards (None: unknown).")
+    status: str = Field("complete", description="'dry_run', 'complete', 'partial' (some failed or may be "
+                        "duplicated) or 'stopped' (an error ended it early; the counts say what happened before).")
     by_signature: dict[str, int] = Field(default_factory=dict)
     sample_message_ids: list[str] = Field(default_factory=list)
 
@@ -195,6 +198,29 @@ def _attrs(message: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _payload_bytes(message: dict[str, Any]) -> int:
+    """Bytes a message counts against SQS's batch payload limit (body + attribute names/values)."""
+    size = len(message.get("Body", "").encode())
+    for name, attr in (message.get("MessageAttributes") or {}).items():
+        size += len(name.encode()) + len(attr.get("DataType", "").encode())
+        size += len(attr.get("StringValue", "").encode()) + len(attr.get("BinaryValue", b""))
+    return size
+
+
+def _by_size(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split up to 10 messages into batches whose payloads fit SendMessageBatch's 256 KB."""
+    batches: list[list[dict[str, Any]]] = [[]]
+    total = 0
+    for m in messages:
+        size = _payload_bytes(m)
+        if batches[-1] and total + size > MAX_BATCH_BYTES:
+            batches.append([])
+            total = 0
+        batches[-1].append(m)
+        total += size
+    return [b for b in batches if b]
+
+
 def _copyable_attributes(message: dict[str, Any]) -> dict[str, Any]:
     """Message attributes in the shape SendMessage accepts (reserved list fields dropped)."""
     out = {}
@@ -260,14 +286,15 @@ class QueueTools:
         async def fetch(url: str) -> None:
             try:
                 attrs[url] = await self.sqs.attributes(url)
-            except OpsError:
-                attrs[url] = {}  # deleted between list and read: shown with zero counts
+            except NotFound:
+                pass  # deleted between list and read: left out
 
         async with anyio.create_task_group() as tg:
             for url in urls:
                 tg.start_soon(fetch, url)
         sources: dict[str, list[str]] = {}
         infos = []
+        urls = [u for u in urls if u in attrs]
         for url in urls:
             a = attrs[url]
             policy = redrive_policy(a)
@@ -288,6 +315,8 @@ class QueueTools:
         notes = []
         if prefix and not infos:
             notes.append(f"no queue name starts with {prefix!r}; call list_queues without prefix to see all")
+        if prefix or token or cursor:
+            notes.append("is_dlq/source_queues consider only the queues listed here; analyze_dlq checks all queues")
         return QueueList(queues=infos, count=len(infos), truncated=bool(token), next_cursor=token, notes=notes)
 
     # -------------------------------------------------------------- peek_messages ------
@@ -312,15 +341,15 @@ class QueueTools:
             raw = m.get("Body", "")
             size = len(raw.encode())
             body: Any = facts.body
-            cut = False
-            if not facts.is_json and size > BODY_PREVIEW_BYTES:
-                body, cut = raw.encode()[:BODY_PREVIEW_BYTES].decode(errors="ignore"), True
-            elif facts.is_json and size > BODY_PREVIEW_BYTES:
-                body, cut = raw[:BODY_PREVIEW_BYTES], True
+            body_format = "json" if facts.is_json else "text"
+            cut = size > BODY_PREVIEW_BYTES
+            if cut:  # the first 4 KB as text; a cut JSON document is no longer JSON
+                body = raw.encode()[:BODY_PREVIEW_BYTES].decode(errors="ignore")
+                body_format = "json (cut to text)" if facts.is_json else "text"
             count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1))
             near = bool(policy and count >= policy.get("maxReceiveCount", 10**9))
             out.append(PeekedMessage(
-                message_id=facts.id, body=body, body_format="json" if facts.is_json else "text",
+                message_id=facts.id, body=body, body_format=body_format,
                 body_bytes=size, body_truncated=cut, message_attributes=facts.attrs, receive_count=count,
                 sent_time=_ts(facts.sent), group_id=m.get("Attributes", {}).get("MessageGroupId"), near_dlq=near,
             ))
@@ -356,43 +385,42 @@ class QueueTools:
         return url, attributes, sources
 
     async def _sources_of(self, arn: str) -> list[str]:
-        """Names of queues whose RedrivePolicy targets ``arn``."""
+        """Names of queues whose RedrivePolicy targets ``arn`` (every queue is read).
+
+        Raises:
+            OpsError: a queue could not be read (a wrong answer here could redrive to the
+                wrong queue, so failures are not skipped); a queue deleted meanwhile is.
+        """
         import anyio
 
-        urls: list[str] = []
-        token = None
-        for _ in range(10):
-            page, token = await self.sqs.list_urls(token=token)
-            urls += page
-            if not token:
-                break
         found: list[str] = []
 
         async def check(url: str) -> None:
             try:
                 policy = redrive_policy(await self.sqs.attributes(url))
-            except OpsError:
+            except NotFound:
                 return
             if policy and policy.get("deadLetterTargetArn") == arn:
                 found.append(queue_name(url))
 
         async with anyio.create_task_group() as tg:
-            for url in urls:
+            for url in await self.sqs.all_urls():
                 tg.start_soon(check, url)
         return sorted(found)
 
-    async def _read_all(self, url: str, limit: int, expected: int) -> list[dict[str, Any]]:
-        """Receive up to ``limit`` distinct messages, keeping them hidden, and return them.
+    async def _read_all(self, url: str, limit: int, expected: int, seen: dict[str, dict[str, Any]]) -> None:
+        """Receive up to ``limit`` distinct messages into ``seen`` (message id -> message),
+        keeping them hidden; the caller releases them, even when this raises.
 
-        The caller must release (or delete) them. Stops when the queue is drained, when
-        ``expected`` messages were read, or when receives bring back only messages already seen.
+        Stops when the queue is drained, when ``expected`` messages were read, or when
+        receives bring back only messages already seen (whose receipt handle is refreshed, so
+        the release works even after a visibility timeout ran out).
         """
-        seen: dict[str, dict[str, Any]] = {}
         empty = 0
         while len(seen) < limit:
             batch = await self.sqs.receive(url, min(10, limit - len(seen)), visibility_timeout=HOLD_SECONDS)
             fresh = [m for m in batch if m["MessageId"] not in seen]
-            for m in fresh:
+            for m in batch:
                 seen[m["MessageId"]] = m
             if not fresh:
                 empty += 1
@@ -400,7 +428,6 @@ class QueueTools:
                     break
             else:
                 empty = 0
-        return list(seen.values())
 
     async def _signatures(self, facts: list[_Facts]) -> dict[str, tuple[str, str, str | None, str | None]]:
         """Map message id -> (signature, basis, service, error message)."""
@@ -470,14 +497,16 @@ class QueueTools:
         rise by 1). Refuses a queue that has a redrive policy of its own."""
         url, attributes, sources = await self._dlq_context(queue)
         expected = int(attributes.get("ApproximateNumberOfMessages", 0))
-        messages = await self._read_all(url, max_messages, expected)
+        seen: dict[str, dict[str, Any]] = {}
         notes: list[str] = []
         try:
+            await self._read_all(url, max_messages, expected, seen)
+            messages = list(seen.values())
             facts = [_Facts(m) for m in messages]
             sigs = await self._signatures(facts)
             groups = self._group(facts, sigs)
         finally:
-            failed = await self.sqs.release(url, [m["ReceiptHandle"] for m in messages])
+            failed = await self.sqs.release(url, [m["ReceiptHandle"] for m in seen.values()])
         if failed:
             notes.append(f"{len(failed)} message(s) could not be released and stay hidden for up to {HOLD_SECONDS} s")
         if not sources:
@@ -493,7 +522,8 @@ class QueueTools:
                            approximate_total=expected, groups=groups, truncated=truncated, notes=notes)
 
     # -------------------------------------------------------------- redrive_dlq --------
-    @tool(title="Redrive a DLQ", read_only=False, destructive=True, idempotent=False, write=True, preview_arg="dry_run")
+    @tool(title="Redrive a DLQ", read_only=False, destructive=True, idempotent=False, write=True, preview_arg="dry_run",
+          preview_bound=("max_messages", "matched"))
     async def redrive_dlq(
         self,
         queue: Annotated[str, Field(description="The DLQ: name or URL.", min_length=1)],
@@ -542,9 +572,11 @@ class QueueTools:
 
         result = RedriveResult(queue=dlq_name, target=queue_name(target_url), dry_run=dry_run,
                                matched=0, moved=0, remaining=0)
+        visible_before = int(attributes.get("ApproximateNumberOfMessages", 0))
         held: list[str] = []  # receipt handles to release at the end (non-matching, dry run, failed)
         seen: set[str] = set()
         stale_rounds = 0
+        stopped = False
         try:
             while result.matched < max_messages:
                 batch = await self.sqs.receive(url, 10, visibility_timeout=HOLD_SECONDS)
@@ -574,15 +606,39 @@ class QueueTools:
                 if dry_run:
                     held += [f.message["ReceiptHandle"] for f, _ in chosen]
                     continue
-                if chosen and not await self._move(url, target_url, target_fifo, [f.message for f, _ in chosen],
-                                                   result, held):
+                for chunk in _by_size([f.message for f, _ in chosen]):
+                    if not await self._move(url, target_url, target_fifo, chunk, result, held):
+                        stopped = True
+                        break
+                if stopped:
                     break
+        except OpsError as exc:
+            stopped = True
+            result.notes.append(f"stopped early: {exc} The counts say what happened before that; the rest stays "
+                                "in the DLQ.")
         finally:
-            await self.sqs.release(url, held)
-        result.remaining = int((await self.sqs.attributes(url)).get("ApproximateNumberOfMessages", 0))
+            try:
+                await self.sqs.release(url, held)
+            except OpsError as exc:
+                result.notes.append(f"could not release {len(held)} held message(s) ({exc}); they become "
+                                    f"visible again by themselves within {HOLD_SECONDS} s")
+        try:
+            result.remaining = int((await self.sqs.attributes(url)).get("ApproximateNumberOfMessages", 0))
+        except OpsError:
+            result.remaining = None
         if dry_run:
+            result.status = "dry_run"
             result.notes.append(f"dry run: nothing moved; {result.matched} message(s) would move to {result.target}. "
                                 "Call again with dry_run=false to move them.")
+            if attributes.get("FifoQueue") == "true" and result.matched < min(max_messages, visible_before):
+                result.notes.append(
+                    f"FIFO: a dry run cannot see messages queued behind the first ones of each message group "
+                    f"(~{visible_before} visible); a real redrive moves at most {result.matched} (what this preview "
+                    "showed); run it again for the rest")
+        elif stopped:
+            result.status = "stopped"
+        elif result.failed or result.duplicates_possible:
+            result.status = "partial"
         if signature and result.matched == 0:
             result.notes.append(f"no message matched signature {signature!r}; call analyze_dlq for the exact signatures")
         if result.failed:
@@ -591,9 +647,11 @@ class QueueTools:
 
     async def _move(self, url: str, target_url: str, target_fifo: bool, messages: list[dict[str, Any]],
                     result: RedriveResult, held: list[str]) -> bool:
-        """Send one batch (<=10) to the target, then delete exactly the sent ones from the DLQ.
+        """Send one batch (<=10 messages, <=256 KB) to the target, then delete exactly the sent
+        ones from the DLQ.
 
-        Returns False when the redrive must stop (the DLQ refused deletes)."""
+        Returns False when the redrive must stop (the send's outcome is unknown, or the DLQ
+        refused deletes)."""
         entries = []
         by_id = {}
         for i, m in enumerate(messages):
@@ -611,7 +669,13 @@ class QueueTools:
         try:
             ok, failed = await self.sqs.send_batch(target_url, entries)
         except OpsError as exc:
-            ok, failed = [], {e["Id"]: str(exc) for e in entries}
+            # Outcome unknown (a timeout may come after SQS accepted the batch): keep them in
+            # the DLQ, report them as possible duplicates, and stop.
+            result.duplicates_possible += [m["MessageId"] for m in messages]
+            held += [m["ReceiptHandle"] for m in messages]
+            result.notes.append(f"stopped: sending a batch to {queue_name(target_url)} failed ({exc}); those "
+                                f"{len(messages)} message(s) stay in the DLQ and may also have reached the target")
+            return False
         for i, error in failed.items():
             result.failed.append(RedriveFailure(message_id=by_id[i]["MessageId"], error=error))
             held.append(by_id[i]["ReceiptHandle"])
