@@ -61,3 +61,24 @@ def test_missing_playbook_catalog_disables_the_toolset_with_a_clear_reason(tmp_p
     _, runtime = build_server(settings)
     assert "run_playbook" not in runtime.tools and "list_playbooks" not in runtime.tools
     assert "catalog.yml" in runtime.disabled["playbooks"]
+
+
+def test_bound_result_cuts_lists_drops_the_cursor_and_fixes_the_count():
+    from opsmcp.server import bound_result
+    from opsmcp.toolsets.orders import OrderList, OrderSummary
+
+    orders = [OrderSummary(orderId=f"id-{i:04d}", status="PENDING", customerId="c" * 200) for i in range(500)]
+    page = OrderList(orders=orders, count=500, index="status-index", next_cursor="abc", truncated=True)
+    out = bound_result(page, 20_000)
+    assert len(out.model_dump_json().encode()) <= 20_000
+    assert 0 < len(out.orders) < 500 and out.count == len(out.orders)
+    assert out.next_cursor is None and out.truncated
+    assert f"limit={len(out.orders)}" in out.notes[-1]
+
+
+def test_http_on_a_public_address_needs_a_token(monkeypatch, capsys):
+    from opsmcp.cli import main
+
+    monkeypatch.delenv("OPSMCP_HTTP_TOKEN", raising=False)
+    assert main(["serve", "--transport", "http", "--host", "0.0.0.0"]) == 2
+    assert "OPSMCP_HTTP_TOKEN" in capsys.readouterr().err

@@ -122,6 +122,7 @@ async def test_http_bearer_token(tmp_path):
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/metrics").status_code == 401
         assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer t\u00f6ken".encode()}).status_code == 401
         assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer t0ken-for-tests"}).status_code == 200
 
 

@@ -51,6 +51,8 @@ async def test_find_orders_bad_input(seeded):
         await call(seeded.client, "find_orders", status="PENDING", since="-1h", until="-2h")
     with pytest.raises(ToolFailed, match="Cannot read since"):
         await call(seeded.client, "find_orders", status="PENDING", since="yesterday-ish")
+    with pytest.raises(ToolFailed, match="cursor is not one this tool returned"):
+        await call(seeded.client, "find_orders", status="PENDING", cursor="WzFd")  # base64 of [1]
     with pytest.raises(ToolFailed, match="less than or equal to 500"):
         await call(seeded.client, "find_orders", status="PENDING", limit=5000)
 

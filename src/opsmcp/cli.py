@@ -14,6 +14,8 @@ from pathlib import Path
 
 from opsmcp.config import ALL_TOOLSETS
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def _settings(args: argparse.Namespace, **extra: object):
     """Settings from env/TOML with the command-line flags on top."""
@@ -36,6 +38,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from opsmcp.sandbox import Sandbox, banner, eprint, start_sandbox
 
     settings = _settings(args)
+    if args.transport == "http" and args.host not in LOOPBACK and not settings.http_token:
+        print(f"opsmcp: refusing to serve HTTP on {args.host} without a token: anyone who can reach it could call "
+              "every tool. Set OPSMCP_HTTP_TOKEN (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1.",
+              file=sys.stderr)
+        return 2
     sandboxes: list[Sandbox] = []
     needs_sandbox = settings.sandbox or not aws_configured(settings)
     if needs_sandbox:

@@ -46,8 +46,8 @@ class BearerAuth:
             return
         if self.token and scope["path"] not in OPEN_PATHS:
             headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"").decode(errors="replace")
-            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), self.token)):
+            given = headers.get(b"authorization", b"")
+            if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:].strip(), self.token.encode())):
                 response = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                         headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)

@@ -192,15 +192,23 @@ class Runtime:
                 log.debug("dropped an event for a slow /events subscriber")
 
 
+def _json_bytes(result: BaseModel) -> int:
+    return len(result.model_dump_json().encode())
+
+
 def bound_result(result: Any, budget: int) -> Any:
     """Cut a :class:`Result` to at most ``budget`` bytes of JSON by dropping list items.
 
     Trims the longest top-level list field from the end until the JSON fits, sets
-    ``truncated`` and adds a note naming what was cut. Non-Result values pass unchanged.
+    ``truncated`` and adds a note naming what was cut. A page that was cut loses its
+    ``next_cursor`` (following it would skip the cut items): the note says which ``limit``
+    pages without gaps. A ``count`` field that counted the cut list is updated. A result
+    with nothing left to cut is returned over budget, labelled. Non-Result values pass
+    unchanged.
     """
     if not isinstance(result, Result):
         return result
-    size = len(result.model_dump_json())
+    size = _json_bytes(result)
     if size <= budget:
         return result
     lists = {name: list(getattr(result, name)) for name in type(result).model_fields
@@ -213,12 +221,21 @@ def bound_result(result: Any, budget: int) -> Any:
         drop = max(1, len(items) // 4) if len(items) > 8 else 1
         del items[-drop:]
         setattr(result, name, items)
-        size = len(result.model_dump_json())
-    cut = [f"{name}: {len(lists[name])} of {n}" for name, n in original.items() if len(lists[name]) < n]
+        size = _json_bytes(result)
+    cut = {name: (len(lists[name]), n) for name, n in original.items() if len(lists[name]) < n}
     result.truncated = True
-    result.notes.append(
-        f"result cut to the {budget}-byte budget ({'; '.join(cut) or 'nothing to cut'}); narrow the query or lower the limit"
-    )
+    if not cut:
+        result.notes.append(f"result is larger than the {budget}-byte budget and has nothing to cut")
+        return result
+    if "count" in type(result).model_fields and getattr(result, "count") in {n for _, n in cut.values()}:
+        result.count = max(kept for kept, _ in cut.values())  # type: ignore[attr-defined]
+    how = "; ".join(f"{name}: {kept} of {n}" for name, (kept, n) in cut.items())
+    note = f"result cut to the {budget}-byte budget ({how}); narrow the query or lower the limit"
+    if result.next_cursor:
+        result.next_cursor = None
+        kept = min(kept for kept, _ in cut.values())
+        note += f"; the page's cursor was dropped (it would skip the cut items): call again with limit={max(1, kept)}"
+    result.notes.append(note)
     return result
 
 

@@ -213,6 +213,15 @@ def _check_dimensions(namespace: str, metric_name: str, dims: dict[str, str], se
 # --- toolset ------------------------------------------------------------------------------
 
 
+#: How shown points combine the points they stand for, per statistic (else the mean).
+_COMBINE = {
+    "Sum": (sum, "sum"),
+    "SampleCount": (sum, "sum"),
+    "Maximum": (max, "maximum"),
+    "Minimum": (min, "minimum"),
+}
+
+
 class MetricTools:
     """CloudWatch metric tools (read-only).
 
@@ -272,14 +281,15 @@ class MetricTools:
         truncated = False
         if len(points) > budget:
             group = math.ceil(len(points) / budget)
+            combine, how = _COMBINE.get(series.stat, (lambda c: sum(c) / len(c), "mean"))
             shown = []
             for i in range(0, len(points), group):
                 chunk = series.values[i : i + group]
-                shown.append(MetricPoint(time=points[i].time, value=_r(sum(chunk) / len(chunk))))
+                shown.append(MetricPoint(time=points[i].time, value=_r(combine(chunk))))
             notes.append(
-                f"showing {len(shown)} of {len(points)} points: each shown point is the mean of {group} "
+                f"showing {len(shown)} of {len(points)} points: each shown point is the {how} of {group} "
                 f"consecutive {series.period_seconds}-s points (time = the first one); the summary uses all "
-                f"{len(points)}. For full resolution pass period_seconds={series.period_seconds * group} or a narrower window."
+                f"{len(points)}. For every point, narrow the window (start/end) so it holds at most {budget} periods."
             )
             points, truncated = shown, True
         return MetricQueryResult(

@@ -122,7 +122,9 @@ class OrderTools:
             try:
                 start_key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
             except ValueError:
-                raise InvalidInput("cursor is not one this tool returned.", "omit cursor to start over.") from None
+                start_key = None
+            if not isinstance(start_key, dict) or not all(isinstance(v, str) for v in start_key.values()):
+                raise InvalidInput("cursor is not one this tool returned.", "omit cursor to start over.")
         found: list[dict[str, Any]] = []
         last = start_key
         # A filter can make a page short: keep reading pages until the limit is met (bounded).

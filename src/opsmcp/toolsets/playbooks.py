@@ -11,9 +11,9 @@ Write safety, in two layers:
 * the server's choke point registers ``run_playbook`` only when writes are enabled, asks
   the user to confirm a real run (elicitation or an explicit ``confirm``), and audits it;
 * this toolset still refuses a real run (``check=False``) of any playbook whose risk is
-  not ``read`` unless :meth:`PlaybookTools.execute` is called with ``confirmed=True``.
-  The MCP-visible tool method :meth:`PlaybookTools.run_playbook` never passes it, so the
-  server calls ``execute(..., confirmed=True, progress=...)`` itself after confirmation.
+  not ``read`` unless it is called with ``confirmed=True``. The server injects
+  ``confirmed`` (and ``progress``) into :meth:`PlaybookTools.run_playbook`; neither is part
+  of the tool's input schema, and ``confirmed`` is true only for a run the user approved.
   Previews (``check=True``) need no confirmation; ``PlaybookRunResult.preview_text()``
   is the text an approval prompt shows.
 """
