@@ -119,7 +119,7 @@ async def test_display_budget_and_clamped_limit(cw_env):
     small = await tools.query_metrics(SVC, "ErrorCount", "Service=api-gateway", max_points=50, **_window(scenario))
     assert small.truncated and len(small.points) <= 50 and small.summary and small.summary.count == 360
     huge = await tools.query_metrics(SVC, "ErrorCount", "Service=api-gateway", max_points=100_000, **_window(scenario))
-    assert any("max_points 100000 is outside" in n for n in huge.notes)
+    assert any("max_points=100000 is outside" in n for n in huge.notes)
 
 
 async def test_list_metrics_finds_the_namespaces(cw_env):
@@ -137,7 +137,7 @@ async def test_list_metrics_finds_the_namespaces(cw_env):
     assert few.truncated and few.series_count == 3 and few.notes
 
     clamped = await tools.list_metrics(namespace=SVC, limit=0)
-    assert clamped.series_count == 1 and any("limit 0 is outside" in n for n in clamped.notes)
+    assert clamped.series_count == 1 and any("limit=0 is outside" in n for n in clamped.notes)
 
 
 async def test_list_metrics_unknown_names(cw_env):

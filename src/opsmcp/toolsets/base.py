@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from opsmcp.errors import InvalidInput
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -110,3 +112,20 @@ class Result(BaseModel):
     truncated: bool = Field(False, description="True when more data exists than was returned.")
     next_cursor: str | None = Field(None, description="Pass as `cursor` to continue, when set.")
     notes: list[str] = Field(default_factory=list, description="Warnings and labels about this result.")
+
+
+def clamp(name: str, value: int, lo: int, hi: int, notes: list[str]) -> int:
+    """``value`` limited to ``lo``..``hi``; a clamped value is labelled in ``notes`` (an
+    out-of-range limit is adjusted, not refused).
+
+    Raises:
+        InvalidInput: ``value`` is not a whole number.
+    """
+    try:
+        asked = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name}={value!r} is not a whole number.", f"use a number from {lo} to {hi}.") from None
+    got = max(lo, min(hi, asked))
+    if got != asked:
+        notes.append(f"{name}={asked} is outside {lo}-{hi}; clamped to {got}")
+    return got

@@ -27,7 +27,7 @@ from opsmcp.backends.logstore import LogRecord, LogStore, ms_iso, normalize_leve
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, closest
 from opsmcp.times import iso, parse_time, parse_window, utcnow
-from opsmcp.toolsets.base import Result, tool
+from opsmcp.toolsets.base import Result, clamp, tool
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -114,14 +114,6 @@ class LogStatsResult(Result):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _clamp(name: str, value: int, lo: int, hi: int, notes: list[str]) -> int:
-    if value < lo or value > hi:
-        clamped = min(max(value, lo), hi)
-        notes.append(f"{name}={value} is outside {lo}-{hi}; clamped to {clamped}")
-        return clamped
-    return value
 
 
 def parse_interval(value: int | float | str | None) -> float | None:
@@ -246,7 +238,7 @@ class LogTools:
                      start: str | None, end: str | None, limit: int, cursor: str | None,
                      include_fields: bool) -> SearchLogsResult:
         notes: list[str] = []
-        limit = _clamp("limit", limit, 1, MAX_LIMIT, notes)
+        limit = clamp("limit", limit, 1, MAX_LIMIT, notes)
         t0, t1 = None, None
         if start is not None or end is not None:
             now = utcnow()
@@ -316,7 +308,7 @@ class LogTools:
 
     def _get_trace(self, trace_id: str, limit: int) -> TraceResult:
         notes: list[str] = []
-        limit = _clamp("limit", limit, 1, MAX_LIMIT, notes)
+        limit = clamp("limit", limit, 1, MAX_LIMIT, notes)
         tr = self.store.get_trace(trace_id.strip(), limit=limit)
         if tr.trace_id != trace_id:
             notes.append(f"matched trace_id {tr.trace_id!r} (normalised from {trace_id!r})")

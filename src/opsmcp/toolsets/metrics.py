@@ -23,7 +23,7 @@ from opsmcp.backends.aws import AwsClients
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, closest, not_found
 from opsmcp.times import iso
-from opsmcp.toolsets.base import Result, tool
+from opsmcp.toolsets.base import Result, clamp, tool
 
 DEFAULT_DISPLAY_POINTS = 120
 MAX_DISPLAY_POINTS = 500
@@ -185,17 +185,6 @@ def _dims_text(dims: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(dims.items())) or "(no dimensions)"
 
 
-def _clamp(name: str, value: int, lo: int, hi: int, notes: list[str]) -> int:
-    try:
-        asked = int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name}={value!r} is not a whole number.", f"use a number from {lo} to {hi}.") from None
-    got = max(lo, min(hi, asked))
-    if got != asked:
-        notes.append(f"{name} {asked} is outside {lo}..{hi}; used {got}")
-    return got
-
-
 def _check_dimensions(namespace: str, metric_name: str, dims: dict[str, str], sets: list[dict[str, str]]) -> None:
     """Raise NotFound listing the closest dimension sets when ``dims`` is not one of ``sets``."""
     if not sets or dims in sets:
@@ -263,7 +252,7 @@ class MetricTools:
         both are labelled in notes. Unknown names fail with the closest existing ones.
         """
         notes: list[str] = []
-        budget = _clamp("max_points", max_points, 2, self.max_display, notes)
+        budget = clamp("max_points", max_points, 2, self.max_display, notes)
         dims = parse_dimensions(dimensions)
         series = await cloudwatch.get_metric_data(
             self.clients, namespace, metric_name, dims, stat, period_seconds, start, end
@@ -337,7 +326,7 @@ class MetricTools:
         with their dimension sets. Use it to find the namespace, metric name and dimensions
         for query_metrics. Unknown filters fail with the closest existing names."""
         notes: list[str] = []
-        limit = _clamp("limit", limit, 1, MAX_LIST_LIMIT, notes)
+        limit = clamp("limit", limit, 1, MAX_LIST_LIMIT, notes)
         found, truncated = await cloudwatch.list_metrics(self.clients, namespace, metric_name, limit)
         if not found and namespace:
             await self._explain_empty(namespace, metric_name, None)
