@@ -251,3 +251,17 @@ async def test_analyze_dlq_correlates_with_the_sandbox_logs(seeded):
     # the redrive filter uses the same signatures
     res = await call(seeded.client, "redrive_dlq", queue="order-queue-dlq", signature=db["signature"])
     assert res["matched"] == 18 and res["dry_run"]
+
+
+async def test_redrive_splits_batches_over_the_256_kb_payload_limit(seeded):
+    """Ten 60 KB messages exceed SendMessageBatch's 256 KB total; moto rejects such a batch
+    whole, so without splitting they could never be redriven."""
+    dlq = "order-cancellation-queue-dlq"
+    url = _url(seeded.sqs, dlq)
+    seeded.sqs.purge_queue(QueueUrl=url)
+    bodies = {json.dumps({"n": n, "pad": "x" * 60_000}) for n in range(10)}
+    for body in bodies:
+        seeded.sqs.send_message(QueueUrl=url, MessageBody=body)
+    res = await real_redrive(seeded.client, queue=dlq)
+    assert res["moved"] == 10 and res["status"] == "complete"
+    assert {b for b, _, _ in _drain(seeded.sqs, "order-cancellation-queue")} == bodies
