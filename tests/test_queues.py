@@ -254,12 +254,13 @@ async def test_analyze_dlq_correlates_with_the_sandbox_logs(seeded):
 
 
 async def test_redrive_splits_batches_over_the_256_kb_payload_limit(seeded):
-    """Ten 60 KB messages exceed SendMessageBatch's 256 KB total; moto rejects such a batch
-    whole, so without splitting they could never be redriven."""
+    """Ten 200 KB messages exceed a SendMessageBatch's total payload limit (1 MiB in current
+    SQS and moto); the server rejects such a batch whole, so without splitting they could
+    never be redriven."""
     dlq = "order-cancellation-queue-dlq"
     url = _url(seeded.sqs, dlq)
     seeded.sqs.purge_queue(QueueUrl=url)
-    bodies = {json.dumps({"n": n, "pad": "x" * 60_000}) for n in range(10)}
+    bodies = {json.dumps({"n": n, "pad": "x" * 200_000}) for n in range(10)}
     for body in bodies:
         seeded.sqs.send_message(QueueUrl=url, MessageBody=body)
     res = await real_redrive(seeded.client, queue=dlq)

@@ -31,7 +31,9 @@ HOLD_SECONDS = 120  # how long analysis/redrive keeps read messages hidden befor
 BODY_PREVIEW_BYTES = 4096
 MAX_SAMPLE_IDS = 5
 MAX_IDS_PER_GROUP = 25
-MAX_BATCH_BYTES = 256 * 1024  # SQS's limit on the total payload of one SendMessageBatch
+# Total payload of one SendMessageBatch: SQS allows 1 MiB today, 256 KiB before 2025 (and on
+# older emulators); the smaller bound works everywhere. A bigger single message goes alone.
+MAX_BATCH_BYTES = 256 * 1024
 
 QueueArg = Annotated[str, Field(description="Queue name (e.g. 'order-queue-dlq') or queue URL.", min_length=1)]
 
@@ -208,7 +210,7 @@ def _payload_bytes(message: dict[str, Any]) -> int:
 
 
 def _by_size(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Split up to 10 messages into batches whose payloads fit SendMessageBatch's 256 KB."""
+    """Split up to 10 messages into batches whose payloads fit ``MAX_BATCH_BYTES``."""
     batches: list[list[dict[str, Any]]] = [[]]
     total = 0
     for m in messages:
@@ -647,7 +649,7 @@ class QueueTools:
 
     async def _move(self, url: str, target_url: str, target_fifo: bool, messages: list[dict[str, Any]],
                     result: RedriveResult, held: list[str]) -> bool:
-        """Send one batch (<=10 messages, <=256 KB) to the target, then delete exactly the sent
+        """Send one batch (<=10 messages, <= ``MAX_BATCH_BYTES``) to the target, then delete exactly the sent
         ones from the DLQ.
 
         Returns False when the redrive must stop (the send's outcome is unknown, or the DLQ
