@@ -54,7 +54,9 @@ application logs, metrics and approved playbooks. Triage path: list_queues → \
 analyze_dlq on a growing DLQ (groups by failure signature with order and trace ids) → \
 get_trace / search_logs for the explaining errors → get_order for affected orders → \
 query_metrics for onset and scale. Writes (redrive_dlq, run_playbook) exist only when \
-the operator enabled them; always dry-run first and show the preview."""
+the operator enabled them; always dry-run first and show the preview to the user. A real \
+write asks the user to approve (or, for clients without approval prompts, takes confirm=true \
+after that preview) and never does more than the preview showed."""
 
 
 @dataclass
@@ -283,7 +285,8 @@ def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) 
     """Wrap toolset method ``fn`` as the MCP tool ``name``: the single choke point.
 
     The wrapper keeps ``fn``'s signature (so the SDK derives the same input and output
-    schemas), fills server-injected parameters (``progress``), and maps failures:
+    schemas), fills server-injected parameters (``progress``; ``confirmed`` for writes), and
+    maps failures:
     :class:`OpsError` → tool error with its hint; anything unexpected → tool error naming
     the exception type, with the traceback logged to stderr. Write tools also get the
     approval flow and the audit trail (:func:`_write_gate`).
