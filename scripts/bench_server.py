@@ -93,22 +93,16 @@ async def main() -> None:
     parser.add_argument("--starts", type=int, default=5)
     opts = parser.parse_args()
 
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     import boto3
-    from moto.server import ThreadedMotoServer
     from mcp import Client, StdioServerParameters
 
     from opsmcp.config import Settings
+    from opsmcp.sandbox import start_moto
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
     from opsmcp.server import build_server
 
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    moto, endpoint = start_moto()
     data = tempfile.mkdtemp()
     settings = Settings(aws_endpoint_url=endpoint, data_dir=Path(data), toolsets=["queues", "orders"])
     scenario = build_scenario()

@@ -6,7 +6,6 @@ boto3 clients, timeouts and error mapping are exercised as in production.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,6 @@ os.environ.update(
     AWS_DEFAULT_REGION="us-east-1",
     AWS_EC2_METADATA_DISABLED="true",
 )
-
-logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ops_agent"
 
@@ -45,13 +42,11 @@ def anyio_backend():
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """Start one moto server for the session; yield its ``http://127.0.0.1:PORT`` URL."""
-    from moto.server import ThreadedMotoServer
+    from opsmcp.sandbox import start_moto
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    server, endpoint = start_moto()
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
 

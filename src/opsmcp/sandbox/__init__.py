@@ -1,7 +1,8 @@
 """The embedded sandbox: an in-process moto server seeded with the incident scenario.
 
-:func:`start_sandbox` starts moto on a free loopback port, points ``settings`` at it and
-seeds every data source, so ``opsmcp serve`` works on a fresh machine with no AWS account.
+:func:`start_sandbox` starts moto on a free loopback port and seeds every data source, so
+``opsmcp serve`` works on a fresh machine with no AWS account; :func:`start_moto` is the
+bare server, shared with the tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 from opsmcp.config import Settings
 from opsmcp.sandbox.scenario import Scenario
 
-log = logging.getLogger("opsmcp.sandbox")
 
 
 @dataclass
@@ -34,6 +34,21 @@ class Sandbox:
         self.server.stop()
 
 
+def start_moto() -> tuple[Any, str]:
+    """Start an in-process moto server on a free 127.0.0.1 port; return ``(server, URL)``.
+
+    Its per-request access log (werkzeug, INFO) is silenced. Stop it with ``server.stop()``.
+    moto keeps one state for every server in a process (reset: POST ``<URL>/moto-api/reset``).
+    """
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
 def start_sandbox(settings: Settings) -> Sandbox:
     """Start moto in-process on a free loopback port and seed the incident scenario:
     SQS, DynamoDB and CloudWatch in moto, and the scenario's log lines into the log store
@@ -43,19 +58,13 @@ def start_sandbox(settings: Settings) -> Sandbox:
     running :class:`Sandbox`; ``settings`` is only read.
 
     Raises:
-        RuntimeError: moto failed to start or seeding failed.
+        Exception: whatever moto or seeding raised (the moto server is stopped first).
     """
-    from moto.server import ThreadedMotoServer
-
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
 
     t0 = time.perf_counter()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    server, endpoint = start_moto()
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ[key] = "sandbox"
     os.environ.pop("AWS_PROFILE", None)
