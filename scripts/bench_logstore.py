@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from opsmcp.backends.logstore import COUNT_CAP, READER_MMAP_BYTES, SEQ_BITS, SEQ
 from opsmcp.config import Settings
 from opsmcp.toolsets.logs import LogTools
 
-END = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+END = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 HOURS = 24
 SERVICES = (
     "api-gateway", "order-processor", "payment-service", "inventory-service", "order-cancellation",

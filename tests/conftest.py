@@ -20,7 +20,7 @@ os.environ.update(
     AWS_EC2_METADATA_DISABLED="true",
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ops_agent"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ops_agent"
 
 
 def pytest_collection_modifyitems(items):
@@ -70,7 +70,7 @@ def make_settings(endpoint: str, data_dir: Path, **overrides):
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    """The ops_agent fixture directory (../shared/fixtures/ops_agent)."""
+    """The ops_agent fixture directory (tests/fixtures/ops_agent)."""
     assert FIXTURES.is_dir(), f"fixtures missing at {FIXTURES}"
     return FIXTURES
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from conftest import make_settings
 
@@ -35,7 +35,7 @@ def test_unknown_toolset_is_a_configuration_error(monkeypatch, capsys):
 
 
 def test_scenario_is_deterministic_and_rich_enough():
-    now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     a, b = build_scenario(now), build_scenario(now)
     assert a.orders == b.orders and [d.body for d in a.dead_letters] == [d.body for d in b.dead_letters]
     assert [l.to_json() for l in a.log_lines()] == [l.to_json() for l in b.log_lines()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -103,17 +102,16 @@ async def test_events_feed_streams_tool_calls(tmp_path):
 
     with http_server(tmp_path) as base:
         seen: list[dict] = []
-        async with httpx.AsyncClient(timeout=30) as http:
-            async with http.stream("GET", f"{base}/events") as stream:
-                lines = stream.aiter_lines()
-                async with Client(f"{base}/mcp") as client:
-                    with anyio.fail_after(30):
-                        async for line in lines:
-                            if line.startswith("event: hello"):
-                                await client.call_tool("list_queues", {})
-                            if line.startswith("data:") and '"tool_call"' in line:
-                                seen.append(json.loads(line[5:]))
-                                break
+        async with httpx.AsyncClient(timeout=30) as http, http.stream("GET", f"{base}/events") as stream:
+            lines = stream.aiter_lines()
+            async with Client(f"{base}/mcp") as client:
+                with anyio.fail_after(30):
+                    async for line in lines:
+                        if line.startswith("event: hello"):
+                            await client.call_tool("list_queues", {})
+                        if line.startswith("data:") and '"tool_call"' in line:
+                            seen.append(json.loads(line[5:]))
+                            break
         assert seen[0]["tool"] == "list_queues" and seen[0]["ok"] is True and seen[0]["caller"].startswith("http:")
 
 

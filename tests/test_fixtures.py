@@ -1,4 +1,4 @@
-"""The public ops_agent sample data (../shared/fixtures/ops_agent), loaded into a moto server
+"""The public ops_agent sample data (tests/fixtures/ops_agent), loaded into a moto server
 exactly as its project seeds LocalStack, then read back through opsmcp's tools."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from mcp import Client
 
 from opsmcp.server import build_server
 from opsmcp.sandbox.seed import create_orders_table, put_orders
+from datetime import UTC
 
 pytestmark = pytest.mark.anyio
 
@@ -66,11 +67,11 @@ async def test_tools_find_the_fixture_dlq_messages_and_orders(fresh_moto, tmp_pa
 async def test_analyze_dlq_names_the_three_fixture_failure_stories(fresh_moto, tmp_path, fixtures_dir):
     """The fixture's logs loaded through `opsmcp logs load` explain its DLQ messages: each
     group names the service and the error that sent the message to the DLQ."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from opsmcp.cli import main
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     lines = []
     for doc in json.loads((fixtures_dir / "logs.json").read_text()):
         doc["@timestamp"] = (now - timedelta(seconds=doc.pop("seconds_before_load"))).isoformat()

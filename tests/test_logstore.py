@@ -13,7 +13,7 @@ import json
 import sqlite3
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from opsmcp.errors import InvalidInput, NotFound, OpsError
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.toolsets.logs import LogTools, parse_interval
 
-NOW = datetime(2026, 11, 21, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 
 
 def _line(t: datetime, message: str, **fields: object) -> str:
@@ -71,7 +71,7 @@ def tools(scenario_store) -> LogTools:
 def test_fixture_traces_exact_via_cli(tmp_path, fixtures_dir):
     from opsmcp.cli import main
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     docs = _fixture_jsonl(fixtures_dir, tmp_path / "logs.jsonl", now)
     db = tmp_path / "logs.db"
     assert main(["logs", "load", "--store", str(db), "--quiet", str(tmp_path / "logs.jsonl")]) == 0
@@ -99,7 +99,7 @@ def test_fixture_traces_exact_via_cli(tmp_path, fixtures_dir):
 
 
 async def test_fixture_traces_via_toolset(tmp_path, fixtures_dir):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     docs = _fixture_jsonl(fixtures_dir, tmp_path / "logs.jsonl", now)
     db = tmp_path / "logs.db"
     LogStore(db).load_files([str(tmp_path / "logs.jsonl")])
@@ -343,7 +343,7 @@ def test_stats_buckets_sum_to_totals_and_find_onset(scenario_store, scenario):
     assert first_error >= scenario.incident_start
     errors = next(g for g in stats.groups if g.key == "ERROR")
     onset = next(i for i, n in enumerate(errors.counts) if n)
-    bucket = datetime.fromtimestamp(stats.bucket_starts_ms[onset] / 1000, timezone.utc)
+    bucket = datetime.fromtimestamp(stats.bucket_starts_ms[onset] / 1000, UTC)
     assert bucket <= first_error < bucket + timedelta(minutes=5)
     assert errors.first_ms == int(first_error.timestamp() * 1000)
     # per service, the same total; a ragged window equals the raw count
@@ -528,7 +528,7 @@ def test_concurrent_readers_from_many_threads(scenario_store):
             for _ in range(20):
                 results.append(scenario_store.search("timeout", level="ERROR").total)
                 results.append(scenario_store.search("timeout").total)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(8)]

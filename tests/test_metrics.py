@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -44,7 +44,7 @@ async def cw_env(moto_endpoint, tmp_path_factory):
         update={"aws_region": REGION}
     )
     clients = AwsClients(settings)
-    scenario = build_scenario(now=datetime.now(timezone.utc))
+    scenario = build_scenario(now=datetime.now(UTC))
     series = scenario.metric_series()
     written = await cloudwatch.put_series(clients, series)
     assert written == sum(len(points) for *_, points in series) == 26 * HISTORY_HOURS * 60
@@ -255,9 +255,9 @@ async def test_dimension_string_in_a_query(cw_env):
 
 
 def test_plan_query_rules():
-    now = datetime(2026, 11, 21, 14, 7, 31, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 21, 14, 7, 31, tzinfo=UTC)
     plan = cloudwatch.plan_query("-6h", None, 60, now=now)
-    assert plan.period_seconds == 60 and plan.start == datetime(2026, 11, 21, 8, 7, tzinfo=timezone.utc)
+    assert plan.period_seconds == 60 and plan.start == datetime(2026, 11, 21, 8, 7, tzinfo=UTC)
     assert plan.end == now and plan.notes == []
     assert cloudwatch.plan_query("-1h", None, 7, now=now).period_seconds == 10
     assert cloudwatch.plan_query("-1h", None, 61, now=now).period_seconds == 120
@@ -272,7 +272,7 @@ def test_plan_query_rules():
 
 async def test_put_series_rejects_timestamps_cloudwatch_would(cw_env):
     tools, _, _ = cw_env
-    old = datetime.now(timezone.utc) - timedelta(days=15)
+    old = datetime.now(UTC) - timedelta(days=15)
     with pytest.raises(InvalidInput):
         await cloudwatch.put_series(tools.clients, [("T", "m", {}, "Count", [(old, 1.0)])])
 

@@ -82,19 +82,18 @@ async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog)
                              playbook_catalog=test_catalog.path)
     server, _ = build_server(settings)
     assert not sleepers("39")
-    async with Client(server) as client:
-        async with anyio.create_task_group() as tg:
-            args = {"name": "slow", "extra_vars": {"seconds": 39}}
-            await call(client, "run_playbook", **args)  # the check-mode preview (the sleep is skipped)
+    async with Client(server) as client, anyio.create_task_group() as tg:
+        args = {"name": "slow", "extra_vars": {"seconds": 39}}
+        await call(client, "run_playbook", **args)  # the check-mode preview (the sleep is skipped)
 
-            async def run() -> None:
-                await client.call_tool("run_playbook", dict(args, check=False, confirm=True))
+        async def run() -> None:
+            await client.call_tool("run_playbook", dict(args, check=False, confirm=True))
 
-            tg.start_soon(run)
-            with anyio.fail_after(60):
-                while not sleepers("39"):
-                    await anyio.sleep(0.05)  # polling for the process to appear, bounded above
-            tg.cancel_scope.cancel()
+        tg.start_soon(run)
+        with anyio.fail_after(60):
+            while not sleepers("39"):
+                await anyio.sleep(0.05)  # polling for the process to appear, bounded above
+        tg.cancel_scope.cancel()
     with anyio.fail_after(30):
         while sleepers("39"):
             await anyio.sleep(0.05)

@@ -126,7 +126,7 @@ def test_tool_error_is_shown_and_handed_back(server_cmd: str, sandbox: dict, cap
         capfd, ["ask", "what happened to order ORD-DOES-NOT-EXIST-42?", "--server-command", server_cmd], model
     )
     assert rc == 0, err
-    assert re.search(r"^  ✗ ERROR: .*ORD-DOES-NOT-EXIST-42", out, re.M), out
+    assert re.search(r"^  ✗ ERROR: .*ORD-DOES-NOT-EXIST-42", out, re.MULTILINE), out
     handed_back = last_tool_message(model.calls[1])
     assert "ORD-DOES-NOT-EXIST-42" in str(handed_back.content)
     assert "[error]" in out.split("=== Evidence ===")[1]

@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,7 +47,7 @@ def redact(value: Any, key: str = "") -> Any:
 
 def now_iso() -> str:
     """The current UTC time, ISO-8601 with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class AuditSink(Protocol):

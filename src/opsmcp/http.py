@@ -23,7 +23,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opsmcp import __version__
-from opsmcp.server import Runtime, caller
+from opsmcp.identity import caller
+from opsmcp.server import Runtime
 
 OPEN_PATHS = ("/healthz",)
 

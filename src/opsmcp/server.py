@@ -11,7 +11,6 @@ so no toolset repeats error handling, and a failure anywhere becomes a tool erro
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import json
 import logging
@@ -41,12 +40,10 @@ from opsmcp.audit import AuditSink, now_iso, redact
 from opsmcp.backends.aws import AwsClients
 from opsmcp.config import Settings
 from opsmcp.errors import OpsError
+from opsmcp.identity import caller
 from opsmcp.toolsets.base import Result, ToolMark, marked_tools
 
 log = logging.getLogger("opsmcp")
-
-#: Who is calling: the authenticated HTTP subject (set by :mod:`opsmcp.http`), else "stdio".
-caller: contextvars.ContextVar[str] = contextvars.ContextVar("opsmcp_caller", default="stdio")
 
 INSTRUCTIONS = """\
 opsmcp operates an order-processing system: SQS queues and DLQs, the orders table, \
@@ -229,7 +226,7 @@ def bound_result(result: Any, budget: int) -> Any:
     if not cut:
         result.notes.append(f"result is larger than the {budget}-byte budget and has nothing to cut")
         return result
-    if "count" in type(result).model_fields and getattr(result, "count") in {n for _, n in cut.values()}:
+    if "count" in type(result).model_fields and result.count in {n for _, n in cut.values()}:
         result.count = max(kept for kept, _ in cut.values())  # type: ignore[attr-defined]
     how = "; ".join(f"{name}: {kept} of {n}" for name, (kept, n) in cut.items())
     note = f"result cut to the {budget}-byte budget ({how}); narrow the query or lower the limit"

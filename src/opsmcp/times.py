@@ -7,7 +7,7 @@ calls :func:`parse_window`, so all of them accept and reject the same shapes.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from opsmcp.errors import InvalidInput
 
@@ -18,7 +18,7 @@ EXAMPLES = "use ISO-8601 ('2026-11-21T14:05:00Z') or a relative form ('-15m', '-
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_time(value: str | datetime, *, now: datetime | None = None, name: str = "time") -> datetime:
@@ -36,7 +36,7 @@ def parse_time(value: str | datetime, *, now: datetime | None = None, name: str 
     """
     now = now or utcnow()
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     text = str(value).strip()
     if text.lower() == "now":
         return now
@@ -47,7 +47,7 @@ def parse_time(value: str | datetime, *, now: datetime | None = None, name: str 
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"Cannot read {name}={value!r} as a time.", EXAMPLES + ".") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def parse_window(
@@ -95,4 +95,4 @@ def iso(t: datetime | None) -> str | None:
     """Format an aware datetime as ISO-8601 UTC with a ``Z`` suffix (milliseconds)."""
     if t is None:
         return None
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

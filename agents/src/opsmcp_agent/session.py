@@ -277,7 +277,7 @@ async def open_toolbox(config: AgentConfig, confirmer: Confirmer | None = None) 
                 ) from exc
             except AgentError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any start-up failure is reported the same way
+            except Exception as exc:
                 if conn.get("url"):
                     raise _connect_error(where, exc) from exc
                 raise ServerConnectionError(

@@ -62,6 +62,11 @@ RUN_MARKER_ENV = "OPSMCP_RUN_ID"
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _JINJA_MARKERS = ("{{", "{%", "{#")
+#: Characters a path variable may not hold: shell syntax (command substitution, quoting,
+#: separators, redirection, globbing, history, comments) and whitespace other than a plain
+#: space. Playbooks never interpolate values into shell text (they pass them through
+#: ``environment:``), so this is a second wall, not the only one.
+_PATH_FORBIDDEN = frozenset("$`'\"\\;|&<>(){}[]*?!~#\t")
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -382,6 +387,10 @@ def _check_path(entry: PlaybookEntry, value: Any, bad: Callable[[str], InvalidIn
         raise bad("must be an absolute path")
     if ".." in Path(value).parts:
         raise bad("must not contain '..'")
+    shell = sorted({c for c in value if c in _PATH_FORBIDDEN or ord(c) < 32 or ord(c) == 127})
+    if shell:
+        raise bad("must not contain shell metacharacters or control characters (found "
+                  + " ".join(repr(c) for c in shell) + ")")
     resolved = os.path.realpath(value)
     roots = [os.path.realpath(r) for r in entry.allowed_roots]
     for root in roots:

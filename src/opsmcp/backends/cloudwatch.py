@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any, NamedTuple
 
 from opsmcp.backends.aws import AwsClients, aws_call, map_aws_error
@@ -203,7 +203,7 @@ def plan_query(
         )
         period = wider
     epoch = int(t0.timestamp())
-    aligned = datetime.fromtimestamp(epoch - epoch % period, tz=timezone.utc)
+    aligned = datetime.fromtimestamp(epoch - epoch % period, tz=UTC)
     return QueryPlan(aligned, t1, period, notes)
 
 
@@ -220,7 +220,7 @@ def _dims(dimensions: dict[str, str] | None) -> list[dict[str, str]]:
 
 
 def _utc(t: datetime) -> datetime:
-    return t.astimezone(timezone.utc) if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 async def get_metric_data(

@@ -23,8 +23,8 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, (set, frozenset)):
         return sorted(plain(v) for v in value)
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), bytes):
-        return getattr(value, "value").hex()
+    if hasattr(value, "value") and isinstance(value.value, bytes):
+        return value.value.hex()
     return value
 
 

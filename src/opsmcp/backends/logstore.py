@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -81,9 +81,9 @@ FTS_EXAMPLES = (
     '"orders-db.cluster" (quote words with punctuation); operators in capitals.'
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-_UTC = timezone.utc
+_UTC = UTC
 
 _LEVEL_ALIASES = {"WARNING": "WARN", "ERR": "ERROR", "INFORMATION": "INFO", "CRIT": "CRITICAL", "EMERG": "FATAL"}
 _NUMERIC_LEVELS = {10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL"}  # pino/bunyan
@@ -516,11 +516,7 @@ def fts_query(query: str) -> str:
     if depth:
         raise InvalidInput(f"Cannot parse the full-text query {query!r}: unbalanced parentheses.", FTS_EXAMPLES)
     for tok in _FTS_TOKEN.findall(query):
-        if tok.startswith('"') or tok in "()" or tok in _OPERATORS or _BAREWORD.match(tok):
-            out.append(tok)
-        elif tok.lower().startswith("message:") and _BAREWORD.match(tok[8:] or "x"):
-            out.append(tok)
-        elif tok in ("*", "+", "^", ":", ","):
+        if tok.startswith('"') or tok in "()" or tok in _OPERATORS or _BAREWORD.match(tok) or (tok.lower().startswith("message:") and _BAREWORD.match(tok[8:] or "x")) or tok in ("*", "+", "^", ":", ","):
             out.append(tok)
         else:
             star = tok.endswith("*") and len(tok) > 1
@@ -866,7 +862,7 @@ class LogStore:
                                 if not put(stage):
                                     return
                         put(None)
-                    except BaseException as exc:  # noqa: BLE001 - handed to the writer
+                    except BaseException as exc:
                         put(exc)
 
                 worker = threading.Thread(target=produce, name="logstore-parse", daemon=True)

@@ -85,9 +85,7 @@ class SqsBackend:
             NotFound: no such queue; the message lists the closest existing names.
         """
         queue = queue.strip()
-        if queue.startswith(("http://", "https://")):
-            name = queue_name(queue)
-        elif queue.startswith("arn:"):
+        if queue.startswith(("http://", "https://")) or queue.startswith("arn:"):
             name = queue_name(queue)
         else:
             name = queue

@@ -25,8 +25,9 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Iterator
 
 SEED = 20231027
 INCIDENT_MINUTES_AGO = 95
@@ -217,7 +218,7 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
 
     Deterministic: the same ``now`` gives byte-identical data.
     """
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     rng = random.Random(SEED)
     incident_start = now - timedelta(minutes=INCIDENT_MINUTES_AGO)
     queues = [

@@ -433,4 +433,4 @@ class LogTools:
         return await self._run(self.store.error_lines, list(trace_ids))
 
 
-__all__ = ["LogTools", "LogHit", "SearchLogsResult", "TraceResult", "LogStatsResult", "StatsGroup", "parse_interval"]
+__all__ = ["LogHit", "LogStatsResult", "LogTools", "SearchLogsResult", "StatsGroup", "TraceResult", "parse_interval"]

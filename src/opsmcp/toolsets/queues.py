@@ -16,7 +16,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -163,7 +163,7 @@ def normalize(text: str) -> str:
 def _ts(ms: str | None) -> str | None:
     if not ms:
         return None
-    return datetime.fromtimestamp(int(ms) / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _find_key(doc: Any, keys: tuple[str, ...], depth: int = 0) -> str | None:
@@ -234,7 +234,7 @@ def _copyable_attributes(message: dict[str, Any]) -> dict[str, Any]:
 class _Facts:
     """What the analyser extracts from one received message."""
 
-    __slots__ = ("message", "body", "is_json", "attrs", "trace_id", "order_id", "sent", "event_time")
+    __slots__ = ("attrs", "body", "event_time", "is_json", "message", "order_id", "sent", "trace_id")
 
     def __init__(self, message: dict[str, Any]) -> None:
         self.message = message
