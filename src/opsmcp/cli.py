@@ -290,6 +290,23 @@ def main(argv: list[str] | None = None) -> int:
     missing file, a missing extra) print one line on stderr and exit 1 or 2; nothing
     prints a traceback unless ``OPSMCP_LOG_LEVEL=DEBUG``.
     """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # a CLI user gets one line, not a traceback
+        line, code = _one_line(exc, args)
+        import os
+
+        if os.environ.get("OPSMCP_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        print(f"opsmcp: {line}", file=sys.stderr)
+        return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``opsmcp`` argument parser: every command and option, each with its help text."""
     from opsmcp import __version__
 
     parser = argparse.ArgumentParser(prog="opsmcp", description="MCP server for safe production operations.")
@@ -351,20 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--sandbox", action="store_true", help="check as `opsmcp serve --sandbox` would run")
     doctor.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     doctor.set_defaults(func=cmd_doctor)
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except Exception as exc:  # a CLI user gets one line, not a traceback
-        line, code = _one_line(exc, args)
-        import os
-
-        if os.environ.get("OPSMCP_LOG_LEVEL", "").upper() == "DEBUG":
-            raise
-        print(f"opsmcp: {line}", file=sys.stderr)
-        return code
+    return parser
 
 
 def _one_line(exc: Exception, args: argparse.Namespace) -> tuple[str, int]:

@@ -86,6 +86,17 @@ def create_orders_table(ddb: Any, settings: Settings) -> None:
     ddb.get_waiter("table_exists").wait(TableName=settings.orders_table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
 
 
+def create_audit_table(ddb: Any, table: str) -> None:
+    """Create the audit table (hash ``call_id``, range ``phase``, both strings), if missing."""
+    if table in ddb.list_tables().get("TableNames", []):
+        return
+    ddb.create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("call_id", "phase")],
+        KeySchema=[{"AttributeName": "call_id", "KeyType": "HASH"}, {"AttributeName": "phase", "KeyType": "RANGE"}],
+    )
+
+
 def put_orders(ddb: Any, table: str, orders: list[dict[str, Any]]) -> None:
     """BatchWriteItem ``orders`` (plain dicts; floats stored as numbers) in chunks of 25."""
     from boto3.dynamodb.types import TypeSerializer
@@ -118,6 +129,8 @@ def seed_aws(settings: Settings, scenario: Scenario, *, metrics: bool = True,
     ddb = clients.client("dynamodb")
     create_orders_table(ddb, settings)
     put_orders(ddb, settings.orders_table, scenario.orders)
+    if settings.audit_table:  # OPSMCP_AUDIT_TABLE on the sandbox: the table lives there too
+        create_audit_table(ddb, settings.audit_table)
     counts = {"queues": sum(2 if q.dlq else 1 for q in scenario.queues),
               "dead_letters": len(scenario.dead_letters), "orders": len(scenario.orders)}
     if metrics:
