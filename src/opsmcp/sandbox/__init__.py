@@ -48,26 +48,31 @@ class Sandbox:
     started: float = field(default_factory=time.perf_counter)
     lock: Any = None  # the open lock file of the shared sandbox log store, if this process holds it
     queues: list[str] = field(default_factory=list)  # every seeded queue name, sources then DLQs
+    _log_seeding: Any = None  # the child process writing the log store, while it runs
 
     def seed(self) -> dict[str, int]:
         """Seed the incident scenario into the running moto server and the sandbox log store.
 
         SQS, DynamoDB and CloudWatch are written through moto's in-process backends
-        (:mod:`.inprocess`), and the log lines straight into the SQLite store at
-        ``settings.log_store_path`` (recreated: the story's times are relative to now).
+        (:mod:`.inprocess`); meanwhile a child process (:mod:`.logseed`) writes the log
+        lines straight into the SQLite store at ``settings.log_store_path`` (recreated: the
+        story's times are relative to now).
         Returns the counts for the banner and sets ``seconds`` (since :func:`start_sandbox`).
 
         Raises:
             Exception: whatever moto or seeding raised.
         """
+        from opsmcp.sandbox import logseed
         from opsmcp.sandbox.inprocess import InProcessClients
         from opsmcp.sandbox.scenario import build_scenario
         from opsmcp.sandbox.seed import seed_aws
 
         scenario = build_scenario()
+        if "logs" in self.settings.toolsets:  # on the other core, while moto is seeded here
+            self._log_seeding = logseed.start(self.settings.log_store_path, scenario.now)
         counts = seed_aws(self.settings, scenario, clients=InProcessClients(self.settings))
-        if "logs" in self.settings.toolsets:
-            counts["log_lines"] = seed_logs(self.settings.log_store_path, scenario)
+        if self._log_seeding is not None:
+            counts["log_lines"] = self._log_seeding.wait()
         self.counts = counts
         self.queues = [q.name for q in scenario.queues] + [q.dlq for q in scenario.queues if q.dlq]
         self.seconds = time.perf_counter() - self.started
@@ -76,6 +81,8 @@ class Sandbox:
     def stop(self) -> None:
         """Stop the moto server; remove a per-process log store; release the store lock."""
         try:
+            if self._log_seeding is not None:
+                self._log_seeding.kill()
             self.server.stop()
         finally:
             if self.lock is None and "logs" in self.settings.toolsets:
