@@ -93,7 +93,10 @@ def test_two_sandboxes_on_one_data_dir_keep_their_own_log_stores(sandbox_factory
     """Regression (issue 8.11): the second start deleted and recreated the first's store."""
     from opsmcp.backends.logstore import LogStore
 
+    stale = tmp_path / "sandbox-logs-999999999.db"  # left by a killed second server
+    stale.write_bytes(b"")
     first = sandbox_factory(tmp_path, toolsets=["logs"])
+    assert not stale.exists()
     first.seed()
     shared = first.settings.log_store_path
     assert shared == tmp_path / "sandbox-logs.db"

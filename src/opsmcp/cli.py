@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside the serve loop (start-up) or in another command
+        print("opsmcp: stopped (Ctrl-C)", file=sys.stderr)
+        return 0 if args.command == "serve" else 130
     except Exception as exc:  # a CLI user gets one line, not a traceback
         line, code = _one_line(exc, args)
         import os

@@ -140,7 +140,24 @@ def _claim_log_store(data_dir: Path) -> tuple[Path, Any]:
         own = data_dir / f"sandbox-logs-{os.getpid()}.db"
         log.warning("another opsmcp sandbox uses %s; this one keeps its logs in %s", shared, own)
         return own, None
+    _remove_stale_stores(data_dir)
     return shared, lock
+
+
+def _remove_stale_stores(data_dir: Path) -> None:
+    """Delete per-process stores (``sandbox-logs-<pid>.db*``) whose process is gone (killed)."""
+    import os
+
+    for path in data_dir.glob("sandbox-logs-*.db*"):
+        pid = path.name.removeprefix("sandbox-logs-").split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            continue
 
 
 def start_sandbox(settings: Settings) -> Sandbox:
