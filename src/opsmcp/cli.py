@@ -110,6 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config = uvicorn.Config(build_app(server, runtime, host=args.host), host=args.host, port=args.port,
                                     log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
             uvicorn.Server(config).run()  # re-raises a caught SIGINT as KeyboardInterrupt after shutdown
+            interrupted = True  # returned: uvicorn stopped on a signal it caught (SIGINT while SIGINT is ignored)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -293,6 +294,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code = _run(args)
+    if argv is None and args.command == "serve":
+        # The console script: everything that must survive is already on disk (audit records
+        # are fsynced as written; the sandbox is disposable). Skip interpreter teardown, which
+        # takes seconds after a server run (freeing moto, botocore and pydantic state), so
+        # Ctrl-C stops the server within a second.
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; map what it raises to one line and an exit code."""
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C outside the serve loop (start-up) or in another command
