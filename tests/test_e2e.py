@@ -64,6 +64,28 @@ def http_server(tmp_path: Path, *flags: str, token: str | None = None):
             proc.kill()
 
 
+READY_BUDGET_S = 120.0  # spawn to a seeded sandbox on a loaded 2-core machine
+
+
+async def wait_ready(base: str) -> None:
+    """Wait (bounded) until the server's backends are ready: ``/readyz`` says 200 (503 while
+    the sandbox seeds); on a server without ``/readyz`` (404), a first tool call, which waits
+    for the sandbox itself."""
+    import anyio
+
+    with anyio.fail_after(READY_BUDGET_S):
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                status = (await http.get(f"{base}/readyz")).status_code
+                if status == 200:
+                    return
+                if status == 404:
+                    break
+                await anyio.sleep(0.1)  # a bounded readiness poll
+        async with Client(f"{base}/mcp") as client:
+            assert not (await client.call_tool("list_queues", {})).is_error
+
+
 async def _exercise(client: Client) -> None:
     tools = {t.name for t in (await client.list_tools()).tools}
     assert {"list_queues", "peek_messages", "analyze_dlq", "get_order", "find_orders"} <= tools
@@ -101,6 +123,7 @@ async def test_events_feed_streams_tool_calls(tmp_path):
     import anyio
 
     with http_server(tmp_path) as base:
+        await wait_ready(base)  # the 30 s budget below is for the feed, not for the sandbox boot
         seen: list[dict] = []
         async with httpx.AsyncClient(timeout=30) as http, http.stream("GET", f"{base}/events") as stream:
             lines = stream.aiter_lines()

@@ -4,8 +4,9 @@
 #
 # The agent cannot share the server's venv: langchain-mcp-adapters 0.3 needs mcp<2 while
 # opsmcp uses mcp 2.x. llama-cpp-python is built from source with portable CPU flags (the
-# default -march=native build crashes on some CPUs); the build takes several minutes and
-# is skipped when llama_cpp already imports. Idempotent: safe to run again.
+# default -march=native build crashes on some CPUs); the build takes several minutes, is
+# done once into a wheel under pip's cache dir (OPSMCP_WHEEL_DIR overrides) and reused from
+# there, and is skipped when llama_cpp already imports. Idempotent: safe to run again.
 #
 # Env: PYTHON (default python3), OPSMCP_AGENT_VENV (default <repo>/.venv-agent),
 #      OPSMCP_AGENT_SKIP_LLM=1 to skip llama-cpp-python and the SmolLM2 model (no slow test).
@@ -27,13 +28,31 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 extras="test"
 if [ "${OPSMCP_AGENT_SKIP_LLM:-0}" != "1" ]; then
   if "$VENV/bin/python" -c "import llama_cpp, llama_cpp.server" 2>/dev/null; then
-    echo "setup: llama-cpp-python already built; skipping the build"
+    echo "setup: llama-cpp-python already installed; skipping it"
   else
-    echo "setup: building llama-cpp-python with portable CPU flags (takes several minutes)"
-    start=$(date +%s)
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" FORCE_CMAKE=1 \
-      "${PIP[@]}" install -q --no-cache-dir 'llama-cpp-python[server]==0.3.36'
-    echo "setup: llama-cpp-python built in $(( $(date +%s) - start ))s"
+    # Build the wheel once into a cache dir (keyed by version and CMake flags) and install
+    # from it: a new venv, a fresh clone or a CI run on the same machine reuses it. pip's own
+    # wheel cache is bypassed for the build, because it does not key wheels by CMAKE_ARGS
+    # (it could hand back a -march=native build).
+    LLAMA="llama-cpp-python==0.3.36"
+    CMAKE_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    cache="$("${PIP[@]}" cache dir 2>/dev/null || true)"
+    [ -n "$cache" ] && [ "${cache#ERROR}" = "$cache" ] || cache="${XDG_CACHE_HOME:-$HOME/.cache}/pip"
+    key="$(printf '%s %s' "$LLAMA" "$CMAKE_FLAGS" | sha256sum | cut -c1-12)"
+    WHEELS="${OPSMCP_WHEEL_DIR:-$cache/opsmcp-wheels}/llama-$key"
+    wheel="$(ls "$WHEELS"/llama_cpp_python-0.3.36-*.whl 2>/dev/null | head -n1 || true)"
+    if [ -z "$wheel" ]; then
+      echo "setup: building $LLAMA with portable CPU flags into $WHEELS (takes several minutes, once)"
+      start=$(date +%s)
+      mkdir -p "$WHEELS"
+      CMAKE_ARGS="$CMAKE_FLAGS" FORCE_CMAKE=1 \
+        "${PIP[@]}" wheel -q --no-deps --no-cache-dir -w "$WHEELS" "$LLAMA"
+      echo "setup: llama-cpp-python built in $(( $(date +%s) - start ))s"
+      wheel="$(ls "$WHEELS"/llama_cpp_python-0.3.36-*.whl | head -n1)"
+    else
+      echo "setup: reusing the llama-cpp-python wheel $wheel"
+    fi
+    "${PIP[@]}" install -q "${wheel}[server]"
   fi
   extras="test,llm"
 fi

@@ -11,6 +11,7 @@ import io
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,20 @@ def test_time_limit_stops_a_hung_model(server_cmd: str, sandbox: dict, capfd: py
     assert rc == 0, err
     assert "Answer (partial — stopped by the time limit)" in out
     assert "Stopped: the time limit (5s)" in out
-    assert "[1] analyze_dlq:" in out  # the evidence gathered before the stop
+    assert "[1] analyze_dlq:" in out  # the evidence gathered before the stop (or the call in flight)
+
+
+def test_time_limit_cancels_a_tool_call_in_flight(capfd: pytest.CaptureFixture[str]) -> None:
+    """Regression: when the deadline hit while a tool call was still running (on a loaded
+    machine, the first call waiting for the sandbox), the server's late answer reached an
+    already closed session and the run ended with BrokenResourceError and exit 1."""
+    late = f"{sys.executable} {Path(__file__).with_name('late_answer_server.py')}"
+    model = ScriptedChatModel(script=[call("analyze_dlq", {"queue": "order-queue-dlq"})])
+    rc, out, err = _run(capfd, ["ask", "why?", "--timeout", "1", "--server-command", late], model)
+    assert rc == 0, err
+    assert "BrokenResourceError" not in err
+    assert "Stopped: the time limit (1s)" in out
+    assert "[1] analyze_dlq: (no result: the call was still running when the time limit stopped the run)" in out
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,21 @@ import logging
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from opsmcp.config import ALL_TOOLSETS
+
+if TYPE_CHECKING:
+    from opsmcp.config import Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _settings(args: argparse.Namespace, **extra: object):
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     """Settings from env/TOML with the command-line flags on top."""
     from opsmcp.config import Settings
 
-    overrides = {k: v for k, v in extra.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
     for flag in ("allow_writes", "sandbox"):
         if getattr(args, flag, False):
             overrides[flag] = True
@@ -37,43 +41,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from opsmcp.config import aws_configured
     from opsmcp.sandbox import Sandbox, banner, eprint, start_sandbox
 
+    if TYPE_CHECKING:
+        from opsmcp.server import Runtime
+
     settings = _settings(args)
     if args.transport == "http" and args.host not in LOOPBACK and not settings.http_token:
         print(f"opsmcp: refusing to serve HTTP on {args.host} without a token: anyone who can reach it could call "
               "every tool. Set OPSMCP_HTTP_TOKEN (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1.",
               file=sys.stderr)
         return 2
-    sandboxes: list[Sandbox] = []
-    needs_sandbox = settings.sandbox or not aws_configured(settings)
-    if needs_sandbox:
-        settings.sandbox = True
-        settings.aws_endpoint_url = "http://127.0.0.1:1"  # replaced once the sandbox is up
-        settings.log_store = settings.data_dir / "sandbox-logs.db"  # the sandbox's story, recreated each start
+    sandbox: Sandbox | None = None
+    stopping = threading.Event()  # set when the server exits: seeding errors after it are not reported
+    built = threading.Event()  # set once `runtime` exists (seeding starts before the server is built)
+    holder: dict[str, Runtime] = {}
+    boot_thread: threading.Thread | None = None
+    if settings.sandbox or not aws_configured(settings):
+        # Resolve the endpoint (and the sandbox's log store) first, then build the clients:
+        # nothing is re-pointed after the server exists. Seeding starts at once, in the
+        # background, while the server is built; tools/list answers at once and tool calls
+        # wait (runtime.wait_ready) until seeding is done.
+        sandbox = start_sandbox(settings)
+        settings = sandbox.settings
+        seeding = sandbox
+
+        def boot() -> None:
+            error = None
+            try:
+                seeding.seed()
+                eprint(banner(seeding))
+            except Exception as exc:
+                if stopping.is_set():  # the server is exiting (client gone, Ctrl-C): not an error
+                    logging.getLogger("opsmcp").debug("sandbox seeding stopped by shutdown", exc_info=True)
+                    return
+                logging.getLogger("opsmcp").error("sandbox start-up failed: %s: %s", type(exc).__name__, exc)
+                error = f"the embedded sandbox failed to start: {type(exc).__name__}: {exc}"
+            built.wait()
+            runtime = holder["runtime"]
+            runtime.startup_error = error
+            runtime.ready.set()
+
+        boot_thread = threading.Thread(target=boot, name="opsmcp-sandbox", daemon=True)
+        boot_thread.start()
     from opsmcp.server import build_server
 
     server, runtime = build_server(settings)
-    if needs_sandbox:
-        # tools/list answers at once; tool calls wait (runtime.wait_ready) until seeding is done.
+    if sandbox is not None:
         runtime.ready.clear()
-
-        def boot() -> None:
-            try:
-                sandbox = start_sandbox(settings)
-                settings.aws_endpoint_url = sandbox.endpoint
-                sandboxes.append(sandbox)
-                eprint(banner(sandbox))
-            except Exception as exc:
-                logging.getLogger("opsmcp").exception("sandbox start-up failed")
-                runtime.startup_error = f"the embedded sandbox failed to start: {type(exc).__name__}: {exc}"
-            finally:
-                runtime.ready.set()
-
-        threading.Thread(target=boot, name="opsmcp-sandbox", daemon=True).start()
+        holder["runtime"] = runtime
+        built.set()
     for toolset, why in runtime.disabled.items():
         eprint(f"opsmcp: the {toolset} toolset is DISABLED: {why}")
     eprint(f"opsmcp {args.transport}: {len(runtime.tools)} tools ({', '.join(sorted(runtime.tools))}); "
            f"writes {'ENABLED' if settings.allow_writes else 'disabled'}"
-           + ("; starting the embedded sandbox (no AWS endpoint or credentials configured)" if needs_sandbox else ""))
+           + ("; seeding the embedded sandbox (no AWS endpoint or credentials configured)" if sandbox else ""))
+    interrupted = False
     try:
         if args.transport == "stdio":
             import anyio
@@ -84,26 +105,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             from opsmcp.http import build_app
 
-            eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, events at /events")
-            uvicorn.run(build_app(server, runtime, host=args.host), host=args.host, port=args.port,
-                        log_level="warning", lifespan="on")
+            eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, "
+                   "events at /events (Ctrl-C to stop)")
+            config = uvicorn.Config(build_app(server, runtime, host=args.host), host=args.host, port=args.port,
+                                    log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+            uvicorn.Server(config).run()  # re-raises a caught SIGINT as KeyboardInterrupt after shutdown
+            interrupted = True  # returned: uvicorn stopped on a signal it caught (SIGINT while SIGINT is ignored)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
-        for sandbox in sandboxes:
+        stopping.set()
+        if boot_thread is not None:
+            boot_thread.join(timeout=0.5)  # let seeding notice; never hold up the exit for long
+        if sandbox is not None:
             sandbox.stop()
+    if interrupted:
+        eprint("opsmcp: stopped (Ctrl-C)")
     return 0
 
 
 def cmd_sandbox_seed(args: argparse.Namespace) -> int:
-    """Seed the incident scenario into any AWS-compatible endpoint."""
-    from opsmcp.sandbox import eprint
+    """Seed the incident scenario into an AWS-compatible endpoint and the configured log store.
+
+    A second run finds the scenario there and does nothing (``--reset`` replaces it).
+    Without AWS credentials the sandbox's dummy ones are used: the endpoint is explicit.
+    """
+    import os
+
+    from opsmcp.backends.logstore import LogStore
+    from opsmcp.sandbox import SANDBOX_CREDENTIALS, eprint
     from opsmcp.sandbox.scenario import build_scenario
-    from opsmcp.sandbox.seed import seed_aws
+    from opsmcp.sandbox.seed import remove_seeded, seed_aws, seeded_state
 
     settings = _settings(args, aws_endpoint_url=args.endpoint_url, aws_region=args.region)
-    counts = seed_aws(settings, build_scenario())
-    eprint(f"seeded {args.endpoint_url}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    if not (settings.aws_profile or os.environ.get("AWS_ACCESS_KEY_ID")):
+        os.environ.update(SANDBOX_CREDENTIALS)  # LocalStack and moto accept any; never real ones
+    scenario = build_scenario()
+    from opsmcp.backends.aws import AwsClients
+
+    clients = AwsClients(settings)
+    if args.reset:
+        remove_seeded(settings, scenario, clients)
+    else:
+        found = seeded_state(settings, scenario, clients)
+        if found:
+            eprint(f"opsmcp: {args.endpoint_url} already holds the scenario ({found}); nothing seeded. "
+                   "Use --reset to replace it.")
+            return 0
+    counts = seed_aws(settings, scenario, clients=clients)
+    store = settings.log_store_path
+    if "logs" in settings.toolsets:
+        with LogStore(store) as logs:
+            if args.reset and logs.exists():
+                logs.reset()  # the story's times are relative to now: the old lines would not match
+            counts["log_lines"] = logs.ingest((line.to_json() for line in scenario.log_lines()),
+                                              source="sandbox seed").loaded
+    eprint(f"seeded {args.endpoint_url}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+           + (f"; log lines into {store}" if "log_lines" in counts else ""))
     return 0
 
 
@@ -131,14 +189,29 @@ def cmd_logs_load(args: argparse.Namespace) -> int:
     from opsmcp.backends.logstore import LogStore
 
     settings = _settings(args)
-    path = Path(args.store) if args.store else settings.log_store_path
+    path = Path(args.store) if args.store else _log_store_of_server(settings)
     report = LogStore(path).load_files(args.files, show_progress=not args.quiet)
     print(report.summary(), file=sys.stderr)
     return 0 if report.loaded or not report.bad else 1
 
 
+def _log_store_of_server(settings: Settings) -> Path:
+    """The log store `opsmcp serve` with these settings reads: the sandbox's when the sandbox
+    is the active backend (and no OPSMCP_LOG_STORE is set), else ``settings.log_store_path``."""
+    from opsmcp.config import aws_configured
+    from opsmcp.sandbox import sandbox_log_store
+
+    if settings.log_store is None and (settings.sandbox or not aws_configured(settings)):
+        path = sandbox_log_store(settings.data_dir)
+        print(f"opsmcp: no AWS configured, so the sandbox is the active backend: loading into its log store {path} "
+              "(a running sandbox sees these lines; its next start replaces them)", file=sys.stderr)
+        return path
+    return settings.log_store_path
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Check configuration and every backend; print one line per check; exit 1 on a failure."""
+    """Check configuration and every backend; print one line per check (OK, WARN or FAIL);
+    exit 1 when a check fails (warnings do not)."""
     import os
 
     import anyio
@@ -146,18 +219,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from opsmcp.backends.aws import aws_call
     from opsmcp.config import aws_configured
     from opsmcp.errors import OpsError
+    from opsmcp.sandbox import MISSING_EXTRA, moto_installed, sandbox_log_store
     from opsmcp.server import build_server
 
     settings = _settings(args)
+    on_sandbox = settings.sandbox or not aws_configured(settings)
+    if on_sandbox:  # check what `opsmcp serve` would use, without starting moto
+        settings = settings.model_copy(update={"log_store": settings.log_store or sandbox_log_store(settings.data_dir)})
     _, runtime = build_server(settings)
-    results: list[tuple[str, bool, str]] = []
+    results: list[tuple[str, str, str]] = []  # (status OK/WARN/FAIL, label, detail)
 
-    async def probe(label: str, what: str, fn, **kwargs) -> None:
+    async def probe(label: str, what: str, fn: Any, **kwargs: Any) -> None:
         try:
             resp = await aws_call(runtime.clients, what, fn, **kwargs)
-            results.append((label, True, _describe(resp)))
+            results.append(("OK", label, _describe(resp)))
         except OpsError as exc:
-            results.append((label, False, str(exc)))
+            results.append(("FAIL", label, str(exc)))
 
     async def checks() -> None:
         if "queues" in runtime.toolsets:
@@ -168,30 +245,37 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             await probe("orders table", f"describe table {settings.orders_table}", ddb.describe_table,
                         TableName=settings.orders_table)
 
-    if aws_configured(settings):
+    if not on_sandbox:
         anyio.run(checks)
+    elif moto_installed():
+        reason = "--sandbox" if settings.sandbox else "no AWS endpoint or credentials configured"
+        results.append(("OK", "backend", f"the embedded sandbox ({reason}): `opsmcp serve` starts and seeds it"))
     else:
-        results.append(("aws", False, "no AWS endpoint or credentials configured: `opsmcp serve` starts the sandbox"))
+        results.append(("FAIL", "backend", MISSING_EXTRA))
     for name in runtime.toolsets:
         why = runtime.disabled.get(name)
-        results.append((f"toolset {name}", why is None, why or "loaded"))
+        results.append(("WARN" if why else "OK", f"toolset {name}", f"disabled: {why}" if why else "loaded"))
     if "logs" in runtime.toolsets:
         store = settings.log_store_path
-        results.append(("log store", store.exists(), str(store) if store.exists() else
-                        f"{store} does not exist yet: `opsmcp logs load FILE` creates it"))
+        if store.exists():
+            results.append(("OK", "log store", str(store)))
+        elif on_sandbox:
+            results.append(("OK", "log store", f"{store} (the sandbox creates it at start)"))
+        else:
+            results.append(("WARN", "log store", f"{store} does not exist yet: `opsmcp logs load FILE` creates it"))
     if settings.audit_table:
-        results.append(("audit", True, f"DynamoDB table {settings.audit_table} (checked on first write)"))
+        results.append(("OK", "audit", f"DynamoDB table {settings.audit_table} (checked on first write)"))
     else:
         path = settings.audit_log_path
         parent = next((p for p in [path.parent, *path.parents] if p.exists()), path.parent)
         writable = os.access(path if path.exists() else parent, os.W_OK)
-        results.append(("audit", writable, str(path) if writable else f"{path} is not writable"))
-    for label, ok, detail in results:
-        print(f"{'OK  ' if ok else 'FAIL'} {label}: {detail}")
-    return 0 if all(ok for _, ok, _ in results) else 1
+        results.append(("OK" if writable else "FAIL", "audit", str(path) if writable else f"{path} is not writable"))
+    for status, label, detail in results:
+        print(f"{status:<4} {label}: {detail}")
+    return 1 if any(status == "FAIL" for status, _, _ in results) else 0
 
 
-def _describe(resp: dict) -> str:
+def _describe(resp: dict[str, Any]) -> str:
     """One line about a probe answer (ListQueues / DescribeTable)."""
     if "Table" in resp:
         t = resp["Table"]
@@ -201,62 +285,135 @@ def _describe(resp: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``opsmcp`` console script; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="opsmcp", description="MCP server for safe production operations.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Entry point of the ``opsmcp`` console script; returns the exit code.
 
-    serve = sub.add_parser("serve", help="run the MCP server")
-    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3001)
+    Anticipated failures (bad configuration, an unreachable or unconfigured backend, a
+    missing file, a missing extra) print one line on stderr and exit 1 or 2; nothing
+    prints a traceback unless ``OPSMCP_LOG_LEVEL=DEBUG``.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code = _run(args)
+    if argv is None and args.command == "serve":
+        # The console script: everything that must survive is already on disk (audit records
+        # are fsynced as written; the sandbox is disposable). Skip interpreter teardown, which
+        # takes seconds after a server run (freeing moto, botocore and pydantic state), so
+        # Ctrl-C stops the server within a second.
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; map what it raises to one line and an exit code."""
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside the serve loop (start-up) or in another command
+        print("opsmcp: stopped (Ctrl-C)", file=sys.stderr)
+        return 0 if args.command == "serve" else 130
+    except Exception as exc:  # a CLI user gets one line, not a traceback
+        line, code = _one_line(exc, args)
+        import os
+
+        if os.environ.get("OPSMCP_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        print(f"opsmcp: {line}", file=sys.stderr)
+        return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``opsmcp`` argument parser: every command and option, each with its help text."""
+    from opsmcp import __version__
+
+    parser = argparse.ArgumentParser(prog="opsmcp", description="MCP server for safe production operations.")
+    parser.add_argument("--version", action="version", version=f"opsmcp {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the MCP server (the embedded sandbox when no AWS is configured)",
+                           description="Run the MCP server. With no AWS endpoint or credentials configured it "
+                                       "starts the embedded sandbox (moto, seeded with an incident). Ctrl-C stops it.")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio",
+                       help="stdio (default; for Claude Desktop and spawned clients) or http "
+                            "(streamable HTTP at /mcp, SSE at /sse, events at /events)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="HTTP bind address (default 127.0.0.1; other addresses need OPSMCP_HTTP_TOKEN)")
+    serve.add_argument("--port", type=int, default=3001, help="HTTP port (default 3001)")
     serve.add_argument("--allow-writes", action="store_true", help="register write tools (env OPSMCP_ALLOW_WRITES=1)")
     serve.add_argument("--toolsets", help=f"comma-separated subset of {','.join(ALL_TOOLSETS)} (default: all)")
-    serve.add_argument("--sandbox", action="store_true", help="force the embedded moto sandbox")
+    serve.add_argument("--sandbox", action="store_true",
+                       help="use the embedded moto sandbox even when AWS is configured (env OPSMCP_SANDBOX=1)")
     serve.add_argument("--data-dir", help="directory for the log store and audit log (OPSMCP_DATA_DIR)")
     serve.set_defaults(func=cmd_serve)
 
-    sandbox = sub.add_parser("sandbox", help="sandbox scenario tools").add_subparsers(dest="sandbox_command", required=True)
-    seed = sandbox.add_parser("seed", help="seed the incident scenario into an AWS-compatible endpoint")
-    seed.add_argument("--endpoint-url", required=True, help="e.g. http://localhost:4566 (LocalStack)")
-    seed.add_argument("--region", default=None)
+    sandbox = sub.add_parser("sandbox", help="sandbox scenario tools").add_subparsers(
+        dest="sandbox_command", required=True, metavar="SUBCOMMAND")
+    seed = sandbox.add_parser("seed", help="seed the incident scenario into an AWS-compatible endpoint",
+                              description="Seed the sandbox's incident (queues, DLQs, orders, metrics) into an "
+                                          "AWS-compatible endpoint and its log lines into the configured log store. "
+                                          "A second run does nothing; --reset replaces the scenario.")
+    seed.add_argument("--endpoint-url", required=True, help="the endpoint, e.g. http://localhost:4566 (LocalStack)")
+    seed.add_argument("--region", default=None, help="AWS region (default AWS_REGION, else us-east-1)")
+    seed.add_argument("--reset", action="store_true",
+                      help="empty the scenario's queues, drop the orders table and the log store's lines, then seed")
+    seed.add_argument("--data-dir", help="data directory whose log store gets the log lines (OPSMCP_DATA_DIR)")
     seed.set_defaults(func=cmd_sandbox_seed)
 
-    logs = sub.add_parser("logs", help="embedded log store").add_subparsers(dest="logs_command", required=True)
+    logs = sub.add_parser("logs", help="embedded log store").add_subparsers(
+        dest="logs_command", required=True, metavar="SUBCOMMAND")
     load = logs.add_parser("load", help="ingest JSON Lines log files ('-' for stdin)")
     load.add_argument("files", nargs="+", help="JSON Lines files; '-' reads stdin")
-    load.add_argument("--store", help="store file (default <data dir>/logs.db, OPSMCP_LOG_STORE)")
+    load.add_argument("--store", help="store file (default: the one `opsmcp serve` reads: <data dir>/logs.db, "
+                                      "or <data dir>/sandbox-logs.db on the sandbox; OPSMCP_LOG_STORE)")
     load.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.set_defaults(func=cmd_logs_load)
 
-    audit = sub.add_parser("audit", help="the write audit log").add_subparsers(dest="audit_command", required=True)
+    audit = sub.add_parser("audit", help="the write audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="SUBCOMMAND")
     tail = audit.add_parser("tail", help="print the last audit records")
     tail.add_argument("-n", type=int, default=20, help="how many records (default 20)")
     tail.add_argument("--json", action="store_true", help="JSON Lines instead of text")
     tail.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     tail.set_defaults(func=cmd_audit_tail)
 
-    doctor = sub.add_parser("doctor", help="check configuration and backends")
-    doctor.add_argument("--toolsets", help="comma-separated subset to check")
+    doctor = sub.add_parser("doctor", help="check configuration and backends",
+                            description="Check configuration and backends: one line per check (OK, WARN, FAIL); "
+                                        "exit 1 when a check fails.")
+    doctor.add_argument("--toolsets", help=f"comma-separated subset of {','.join(ALL_TOOLSETS)} to check")
+    doctor.add_argument("--sandbox", action="store_true", help="check as `opsmcp serve --sandbox` would run")
     doctor.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     doctor.set_defaults(func=cmd_doctor)
+    return parser
 
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except Exception as exc:  # a CLI user gets one line, not a traceback
-        from pydantic import ValidationError
 
-        if isinstance(exc, ValidationError):
-            print(f"opsmcp: invalid configuration: {exc}", file=sys.stderr)
-            return 2
-        from opsmcp.errors import OpsError
+def _one_line(exc: Exception, args: argparse.Namespace) -> tuple[str, int]:
+    """One line (and an exit code) for an exception a command let through."""
+    from pydantic import ValidationError
 
-        if isinstance(exc, OpsError):
-            print(f"opsmcp: {exc}", file=sys.stderr)
-            return 1
-        raise
+    from opsmcp.errors import OpsError
+
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        return f"invalid configuration: {problems}", 2
+    if isinstance(exc, OpsError):
+        return str(exc), 1
+    if type(exc).__module__.startswith(("botocore", "boto3")):
+        from opsmcp.backends.aws import map_aws_error
+
+        endpoint = getattr(args, "endpoint_url", None) or "AWS"
+        return str(map_aws_error(exc, endpoint, f"run `opsmcp {args.command}`")), 1
+    if isinstance(exc, ImportError):
+        return (f"a package is missing ({exc}); install the extras: pip install 'opsmcp[all]' "
+                "(sandbox: moto, playbooks: ansible)"), 1
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc), 1
+    return (f"unexpected error: {type(exc).__name__}: {exc} (this is an opsmcp bug; "
+            "OPSMCP_LOG_LEVEL=DEBUG shows the traceback)"), 1
 
 
 if __name__ == "__main__":

@@ -198,6 +198,14 @@ class _LoopMiddleware(AgentMiddleware):
         started = time.perf_counter()
         try:
             result = await handler(request)
+        except asyncio.CancelledError:
+            # The time limit cancelled the call while it was in flight; the session closes
+            # afterwards, which ends the call on the server side too.
+            step.seconds = time.perf_counter() - started
+            step.ok = False
+            step.text = "no result: the call was still running when the time limit stopped the run"
+            step.summary = f"({step.text})"
+            raise
         except Exception as exc:
             step.seconds = time.perf_counter() - started
             step.ok = False

@@ -9,6 +9,7 @@ call reuses the same server process. When the server asks for confirmation of a 
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from .config import ALL_TOOLSETS, AgentConfig
 from .errors import AgentError, ServerConnectionError
 
 SERVER_NAME = "opsmcp"
+log = logging.getLogger("opsmcp_agent")
 
 #: Which toolset each known opsmcp tool belongs to. Used to narrow the tools of a server
 #: we did not start (HTTP); a stdio server is started with ``--toolsets`` instead.
@@ -265,6 +267,7 @@ async def open_toolbox(config: AgentConfig, confirmer: Confirmer | None = None) 
     callbacks = Callbacks(on_elicitation=confirmer)
     client = MultiServerMCPClient({SERVER_NAME: conn}, callbacks=callbacks)  # type: ignore[dict-item]
     ready = False
+    finished = False  # the caller's block ended without an exception
     try:
         async with client.session(SERVER_NAME, auto_initialize=False) as session:
             try:
@@ -291,15 +294,36 @@ async def open_toolbox(config: AgentConfig, confirmer: Confirmer | None = None) 
                 )
             ready = True
             yield Toolbox(session=session, tools=tools, confirmer=confirmer, server=where)
+            finished = True
     except BaseExceptionGroup as group:
+        if finished and _only_teardown_races(group):
+            log.debug("ignored a transport error while closing the session", exc_info=group)
+            return
         leaf = _first_leaf(group)
         if isinstance(leaf, AgentError) or ready:
             raise leaf from group
         raise _connect_error(where, leaf) from group
     except Exception as exc:
+        if finished and _only_teardown_races(exc):
+            log.debug("ignored a transport error while closing the session", exc_info=exc)
+            return
         if isinstance(exc, AgentError) or ready:
             raise
         raise _connect_error(where, exc) from exc
+
+
+def _only_teardown_races(exc: BaseException) -> bool:
+    """True when ``exc`` (or every leaf of the group) is a closed/broken stream error.
+
+    After the work is done, closing the session can race with a message the server still
+    sends: a call the time limit abandoned answers (or reports its cancellation) while the
+    SDK's stdio reader hands it to a session that has already closed, and ``mcp`` 1.x
+    raises ``anyio.BrokenResourceError`` from the transport's task group. Nothing is lost
+    (the run's result exists), so that error is not the run's outcome.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return bool(exc.exceptions) and all(_only_teardown_races(e) for e in exc.exceptions)
+    return isinstance(exc, (anyio.BrokenResourceError, anyio.ClosedResourceError))
 
 
 def _connect_error(where: str, exc: BaseException) -> ServerConnectionError:

@@ -508,7 +508,7 @@ def check_ansible_available() -> None:
     """
     hint = (
         f"install them into the Python environment that runs opsmcp ({sys.executable}): "
-        "pip install 'ansible-core>=2.17' 'ansible-runner>=2.4', or disable the playbooks toolset."
+        "pip install 'opsmcp[playbooks]' (ansible-core, ansible-runner), or disable the playbooks toolset."
     )
     if shutil.which("ansible-playbook", path=_run_path()) is None:
         raise OpsError("ansible-playbook was not found next to the Python interpreter or on PATH.", hint)

@@ -1,37 +1,95 @@
 """The embedded sandbox: an in-process moto server seeded with the incident scenario.
 
-:func:`start_sandbox` starts moto on a free loopback port and seeds every data source, so
-``opsmcp serve`` works on a fresh machine with no AWS account; :func:`start_moto` is the
-bare server, shared with the tests and benchmarks.
+:func:`start_sandbox` starts moto on a free loopback port and resolves the sandbox's
+settings (endpoint, credentials, log store) before any client is built;
+:meth:`Sandbox.seed` then writes the incident into it (in the background under ``opsmcp
+serve``), so ``opsmcp serve`` works on a fresh machine with no AWS account.
+:func:`start_moto` is the bare server, shared with the tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opsmcp.config import Settings
 from opsmcp.sandbox.scenario import Scenario
 
+log = logging.getLogger("opsmcp.sandbox")
+
+MISSING_EXTRA = (
+    "the embedded sandbox needs moto, which is not installed: pip install 'opsmcp[sandbox]' "
+    "(or configure AWS: AWS_ENDPOINT_URL / AWS_PROFILE / AWS credentials)"
+)
+#: moto's default account: any access key that is not AKIA... maps to it.
+SANDBOX_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox"}
+
+
+def moto_installed() -> bool:
+    """True when moto (the ``sandbox`` extra) can be imported, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("moto") is not None
 
 
 @dataclass
 class Sandbox:
-    """A running sandbox: its endpoint, what was seeded, and how long start-up took (s)."""
+    """A running sandbox: its endpoint, what was seeded, and how long seeding took (s)."""
 
     endpoint: str
     server: Any
-    counts: dict[str, int]
-    seconds: float
+    settings: Settings
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    lock: Any = None  # the open lock file of the shared sandbox log store, if this process holds it
+    queues: list[str] = field(default_factory=list)  # every seeded queue name, sources then DLQs
+    _log_seeding: Any = None  # the child process writing the log store, while it runs
+
+    def seed(self) -> dict[str, int]:
+        """Seed the incident scenario into the running moto server and the sandbox log store.
+
+        SQS, DynamoDB and CloudWatch are written through moto's in-process backends
+        (:mod:`.inprocess`); meanwhile a child process (:mod:`.logseed`) writes the log
+        lines straight into the SQLite store at ``settings.log_store_path`` (recreated: the
+        story's times are relative to now).
+        Returns the counts for the banner and sets ``seconds`` (since :func:`start_sandbox`).
+
+        Raises:
+            Exception: whatever moto or seeding raised.
+        """
+        from opsmcp.sandbox import logseed
+        from opsmcp.sandbox.inprocess import InProcessClients
+        from opsmcp.sandbox.scenario import build_scenario
+        from opsmcp.sandbox.seed import seed_aws
+
+        scenario = build_scenario()
+        if "logs" in self.settings.toolsets:  # on the other core, while moto is seeded here
+            self._log_seeding = logseed.start(self.settings.log_store_path, scenario.now)
+        counts = seed_aws(self.settings, scenario, clients=InProcessClients(self.settings))
+        if self._log_seeding is not None:
+            counts["log_lines"] = self._log_seeding.wait()
+        self.counts = counts
+        self.queues = [q.name for q in scenario.queues] + [q.dlq for q in scenario.queues if q.dlq]
+        self.seconds = time.perf_counter() - self.started
+        return counts
 
     def stop(self) -> None:
-        """Stop the moto server."""
-        self.server.stop()
+        """Stop the moto server; remove a per-process log store; release the store lock."""
+        try:
+            if self._log_seeding is not None:
+                self._log_seeding.kill()
+            self.server.stop()
+        finally:
+            if self.lock is None and "logs" in self.settings.toolsets:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.settings.log_store_path}{suffix}").unlink(missing_ok=True)
+            if self.lock is not None:
+                self.lock.close()
 
 
 def start_moto() -> tuple[Any, str]:
@@ -49,36 +107,88 @@ def start_moto() -> tuple[Any, str]:
     return server, f"http://{host}:{port}"
 
 
-def start_sandbox(settings: Settings) -> Sandbox:
-    """Start moto in-process on a free loopback port and seed the incident scenario:
-    SQS, DynamoDB and CloudWatch in moto, and the scenario's log lines into the log store
-    at ``settings.log_store_path`` (recreated: the story's times are relative to now).
+def sandbox_log_store(data_dir: Path) -> Path:
+    """The sandbox's log store in ``data_dir``: ``sandbox-logs.db``.
 
-    Sets fake credentials in this process's environment (never real ones). Returns the
-    running :class:`Sandbox`; ``settings`` is only read.
+    It is separate from ``logs.db`` (the store of a configured deployment) because every
+    sandbox start recreates it with the story's lines. ``opsmcp logs load`` writes here
+    when the sandbox is the active backend (no AWS configured, or ``--sandbox``).
+    """
+    return data_dir / "sandbox-logs.db"
+
+
+def _claim_log_store(data_dir: Path) -> tuple[Path, Any]:
+    """The log store this sandbox may recreate, and the lock that makes it ours.
+
+    The first sandbox server on a data dir takes an exclusive lock on
+    ``sandbox-logs.db.lock`` for its lifetime and recreates ``sandbox-logs.db``. A second
+    one on the same data dir (the lock is held) gets a store of its own,
+    ``sandbox-logs-<pid>.db``, removed when it stops: neither replaces the other's store.
+    Returns ``(path, open lock file or None)``.
+    """
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shared = sandbox_log_store(data_dir)
+    lock = open(f"{shared}.lock", "a+")  # noqa: SIM115 - held open for the server's lifetime
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        import os
+
+        own = data_dir / f"sandbox-logs-{os.getpid()}.db"
+        log.warning("another opsmcp sandbox uses %s; this one keeps its logs in %s", shared, own)
+        return own, None
+    _remove_stale_stores(data_dir)
+    return shared, lock
+
+
+def _remove_stale_stores(data_dir: Path) -> None:
+    """Delete per-process stores (``sandbox-logs-<pid>.db*``) whose process is gone (killed)."""
+    import os
+
+    for path in data_dir.glob("sandbox-logs-*.db*"):
+        pid = path.name.removeprefix("sandbox-logs-").split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            continue
+
+
+def start_sandbox(settings: Settings) -> Sandbox:
+    """Start moto in-process on a free loopback port; return the :class:`Sandbox` (not seeded).
+
+    Resolves everything the server's clients need before they exist: the endpoint, the
+    sandbox settings (endpoint, no profile, the sandbox log store) in ``sandbox.settings``,
+    and sets fake credentials in this process's environment (never real ones). Seed it with
+    :meth:`Sandbox.seed` (in the background: ``tools/list`` need not wait). ``settings``
+    is only read.
 
     Raises:
-        Exception: whatever moto or seeding raised (the moto server is stopped first).
+        OpsError: moto (the ``sandbox`` extra) is not installed.
     """
-    from opsmcp.sandbox.scenario import build_scenario
-    from opsmcp.sandbox.seed import seed_aws
+    import os
 
-    t0 = time.perf_counter()
+    from opsmcp.errors import OpsError
+
+    if not moto_installed():
+        raise OpsError(MISSING_EXTRA)
+    started = time.perf_counter()
     server, endpoint = start_moto()
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ[key] = "sandbox"
+    os.environ.update(SANDBOX_CREDENTIALS)
     os.environ.pop("AWS_PROFILE", None)
     os.environ.pop("AWS_SESSION_TOKEN", None)
-    target = settings.model_copy(update={"aws_endpoint_url": endpoint, "aws_profile": None})
-    try:
-        scenario = build_scenario()
-        counts = seed_aws(target, scenario)
-        if "logs" in settings.toolsets:
-            counts["log_lines"] = seed_logs(settings.log_store_path, scenario)
-    except Exception:
-        server.stop()
-        raise
-    return Sandbox(endpoint=endpoint, server=server, counts=counts, seconds=time.perf_counter() - t0)
+    store, lock = (settings.log_store_path, None)
+    if "logs" in settings.toolsets:
+        store, lock = _claim_log_store(settings.data_dir)
+    target = settings.model_copy(update={"aws_endpoint_url": endpoint, "aws_profile": None, "sandbox": True,
+                                         "log_store": store})
+    return Sandbox(endpoint=endpoint, server=server, settings=target, started=started, lock=lock)
 
 
 def seed_logs(path: Path, scenario: Scenario) -> int:
@@ -96,11 +206,11 @@ def seed_logs(path: Path, scenario: Scenario) -> int:
 
 
 def banner(sandbox: Sandbox) -> str:
-    """The human summary printed to stderr at start-up."""
+    """The human summary printed to stderr once the sandbox is seeded."""
     c = sandbox.counts
     return (
-        f"opsmcp sandbox: moto at {sandbox.endpoint} seeded in {sandbox.seconds:.2f}s with an order-processing incident: "
-        f"{c.get('queues', 0)} queues (order-queue, payment-queue.fifo, order-cancellation-queue and their DLQs), "
+        f"opsmcp sandbox: moto at {sandbox.endpoint} ready {sandbox.seconds:.2f}s after start with an "
+        f"order-processing incident: {c.get('queues', 0)} queues ({', '.join(sandbox.queues)}), "
         f"{c.get('dead_letters', 0)} dead letters, {c.get('orders', 0)} orders"
         + (f", {c['log_lines']} log lines" if "log_lines" in c else "")
         + (f", {c['metric_points']} metric points" if "metric_points" in c else "")

@@ -42,6 +42,10 @@ PRODUCTS = (("Premium Widget", 49.90), ("Basic Widget", 9.90), ("Deluxe Package"
 GATEWAY_HOST = "gw.paynet.internal"
 
 
+#: One CloudWatch series: (namespace, metric name, dimensions, unit, [(time, value)]).
+Series = tuple[str, str, dict[str, str], str, list[tuple[datetime, float]]]
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     """A source queue and its DLQ (created with RedrivePolicy maxReceiveCount 3)."""
@@ -155,7 +159,7 @@ class Scenario:
         lines.sort(key=lambda line: line.timestamp)
         yield from lines
 
-    def metric_series(self, period_seconds: int = 60) -> list[tuple[str, str, dict[str, str], str, list[tuple[datetime, float]]]]:
+    def metric_series(self, period_seconds: int = 60) -> list[Series]:
         """CloudWatch series for the last ``HISTORY_HOURS`` hours, one point a period.
 
         Returns ``(namespace, metric name, dimensions, unit, [(time, value)])`` tuples:
@@ -168,7 +172,7 @@ class Scenario:
         steps = int(HISTORY_HOURS * 3600 // period_seconds)
         times = [start + timedelta(seconds=i * period_seconds) for i in range(steps)]
         series = []
-        dlq_final = {}
+        dlq_final: dict[str, int] = {}
         for letter in self.dead_letters:
             dlq_final[letter.queue] = dlq_final.get(letter.queue, 0) + 1
         for q in self.queues:
@@ -313,7 +317,8 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
             (0, "order-processor", "INFO", "Received ORDER_CREATED event"),
             (1, "order-processor", "INFO", f"Processing order {oid}"),
             (2, "inventory-service", "WARN", f"Unknown SKU {bad_sku} requested"),
-            (2, "order-processor", "ERROR", f"Failed to validate order data: Invalid product configuration (unknown SKU {bad_sku})"),
+            (2, "order-processor", "ERROR",
+             f"Failed to validate order data: Invalid product configuration (unknown SKU {bad_sku})"),
             (3, "order-processor", "ERROR", "Validation failed - Moving message to DLQ"),
         ])
         letters.append(DeadLetter("order-queue-dlq", body, cause="validation", order_id=oid, trace_id=o["traceId"]))
@@ -352,14 +357,16 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
         letters.append(DeadLetter("order-cancellation-queue-dlq", body, cause="already-shipped",
                                   order_id=o["orderId"], trace_id=o["traceId"]))
     # 5. one poison message a producer truncated.
-    letters.append(DeadLetter("order-queue-dlq", '{"traceId": "' + _uuid(rng) + '", "type": "ORDER_CREATED", "data": {"orderId"',
-                              cause="poison"))
+    truncated = '{"traceId": "' + _uuid(rng) + '", "type": "ORDER_CREATED", "data": {"orderId"'
+    letters.append(DeadLetter("order-queue-dlq", truncated, cause="poison"))
 
     backlog = {
         "order-queue": [json.dumps({"type": "ORDER_CREATED", "traceId": _uuid(rng), "data": {"orderId": _uuid(rng)}})
                         for _ in range(35)],
-        "notification-queue": [json.dumps({"type": "EMAIL_REQUESTED", "traceId": _uuid(rng), "template": "order-confirmation"})
-                               for _ in range(12)],
+        "notification-queue": [
+            json.dumps({"type": "EMAIL_REQUESTED", "traceId": _uuid(rng), "template": "order-confirmation"})
+            for _ in range(12)
+        ],
     }
     return Scenario(now=now, queues=queues, dead_letters=letters, backlog=backlog, orders=order_list,
                     incident_start=incident_start, failing_traces=traces)

@@ -2,8 +2,10 @@
 
 :func:`seed_aws` creates the queues (each DLQ wired with RedrivePolicy maxReceiveCount 3),
 fills the DLQs and backlogs, creates the ``orders`` table with its status and customer
-GSIs, loads the orders, and puts 6 hours of CloudWatch metrics. Works against the embedded moto server, a standalone moto
-server or LocalStack. Idempotent for queue/table creation; messages are added each run.
+GSIs, loads the orders, and puts 6 hours of CloudWatch metrics. Works against the embedded
+moto server, a standalone moto server or LocalStack. Idempotent for queue/table creation; messages are added each run
+(:func:`seeded_state` tells whether a scenario is already there; :func:`remove_seeded`
+deletes it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from opsmcp.backends.aws import AwsClients
 from opsmcp.config import Settings
 from opsmcp.sandbox.scenario import MAX_RECEIVE_COUNT, Scenario
 
@@ -68,16 +71,30 @@ def create_orders_table(ddb: Any, settings: Settings) -> None:
     ddb.create_table(
         TableName=settings.orders_table,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("orderId", "status", "customerId", "orderDate")],
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"}
+                              for a in ("orderId", "status", "customerId", "orderDate")],
         KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
             {"IndexName": settings.orders_status_index, "Projection": {"ProjectionType": "ALL"},
-             "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"}, {"AttributeName": "orderDate", "KeyType": "RANGE"}]},
+             "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"},
+                           {"AttributeName": "orderDate", "KeyType": "RANGE"}]},
             {"IndexName": settings.orders_customer_index, "Projection": {"ProjectionType": "ALL"},
-             "KeySchema": [{"AttributeName": "customerId", "KeyType": "HASH"}, {"AttributeName": "orderDate", "KeyType": "RANGE"}]},
+             "KeySchema": [{"AttributeName": "customerId", "KeyType": "HASH"},
+                           {"AttributeName": "orderDate", "KeyType": "RANGE"}]},
         ],
     )
     ddb.get_waiter("table_exists").wait(TableName=settings.orders_table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def create_audit_table(ddb: Any, table: str) -> None:
+    """Create the audit table (hash ``call_id``, range ``phase``, both strings), if missing."""
+    if table in ddb.list_tables().get("TableNames", []):
+        return
+    ddb.create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("call_id", "phase")],
+        KeySchema=[{"AttributeName": "call_id", "KeyType": "HASH"}, {"AttributeName": "phase", "KeyType": "RANGE"}],
+    )
 
 
 def put_orders(ddb: Any, table: str, orders: list[dict[str, Any]]) -> None:
@@ -96,19 +113,24 @@ def put_orders(ddb: Any, table: str, orders: list[dict[str, Any]]) -> None:
                 break
 
 
-def seed_aws(settings: Settings, scenario: Scenario, *, metrics: bool = True) -> dict[str, int]:
+def seed_aws(settings: Settings, scenario: Scenario, *, metrics: bool = True,
+             clients: AwsClients | None = None) -> dict[str, int]:
     """Seed SQS, DynamoDB and (``metrics``) CloudWatch at ``settings.aws_endpoint_url``.
 
-    Returns counts of what was written (queues, dead letters, orders, metric points) for the
-    start-up banner.
-    """
-    from opsmcp.backends.aws import AwsClients
+    Args:
+        clients: how to reach the endpoint; default real boto3 clients over its HTTP API
+            (the embedded sandbox passes :class:`~.inprocess.InProcessClients`).
 
-    clients = AwsClients(settings)
+    Returns counts of what was written (queues, dead letters, orders, metric points) for the
+    start-up banner. Adds messages on every run: see :func:`seeded_state` first.
+    """
+    clients = clients or AwsClients(settings)
     seed_queues(clients.client("sqs"), scenario)
     ddb = clients.client("dynamodb")
     create_orders_table(ddb, settings)
     put_orders(ddb, settings.orders_table, scenario.orders)
+    if settings.audit_table:  # OPSMCP_AUDIT_TABLE on the sandbox: the table lives there too
+        create_audit_table(ddb, settings.audit_table)
     counts = {"queues": sum(2 if q.dlq else 1 for q in scenario.queues),
               "dead_letters": len(scenario.dead_letters), "orders": len(scenario.orders)}
     if metrics:
@@ -116,3 +138,45 @@ def seed_aws(settings: Settings, scenario: Scenario, *, metrics: bool = True) ->
 
         counts["metric_points"] = put_series_sync(clients, scenario.metric_series())
     return counts
+
+
+def seeded_state(settings: Settings, scenario: Scenario, clients: AwsClients | None = None) -> str | None:
+    """Say what of the scenario already exists at the endpoint, or ``None`` when nothing does.
+
+    Looks for the scenario's queues (with messages) and the orders table (with items), so a
+    second ``opsmcp sandbox seed`` can stop instead of doubling every DLQ.
+    """
+    clients = clients or AwsClients(settings)
+    sqs = clients.client("sqs")
+    found: list[str] = []
+    names = {spec.dlq for spec in scenario.queues if spec.dlq}
+    urls = sqs.list_queues(MaxResults=1000).get("QueueUrls", [])
+    for url in urls:
+        if url.rsplit("/", 1)[-1] in names:
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+            if int(attrs["Attributes"].get("ApproximateNumberOfMessages", 0)):
+                found.append(url.rsplit("/", 1)[-1])
+    ddb = clients.client("dynamodb")
+    if settings.orders_table in ddb.list_tables().get("TableNames", []) and \
+            ddb.scan(TableName=settings.orders_table, Select="COUNT", Limit=1).get("Count", 0):
+        found.append(f"table {settings.orders_table}")
+    return ", ".join(found) or None
+
+
+def remove_seeded(settings: Settings, scenario: Scenario, clients: AwsClients | None = None) -> None:
+    """Empty the scenario's queues (PurgeQueue: a deleted queue's name cannot be reused for
+    60 s on AWS) and delete the orders table at the endpoint (``sandbox seed --reset``).
+
+    Only the scenario's own queue names and ``settings.orders_table`` are touched.
+    """
+    clients = clients or AwsClients(settings)
+    sqs = clients.client("sqs")
+    names = {n for spec in scenario.queues for n in (spec.name, spec.dlq) if n}
+    for url in sqs.list_queues(MaxResults=1000).get("QueueUrls", []):
+        if url.rsplit("/", 1)[-1] in names:
+            sqs.purge_queue(QueueUrl=url)
+    ddb = clients.client("dynamodb")
+    if settings.orders_table in ddb.list_tables().get("TableNames", []):
+        ddb.delete_table(TableName=settings.orders_table)
+        ddb.get_waiter("table_not_exists").wait(TableName=settings.orders_table,
+                                                WaiterConfig={"Delay": 1, "MaxAttempts": 30})
