@@ -357,3 +357,36 @@ async def test_a_lost_outcome_record_is_reported_in_the_result(tmp_path):
         out = await call(client, "move_things")
     assert any("outcome audit record could not be written" in n for n in out["notes"])
     assert [r["phase"] for r in FileAudit(runtime.settings.audit_log_path).tail(5)] == ["intent"]
+
+
+async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(seeded_writes):
+    """Two replicas with one secret and one DynamoDB audit table: a token spent on A is
+    refused on B (B's own memory has never seen it; the table's conditional write has)."""
+    from opsmcp.audit import create_audit_table
+
+    settings, sqs = seeded_writes.settings, seeded_writes.sqs
+    ddb = boto3.client("dynamodb", endpoint_url=settings.aws_endpoint_url, region_name="us-east-1")
+    create_audit_table(ddb, "opsmcp-audit")
+    shared = settings.model_copy(update=dict(approval_secret=SecretStr("s" * 40), audit_table="opsmcp-audit"))
+    a, _ = build_server(shared)
+    b, _ = build_server(shared)
+    async with Client(a) as on_a:
+        preview = await call(on_a, "redrive_dlq", queue=DLQ, max_messages=3)
+        token = TOKEN_IN_NOTES.search(" ".join(preview["notes"])).group(1)  # type: ignore[union-attr]
+        real = dict(queue=DLQ, max_messages=3, dry_run=False, confirm=True, approval_token=token)
+        assert (await call(on_a, "redrive_dlq", **real))["moved"] == 3
+    async with Client(b) as on_b:
+        with pytest.raises(ToolFailed, match="already used"):
+            await call(on_b, "redrive_dlq", **real)
+    assert _visible(sqs, DLQ) == 5
+
+
+async def test_elicitation_works_with_a_configured_secret(seeded_writes):
+    """With OPSMCP_APPROVAL_SECRET the SDK seals request_state under a key from it (so a
+    stateless round may land on another replica); the multi-round approval still works."""
+    settings, sqs = seeded_writes.settings, seeded_writes.sqs
+    server, _ = build_server(settings.model_copy(update=dict(approval_secret=SecretStr("s" * 40))))
+    prompts: list[str] = []
+    async with Client(server, elicitation_callback=_answering(prompts)) as client:
+        assert (await call(client, "redrive_dlq", queue=DLQ, dry_run=False))["moved"] == 8
+    assert len(prompts) == 1 and _visible(sqs, DLQ) == 0
