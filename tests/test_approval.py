@@ -390,3 +390,30 @@ async def test_elicitation_works_with_a_configured_secret(seeded_writes):
     async with Client(server, elicitation_callback=_answering(prompts)) as client:
         assert (await call(client, "redrive_dlq", queue=DLQ, dry_run=False))["moved"] == 8
     assert len(prompts) == 1 and _visible(sqs, DLQ) == 0
+
+
+async def test_a_stateless_approval_round_may_land_on_another_replica(seeded_writes):
+    """2026-07-28: the prompt comes from replica A, the answer goes to replica B with A's sealed
+    request_state. B (same OPSMCP_APPROVAL_SECRET) opens it, re-runs the preview, finds the
+    same question and moves what was shown; a replica with another secret refuses the state."""
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import InputRequiredResult
+
+    settings, sqs = seeded_writes.settings, seeded_writes.sqs
+    a, _ = build_server(settings.model_copy(update=dict(approval_secret=SecretStr("s" * 40))))
+    b, _ = build_server(settings.model_copy(update=dict(approval_secret=SecretStr("s" * 40))))
+    other, _ = build_server(settings.model_copy(update=dict(approval_secret=SecretStr("t" * 40))))
+    args = {"queue": DLQ, "dry_run": False}
+    async with Client(a, elicitation_callback=_answering([])) as on_a:
+        first = await on_a.session.call_tool("redrive_dlq", args, allow_input_required=True)
+    assert isinstance(first, InputRequiredResult)
+    ((key, request),) = first.input_requests.items()
+    assert "Move 8" in request.params.message  # type: ignore[union-attr]
+    answers = {key: ElicitResult(action="accept", content={"approve": True})}
+    async with Client(other, elicitation_callback=_answering([])) as on_other:
+        with pytest.raises(MCPError):
+            await on_other.call_tool("redrive_dlq", args, input_responses=answers, request_state=first.request_state)
+    assert _visible(sqs, DLQ) == 8
+    async with Client(b, elicitation_callback=_answering([])) as on_b:
+        out = await on_b.call_tool("redrive_dlq", args, input_responses=answers, request_state=first.request_state)
+    assert not out.is_error and out.structured_content["moved"] == 8  # type: ignore[index]
