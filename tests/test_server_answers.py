@@ -36,6 +36,10 @@ async def client(tmp_path):
                                         "example: move_things(max_items=50)"),
     ("move_things", {"signature": ["a"], "dry_run": "maybe"}, "dry_run='maybe' must be true or false"),
     ("get_order", {"orderId": "o-1"}, "Not arguments of get_order (ignored): orderId. It takes: order_id"),
+    ("run_playbook", {"name": "rotate_log", "extra_vars": {"a": [1]}},
+     "- extra_vars.a=[1] must be a string or a whole number or true or false; allowed: an object whose values are "
+     "a string or a whole number or true or false (or leave it out); "
+     "example: run_playbook(extra_vars={\"age_days\": 7})"),
 ])
 async def test_argument_errors_name_the_argument_the_range_and_an_example(client, tool_name, arguments, expected):
     with pytest.raises(ToolFailed) as failed:

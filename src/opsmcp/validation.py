@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from opsmcp.budget import cut_text
 
 _EXAMPLE = re.compile(r"e\.g\.\s*([`'\"])(.+?)\1")
+_EXAMPLE_JSON = re.compile(r"e\.g\.\s*(\{[^{}]*\}|\[[^\[\]]*\])")
 
 _WHAT = {
     "missing": "is required",
@@ -74,6 +75,8 @@ def allowed(prop: dict[str, Any]) -> str:
         if "minLength" in v or "maxLength" in v:
             text += f" of {v.get('minLength', 0)}-{v['maxLength']} characters" if "maxLength" in v \
                 else f" of at least {v['minLength']} characters"
+        if kind == "object" and isinstance(v.get("additionalProperties"), dict):
+            text += " whose values are " + allowed(v["additionalProperties"])
         if "maxItems" in v:
             text += f" with at most {v['maxItems']} items"
         if "pattern" in v:
@@ -86,7 +89,11 @@ def allowed(prop: dict[str, Any]) -> str:
 def example(prop: dict[str, Any]) -> str:
     """A valid value for a property schema, as JSON: an ``e.g.`` from its description, its
     non-null default, its first allowed value, or a value inside its range."""
-    found = _EXAMPLE.search(prop.get("description", ""))
+    described = prop.get("description", "")
+    literal = _EXAMPLE_JSON.search(described)
+    if literal:
+        return literal.group(1)
+    found = _EXAMPLE.search(described)
     if found:
         text = found.group(2)
         return text if text[:1] in "{[" or text.lstrip("-").isdigit() else json.dumps(text)
@@ -103,6 +110,29 @@ def example(prop: dict[str, Any]) -> str:
     return {"boolean": "true", "object": "{}", "array": "[]"}.get(str(kind), '"..."')
 
 
+def _is_type_tag(part: Any) -> bool:
+    """True for a ``loc`` element that names a union member (``str``, ``int``, ``list[str]``,
+    ``function-after[...]``), not a field or a key."""
+    return isinstance(part, str) and (part in ("str", "int", "bool", "float", "dict", "list", "none")
+                                      or "[" in part or part.startswith(("function-", "constrained-")))
+
+
+def _merge_union_members(errors: list[Any]) -> list[dict[str, Any]]:
+    """One error per argument path: the errors of a union's members (``extra_vars.a.str``,
+    ``extra_vars.a.int``...) become one whose ``what`` lists every member's complaint."""
+    merged: dict[tuple[str, ...], dict[str, Any]] = {}
+    for err in errors:
+        loc = tuple(str(p) for p in err.get("loc", ()) if not _is_type_tag(p))
+        what = _WHAT.get(err["type"], str(err.get("msg", "is not valid")).rstrip("."))
+        if loc in merged:
+            seen = merged[loc]
+            if what not in seen["what"]:
+                seen["what"] = seen["what"] + " or " + what.removeprefix("must be ")
+            continue
+        merged[loc] = dict(err, loc=loc, what=what)
+    return list(merged.values())
+
+
 def explain(tool: str, exc: ValidationError, schema: dict[str, Any], arguments: dict[str, Any] | None = None) -> str:
     """A tool error message for the arguments of ``tool`` that failed ``exc``.
 
@@ -117,13 +147,13 @@ def explain(tool: str, exc: ValidationError, schema: dict[str, Any], arguments: 
     """
     props: dict[str, Any] = schema.get("properties", {})
     lines = [f"Invalid arguments for {tool}:"]
-    errors = exc.errors(include_url=False)
+    errors = _merge_union_members(exc.errors(include_url=False))
     for err in errors[:6]:
         loc = [str(p) for p in err.get("loc", ())]
         arg = loc[0] if loc else "?"
         path = ".".join(loc) or "arguments"
         prop = props.get(arg, {})
-        what = _WHAT.get(err["type"], str(err.get("msg", "is not valid")).rstrip("."))
+        what = err.get("what") or _WHAT.get(err["type"], str(err.get("msg", "is not valid")).rstrip("."))
         if err["type"] != "missing":
             given = err.get("input")
             shown = given if isinstance(given, str) else json.dumps(given, default=str)
