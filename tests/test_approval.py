@@ -368,7 +368,7 @@ async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(see
     ddb = boto3.client("dynamodb", endpoint_url=settings.aws_endpoint_url, region_name="us-east-1")
     create_audit_table(ddb, "opsmcp-audit")
     shared = settings.model_copy(update=dict(approval_secret=SecretStr("s" * 40), audit_table="opsmcp-audit"))
-    a, _ = build_server(shared)
+    a, runtime_a = build_server(shared)
     b, _ = build_server(shared)
     async with Client(a) as on_a:
         preview = await call(on_a, "redrive_dlq", queue=DLQ, max_messages=3)
@@ -379,6 +379,8 @@ async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(see
         with pytest.raises(ToolFailed, match="already used"):
             await call(on_b, "redrive_dlq", **real)
     assert _visible(sqs, DLQ) == 5
+    phases = [r["phase"] for r in runtime_a.audit.tail(100)]  # type: ignore[union-attr]
+    assert "claimed" not in phases and phases.count("outcome") >= 3
 
 
 async def test_elicitation_works_with_a_configured_secret(seeded_writes):

@@ -8,10 +8,10 @@ fsynced per record) or, for several replicas, to a DynamoDB table (``OPSMCP_AUDI
 hash key ``call_id``, range key ``phase``).
 
 Long writes also append ``phase: "progress"`` records (the counts so far; the server's
-write gate writes one every few progress reports). On start-up, :func:`mark_interrupted`
-closes every ``intent`` that has no ``outcome`` and whose server process is gone with an
-``outcome: "interrupted"`` record carrying the last known progress, so after a kill the
-trail still says how far the write got.
+write gate writes one every few progress reports; the DynamoDB table keeps the latest).
+On start-up, :func:`mark_interrupted` closes every ``intent`` that has no ``outcome`` and
+whose server process is gone with an ``outcome: "interrupted"`` record carrying the last
+known progress, so after a kill the trail still says how far the write got.
 
 One record is bounded: string values longer than :data:`MAX_VALUE_CHARS` are cut and
 marked, and a record still larger than :data:`MAX_RECORD_BYTES` keeps only its argument
@@ -212,7 +212,8 @@ class DynamoAudit:
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
             resp = self.client.scan(**kwargs)
-            items += [json.loads(i["record"]["S"]) for i in resp.get("Items", [])]
+            items += [json.loads(i["record"]["S"]) for i in resp.get("Items", [])
+                      if i.get("phase", {}).get("S") != "claimed"]  # approval claims are not records
             if "LastEvaluatedKey" not in resp:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
