@@ -53,7 +53,7 @@ async def test_find_orders_bad_input(seeded):
         await call(seeded.client, "find_orders", status="PENDING", since="yesterday-ish")
     with pytest.raises(ToolFailed, match="cursor is not one this tool returned"):
         await call(seeded.client, "find_orders", status="PENDING", cursor="WzFd")  # base64 of [1]
-    with pytest.raises(ToolFailed, match="less than or equal to 500"):
+    with pytest.raises(ToolFailed, match="limit=5000 is too large; allowed: a whole number from 1 to 500"):
         await call(seeded.client, "find_orders", status="PENDING", limit=5000)
 
 

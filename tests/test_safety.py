@@ -115,7 +115,8 @@ async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):
     assert [r["phase"] for r in records] == ["intent", "outcome"]
     assert all(r["dry_run"] and r["caller"] == "stdio" and r["tool"] == "redrive_dlq" for r in records)
     assert records[1]["counts"]["matched"] == 8 and records[1]["duration_ms"] >= 0
-    assert redact({"db_password": "hunter2", "nested": {"api_key": "k", "path": "/tmp"}, "note": "Bearer abcdefghijk"}) == {
+    secrets = {"db_password": "hunter2", "nested": {"api_key": "k", "path": "/tmp"}, "note": "Bearer abcdefghijk"}
+    assert redact(secrets) == {
         "db_password": "***redacted***", "nested": {"api_key": "***redacted***", "path": "/tmp"},
         "note": "***redacted***"}
 
@@ -158,3 +159,61 @@ def test_audit_tail_command(tmp_path, capsys):
     assert len(out) == 2 and "id=3" in out[0] and "id=4" in out[1] and "DRY-RUN" in out[1]
     assert main(["audit", "tail", "-n", "1", "--json", "--data-dir", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out.strip())["call_id"] == "4"
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    audit = FileAudit(path)
+    audit.append({"time": "t1", "call_id": "1", "phase": "intent", "tool": "redrive_dlq"})
+    with open(path, "ab") as fh:
+        fh.write(b'{"time":"t2","call_id":"torn","pha')  # the server was killed mid-write
+    audit.append({"time": "t3", "call_id": "2", "phase": "intent", "tool": "redrive_dlq"})
+    records = audit.tail(5)
+    assert [r.get("call_id") for r in records] == ["1", None, "2"]
+    assert records[1]["unreadable"].startswith('{"time":"t2"')
+
+
+def test_interrupted_writes_are_closed_on_start_up_with_their_last_progress(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from opsmcp.audit import HOST
+    from opsmcp.cli import main
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    audit = FileAudit(tmp_path / "audit.jsonl")
+    base = {"caller": "stdio", "tool": "redrive_dlq", "arguments": {"queue": "order-queue-dlq"}, "dry_run": False,
+            "approval": "elicitation", "host": HOST, "pid": gone.pid}
+    audit.append(base | {"time": "t1", "call_id": "killed", "phase": "intent", "outcome": "started"})
+    for n in (10, 200):
+        audit.append(base | {"time": f"t{n}", "call_id": "killed", "phase": "progress", "outcome": "running",
+                             "counts": {"progress": n, "total": 2000}})
+    audit.append(base | {"time": "t3", "call_id": "finished", "phase": "intent", "outcome": "started"})
+    audit.append(base | {"time": "t4", "call_id": "finished", "phase": "outcome", "outcome": "complete"})
+    audit.append(base | {"time": "t5", "call_id": "running", "phase": "intent", "outcome": "started",
+                         "pid": os.getpid()})  # a live process: still running, left alone
+    audit.append(base | {"time": "t6", "call_id": "elsewhere", "phase": "intent", "outcome": "started",
+                         "host": "another-replica"})
+    settings = make_settings("http://127.0.0.1:9", tmp_path, toolsets=[])
+    build_server(settings)
+    closed = [r for r in audit.tail(50) if r.get("outcome") == "interrupted"]
+    assert [r["call_id"] for r in closed] == ["killed"]
+    assert closed[0]["counts"] == {"progress": 200, "total": 2000} and "t200" in closed[0]["note"]
+    build_server(settings)  # a second start finds nothing left to close
+    assert len([r for r in audit.tail(50) if r.get("outcome") == "interrupted"]) == 1
+    assert main(["audit", "tail", "-n", "1", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "outcome=interrupted" in out and '"progress": 200' in out and "id=killed" in out
+
+
+async def test_a_write_tool_on_a_read_only_server_says_how_to_enable_writes(tmp_path):
+    server, _ = build_server(make_settings("http://127.0.0.1:9", tmp_path, toolsets=["queues", "playbooks"]))
+    async with Client(server) as client:
+        for name in ("redrive_dlq", "run_playbook"):
+            with pytest.raises(ToolFailed, match=rf"{name} is not available on this server: writes are disabled; "
+                                                 "start with --allow-writes"):
+                await call(client, name, queue="q", name="collect_diagnostics")
+        with pytest.raises(ToolFailed, match="Unknown tool: no_such_tool"):
+            await call(client, "no_such_tool")

@@ -6,6 +6,17 @@ fails and nothing acts) and ``phase: "outcome"`` afterwards with the outcome, co
 duration. Records go to a JSON Lines file (default ``<OPSMCP_DATA_DIR>/audit.jsonl``,
 fsynced per record) or, for several replicas, to a DynamoDB table (``OPSMCP_AUDIT_TABLE``,
 hash key ``call_id``, range key ``phase``).
+
+Long writes also append ``phase: "progress"`` records (the counts so far; the server's
+write gate writes one every few progress reports; the DynamoDB table keeps the latest).
+On start-up, :func:`mark_interrupted` closes every ``intent`` that has no ``outcome`` and
+whose server process is gone with an ``outcome: "interrupted"`` record carrying the last
+known progress, so after a kill the trail still says how far the write got.
+
+One record is bounded: string values longer than :data:`MAX_VALUE_CHARS` are cut and
+marked, and a record still larger than :data:`MAX_RECORD_BYTES` keeps only its argument
+names (:func:`bounded`). A file whose last line was torn by a crash gets a newline before
+the next record, so the torn line never swallows it.
 """
 
 from __future__ import annotations
@@ -13,18 +24,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, Protocol
 
+from opsmcp.budget import cap_values, json_size
 from opsmcp.errors import OpsError
 
 SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|credential|private[-_]?key|"
                         r"auth(orization)?|session[-_]?key|cookie)", re.I)
 SECRET_VALUE = re.compile(r"(bearer\s+[a-z0-9._~+/=-]{8,}|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----)", re.I)
 REDACTED = "***redacted***"
+#: Longest string value one audit record keeps (characters); longer ones are cut and marked.
+MAX_VALUE_CHARS = 2_048
+#: Largest audit record (bytes of JSON); a larger one keeps only its argument names.
+MAX_RECORD_BYTES = 16_384
+#: This machine's name, recorded with the pid in every record (see :func:`mark_interrupted`).
+HOST = socket.gethostname()
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -50,14 +69,41 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def bounded(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every string longer than :data:`MAX_VALUE_CHARS` cut and marked; if it
+    is still over :data:`MAX_RECORD_BYTES` of JSON, its ``arguments`` are replaced by their
+    names and sizes. Adds ``"cut": N`` (values cut) when anything was cut."""
+    out, cuts = cap_values(record, MAX_VALUE_CHARS)
+    if json_size(out) > MAX_RECORD_BYTES and isinstance(out.get("arguments"), dict):
+        args = record.get("arguments") or {}
+        out["arguments"] = {"omitted": f"arguments too large for one audit record ({json_size(args)} bytes)",
+                            "sizes": {str(k)[:80]: json_size(v) for k, v in list(args.items())[:50]}}
+        cuts += 1
+    if json_size(out) > MAX_RECORD_BYTES:  # still too big (huge counts?): keep the identifying fields
+        out = {k: out.get(k) for k in ("time", "call_id", "phase", "caller", "tool", "dry_run", "outcome",
+                                      "approval", "duration_ms", "pid", "host")}
+        out["omitted"] = "record too large; only its identifying fields were kept"
+        cuts += 1
+    if cuts:
+        out["cut"] = cuts
+    return out
+
+
 class AuditSink(Protocol):
     """Where audit records go."""
 
     def append(self, record: dict[str, Any]) -> None:
-        """Durably store one record. Raises OpsError when it cannot."""
+        """Durably store one record (bounded by :func:`bounded`). Raises OpsError when it cannot."""
 
     def tail(self, n: int) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first."""
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every readable record, oldest first where the sink keeps an order."""
+
+    def claim_once(self, key: str, expires_at: float) -> bool:
+        """Record that the one-time approval ``key`` was used; False when it already was
+        (by any replica sharing this sink). ``expires_at``: epoch seconds it stays relevant."""
 
 
 class FileAudit:
@@ -72,16 +118,22 @@ class FileAudit:
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append ``record`` as one line and fsync it.
+        """Append ``record`` (:func:`bounded`) as one line and fsync it. When the file does not
+        end with a newline (a crash tore its last line), a newline goes first.
 
         Raises:
             OpsError: the file cannot be written (permissions, disk full, a directory).
         """
-        line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        line = (json.dumps(bounded(record), default=str, separators=(",", ":")) + "\n").encode()
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as fh:
+                with open(self.path, "a+b") as fh:
+                    end = fh.seek(0, os.SEEK_END)
+                    if end:
+                        fh.seek(end - 1)
+                        if fh.read(1) != b"\n":
+                            line = b"\n" + line  # the torn line stays unreadable; this record does not
                     fh.write(line)
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -103,6 +155,24 @@ class FileAudit:
                 out.append({"unreadable": line.rstrip("\n")})
         return out
 
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every readable record of the file, oldest first (unreadable lines are skipped)."""
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    yield record
+
+    def claim_once(self, key: str, expires_at: float) -> bool:
+        """Always True: a file audit means one server process, whose own memory of used
+        approvals (:class:`opsmcp.approval.ApprovalTokens`) is the authority."""
+        return True
+
 
 class DynamoAudit:
     """Audit records in a DynamoDB table shared by several replicas.
@@ -122,6 +192,7 @@ class DynamoAudit:
         Raises:
             OpsError: the table is missing or unreachable.
         """
+        record = bounded(record)
         item = {
             "call_id": {"S": record["call_id"]},
             "phase": {"S": record["phase"]},
@@ -141,12 +212,97 @@ class DynamoAudit:
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
             resp = self.client.scan(**kwargs)
-            items += [json.loads(i["record"]["S"]) for i in resp.get("Items", [])]
+            items += [json.loads(i["record"]["S"]) for i in resp.get("Items", [])
+                      if i.get("phase", {}).get("S") != "claimed"]  # approval claims are not records
             if "LastEvaluatedKey" not in resp:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         items.sort(key=lambda r: (r.get("time", ""), r.get("phase") == "outcome"))
         return items[-n:] if n > 0 else []
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record of the table (a Scan), oldest first."""
+        yield from self.tail(1 << 62)
+
+    def claim_once(self, key: str, expires_at: float) -> bool:
+        """Claim ``key`` with a conditional PutItem (``call_id = "approval:<key>"``), so one
+        approval token is used once across every replica that shares the table.
+
+        Raises:
+            OpsError: the table is missing or unreachable (the write then does not act).
+        """
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"call_id": {"S": f"approval:{key}"}, "phase": {"S": "claimed"},
+                      "time": {"S": now_iso()}, "tool": {"S": "-"}, "expires_at": {"N": str(int(expires_at))},
+                      "record": {"S": json.dumps({"call_id": f"approval:{key}", "phase": "claimed"})}},
+                ConditionExpression="attribute_not_exists(call_id)",
+            )
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code == "ConditionalCheckFailedException":
+                return False
+            raise OpsError(f"Cannot record the approval in DynamoDB table {self.table}: {exc}.",
+                           "check OPSMCP_AUDIT_TABLE and AWS access; no write was made.") from exc
+        return True
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine (it may be another program that
+    reused the pid: callers treat "alive" as "maybe still running")."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_intents(records: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Each ``intent`` record without an ``outcome`` of the same ``call_id``, with the last
+    ``progress`` record of that call (or None), in the order the intents were written."""
+    intents: dict[str, dict[str, Any]] = {}
+    progress: dict[str, dict[str, Any]] = {}
+    for r in records:
+        call_id, phase = r.get("call_id"), r.get("phase")
+        if not isinstance(call_id, str):
+            continue
+        if phase == "intent":
+            intents[call_id] = r
+        elif phase == "progress":
+            progress[call_id] = r
+        elif phase == "outcome":
+            intents.pop(call_id, None)
+            progress.pop(call_id, None)
+    return [(r, progress.get(cid)) for cid, r in intents.items()]
+
+
+def mark_interrupted(sink: AuditSink, *, host: str = HOST,
+                     alive: Callable[[int], bool] = pid_alive) -> list[dict[str, Any]]:
+    """Close every open intent of a server process that is gone with an ``interrupted`` outcome.
+
+    An intent is closed when it was written on this ``host`` by a pid that is no longer
+    ``alive``, or carries no pid (records older than this rule). Intents of live processes
+    and of other hosts (other replicas sharing a DynamoDB table) are left alone. The new
+    record carries the last known progress (``counts``) and when it was reported.
+
+    Returns the records appended. Raises OpsError when the sink cannot be written.
+    """
+    added = []
+    for intent, last in open_intents(sink.records()):
+        pid = intent.get("pid")
+        if intent.get("host") not in (None, host) or (isinstance(pid, int) and alive(pid)):
+            continue
+        record = {k: intent.get(k) for k in ("call_id", "caller", "tool", "arguments", "dry_run", "approval")}
+        seen = f"last progress reported at {last.get('time')}" if last else "no progress was reported"
+        record.update(time=now_iso(), phase="outcome", outcome="interrupted", duration_ms=None, pid=os.getpid(),
+                      host=host, counts=(last or {}).get("counts") or {},
+                      note=f"the server stopped during this call (killed or crashed); {seen}")
+        sink.append(record)
+        added.append(record)
+    return added
 
 
 def create_audit_table(client: Any, table: str) -> None:
@@ -170,6 +326,8 @@ def format_records(records: Iterable[dict[str, Any]]) -> str:
             continue
         mode = "DRY-RUN" if r.get("dry_run") else "REAL"
         extra = f" outcome={r.get('outcome')} duration_ms={r.get('duration_ms')}" if r.get("phase") == "outcome" else ""
+        if r.get("note"):
+            extra += f" note={r['note']!r}"
         counts = f" counts={json.dumps(r['counts'])}" if r.get("counts") else ""
         lines.append(f"{r.get('time')} {r.get('phase', '?'):7} {mode:7} {r.get('tool')} caller={r.get('caller')} "
                      f"args={json.dumps(r.get('arguments'), default=str)}{extra}{counts} id={r.get('call_id')}")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     playbook_timeout_seconds: float = Field(300.0, gt=0, description="Wall-clock limit of one playbook run, seconds.")
     audit_log: Path | None = Field(None, description="Audit JSON Lines file; default <data_dir>/audit.jsonl.")
     audit_table: str | None = Field(None, description="DynamoDB table for audit records instead of the file.")
+    write_approval: Literal["prompt-or-confirm", "prompt"] = Field(
+        "prompt-or-confirm", description="How a real write is approved: an approval prompt (elicitation) or, for "
+        "clients without one, confirm=true with the preview's approval token; 'prompt': only the prompt.")
+    approval_secret: SecretStr | None = Field(
+        None, description="HMAC key of approval tokens (and of sealed request state); replicas share it. "
+        "Random per process when unset.")
+    approval_ttl_seconds: float = Field(600.0, gt=0, le=86_400, description="How long an approval token is valid, s.")
 
     @field_validator("toolsets", mode="before")
     @classmethod
