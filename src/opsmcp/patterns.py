@@ -19,7 +19,8 @@ from typing import Any
 
 #: UUIDs, 0x-hex ids and digit runs, in one pass: the mask is the hot loop (about 2.5 µs a
 #: line here; three separate, stricter passes cost twice that).
-_MASK = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|0x[0-9a-fA-F]+|\d[\d.]*")
+_MASK = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|0x[0-9a-fA-F]+|\d[\d.]*")
 WILDCARD = "<*>"
 #: A pattern "grew" when its rate (per second of window) is at least this many times its
 #: baseline rate (Grafana Sift's elevation-factor idea).
@@ -86,7 +87,7 @@ class Pattern:
     """One mined template with its counts in the window and in the baseline.
 
     ``change`` is ``new`` (absent from the baseline), ``grew`` (rate at least
-    :data:`GROWTH_FACTOR` × the baseline's; ``growth`` gives the factor), ``shrank`` (at most
+    :data:`GROWTH_FACTOR` times the baseline's; ``growth`` gives the factor), ``shrank`` (at most
     1 / GROWTH_FACTOR) or ``steady``; None when no baseline was compared.
     """
 
