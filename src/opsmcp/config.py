@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
     http_token: str | None = Field(None, description="Bearer token required on HTTP transports, if set.")
     log_level: str = Field("WARNING", description="stderr log level: DEBUG, INFO, WARNING, ERROR.")
+    events_poll_seconds: float = Field(
+        5.0, ge=0.2, le=3600, description="How often /events polls queue depths while someone listens, seconds.")
+    events_heartbeat_seconds: float = Field(15.0, ge=1, le=300, description="/events heartbeat interval, seconds.")
+    events_history: int = Field(1000, ge=1, le=100_000, description="Events kept for Last-Event-ID resumption.")
+    events_buffer: int = Field(
+        256, ge=1, le=100_000, description="Undelivered events one /events client may hold before it is dropped.")
 
     # --- AWS (standard names first) ---------------------------------------------
     aws_endpoint_url: str | None = Field(

@@ -9,12 +9,8 @@ protection) come from the SDK's transport security when bound to loopback.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import json
-from collections.abc import AsyncIterator
-from typing import Any
 
 from mcp.server import MCPServer
 from starlette.requests import Request
@@ -22,11 +18,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from opsmcp import __version__
+from opsmcp import __version__, live
 from opsmcp.identity import caller
 from opsmcp.server import Runtime
 
-OPEN_PATHS = ("/healthz",)
+OPEN_PATHS = ("/healthz", "/", "/static/app.js")  # the page holds no data; its feed is authenticated
 
 
 class BearerAuth:
@@ -74,27 +70,10 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1") -> A
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(runtime.stats.render(), media_type="text/plain; version=0.0.4")
 
-    async def events(request: Request) -> Response:
-        from sse_starlette import EventSourceResponse
-
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-        runtime.subscribers.add(queue)
-
-        async def stream() -> AsyncIterator[dict[str, Any]]:
-            try:
-                yield {"event": "hello", "data": json.dumps({"version": __version__, "tools": sorted(runtime.tools)})}
-                while True:
-                    item = await queue.get()
-                    yield {"event": item.get("type", "tool_call"), "data": json.dumps(item, default=str)}
-            finally:
-                runtime.subscribers.discard(queue)
-
-        return EventSourceResponse(stream(), ping=15)
-
     app.router.routes.extend(sse.routes)
     app.router.routes.extend([
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/events", events, methods=["GET"]),
     ])
+    app.router.routes.extend(live.routes(runtime))
     return BearerAuth(app, runtime.settings.http_token)

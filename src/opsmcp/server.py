@@ -35,11 +35,12 @@ from pydantic import BaseModel, ValidationError
 
 from opsmcp import __version__
 from opsmcp.approval import INJECTED, ApprovalFlow
-from opsmcp.audit import HOST, AuditSink, FileAudit, mark_interrupted, now_iso, redact
+from opsmcp.audit import HOST, AuditSink, FileAudit, bounded, mark_interrupted, now_iso, redact
 from opsmcp.backends.aws import AwsClients
 from opsmcp.budget import cut_text, fit_result
 from opsmcp.config import Settings
 from opsmcp.errors import OpsError
+from opsmcp.events import DepthPoller, EventHub, queue_sources
 from opsmcp.identity import caller
 from opsmcp.toolsets.base import ToolMark, marked_tools
 from opsmcp.validation import explain
@@ -93,7 +94,8 @@ class Runtime:
     toolsets: dict[str, object]
     stats: ToolStats
     tools: dict[str, ToolMark]
-    subscribers: set[Any] = field(default_factory=set)
+    events: EventHub = field(default_factory=EventHub)
+    poller: DepthPoller | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
     audit: AuditSink | None = None
@@ -129,6 +131,8 @@ class Runtime:
                 raise
             log.error("audit record lost: %s", cut_text(json.dumps(record, default=str), 4_000))
             return None
+        if self.events.listeners:
+            self.events.publish("write", bounded(record))  # the same cut the audit sink applies
         return call_id
 
     def __post_init__(self) -> None:
@@ -163,12 +167,9 @@ class Runtime:
             raise OpsError(self.startup_error, "see the server's stderr; restart with a configured AWS endpoint.")
 
     def publish(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` to every ``/events`` subscriber queue; a full queue drops it."""
-        for queue in list(self.subscribers):
-            try:
-                queue.put_nowait(event)
-            except Exception:  # a slow subscriber loses events rather than stalling tools
-                log.debug("dropped an event for a slow /events subscriber")
+        """Hand ``event`` (a dict with ``type``) to the ``/events`` feed; a slow listener is
+        dropped rather than stalling tools. Call on the event loop's thread."""
+        self.events.publish(str(event.get("type", "tool_call")), event)
 
 
 #: The old name of :func:`opsmcp.budget.fit_result`.
@@ -223,7 +224,7 @@ def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) 
         finally:
             elapsed = time.perf_counter() - start
             runtime.stats.record(name, elapsed, ok)
-            if runtime.subscribers:
+            if runtime.events.listeners:
                 runtime.publish({"type": "tool_call", "tool": name, "ok": ok, "ms": round(elapsed * 1000, 2),
                                  "caller": caller.get(), "at": time.time()})
 
@@ -322,6 +323,25 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
     return out
 
 
+def _wire_events(runtime: Runtime) -> None:
+    """Size the ``/events`` hub from settings and, with the queues toolset, attach the one
+    depth poller (started by the hub's first listener, stopped by its last)."""
+    settings = runtime.settings
+    hub = runtime.events = EventHub(history=settings.events_history, buffer=settings.events_buffer)
+    queues = runtime.toolsets.get("queues")
+    if queues is None:
+        return
+    list_states, read_dead_letters = queue_sources(queues)
+
+    async def ready_states() -> list[dict[str, Any]]:
+        await runtime.wait_ready()
+        return await list_states()
+
+    poller = runtime.poller = DepthPoller(hub, ready_states, read_dead_letters, settings.events_poll_seconds)
+    hub.on_first_listener = poller.start
+    hub.on_last_listener = poller.stop
+
+
 def build_audit(settings: Settings, clients: AwsClients) -> AuditSink:
     """The audit sink: the DynamoDB table when ``audit_table`` is set, else the JSON Lines file."""
     from opsmcp.audit import DynamoAudit
@@ -341,6 +361,7 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     clients = AwsClients(settings)
     runtime = Runtime(settings=settings, clients=clients, toolsets=build_toolsets(settings, clients),
                       stats=ToolStats(), tools={}, audit=build_audit(settings, clients))
+    _wire_events(runtime)
     level = settings.log_level.upper()
     secret = settings.approval_secret
     security = None

@@ -1,0 +1,84 @@
+"""The live page at ``/`` in real headless Chromium (Debian's chromium + chromium-driver):
+the token is entered once, the queue table fills from /events, and dead letters added through
+boto3 show up as the new DLQ depth within seconds. The screenshot lands in
+``test-output/live-page.png`` at the repository root."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_settings
+from test_events import _send_dead_letters, serve_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
+                                "(apt-get install chromium chromium-driver; .ci/run installs them)")
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _cell(driver, queue: str, column: int) -> str | None:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-queue="{queue}"]')
+        return row.find_elements(By.TAG_NAME, "td")[column].text
+    except (NoSuchElementException, StaleElementReferenceException, IndexError):
+        return None
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"the page did not show {what} within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def test_live_page_shows_new_dlq_depth(browser, fresh_moto, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+
+    from opsmcp.sandbox.scenario import build_scenario
+    from opsmcp.sandbox.seed import seed_aws
+
+    settings = make_settings(fresh_moto, tmp_path, events_poll_seconds=0.5, toolsets=["queues"],
+                             http_token="page-test-token")
+    seed_aws(settings, build_scenario(), metrics=False)
+    with serve_app(settings) as (base, runtime):
+        browser.get(f"{base}/")
+        _wait(lambda: browser.find_element(By.ID, "auth").is_displayed(), 15, "the token form")
+        browser.find_element(By.ID, "token").send_keys("page-test-token")
+        browser.find_element(By.CSS_SELECTOR, "#auth button").click()
+        _wait(lambda: (_cell(browser, "order-queue-dlq", 1) or "").isdigit(), 20, "the order-queue-dlq row")
+        assert browser.execute_script("return sessionStorage.getItem('opsmcp_token')") == "page-test-token"
+        before = int(_cell(browser, "order-queue-dlq", 1) or 0)
+        _wait(lambda: "order-queue-dlq" in runtime.poller.seen, 15, "the poller's baseline")
+        _send_dead_letters(fresh_moto, "order-queue-dlq", 4)
+        _wait(lambda: _cell(browser, "order-queue-dlq", 1) == str(before + 4), 15, f"depth {before + 4}")
+        _wait(lambda: _cell(browser, "order-queue", 5) == str(before + 4), 15, "the source queue's DLQ depth")
+        _wait(lambda: "Inventory timed out" in browser.find_element(By.ID, "groups").text, 15, "the new failure group")
+        assert browser.find_element(By.ID, "status").text == "live"
+        OUTPUT.mkdir(exist_ok=True)
+        shot = OUTPUT / "live-page.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
