@@ -148,7 +148,10 @@ async def test_http_bearer_token(tmp_path):
 
 
 def _inspector(*args: str, env: dict[str, str]) -> dict:
-    out = subprocess.run([str(INSPECTOR), "--cli", *args], capture_output=True, text=True, timeout=120, env=env)
+    # Inspector's own connect timeout (15 s) covers the server's start; a loaded machine needs more.
+    connect = ["--connect-timeout", str(int(READY_BUDGET_S * 1000))]
+    out = subprocess.run([str(INSPECTOR), "--cli", *args, *connect], capture_output=True, text=True,
+                         timeout=READY_BUDGET_S + 60, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
