@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from opsmcp.backends.aws import AwsClients, aws_call
-from opsmcp.errors import NotFound, not_found
+from opsmcp.errors import InvalidInput, NotFound, not_found
 
 MAX_LIST = 1000  # ListQueues returns at most 1000 per page
 
@@ -54,13 +54,22 @@ class SqsBackend:
         """Queue URLs whose names start with ``prefix`` (at most ``limit``, 1..1000).
 
         Returns ``(urls, next_token)``; pass ``next_token`` back as ``token`` for the next page.
+
+        Raises:
+            InvalidInput: SQS refused ``token`` (not one it issued, or expired).
         """
         kwargs: dict[str, Any] = {"MaxResults": max(1, min(limit, MAX_LIST))}
         if prefix:
             kwargs["QueueNamePrefix"] = prefix
         if token:
             kwargs["NextToken"] = token
-        resp = await aws_call(self.clients, "list queues", self._sqs.list_queues, **kwargs)
+        try:
+            resp = await aws_call(self.clients, "list queues", self._sqs.list_queues, **kwargs)
+        except InvalidInput:
+            if not token:
+                raise
+            raise InvalidInput("cursor is not one list_queues returned (or it expired).",
+                               "call list_queues again without cursor (and the same prefix) to start over.") from None
         return list(resp.get("QueueUrls", [])), resp.get("NextToken")
 
     async def all_urls(self) -> list[str]:
@@ -137,12 +146,18 @@ class SqsBackend:
         return failed
 
     async def send_batch(self, url: str, entries: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
-        """SendMessageBatch (<= 10 entries, each with a unique ``Id``).
+        """SendMessageBatch (<= 10 entries, each with a unique ``Id``), in exactly one attempt:
+        sends are not idempotent, and botocore's retry of a timed-out send can apply it again.
 
         Returns ``(ids that succeeded, {id: error message} for those that failed)``.
+
+        Raises:
+            InvalidInput, NotFound: SQS rejected the whole request (nothing was sent).
+            OpsError: anything else, e.g. a timeout; the batch may or may not have been sent.
         """
+        once = self.clients.client("sqs", retries=False)
         resp = await aws_call(
-            self.clients, f"send to {queue_name(url)}", self._sqs.send_message_batch, QueueUrl=url, Entries=entries
+            self.clients, f"send to {queue_name(url)}", once.send_message_batch, QueueUrl=url, Entries=entries
         )
         ok = [s["Id"] for s in resp.get("Successful", [])]
         failed = {f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}".strip() for f in resp.get("Failed", [])}
