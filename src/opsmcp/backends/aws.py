@@ -158,9 +158,10 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "Unknown"))
         message = str(err.get("Message", "")) or code
-        if code in NOT_FOUND_CODES:
+        short = code.removeprefix("AWS.SimpleQueueService.")  # SQS's JSON protocol prefixes some codes
+        if code in NOT_FOUND_CODES or short in NOT_FOUND_CODES:
             return NotFound(f"Failed to {what}: {message} ({code}).")
-        if code in INPUT_CODES:
+        if short in INPUT_CODES:
             return InvalidInput(f"Failed to {what}: {message} ({code}).")
         return OpsError(f"{endpoint} refused to {what}: {message} ({code}).")
     return OpsError(f"Failed to {what}: {type(exc).__name__}: {exc}.")

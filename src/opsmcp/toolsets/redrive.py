@@ -201,6 +201,7 @@ class Mover:
         result = RedriveResult(queue=r.dlq_name, target=r.target_name, dry_run=dry_run, matched=0, moved=0,
                                remaining=None, notes=r.check())
         seen: set[str] = set()
+        blocked: set[str] = set()  # FIFO message groups with a held message: the rest of the group waits
         nonmatching_heads = 0
         try:
             async with anyio.create_task_group() as tg:
@@ -228,7 +229,10 @@ class Mover:
                     chosen = []
                     for m in fresh:
                         sig = sigs[m["MessageId"]]
-                        if (signature is None or sig == signature) and result.matched + len(chosen) < max_messages:
+                        group = m.get("Attributes", {}).get("MessageGroupId", "")
+                        if r.dlq_fifo and group in blocked:  # never overtake a held message of its group
+                            self.held.append(m["ReceiptHandle"])
+                        elif (signature is None or sig == signature) and result.matched + len(chosen) < max_messages:
                             chosen.append(m)
                             result.by_signature[sig] = result.by_signature.get(sig, 0) + 1
                             if len(result.sample_message_ids) < 10:
@@ -236,6 +240,7 @@ class Mover:
                         else:
                             nonmatching_heads += signature is not None and sig != signature
                             self.held.append(m["ReceiptHandle"])
+                            blocked.add(group)
                     result.matched += len(chosen)
                     if dry_run:
                         self.held += [m["ReceiptHandle"] for m in chosen]
@@ -336,6 +341,7 @@ class Mover:
         for i in ok:
             if i in not_deleted:
                 result.duplicates_possible.append(by_id[i]["MessageId"])
+                self.held.append(by_id[i]["ReceiptHandle"])  # visible again for the next redrive
             else:
                 result.moved += 1
         return True
