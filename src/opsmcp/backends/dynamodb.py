@@ -131,3 +131,19 @@ class DynamoBackend:
             raise
         last = resp.get("LastEvaluatedKey")
         return [self.item(i) for i in resp.get("Items", [])], (self.item(last) if last else None)
+
+    async def indexes(self, table: str) -> dict[str, tuple[str, str | None]]:
+        """The global secondary indexes of ``table`` from DescribeTable: ``{name: (hash key, range key)}``.
+
+        Raises:
+            NotFound: the table does not exist (closest table names listed).
+        """
+        try:
+            resp = await aws_call(self.clients, f"describe table {table}", self._ddb.describe_table, TableName=table)
+        except NotFound as exc:
+            raise await self._table_error(table, exc) from None
+        out: dict[str, tuple[str, str | None]] = {}
+        for gsi in resp.get("Table", {}).get("GlobalSecondaryIndexes", []) or []:
+            keys = {k["KeyType"]: k["AttributeName"] for k in gsi.get("KeySchema", [])}
+            out[gsi["IndexName"]] = (keys.get("HASH", ""), keys.get("RANGE"))
+        return out
