@@ -53,9 +53,11 @@ def make_pair(sqs: Any, name: str, *, fifo: bool = False, sources: int = 1) -> t
     return dlq, names
 
 
-def fill(sqs: Any, url: str, n: int, *, groups: int = 0, tag: str = "") -> None:
-    """``n`` JSON messages with attributes; FIFO: round-robin over ``groups`` groups, numbered per group."""
+def fill(sqs: Any, url: str, n: int, *, groups: int = 0, tag: str = "") -> list[tuple[str, str]]:
+    """``n`` JSON messages with attributes; FIFO: round-robin over ``groups`` groups, numbered per group.
+    Returns each message's (body, attributes as sorted JSON)."""
     entries = []
+    keys = []
     for i in range(n):
         body = {"n": i, "orderId": f"o-{i}"}
         entry: dict[str, Any] = {"Id": str(len(entries)), "MessageAttributes": {
@@ -66,11 +68,14 @@ def fill(sqs: Any, url: str, n: int, *, groups: int = 0, tag: str = "") -> None:
             entry |= {"MessageGroupId": f"g{g}", "MessageDeduplicationId": f"d{tag}{i}"}
         entry["MessageBody"] = json.dumps(body)
         entries.append(entry)
+        keys.append((entry["MessageBody"], json.dumps({k: v["StringValue"] for k, v in
+                                                        entry["MessageAttributes"].items()}, sort_keys=True)))
         if len(entries) == 10:
             sqs.send_message_batch(QueueUrl=url, Entries=entries)
             entries = []
     if entries:
         sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    return keys
 
 
 def drain(sqs: Any, url: str) -> list[dict[str, Any]]:

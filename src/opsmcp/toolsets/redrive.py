@@ -49,6 +49,9 @@ from opsmcp.toolsets.base import Result
 MAX_BATCH_BYTES = 256 * 1024
 #: Empty receives in a row after which the DLQ counts as drained (of messages we may take).
 STALE_RECEIVES = 3
+#: Receives of only already-seen messages (their hold ran out) that count as one empty receive
+#: while fewer messages than the DLQ reported have been seen.
+WRAP_RECEIVES = 20
 
 #: ``async (messages) -> {message id: signature text}``.
 Classifier = Callable[[list[dict[str, Any]]], Awaitable[dict[str, str]]]
@@ -206,7 +209,7 @@ class Mover:
         try:
             async with anyio.create_task_group() as tg:
                 pending: anyio.Event | None = None  # the one move in flight
-                stale = 0
+                stale = 0.0
                 while result.matched < max_messages and not self.stopped:
                     try:
                         batch = await self.sqs.receive(r.dlq_url, 10, visibility_timeout=self.hold)
@@ -219,7 +222,9 @@ class Mover:
                     if not fresh:
                         if pending is not None:  # messages may come back when the move in flight ends
                             await pending.wait()
-                        stale += 1
+                        # Only seen messages (their hold ran out) while more should exist: keep
+                        # reading, within a bound; an empty receive is the usual end.
+                        stale += 1 if not batch or len(seen) >= visible else 1 / WRAP_RECEIVES
                         if stale >= STALE_RECEIVES:
                             break
                         continue
