@@ -16,7 +16,7 @@ async def test_get_order_returns_the_whole_item(seeded):
 
 
 async def test_missing_order_is_a_tool_error_with_next_step(seeded):
-    with pytest.raises(ToolFailed, match="No order with orderId 'nope'.*find_orders"):
+    with pytest.raises(ToolFailed, match=r"No order with orderId 'nope'.*find_orders"):
         await call(seeded.client, "get_order", order_id="nope")
 
 
@@ -82,11 +82,12 @@ async def test_a_table_without_the_index_is_a_clear_error(seeded):
                             AttributeDefinitions=[{"AttributeName": "orderId", "AttributeType": "S"}],
                             KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}])
     seeded.runtime.toolsets["orders"].settings.orders_table = "bare-orders"
-    with pytest.raises(ToolFailed, match=r"bare-orders has no index 'status-index'.*GSIs: none.*OPSMCP_ORDERS_STATUS_INDEX"):
+    with pytest.raises(ToolFailed,
+                       match=r"bare-orders has no index 'status-index'.*GSIs: none.*OPSMCP_ORDERS_STATUS_INDEX"):
         await call(seeded.client, "find_orders", status="PENDING")
 
 
 async def test_unknown_table_lists_closest(seeded):
     seeded.runtime.toolsets["orders"].settings.orders_table = "order"
-    with pytest.raises(ToolFailed, match="No table named 'order'.*'orders'"):
+    with pytest.raises(ToolFailed, match=r"No table named 'order'.*'orders'"):
         await call(seeded.client, "get_order", order_id="x")

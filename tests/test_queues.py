@@ -97,7 +97,7 @@ async def test_analyze_dlq_groups_and_hides_nothing(seeded):
 
 
 async def test_analyze_refuses_a_source_queue(seeded):
-    with pytest.raises(ToolFailed, match="redrive policy.*order-queue-dlq"):
+    with pytest.raises(ToolFailed, match=r"redrive policy.*order-queue-dlq"):
         await call(seeded.client, "analyze_dlq", queue="order-queue")
     assert _counts(seeded.sqs, "order-queue") == (35, 0)
 
@@ -111,7 +111,8 @@ async def test_unknown_queue_lists_closest_names(seeded):
 async def test_out_of_range_limits_clamp_with_a_note(seeded):
     """Project rule: an out-of-range limit is clamped and labelled, never raw validator text."""
     peek = await call(seeded.client, "peek_messages", queue="notification-queue", max_messages=50)
-    assert len(peek["messages"]) == 10 and any("max_messages=50 is outside 1-10; clamped to 10" in n for n in peek["notes"])
+    assert len(peek["messages"]) == 10
+    assert any("max_messages=50 is outside 1-10; clamped to 10" in n for n in peek["notes"])
     listed = await call(seeded.client, "list_queues", limit=0)
     assert listed["count"] == 1 and any("limit=0" in n for n in listed["notes"])
     dry = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", max_messages=99_999)
@@ -131,7 +132,7 @@ async def test_free_text_arguments_are_bounded(seeded):
 
 
 async def test_bad_list_queues_cursor_says_what_to_do(seeded):
-    with pytest.raises(ToolFailed, match="cursor is not one list_queues returned.*without cursor"):
+    with pytest.raises(ToolFailed, match=r"cursor is not one list_queues returned.*without cursor"):
         await call(seeded.client, "list_queues", cursor="not-a-token")
 
 
@@ -256,7 +257,7 @@ async def test_backend_down_is_a_prompt_tool_error(tmp_path):
     server, _ = build_server(settings)
     async with Client(server) as client:
         start = time.monotonic()
-        with pytest.raises(ToolFailed, match="127.0.0.1:9"):
+        with pytest.raises(ToolFailed, match=r"127\.0\.0\.1:9"):
             await call(client, "list_queues")
         assert time.monotonic() - start < 10
 

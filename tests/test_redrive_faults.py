@@ -21,7 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import ToolFailed, call, make_settings, real_redrive
+from conftest import ToolFailed, call, make_settings
 
 from opsmcp.backends.aws import AwsClients
 from opsmcp.backends.sqs import SqsBackend
@@ -271,7 +271,7 @@ async def test_one_entry_failing_to_delete_is_a_possible_duplicate(fresh_moto, t
 
 async def test_routes_explicit_target_several_sources_self_and_kind_mismatch(fresh_moto, tmp_path):
     sqs = _sqs(fresh_moto)
-    dlq, sources = make_pair(sqs, "multi", sources=2)
+    dlq, _ = make_pair(sqs, "multi", sources=2)
     fill(sqs, dlq, 4)
     sqs.create_queue(QueueName="elsewhere")
     fifo_dlq, _ = make_pair(sqs, "ff", fifo=True)

@@ -151,7 +151,8 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
             "check that the endpoint is up (AWS_ENDPOINT_URL) or run `opsmcp serve --sandbox`.",
         )
     if isinstance(exc, ReadTimeoutError):
-        return BackendUnavailable(f"{endpoint} did not answer in time to {what}.", "retry later, or narrow the request.")
+        return BackendUnavailable(f"{endpoint} did not answer in time to {what}.",
+                                  "retry later, or narrow the request.")
     if isinstance(exc, (NoCredentialsError, NoRegionError)):
         return BackendUnavailable(f"AWS is not configured to {what}: {exc}.", "set AWS credentials and AWS_REGION.")
     if isinstance(exc, ClientError):

@@ -50,7 +50,8 @@ class SqsBackend:
     def _sqs(self) -> Any:
         return self.clients.client("sqs")
 
-    async def list_urls(self, prefix: str | None = None, limit: int = MAX_LIST, token: str | None = None) -> tuple[list[str], str | None]:
+    async def list_urls(self, prefix: str | None = None, limit: int = MAX_LIST,
+                        token: str | None = None) -> tuple[list[str], str | None]:
         """Queue URLs whose names start with ``prefix`` (at most ``limit``, 1..1000).
 
         Returns ``(urls, next_token)``; pass ``next_token`` back as ``token`` for the next page.
@@ -94,10 +95,7 @@ class SqsBackend:
             NotFound: no such queue; the message lists the closest existing names.
         """
         queue = queue.strip()
-        if queue.startswith(("http://", "https://")) or queue.startswith("arn:"):
-            name = queue_name(queue)
-        else:
-            name = queue
+        name = queue_name(queue) if queue.startswith(("http://", "https://", "arn:")) else queue
         try:
             resp = await aws_call(self.clients, f"find queue {name!r}", self._sqs.get_queue_url, QueueName=name)
         except NotFound:
@@ -112,7 +110,8 @@ class SqsBackend:
         )
         return resp.get("Attributes", {})
 
-    async def receive(self, url: str, max_messages: int, visibility_timeout: int, wait_seconds: int = 0) -> list[dict[str, Any]]:
+    async def receive(self, url: str, max_messages: int, visibility_timeout: int,
+                      wait_seconds: int = 0) -> list[dict[str, Any]]:
         """ReceiveMessage with every system and message attribute.
 
         Args:
@@ -169,7 +168,8 @@ class SqsBackend:
             return {}
         entries = [{"Id": i, "ReceiptHandle": h} for i, h in receipt_handles.items()]
         resp = await aws_call(
-            self.clients, f"delete from {queue_name(url)}", self._sqs.delete_message_batch, QueueUrl=url, Entries=entries
+            self.clients, f"delete from {queue_name(url)}", self._sqs.delete_message_batch, QueueUrl=url,
+            Entries=entries,
         )
         return {f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}" for f in resp.get("Failed", [])}
 

@@ -125,13 +125,15 @@ class OrderTools:
         self,
         status: Annotated[str | None, Field(description="Order status, e.g. PENDING, PAYMENT_PENDING, SHIPPED.",
                                             max_length=MAX_TEXT)] = None,
-        customer_id: Annotated[str | None, Field(description="Customer id, e.g. 'cust-0007'.", max_length=MAX_ID)] = None,
+        customer_id: Annotated[str | None, Field(description="Customer id, e.g. 'cust-0007'.",
+                                                 max_length=MAX_ID)] = None,
         since: Annotated[str | None, Field(description="Orders dated at/after this: ISO-8601 or relative ('-6h'). "
                                            "Default: no lower bound.", max_length=MAX_TIME)] = None,
         until: Annotated[str | None, Field(description="Orders dated at/before this: ISO-8601 or relative. "
                                            "Default: now.", max_length=MAX_TIME)] = None,
         limit: Annotated[int, Field(description="Max orders to return, 1-500 (others are clamped).")] = 50,
-        cursor: Annotated[str | None, Field(description="next_cursor from a previous call.", max_length=MAX_CURSOR)] = None,
+        cursor: Annotated[str | None, Field(description="next_cursor from a previous call.",
+                                            max_length=MAX_CURSOR)] = None,
     ) -> OrderList:
         """Find orders by status and/or customer_id within an orderDate window, newest first,
         through the table's GSIs (Query, not Scan; found by key attributes when the configured

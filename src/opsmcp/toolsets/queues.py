@@ -13,6 +13,7 @@ its DLQ); a received message stays hidden for its visibility timeout unless rele
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import anyio
@@ -119,7 +120,8 @@ class QueueTools:
         prefix: Annotated[str | None, Field(description="Only queues whose name starts with this (at most 80 "
                                             "characters, AWS's limit).", max_length=MAX_PREFIX)] = None,
         limit: Annotated[int, Field(description="Max queues to return, 1-1000 (others are clamped).")] = 100,
-        cursor: Annotated[str | None, Field(description="next_cursor from a previous call.", max_length=MAX_CURSOR)] = None,
+        cursor: Annotated[str | None, Field(description="next_cursor from a previous call.",
+                                            max_length=MAX_CURSOR)] = None,
     ) -> QueueList:
         """List SQS queues with visible / in-flight / delayed message counts, each queue's DLQ
         and maxReceiveCount, and for a DLQ the source queues that feed it. Bounded by `limit`;
@@ -133,10 +135,8 @@ class QueueTools:
         attrs: dict[str, dict[str, str]] = {}
 
         async def fetch(url: str) -> None:
-            try:
+            with contextlib.suppress(NotFound):  # deleted between list and read: left out
                 attrs[url] = await self.sqs.attributes(url)
-            except NotFound:
-                pass  # deleted between list and read: left out
 
         async with anyio.create_task_group() as tg:
             for url in urls:
@@ -211,7 +211,8 @@ class QueueTools:
             )
         if not out:
             visible = int(attributes.get("ApproximateNumberOfMessages", 0))
-            notes.append("no message received" + (f" (queue reports {visible} visible; retry)" if visible else " (queue is empty)"))
+            notes.append("no message received"
+                         + (f" (queue reports {visible} visible; retry)" if visible else " (queue is empty)"))
         return PeekResult(queue=queue_name(url), messages=out, notes=notes)
 
     # -------------------------------------------------------------- DLQ reading ------------
@@ -229,7 +230,8 @@ class QueueTools:
                 f"{queue_name(url)} has a redrive policy (it feeds {queue_name(policy['deadLetterTargetArn'])} after "
                 f"{policy['maxReceiveCount']} receives), so reading all of it would raise receive counts and can move "
                 "messages to that DLQ.",
-                f"analyse its DLQ {queue_name(policy['deadLetterTargetArn'])!r} instead, or use peek_messages for a sample.",
+                f"analyse its DLQ {queue_name(policy['deadLetterTargetArn'])!r} instead, or use peek_messages "
+                "for a sample.",
             )
         sources = await self._sources_of(attributes.get("QueueArn", ""))
         return url, attributes, sources
@@ -312,9 +314,11 @@ class QueueTools:
         if truncated:
             notes.append(f"read {len(messages)} of ~{expected} messages; raise max_messages to read more")
         elif attributes.get("FifoQueue") == "true" and len(messages) < expected:
-            notes.append("FIFO: messages queued behind the first batch of their message group cannot be read without moving them")
+            notes.append("FIFO: messages queued behind the first batch of their message group cannot be read "
+                         "without moving them")
         if any(g.basis == "message_type" for g in groups) and self.correlate is None:
-            notes.append("log correlation is off (logs toolset disabled): groups without error attributes use the message type")
+            notes.append("log correlation is off (logs toolset disabled): groups without error attributes use "
+                         "the message type")
         return DlqAnalysis(queue=queue_name(url), source_queues=sources, messages_read=len(messages),
                            approximate_total=expected, groups=groups, truncated=truncated, notes=notes)
 
@@ -362,7 +366,8 @@ class QueueTools:
             target_url = await self.sqs.resolve(sources[0])
         elif not sources:
             raise InvalidInput(
-                f"{dlq_name} is not the DLQ of any queue (no RedrivePolicy targets it), so there is no source to return to.",
+                f"{dlq_name} is not the DLQ of any queue (no RedrivePolicy targets it), so there is no source to "
+                "return to.",
                 "pass target='<queue name>' to move its messages somewhere explicitly.",
             )
         else:
@@ -382,6 +387,7 @@ class QueueTools:
         visible = int(attributes.get("ApproximateNumberOfMessages", 0))
         result = await mover.run(max_messages, signature, dry_run, visible)
         if signature and result.matched == 0:
-            result.notes.append(f"no message matched signature {signature!r}; call analyze_dlq for the exact signatures")
+            result.notes.append(f"no message matched signature {signature!r}; call analyze_dlq for the exact "
+                                "signatures")
         return result
 

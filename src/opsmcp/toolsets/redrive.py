@@ -97,7 +97,8 @@ class RedriveResult(Result):
             read = sum(self.by_signature.values())
             lines = [f"Move up to {self.matched} message(s) from FIFO DLQ {self.queue} to {self.target}, each "
                      f"message group in order (the first {read} read:)"]
-        lines += [f"  {count} x {sig}" for sig, count in sorted(self.by_signature.items(), key=lambda kv: (-kv[1], kv[0]))]
+        ranked = sorted(self.by_signature.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines += [f"  {count} x {sig}" for sig, count in ranked]
         return "\n".join(lines)
 
 
@@ -231,7 +232,7 @@ class Mover:
                     stale = 0
                     seen.update(m["MessageId"] for m in fresh)
                     sigs = await self.classify(fresh)
-                    chosen = []
+                    chosen: list[dict[str, Any]] = []
                     for m in fresh:
                         sig = sigs[m["MessageId"]]
                         group = m.get("Attributes", {}).get("MessageGroupId", "")
@@ -289,7 +290,8 @@ class Mover:
             if bound > read:
                 result.matched, result.matched_exact = bound, False
                 result.notes.append(
-                    f"FIFO: {read} message(s) could be read (the first of each message group); the DLQ holds ~{visible}. "
+                    f"FIFO: {read} message(s) could be read (the first of each message group); the DLQ holds "
+                    f"~{visible}. "
                     f"A real call moves up to {bound}, group by group in order"
                     + (", each group until its first message of another signature" if signature else "") + ".")
         result.notes.append(f"dry run: nothing moved; up to {result.matched} message(s) would move to {result.target}. "
