@@ -251,6 +251,8 @@ class Mover:
                     if dry_run:
                         self.held += [m["ReceiptHandle"] for m in chosen]
                         continue
+                    if not chosen:
+                        continue
                     if pending is not None:
                         await pending.wait()  # at most one batch between "sent" and "deleted"
                     if self.stopped:
