@@ -196,7 +196,7 @@ async def test_a_stalled_backend_fails_a_call_within_the_configured_timeout(fres
         start = time.monotonic()
         with pytest.raises(BackendUnavailable, match=r"did not answer within 1 s"):
             await qt.list_queues()
-        assert time.monotonic() - start < 1.8
+        assert time.monotonic() - start < 2.5  # 3 attempts of 1 s each before
 
 
 async def test_a_send_stalled_behind_a_proxy_is_reported_and_not_deleted(fresh_moto, tmp_path):
@@ -204,12 +204,13 @@ async def test_a_send_stalled_behind_a_proxy_is_reported_and_not_deleted(fresh_m
     sqs = _sqs(fresh_moto)
     dlq, (src,) = make_pair(sqs, "proxied")
     fill(sqs, dlq, 25)
-    with stalling_proxy(fresh_moto, lambda target: target.endswith("SendMessageBatch"), stall=3) as proxy:
+    with stalling_proxy(fresh_moto, lambda target: target.endswith("SendMessageBatch"), stall=10) as proxy:
         qt = tools(proxy.url, tmp_path, backend_timeout_seconds=1)
         start = time.monotonic()
         res = await qt.redrive("proxied-dlq", None, 1000, None, dry_run=False)
         took = time.monotonic() - start
-    assert res.status == "stopped" and res.moved == 0 and len(res.duplicates_possible) == 10 and took < 2.5
+    assert res.status == "stopped" and res.moved == 0 and len(res.duplicates_possible) == 10
+    assert took < 8  # the stalled send was given up after its 1 s timeout, not waited out (10 s)
     assert proxy.forwarded["SendMessageBatch"] == 1
     arrived = drain(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
     assert len(arrived) == 10 and visible(sqs, dlq) == (25, 0)
