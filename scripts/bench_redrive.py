@@ -85,8 +85,8 @@ def check_and_clean(sqs: Any, source: str, dlq_url: str, expected: Counter[tuple
     src = sqs.get_queue_url(QueueName=source)["QueueUrl"]
     got: Counter[tuple[str, str]] = Counter()
     while True:
-        msgs = sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, VisibilityTimeout=300,
-                                   MessageAttributeNames=["All"]).get("Messages", [])
+        msgs = sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, VisibilityTimeout=43_200,
+                                   MessageAttributeNames=["All"]).get("Messages", [])  # never seen twice
         if not msgs:
             break
         for m in msgs:
