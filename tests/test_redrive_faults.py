@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 from conftest import ToolFailed, call, make_settings
@@ -339,3 +340,23 @@ async def test_a_filtered_fifo_move_stops_each_group_at_its_first_other_message(
     assert res.moved == 20 and visible(sqs, dlq) == (10, 0)
     groups = Counter(json.loads(m["Body"])["group"] for m in drain(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"]))
     assert groups == {"g1": 10, "g2": 10}
+
+
+# ---------------------------------------------------------------- point 13 ------------
+
+
+async def test_connection_pool_matches_the_worker_limit(fresh_moto, tmp_path, caplog):
+    """Sixty concurrent calls: at most WORKER_THREADS run at once and each finds a pooled
+    connection, so urllib3 never logs "Connection pool is full" (it did with 32 < 40)."""
+    import logging
+
+    from opsmcp.backends.aws import WORKER_THREADS, aws_limiter
+
+    qt = tools(fresh_moto, tmp_path)
+    assert qt.sqs.clients.client("sqs").meta.config.max_pool_connections == WORKER_THREADS
+    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+    async with anyio.create_task_group() as tg:
+        for _ in range(60):
+            tg.start_soon(qt.sqs.list_urls)
+    assert aws_limiter().total_tokens == WORKER_THREADS
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
