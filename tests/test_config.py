@@ -67,7 +67,7 @@ def test_bound_result_cuts_lists_drops_the_cursor_and_fixes_the_count():
     from opsmcp.server import bound_result
     from opsmcp.toolsets.orders import OrderList, OrderSummary
 
-    orders = [OrderSummary(orderId=f"id-{i:04d}", status="PENDING", customerId="c" * 200) for i in range(500)]
+    orders = [OrderSummary(order_id=f"id-{i:04d}", status="PENDING", customer_id="c" * 200) for i in range(500)]
     page = OrderList(orders=orders, count=500, index="status-index", next_cursor="abc", truncated=True)
     out = bound_result(page, 20_000)
     assert len(out.model_dump_json().encode()) <= 20_000

@@ -41,7 +41,7 @@ def _manual_p95(values: list[float]) -> float:
 async def cw_env(moto_endpoint, tmp_path_factory):
     """(tools, scenario, raw series by (name, dims)) with the scenario's metrics in moto."""
     settings = make_settings(moto_endpoint, tmp_path_factory.mktemp("metrics")).model_copy(
-        update={"aws_region": REGION}
+        update={"aws_region": REGION, "backend_timeout_seconds": 60}  # bulk seeding on a loaded machine
     )
     clients = AwsClients(settings)
     scenario = build_scenario(now=datetime.now(UTC))

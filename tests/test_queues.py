@@ -97,7 +97,7 @@ async def test_analyze_dlq_groups_and_hides_nothing(seeded):
 
 
 async def test_analyze_refuses_a_source_queue(seeded):
-    with pytest.raises(ToolFailed, match="redrive policy.*order-queue-dlq"):
+    with pytest.raises(ToolFailed, match=r"redrive policy.*order-queue-dlq"):
         await call(seeded.client, "analyze_dlq", queue="order-queue")
     assert _counts(seeded.sqs, "order-queue") == (35, 0)
 
@@ -105,8 +105,35 @@ async def test_analyze_refuses_a_source_queue(seeded):
 async def test_unknown_queue_lists_closest_names(seeded):
     with pytest.raises(ToolFailed, match="order-queue-dlq"):
         await call(seeded.client, "analyze_dlq", queue="order-dlq")
-    with pytest.raises(ToolFailed, match=r"max_messages=50 is too large; allowed: a whole number from 1 to 10"):
-        await call(seeded.client, "peek_messages", queue="order-queue", max_messages=50)
+
+
+
+async def test_out_of_range_limits_clamp_with_a_note(seeded):
+    """Project rule: an out-of-range limit is clamped and labelled, never raw validator text."""
+    peek = await call(seeded.client, "peek_messages", queue="notification-queue", max_messages=50)
+    assert len(peek["messages"]) == 10
+    assert any("max_messages=50 is outside 1-10; clamped to 10" in n for n in peek["notes"])
+    listed = await call(seeded.client, "list_queues", limit=0)
+    assert listed["count"] == 1 and any("limit=0" in n for n in listed["notes"])
+    dry = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", max_messages=99_999)
+    assert dry["matched"] == 8 and any("clamped to 10000" in n for n in dry["notes"])
+    analysis = await call(seeded.client, "analyze_dlq", queue="order-cancellation-queue-dlq", max_messages=-3)
+    assert analysis["messages_read"] == 1 and any("clamped to 1" in n for n in analysis["notes"])
+
+
+async def test_free_text_arguments_are_bounded(seeded):
+    """AWS caps a queue-name prefix at 80 characters; a 1 MB argument is refused by the schema."""
+    for tool, args in [("list_queues", {"prefix": "p" * 81}), ("list_queues", {"cursor": "c" * 5000}),
+                       ("redrive_dlq", {"queue": "order-queue-dlq", "signature": "s" * 1_000_000}),
+                       ("redrive_dlq", {"queue": "order-queue-dlq", "target": "t" * 5000}),
+                       ("peek_messages", {"queue": "q" * 5000})]:
+        with pytest.raises(ToolFailed, match="at most"):
+            await call(seeded.client, tool, **args)
+
+
+async def test_bad_list_queues_cursor_says_what_to_do(seeded):
+    with pytest.raises(ToolFailed, match=r"cursor is not one list_queues returned.*without cursor"):
+        await call(seeded.client, "list_queues", cursor="not-a-token")
 
 
 async def test_redrive_dry_run_moves_nothing(seeded):
@@ -140,7 +167,7 @@ async def test_redrive_by_signature_moves_only_that_group(seeded):
 async def test_redrive_partial_send_failure_deletes_only_what_was_sent(seeded):
     """Entries the target rejects stay in the DLQ; the rest move. The fault is real: a botocore
     hook gives chosen entries an invalid DelaySeconds, which the SQS server rejects per entry."""
-    client = seeded.runtime.clients.client("sqs")
+    client = seeded.runtime.clients.client("sqs", retries=False)  # sends go through the one-attempt client
     doomed = {d.body for d in seeded.scenario.dead_letters if d.cause == "already-shipped"}
     doomed = set(sorted(doomed)[:3])
 
@@ -230,7 +257,7 @@ async def test_backend_down_is_a_prompt_tool_error(tmp_path):
     server, _ = build_server(settings)
     async with Client(server) as client:
         start = time.monotonic()
-        with pytest.raises(ToolFailed, match="127.0.0.1:9"):
+        with pytest.raises(ToolFailed, match=r"127\.0\.0\.1:9"):
             await call(client, "list_queues")
         assert time.monotonic() - start < 10
 

@@ -68,7 +68,12 @@ class Settings(BaseSettings):
     )
     aws_profile: str | None = Field(None, validation_alias=AliasChoices("AWS_PROFILE", "aws_profile"))
     backend_timeout_seconds: float = Field(
-        5.0, gt=0, le=120, description="Connect and read timeout of one backend call, in seconds."
+        5.0, gt=0, le=120, description="Bound of one backend call in seconds, retries included."
+    )
+
+    redrive_hold_seconds: int = Field(
+        120, ge=5, le=43_200, description="Visibility timeout (s) of DLQ messages while analyze_dlq/redrive_dlq hold them; "
+        "after a crash mid-redrive they are invisible this long."
     )
 
     # --- orders -----------------------------------------------------------------

@@ -4,8 +4,18 @@ Every AWS adapter (:mod:`.sqs`, :mod:`.dynamodb`, :mod:`.cloudwatch`) gets its c
 :class:`AwsClients`, which creates each client once (botocore clients are thread-safe;
 creating one costs ~5 ms, more than a call to moto) with connect/read timeouts and a
 small retry budget, so a backend that is down yields a tool error within seconds.
-:func:`aws_call` runs one blocking call off the event loop and maps botocore's failures
+:func:`aws_call` runs one blocking call off the event loop, bounded by
+``backend_timeout_seconds`` as a whole (retries included), and maps botocore's failures
 to :class:`~opsmcp.errors.OpsError` subclasses that name the endpoint.
+
+Two facts shape the clients:
+
+- botocore retries a call that timed out. For a non-idempotent call (``SendMessageBatch``)
+  that turns one stalled request into up to three applied copies, so such calls use
+  ``client(service, retries=False)``: one attempt, whose timeout means "outcome unknown".
+- Each client's connection pool is sized :data:`WORKER_THREADS`, the same number as the
+  limiter :func:`aws_call` runs under, so concurrent calls never overflow the pool
+  ("Connection pool is full, discarding connection").
 """
 
 from __future__ import annotations
@@ -14,12 +24,34 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from opsmcp.config import Settings
 from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
 
 T = TypeVar("T")
+
+#: Worker threads that may run AWS calls at once (anyio's default thread limit) and the size
+#: of every boto3 client's connection pool: one number, so a busy server never has more
+#: calls in flight than pooled connections.
+WORKER_THREADS = 40
+#: Attempts of an idempotent call (the first one plus retries on throttling, 5xx and
+#: connection errors); all of them together stay within ``backend_timeout_seconds``.
+READ_ATTEMPTS = 3
+
+_limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("opsmcp_aws_limiter")
+
+
+def aws_limiter() -> anyio.CapacityLimiter:
+    """The capacity limiter of AWS calls in the running event loop (:data:`WORKER_THREADS` tokens)."""
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(WORKER_THREADS)
+        _limiter.set(limiter)
+        return limiter
 
 
 class AwsClients:
@@ -41,13 +73,20 @@ class AwsClients:
         """The endpoint calls go to, for error messages (``AWS default`` when unset)."""
         return self.settings.aws_endpoint_url or f"AWS {self.settings.aws_region} (default endpoint)"
 
-    def client(self, service: str) -> Any:
-        """Return the shared boto3 client for ``service`` (``"sqs"``, ``"dynamodb"``, ...)."""
-        found = self._clients.get(service)
+    def client(self, service: str, *, retries: bool = True) -> Any:
+        """Return the shared boto3 client for ``service`` (``"sqs"``, ``"dynamodb"``, ...).
+
+        Args:
+            retries: ``False`` for a client that makes exactly one attempt per call, for
+                calls that are not idempotent (a retried ``SendMessageBatch`` whose first
+                attempt timed out can be applied twice or three times).
+        """
+        key = service if retries else f"{service}:once"
+        found = self._clients.get(key)
         if found is not None:
             return found
         with self._lock:
-            if service not in self._clients:
+            if key not in self._clients:
                 import boto3  # imported here: keeps `tools/list` cold start free of boto3
                 from botocore.config import Config
 
@@ -59,13 +98,13 @@ class AwsClients:
                 config = Config(
                     connect_timeout=timeout,
                     read_timeout=timeout,
-                    retries={"max_attempts": 2, "mode": "standard"},
-                    max_pool_connections=32,
+                    retries={"total_max_attempts": READ_ATTEMPTS if retries else 1, "mode": "standard"},
+                    max_pool_connections=WORKER_THREADS,
                 )
-                self._clients[service] = self._session.client(
+                self._clients[key] = self._session.client(
                     service, endpoint_url=self.settings.aws_endpoint_url, config=config
                 )
-            return self._clients[service]
+            return self._clients[key]
 
 
 NOT_FOUND_CODES = {
@@ -83,6 +122,8 @@ INPUT_CODES = {
     "BatchEntryIdsNotDistinct",
     "MissingParameter",
     "InvalidParameterValueException",
+    "InvalidToken",
+    "InvalidNextToken",
 }
 
 
@@ -110,25 +151,32 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
             "check that the endpoint is up (AWS_ENDPOINT_URL) or run `opsmcp serve --sandbox`.",
         )
     if isinstance(exc, ReadTimeoutError):
-        return BackendUnavailable(f"{endpoint} did not answer in time to {what}.", "retry later, or narrow the request.")
+        return BackendUnavailable(f"{endpoint} did not answer in time to {what}.",
+                                  "retry later, or narrow the request.")
     if isinstance(exc, (NoCredentialsError, NoRegionError)):
         return BackendUnavailable(f"AWS is not configured to {what}: {exc}.", "set AWS credentials and AWS_REGION.")
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "Unknown"))
         message = str(err.get("Message", "")) or code
-        if code in NOT_FOUND_CODES:
+        short = code.removeprefix("AWS.SimpleQueueService.")  # SQS's JSON protocol prefixes some codes
+        if code in NOT_FOUND_CODES or short in NOT_FOUND_CODES:
             return NotFound(f"Failed to {what}: {message} ({code}).")
-        if code in INPUT_CODES:
+        if short in INPUT_CODES:
             return InvalidInput(f"Failed to {what}: {message} ({code}).")
         return OpsError(f"{endpoint} refused to {what}: {message} ({code}).")
     return OpsError(f"Failed to {what}: {type(exc).__name__}: {exc}.")
 
 
 async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run the blocking boto3 call ``fn(*args, **kwargs)`` in a worker thread.
+    """Run the blocking boto3 call ``fn(*args, **kwargs)`` in a worker thread, at most
+    :data:`WORKER_THREADS` at once, and give up after ``backend_timeout_seconds`` in total
+    (all of botocore's attempts together; the abandoned thread ends by its own socket
+    timeout). A call that timed out may still have been applied by the backend: callers of
+    non-idempotent calls treat the error as "outcome unknown".
 
     Raises:
+        BackendUnavailable: no answer within ``backend_timeout_seconds``.
         OpsError: any botocore failure, mapped by :func:`map_aws_error` (``what`` names the
             operation in the message).
     """
@@ -141,4 +189,10 @@ async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *arg
         except Exception as exc:  # botocore raises many unrelated types; map them all
             raise map_aws_error(exc, clients.endpoint, what) from exc
 
-    return await anyio.to_thread.run_sync(run)
+    timeout = clients.settings.backend_timeout_seconds
+    with anyio.move_on_after(timeout):
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=aws_limiter())
+    # Only our own deadline gets here (an outer cancellation propagates out of the block).
+    raise BackendUnavailable(f"{clients.endpoint} did not answer within {timeout:g} s to {what}.",
+                             "retry later; if it persists, check the endpoint (AWS_ENDPOINT_URL) and "
+                             "OPSMCP_BACKEND_TIMEOUT_SECONDS.")

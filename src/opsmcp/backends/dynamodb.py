@@ -93,7 +93,8 @@ class DynamoBackend:
 
     async def query(self, table: str, index: str | None, condition: str, values: dict[str, Any],
                     names: dict[str, str], *, filter_expression: str | None = None, limit: int = 50,
-                    newest_first: bool = True, start_key: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                    newest_first: bool = True, start_key: dict[str, Any] | None = None
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Query ``table`` (optionally a GSI) with a key condition; returns ``(items, last_key)``.
 
         Args:
@@ -127,7 +128,24 @@ class DynamoBackend:
         except InvalidInput as exc:
             if index and "index" in exc.message.lower():
                 raise NotFound(f"Table {table} has no index {index!r}: {exc.message}",
-                               "create the GSI or set OPSMCP_ORDERS_STATUS_INDEX / OPSMCP_ORDERS_CUSTOMER_INDEX.") from None
+                               "create the GSI or set OPSMCP_ORDERS_STATUS_INDEX / "
+                               "OPSMCP_ORDERS_CUSTOMER_INDEX.") from None
             raise
         last = resp.get("LastEvaluatedKey")
         return [self.item(i) for i in resp.get("Items", [])], (self.item(last) if last else None)
+
+    async def indexes(self, table: str) -> dict[str, tuple[str, str | None]]:
+        """The global secondary indexes of ``table`` from DescribeTable: ``{name: (hash key, range key)}``.
+
+        Raises:
+            NotFound: the table does not exist (closest table names listed).
+        """
+        try:
+            resp = await aws_call(self.clients, f"describe table {table}", self._ddb.describe_table, TableName=table)
+        except NotFound as exc:
+            raise await self._table_error(table, exc) from None
+        out: dict[str, tuple[str, str | None]] = {}
+        for gsi in resp.get("Table", {}).get("GlobalSecondaryIndexes", []) or []:
+            keys = {k["KeyType"]: k["AttributeName"] for k in gsi.get("KeySchema", [])}
+            out[gsi["IndexName"]] = (keys.get("HASH", ""), keys.get("RANGE"))
+        return out

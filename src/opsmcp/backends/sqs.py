@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from opsmcp.backends.aws import AwsClients, aws_call
-from opsmcp.errors import NotFound, not_found
+from opsmcp.errors import InvalidInput, NotFound, not_found
 
 MAX_LIST = 1000  # ListQueues returns at most 1000 per page
 
@@ -50,17 +50,27 @@ class SqsBackend:
     def _sqs(self) -> Any:
         return self.clients.client("sqs")
 
-    async def list_urls(self, prefix: str | None = None, limit: int = MAX_LIST, token: str | None = None) -> tuple[list[str], str | None]:
+    async def list_urls(self, prefix: str | None = None, limit: int = MAX_LIST,
+                        token: str | None = None) -> tuple[list[str], str | None]:
         """Queue URLs whose names start with ``prefix`` (at most ``limit``, 1..1000).
 
         Returns ``(urls, next_token)``; pass ``next_token`` back as ``token`` for the next page.
+
+        Raises:
+            InvalidInput: SQS refused ``token`` (not one it issued, or expired).
         """
         kwargs: dict[str, Any] = {"MaxResults": max(1, min(limit, MAX_LIST))}
         if prefix:
             kwargs["QueueNamePrefix"] = prefix
         if token:
             kwargs["NextToken"] = token
-        resp = await aws_call(self.clients, "list queues", self._sqs.list_queues, **kwargs)
+        try:
+            resp = await aws_call(self.clients, "list queues", self._sqs.list_queues, **kwargs)
+        except InvalidInput:
+            if not token:
+                raise
+            raise InvalidInput("cursor is not one list_queues returned (or it expired).",
+                               "call list_queues again without cursor (and the same prefix) to start over.") from None
         return list(resp.get("QueueUrls", [])), resp.get("NextToken")
 
     async def all_urls(self) -> list[str]:
@@ -85,10 +95,7 @@ class SqsBackend:
             NotFound: no such queue; the message lists the closest existing names.
         """
         queue = queue.strip()
-        if queue.startswith(("http://", "https://")) or queue.startswith("arn:"):
-            name = queue_name(queue)
-        else:
-            name = queue
+        name = queue_name(queue) if queue.startswith(("http://", "https://", "arn:")) else queue
         try:
             resp = await aws_call(self.clients, f"find queue {name!r}", self._sqs.get_queue_url, QueueName=name)
         except NotFound:
@@ -103,7 +110,8 @@ class SqsBackend:
         )
         return resp.get("Attributes", {})
 
-    async def receive(self, url: str, max_messages: int, visibility_timeout: int, wait_seconds: int = 0) -> list[dict[str, Any]]:
+    async def receive(self, url: str, max_messages: int, visibility_timeout: int,
+                      wait_seconds: int = 0) -> list[dict[str, Any]]:
         """ReceiveMessage with every system and message attribute.
 
         Args:
@@ -137,12 +145,18 @@ class SqsBackend:
         return failed
 
     async def send_batch(self, url: str, entries: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
-        """SendMessageBatch (<= 10 entries, each with a unique ``Id``).
+        """SendMessageBatch (<= 10 entries, each with a unique ``Id``), in exactly one attempt:
+        sends are not idempotent, and botocore's retry of a timed-out send can apply it again.
 
         Returns ``(ids that succeeded, {id: error message} for those that failed)``.
+
+        Raises:
+            InvalidInput, NotFound: SQS rejected the whole request (nothing was sent).
+            OpsError: anything else, e.g. a timeout; the batch may or may not have been sent.
         """
+        once = self.clients.client("sqs", retries=False)
         resp = await aws_call(
-            self.clients, f"send to {queue_name(url)}", self._sqs.send_message_batch, QueueUrl=url, Entries=entries
+            self.clients, f"send to {queue_name(url)}", once.send_message_batch, QueueUrl=url, Entries=entries
         )
         ok = [s["Id"] for s in resp.get("Successful", [])]
         failed = {f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}".strip() for f in resp.get("Failed", [])}
@@ -154,7 +168,8 @@ class SqsBackend:
             return {}
         entries = [{"Id": i, "ReceiptHandle": h} for i, h in receipt_handles.items()]
         resp = await aws_call(
-            self.clients, f"delete from {queue_name(url)}", self._sqs.delete_message_batch, QueueUrl=url, Entries=entries
+            self.clients, f"delete from {queue_name(url)}", self._sqs.delete_message_batch, QueueUrl=url,
+            Entries=entries,
         )
         return {f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}" for f in resp.get("Failed", [])}
 
