@@ -316,16 +316,15 @@ def test_time_windows_and_counts(scenario_store, scenario):
     assert all(start <= datetime.fromisoformat(h.timestamp) <= end for h in s.search(start=start, end=end, limit=200).hits)
 
 
-def test_last_errors_and_error_lines(scenario_store, scenario):
+def test_error_lines(scenario_store, scenario):
     traces = list(scenario.failing_traces)[:5] + ["no-such-trace"]
-    last = scenario_store.last_errors(traces)
     lines = scenario_store.error_lines(traces)
-    assert set(last) == set(lines) == set(traces[:5])
+    assert set(lines) == set(traces[:5])
     for tid in traces[:5]:
         expected = [ln for ln in scenario.failing_traces[tid] if ln.level == "ERROR"]
         assert [e["message"] for e in lines[tid]] == [ln.message for ln in expected]
-        assert last[tid]["message"] == expected[-1].message and last[tid]["errors"] == len(expected)
-        assert last[tid]["timestamp"] == lines[tid][-1]["timestamp"]
+        assert [e["timestamp"] for e in lines[tid]] == sorted(e["timestamp"] for e in lines[tid])
+    assert scenario_store.error_lines(traces, per_trace=1) == {t: v[:1] for t, v in lines.items()}
 
 
 # --------------------------------------------------------------------------- stats
@@ -423,7 +422,6 @@ async def test_get_trace_tool_and_unknown_trace(tools, scenario):
     assert upper.trace_id == tid and upper.notes
     errors = await tools.error_lines([tid])
     assert [e["message"] for e in errors[tid]] == [ln.message for ln in expected if ln.level == "ERROR"]
-    assert (await tools.last_errors([tid]))[tid]["message"] == errors[tid][-1]["message"]
 
 
 def test_tool_marks():
