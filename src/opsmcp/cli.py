@@ -127,10 +127,16 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_logs_load(args: argparse.Namespace) -> int:
-    """Load JSON Lines log files (or stdin) into the embedded log store."""
+    """Load JSON Lines log files (or stdin) into the embedded log store or OpenSearch (--to)."""
     from opsmcp.backends.logstore import LogStore
 
     settings = _settings(args)
+    if (args.to or settings.log_backend) == "opensearch":
+        from opsmcp.backends.opensearch.load import load_with_settings
+
+        report = load_with_settings(settings, args.files, index=args.index, show_progress=not args.quiet)
+        print(report.summary(), file=sys.stderr)
+        return 0 if report.loaded or not report.bad else 1
     path = Path(args.store) if args.store else settings.log_store_path
     report = LogStore(path).load_files(args.files, show_progress=not args.quiet)
     print(report.summary(), file=sys.stderr)
@@ -176,9 +182,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         why = runtime.disabled.get(name)
         results.append((f"toolset {name}", why is None, why or "loaded"))
     if "logs" in runtime.toolsets:
-        store = settings.log_store_path
-        results.append(("log store", store.exists(), str(store) if store.exists() else
-                        f"{store} does not exist yet: `opsmcp logs load FILE` creates it"))
+        from opsmcp.backends.logbackend import log_backend_checks
+
+        for c in log_backend_checks(settings):
+            results.append((c.label, c.ok, ("WARNING: " if c.warning else "") + c.detail))
     if settings.audit_table:
         results.append(("audit", True, f"DynamoDB table {settings.audit_table} (checked on first write)"))
     else:
@@ -227,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--store", help="store file (default <data dir>/logs.db, OPSMCP_LOG_STORE)")
     load.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.add_argument("--to", choices=["embedded", "opensearch"], help="log backend (default OPSMCP_LOG_BACKEND)")
+    load.add_argument("--index", help="OpenSearch index to write (default: from OPSMCP_OPENSEARCH_INDEX, cwl-opsmcp)")
     load.set_defaults(func=cmd_logs_load)
 
     audit = sub.add_parser("audit", help="the write audit log").add_subparsers(dest="audit_command", required=True)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends.logbackend import LogBackend, LogRecord, build_log_backend, ms_iso, normalize_level
 from opsmcp.config import Settings
-from opsmcp.errors import InvalidInput, closest
+from opsmcp.errors import InvalidInput, OpsError, closest
 from opsmcp.times import iso, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import Result, clamp, tool
 
@@ -229,8 +229,26 @@ class LogTools:
 
     def __init__(self, settings: Settings, store: LogBackend | None = None) -> None:
         self.settings = settings
-        self.store: LogBackend = store if store is not None else build_log_backend(settings)
+        self._error: OpsError | None = None
+        if store is None:
+            try:
+                store = build_log_backend(settings)
+            except OpsError as exc:  # e.g. opensearch without a URL: the toolset is disabled with the reason
+                self._error = exc
+        self._store = store
         self.budget = int(settings.max_result_bytes * 0.85)
+
+    @property
+    def store(self) -> LogBackend:
+        """The log backend. Raises the configuration error that kept it from being built."""
+        if self._error is not None or self._store is None:
+            raise self._error or OpsError("No log backend is configured.")
+        return self._store
+
+    def check(self) -> None:
+        """Called by the server at start-up: raises why the backend could not be built."""
+        if self._error is not None:
+            raise self._error
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))

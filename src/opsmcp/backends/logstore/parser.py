@@ -93,7 +93,7 @@ def _ts_from_number(value: float) -> int:
     return round(value / 1_000_000)
 
 
-def _parse_ts(value: Any) -> int:
+def parse_timestamp(value: Any) -> int:
     """A document's timestamp → epoch ms. Raises ValueError with a short reason."""
     if isinstance(value, str):
         try:
@@ -203,13 +203,13 @@ def parse_batch(
                     raise ValueError
             except (ValueError, OverflowError):
                 try:
-                    ms = _parse_ts(ts)
+                    ms = parse_timestamp(ts)
                 except (ValueError, OverflowError) as exc:
                     report.add_bad(source, no, str(exc))
                     continue
         else:
             try:
-                ms = _parse_ts(ts)
+                ms = parse_timestamp(ts)
             except (ValueError, OverflowError) as exc:
                 report.add_bad(source, no, str(exc))
                 continue
@@ -277,7 +277,7 @@ def standard_fields(doc: dict[str, Any]) -> tuple[int, str, str, str, str | None
     Raises:
         ValueError: no message, or a missing/unreadable/out-of-range timestamp (the reason).
     """
-    ms = _parse_ts(_first(doc, TIMESTAMP_KEYS))
+    ms = parse_timestamp(_first(doc, TIMESTAMP_KEYS))
     message = _first(doc, MESSAGE_KEYS)
     if message is None:
         raise ValueError("no message field")
