@@ -193,6 +193,30 @@ def test_field_aliases_levels_and_doc_kept(tmp_path):
     assert normalize_level("Warning") == "WARN" and normalize_level(" info ") == "INFO"
 
 
+COMMON_SHAPES = [
+    {"@timestamp": "2026-11-21T10:00:00Z", "logger": "com.shop.Orders", "msg": "logger names the service"},
+    {"timestamp": "2026-11-21T10:00:01Z", "svc": "billing", "message": "svc", "severity": "ERR", "traceId": "t-9"},
+    {"ts": 1_795_269_600, "service": {"name": "otel-svc"}, "message": "otel", "trace.id": "t-8", "eventId": "e"},
+    {"time": "2026-11-21T10:00:03Z", "app": "node", "msg": "app", "level": 30},
+    {"@timestamp": "2026-11-21T10:00:04Z", "message": "nothing else"},
+]
+
+
+def test_common_field_names_map_to_ours_in_both_loaders(tmp_path):
+    """`logs load` (embedded) and `logs load --to opensearch` read the same names the same way."""
+    from opsmcp.backends.logstore import standard_fields
+
+    store = LogStore(tmp_path / "logs.db")
+    assert store.ingest([json.dumps(d) for d in COMMON_SHAPES]).loaded == len(COMMON_SHAPES)
+    stored = {h.message: (h.ts_ms, h.service, h.level, h.message, h.trace_id, h.event_id)
+              for h in store.search(limit=10).hits}
+    assert stored == {standard_fields(d)[3]: standard_fields(d) for d in COMMON_SHAPES}
+    assert stored["logger names the service"][1] == "com.shop.Orders"
+    assert stored["svc"][1:3] == ("billing", "ERROR") and stored["svc"][4] == "t-9"
+    assert stored["otel"][1] == "otel-svc" and stored["otel"][4:] == ("t-8", "e")
+    assert stored["app"][1:3] == ("node", "INFO") and stored["nothing else"][1:3] == ("unknown", "UNKNOWN")
+
+
 def test_same_millisecond_reloaded_keeps_every_line(tmp_path):
     """Ids are (ms << 20 | seq); a reload whose seq wraps onto stored ids gets fresh ones."""
     t = NOW - timedelta(minutes=1)
@@ -584,3 +608,69 @@ async def test_tools_over_mcp(mcp_client, scenario):
         await call(mcp_client, "get_trace", trace_id="nope")
     unknown = await call(mcp_client, "search_logs", service="order-proc")
     assert unknown["total"] == 0 and "order-processor" in unknown["notes"][0]
+
+
+# --------------------------------------------------------------------------- hostile arguments (issue 8 E)
+
+
+HOSTILE = [
+    ("search_logs", {"query": "\ud800"}),
+    ("search_logs", {"query": "timeout \udfff"}),
+    ("search_logs", {"service": "\ud800"}),
+    ("search_logs", {"level": "\ud800"}),
+    ("search_logs", {"trace_id": "a\ud800"}),
+    ("get_trace", {"trace_id": "\ud800"}),
+    ("log_stats", {"service": "\ud800"}),
+    ("log_stats", {"level": "ERROR,\ud800"}),
+]
+
+
+async def test_lone_surrogates_are_clear_tool_errors(mcp_client, tools):
+    """Over MCP the SDK's argument validation refuses them first (naming the argument); called
+    directly (another toolset, a future transport), the toolset refuses them before any engine."""
+    for tool, args in HOSTILE:
+        result = await mcp_client.call_tool(tool, args)
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        assert result.is_error and "Internal error" not in text, (tool, args)
+        assert next(iter(args)) in text and ("surrogate" in text or "unicode" in text), text
+        with pytest.raises(InvalidInput, match="unpaired UTF-16 surrogate"):
+            await getattr(tools, tool)(**args)
+
+
+async def test_huge_interval_is_clamped_not_an_internal_error(mcp_client):
+    from conftest import call
+
+    out = await call(mcp_client, "log_stats", start="-6h", interval=9223372036854775808)
+    assert any("longer than the longest window" in n for n in out["notes"])
+    assert out["total"] == sum(g["total"] for g in out["groups"]) and len(out["bucket_starts"]) >= 1
+    out = await call(mcp_client, "log_stats", start="-6h", interval="99999999999999999999d")
+    assert any("longer than the longest window" in n for n in out["notes"])
+
+
+async def test_overlong_free_text_arguments_are_refused(mcp_client):
+    for tool, args in (("search_logs", {"query": "x" * 1001}), ("search_logs", {"service": "s" * 201}),
+                       ("search_logs", {"cursor": "c" * 8193}), ("get_trace", {"trace_id": "t" * 201}),
+                       ("log_stats", {"interval": "5m" + " " * 40}), ("search_logs", {"start": "-" * 65})):
+        result = await mcp_client.call_tool(tool, args)
+        assert result.is_error, (tool, args)
+    listed = {t.name: t.input_schema for t in (await mcp_client.list_tools()).tools}
+
+    def strings_bounded(schema: dict) -> bool:
+        if schema.get("type") == "string":
+            return "maxLength" in schema or "enum" in schema
+        return all(strings_bounded(s) for s in schema.get("anyOf", []))
+
+    for name in ("search_logs", "get_trace", "log_stats"):
+        for arg, schema in listed[name]["properties"].items():
+            assert strings_bounded(schema), f"{name}.{arg} has no maxLength"
+
+
+async def test_empty_service_and_level_mean_no_filter(tools):
+    everything = await tools.search_logs(limit=1)
+    for args in ({"service": ""}, {"level": ""}, {"service": " ", "level": ""}, {"query": ""}, {"trace_id": ""}):
+        out = await tools.search_logs(limit=1, **args)
+        assert out.total == everything.total, args
+        assert any("treated as no" in n for n in out.notes), args
+    stats = await tools.log_stats(start="-6h", service="", level="")
+    plain = await tools.log_stats(start="-6h")
+    assert stats.total == plain.total and any("treated as no" in n for n in stats.notes)

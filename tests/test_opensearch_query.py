@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from unittest.mock import patch
 from opensearchpy import exceptions as osx
 
 from opsmcp.backends.opensearch import query as q
@@ -371,3 +372,43 @@ def test_loader_rejects_bad_lines_with_a_reason():
 
 def test_default_index_name():
     assert default_index("cwl*") == "cwl-opsmcp" and default_index("logs-app") == "logs-app"
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def test_doctor_checks_the_selected_engine_and_recommends_keyword_ids(tmp_path, monkeypatch, capsys):
+    """`opsmcp doctor` with OPSMCP_LOG_BACKEND=opensearch (openmock): a missing index is a
+    failure with the fix; the fixture template's text-only trace_id is a warning."""
+    import openmock
+    from openmock import FakeIndicesClient
+
+    from opsmcp.cli import main
+
+    url = "http://doctor.invalid:9200"
+    monkeypatch.setenv("OPSMCP_LOG_BACKEND", "opensearch")
+    monkeypatch.setenv("OPSMCP_OPENSEARCH_URL", url)
+    monkeypatch.setenv("OPSMCP_OPENSEARCH_INDEX", "cwl-doctor")
+    openmock.OPEN_INSTANCES.clear()
+    with patch("opensearchpy.OpenSearch", openmock._get_openmock), \
+            patch("opensearchpy.client.indices.IndicesClient", FakeIndicesClient):
+        main(["doctor", "--toolsets", "logs", "--data-dir", str(tmp_path)])
+        out = capsys.readouterr().out
+        assert "FAIL opensearch index" in out and "opsmcp logs load --to opensearch" in out
+        fake = openmock._get_openmock(hosts=[url])
+        fake.indices.create(index="cwl-doctor", body={"mappings": fixture_mapping()["cwl-2026.11.21"]["mappings"]})
+        fake.index(index="cwl-doctor", body={"@timestamp": "2026-11-21T14:00:00.000Z", "level": "INFO",
+                                             "service": "s", "message": "m", "trace_id": TID})
+        main(["doctor", "--toolsets", "logs", "--data-dir", str(tmp_path)])
+        out = capsys.readouterr().out
+    assert "OK   opensearch: reachable at http://doctor.invalid:9200" in out
+    assert "OK   opensearch index: 'cwl-doctor' matches 1 index(es)" in out
+    assert "WARNING: trace_id is a text field without a keyword sub-field" in out
+    assert "OK   opensearch query: newest line at 2026-11-21T14:00:00.000Z" in out
+
+
+def test_opensearch_without_url_disables_the_logs_toolset_with_the_reason():
+    from opsmcp.server import build_server
+
+    _, runtime = build_server(Settings(toolsets=["logs"], log_backend="opensearch"))
+    assert "OPSMCP_OPENSEARCH_URL is not set" in runtime.disabled["logs"]

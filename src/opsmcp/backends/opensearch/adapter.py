@@ -394,6 +394,8 @@ class OpenSearchLogs:
         except OpsError as exc:
             resp = {}
             checks.append(Check("opensearch index", False, f"{exc}"))
+        if not any((entry or {}).get("mappings") for entry in (resp or {}).values()):
+            resp = {}  # no index, or indices without a single mapped field
         if resp:
             checks.append(Check("opensearch index", True, f"{self.index!r} matches {len(resp)} index(es): "
                                 + ", ".join(sorted(resp)[:5]) + (" ..." if len(resp) > 5 else "")))
@@ -409,7 +411,7 @@ class OpenSearchLogs:
                 checks.append(Check("opensearch mapping", True, "exact fields: " + ", ".join(
                     f"{k}={v}" for k, v in sorted(m.exact.items()))))
         elif not any(not c.ok for c in checks):
-            checks.append(Check("opensearch index", False, f"no index matches {self.index!r}: set "
+            checks.append(Check("opensearch index", False, f"no index matching {self.index!r} maps any field: set "
                                 "OPSMCP_OPENSEARCH_INDEX, or load logs with `opsmcp logs load --to opensearch FILE`"))
         try:
             bounds = self.time_bounds()

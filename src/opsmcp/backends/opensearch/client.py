@@ -81,7 +81,10 @@ def make_client(settings: Settings) -> Any:
 
 def engine_reason(exc: BaseException) -> str:
     """The engine's own reason for a failed request (root cause first), in one line."""
-    info = getattr(exc, "info", None)
+    try:
+        info = getattr(exc, "info", None)
+    except IndexError:  # opensearch-py exceptions built with fewer arguments
+        info = None
     if isinstance(info, dict):
         err = info.get("error")
         if isinstance(err, dict):
@@ -93,7 +96,10 @@ def engine_reason(exc: BaseException) -> str:
                 return f"{kind}: {reason}" if kind else str(reason)
         elif err:
             return str(err)
-    error = getattr(exc, "error", None)
+    try:
+        error = getattr(exc, "error", None)
+    except IndexError:
+        error = None
     if error and not isinstance(error, Exception):
         return str(error)
     return f"{type(exc).__name__}: {exc}"
@@ -112,7 +118,10 @@ def map_error(exc: BaseException, *, url: str, index: str, what: str) -> OpsErro
     if isinstance(exc, ex.ConnectionError):
         return BackendUnavailable(f"Cannot reach OpenSearch at {where} ({engine_reason(exc)}).",
                                   "check OPSMCP_OPENSEARCH_URL and that the cluster is up (`opsmcp doctor`).")
-    status = getattr(exc, "status_code", None)
+    try:
+        status = getattr(exc, "status_code", None)
+    except IndexError:
+        status = None
     reason = engine_reason(exc)
     if status == 429:
         return BackendUnavailable(f"OpenSearch is throttling requests (429) for {what}: {reason}.",
