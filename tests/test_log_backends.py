@@ -240,3 +240,15 @@ async def test_log_stats_counts_match_searches(engine):
     by_level = await engine.tools.log_stats(start="-10m", end="now", interval="5m", service="payment-service")
     assert {g.key: g.total for g in by_level.groups} == {"ERROR": 3, "WARN": 1}
     assert sum(sum(g.counts) for g in by_level.groups) == by_level.total == 4
+
+
+async def test_log_patterns_mark_the_failure_templates_new(engine):
+    """The last 5 minutes against the 5 before (drain3 over the backend's paged search)."""
+    out = await engine.tools.log_patterns(start="-5m", end="now", limit=100)
+    by_template = {p.template: p for p in out.patterns}
+    assert out.lines == out.lines_mined == 10
+    gateway = by_template["Payment failed again - Payment gateway unavailable"]
+    assert gateway.status == "new" and gateway.services == ["payment-service"]
+    assert gateway.sample_trace_id == "fe89cdee-1e35-4d47-84b0-9d3247266390"
+    assert by_template["Failed to cancel order: Order already shipped"].status == "new"
+    assert out.baseline_lines == 7  # the first story, 350 s .. 325 s before the load

@@ -159,7 +159,7 @@ def test_bad_utf8_and_files_with_progress(tmp_path, capsys):
     assert report.bad_lines[1].line == 4 and "surrogate" in report.bad_lines[1].reason
     assert store.search("emoji").hits[0].message == "emoji \U0001f600 pair and caf\u00e9"
     assert report.bytes_read == f.stat().st_size
-    with pytest.raises(NotFound, match="no-such.jsonl"):
+    with pytest.raises(NotFound, match=r"no-such\.jsonl"):
         store.load_files([str(tmp_path / "no-such.jsonl")])
 
 
@@ -177,8 +177,10 @@ def test_stdin_load(tmp_path, monkeypatch):
 def test_field_aliases_levels_and_doc_kept(tmp_path):
     store = LogStore(tmp_path / "logs.db")
     lines = [
-        json.dumps({"time": 1_763_000_000_123, "msg": "pino style", "level": 50, "app": "node-api", "traceId": "t-1", "x": 1}),
-        json.dumps({"timestamp": "2026-11-21T10:00:00+02:00", "message": "offset", "severity": "warning", "service": "a"}),
+        json.dumps({"time": 1_763_000_000_123, "msg": "pino style", "level": 50, "app": "node-api", "traceId": "t-1",
+                    "x": 1}),
+        json.dumps({"timestamp": "2026-11-21T10:00:00+02:00", "message": "offset", "severity": "warning",
+                    "service": "a"}),
         json.dumps({"@timestamp": "2026-11-21T08:00:00", "message": "naive is UTC", "level": "error", "service": "a",
                     "nested": {"k": [1, 2]}}),
     ]
@@ -262,7 +264,8 @@ def test_fts_query_forms(scenario_store):
     prefix = s.search("timeo*", limit=1)
     assert prefix.total >= timeout.total
     either = s.search("declined OR shipped")
-    assert either.total == s.search("declined").total + s.search("shipped").total - s.search("declined AND shipped").total
+    both = s.search("declined AND shipped").total
+    assert either.total == s.search("declined").total + s.search("shipped").total - both
     # punctuation is quoted for the user, not a syntax error
     assert s.search("orders-db.cluster:5432").total == phrase.total
     assert s.search("gw.paynet*").total > 0
@@ -307,7 +310,7 @@ def test_fulltext_with_filters_matches_brute_force(scenario_store):
         words = query.lower().replace("_", " ").split(" or ")
         levels = {level.upper()} if isinstance(level, str) else set(level or [])
 
-        def matches(h) -> bool:
+        def matches(h, words=words) -> bool:
             text = h.message.lower().replace("_", " ").replace("-", " ")
             return any(all(w in text.split() for w in alt.split()) for alt in words)
 
@@ -337,11 +340,12 @@ def test_time_windows_and_counts(scenario_store, scenario):
         (end - timedelta(minutes=41, seconds=7)).timestamp() * 1000)
     assert odd.total == s._read(lambda c: c.execute(
         "SELECT count(*) FROM logs WHERE level='INFO' AND ts BETWEEN ? AND ?", (lo, hi)).fetchone()[0])
-    assert all(start <= datetime.fromisoformat(h.timestamp) <= end for h in s.search(start=start, end=end, limit=200).hits)
+    inside = s.search(start=start, end=end, limit=200).hits
+    assert all(start <= datetime.fromisoformat(h.timestamp) <= end for h in inside)
 
 
 def test_error_lines(scenario_store, scenario):
-    traces = list(scenario.failing_traces)[:5] + ["no-such-trace"]
+    traces = [*list(scenario.failing_traces)[:5], "no-such-trace"]
     lines = scenario_store.error_lines(traces)
     assert set(lines) == set(traces[:5])
     for tid in traces[:5]:
@@ -482,7 +486,7 @@ def test_corrupt_and_foreign_files(tmp_path):
     with pytest.raises(OpsError) as exc:
         LogStore(junk, readonly=True).search()
     assert str(junk) in str(exc.value) and "sqlite" not in type(exc.value).__name__.lower()
-    with pytest.raises(OpsError, match="junk.db"):
+    with pytest.raises(OpsError, match=r"junk\.db"):
         LogStore(junk).ingest([_line(NOW, "x")])
     foreign = tmp_path / "other.db"
     with sqlite3.connect(foreign) as raw:
@@ -674,3 +678,34 @@ async def test_empty_service_and_level_mean_no_filter(tools):
     stats = await tools.log_stats(start="-6h", service="", level="")
     plain = await tools.log_stats(start="-6h")
     assert stats.total == plain.total and any("treated as no" in n for n in stats.notes)
+
+
+# --------------------------------------------------------------------------- log_patterns (issue 14)
+
+
+async def test_log_patterns_names_the_incident_templates_as_new(tools, scenario):
+    out = await tools.log_patterns(start=scenario.incident_start.isoformat(), end=NOW.isoformat(), limit=100)
+    by_template = {p.template: p for p in out.patterns}
+    db = by_template["Database connection timeout after <NUM>ms (<HOST>)"]
+    assert db.status == "new" and db.services == ["order-processor"] and db.baseline_count == 0
+    assert db.sample_trace_id in scenario.failing_traces
+    gateway = next(p for t, p in by_template.items() if t.startswith("Payment gateway"))
+    assert gateway.status == "new"
+    statuses = [p.status for p in out.patterns]
+    assert statuses == sorted(statuses, key=["new", "grew", "steady"].index)  # new first, then grew, then steady
+    assert by_template["Processing order <UUID>"].status == "steady"
+    assert out.lines == out.lines_mined == sum(p.count for p in out.patterns)
+    assert out.baseline_end == out.start and len(out.model_dump_json()) < 60_000
+
+
+async def test_log_patterns_samples_big_windows_and_says_so(tools, scenario, monkeypatch):
+    from opsmcp.toolsets import log_patterns as lp
+
+    monkeypatch.setattr(lp, "MAX_MINED_LINES", 1_000)
+    monkeypatch.setattr(lp.window_lines, "__defaults__", (1_000,))
+    out = await tools.log_patterns(start=(NOW - timedelta(hours=6)).isoformat(), end=NOW.isoformat(),
+                                   compare_to="none")
+    assert out.lines > 10_000 and out.lines_mined == 1_000
+    assert any("mined a sample of 1,000" in n for n in out.notes)
+    assert all(p.status is None and p.baseline_count is None for p in out.patterns)
+    assert abs(sum(p.count for p in out.patterns) - out.lines) < out.lines * 0.05 + 100

@@ -122,6 +122,35 @@ class LogStatsResult(Result):
     groups: list[StatsGroup] = Field(description="Most lines first.")
 
 
+class LogPattern(BaseModel):
+    """One message template and how often it occurred."""
+
+    template: str = Field(description="The message with variable parts masked (<NUM>, <UUID>, <HOST>, <*>).")
+    status: Literal["new", "grew", "steady"] | None = Field(description=(
+        "Against the baseline window: new (absent there), grew (>= 2x), steady; null without a baseline."))
+    count: int = Field(description="Lines with this template in the window (estimated when the window was sampled).")
+    baseline_count: int | None = Field(description="Estimated lines in the baseline window; null without one.")
+    growth: float | None = Field(description="count / baseline_count; null when new or without a baseline.")
+    first_seen: str | None = Field(description="First line of this template in the window (mined lines).")
+    last_seen: str | None = Field(description="Last line of this template in the window (mined lines).")
+    services: list[str] = Field(description="Services that logged it, most lines first (at most 5).")
+    sample: str = Field(description="One line with this template (cut at 300 characters).")
+    sample_trace_id: str | None = Field(description="The sample line's trace id, for get_trace.")
+
+
+class LogPatternsResult(Result):
+    """Result of log_patterns."""
+
+    start: str = Field(description="Window start used, ISO-8601 UTC.")
+    end: str = Field(description="Window end used, ISO-8601 UTC.")
+    baseline_start: str | None = Field(description="Baseline window start; null when not compared.")
+    baseline_end: str | None = Field(description="Baseline window end; null when not compared.")
+    lines: int = Field(description="Lines in the window matching the filters.")
+    lines_mined: int = Field(description="Lines clustered (fewer than lines when sampled; see notes).")
+    baseline_lines: int | None = Field(description="Lines in the baseline window; null when not compared.")
+    patterns: list[LogPattern] = Field(description="New first, then grew (largest growth first), then steady.")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -494,6 +523,89 @@ class LogTools:
                               end=ms_iso(stats.end_ms), bucket_starts=starts, total=total, groups=out_groups,
                               truncated=truncated, notes=notes)
 
+    # ------------------------------------------------------------------ log_patterns
+    @tool(title="Find log patterns", read_only=True, idempotent=True, open_world=False)
+    async def log_patterns(
+        self,
+        start: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
+            "Window start: ISO-8601 or relative ('-1h'). Default: 1 hour before end."))] = None,
+        end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
+            "Window end, same forms. Default: the newest stored line."))] = None,
+        service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
+                                             description="Only this service (exact name).")] = None,
+        level: Annotated[str | None, Field(max_length=MAX_NAME_CHARS, description=(
+            "Only this level, or several comma-separated ('WARN,ERROR')."))] = None,
+        compare_to: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
+            "Start of the baseline window (same length as the window), ISO-8601 or relative; default: the "
+            "window just before; 'none' to skip the comparison."))] = None,
+        limit: Annotated[int, Field(description="Most patterns to return: 1-100, default 20.")] = 20,
+    ) -> LogPatternsResult:
+        """Group the window's log messages into templates (drain3) and mark each new, grew or
+        steady against the window before: what changed when it broke. Each pattern has its
+        count, first/last time, services and a sample line with its trace id."""
+        return await self._run(self._log_patterns, start, end, service, level, compare_to, limit)
+
+    def _log_patterns(self, start: str | None, end: str | None, service: str | None, level: str | None,
+                      compare_to: str | None, limit: int) -> LogPatternsResult:
+        from opsmcp.toolsets import log_patterns as lp
+
+        notes: list[str] = []
+        service = _text_arg("service", service, notes)
+        level = _text_arg("level", level, notes)
+        compare_to = _text_arg("compare_to", compare_to, notes)
+        limit = clamp("limit", limit, 1, 100, notes)
+        now = utcnow()
+        if end is None and start is None:
+            bounds = self.store.time_bounds()
+            t1 = bounds[1] if bounds else now
+            t0 = t1 - timedelta(hours=1)
+        else:
+            t_end = parse_time(end or "now", now=now, name="end")
+            t0, t1, window_notes = parse_window(start or iso(t_end - timedelta(hours=1)), end, max_span=MAX_SPAN,
+                                                now=now)
+            notes += window_notes
+        cur = lp.Window()
+        base: lp.Window | None = None
+        baseline_lines = None
+        b0 = b1 = None
+        if (compare_to or "").strip().lower() != "none":
+            b0 = parse_time(compare_to, now=now, name="compare_to") if compare_to else t0 - (t1 - t0)
+            b1 = b0 + (t1 - t0)
+            base = lp.Window()
+            baseline_lines = lp.window_lines(self.store, b0, b1, service, level, base)
+        clusters, miner = lp.mine(lp.window_lines(self.store, t0, t1, service, level, cur), baseline_lines)
+        for w, name in ((cur, "window"), (base, "baseline")):
+            if w is not None and w.sampled:
+                notes.append(f"the {name} holds {w.total:,} lines: mined a sample of {w.mined:,} (equal shares of "
+                             "ten slices); counts are estimates")
+            if w is not None and w.capped:
+                notes.append(f"the {self.store.name} log backend could not page through the {name}: mined its newest "
+                             f"{w.mined:,} of {w.total:,} lines")
+        rank = {"new": 0, "grew": 1, "steady": 2, None: 3}
+        out: list[LogPattern] = []
+        for cid, c in clusters.items():
+            if not c.count or c.sample is None:
+                continue
+            state, growth = lp.status(c, cur, base)
+            sample = c.sample.message if len(c.sample.message) <= 300 else c.sample.message[:300] + "…"
+            out.append(LogPattern(
+                template=lp.template_of(miner, cid), status=state, count=round(c.count * cur.scale),
+                baseline_count=round(c.baseline * base.scale) if base is not None else None, growth=growth,
+                first_seen=ms_iso(c.first_ms) if c.first_ms is not None else None,
+                last_seen=ms_iso(c.last_ms) if c.last_ms is not None else None,
+                services=[s for s, _ in sorted(c.services.items(), key=lambda kv: -kv[1])][:5],
+                sample=sample, sample_trace_id=c.sample.trace_id))
+        out.sort(key=lambda p: (rank[p.status], -(p.growth or 0) if p.status == "grew" else 0, -p.count))
+        truncated = len(out) > limit
+        if truncated:
+            notes.append(f"{len(out) - limit} more patterns not shown; raise limit or filter by service/level")
+        if not cur.total:
+            notes.append("no lines in this window")
+        return LogPatternsResult(
+            start=iso(t0), end=iso(t1), baseline_start=iso(b0) if b0 else None, baseline_end=iso(b1) if b1 else None,
+            lines=cur.total, lines_mined=cur.mined, baseline_lines=base.total if base is not None else None,
+            patterns=out[:limit], truncated=truncated, notes=notes)
+
     def _empty_note(self) -> str:
         if self.store.name == "embedded":
             return "the log store is empty; load logs with `opsmcp logs load FILE`"
@@ -508,4 +620,7 @@ class LogTools:
         return await self._run(self.store.error_lines, list(trace_ids))
 
 
-__all__ = ["LogHit", "LogStatsResult", "LogTools", "SearchLogsResult", "StatsGroup", "TraceResult", "parse_interval"]
+__all__ = [
+    "LogHit", "LogPattern", "LogPatternsResult", "LogStatsResult", "LogTools", "SearchLogsResult", "StatsGroup",
+    "TraceResult", "parse_interval",
+]
