@@ -456,7 +456,7 @@ def test_tool_marks():
     from opsmcp.toolsets.base import marked_tools
 
     marks = {name: mark for name, _, mark in marked_tools(LogTools(Settings(log_store=Path("/nonexistent/x.db"))))}
-    assert set(marks) == {"search_logs", "get_trace", "log_stats"}
+    assert set(marks) == {"search_logs", "get_trace", "log_stats", "log_patterns"}
     assert all(m.read_only and m.idempotent and not m.open_world and not m.write for m in marks.values())
 
 
@@ -664,7 +664,7 @@ async def test_overlong_free_text_arguments_are_refused(mcp_client):
             return "maxLength" in schema or "enum" in schema
         return all(strings_bounded(s) for s in schema.get("anyOf", []))
 
-    for name in ("search_logs", "get_trace", "log_stats"):
+    for name in ("search_logs", "get_trace", "log_stats", "log_patterns"):
         for arg, schema in listed[name]["properties"].items():
             assert strings_bounded(schema), f"{name}.{arg} has no maxLength"
 
