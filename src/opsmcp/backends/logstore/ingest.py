@@ -10,6 +10,7 @@ rich progress bar by bytes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import queue
@@ -28,6 +29,39 @@ from opsmcp.backends.logstore.schema import SEQ_MASK, STAGE_TABLE, UPSERTS
 from opsmcp.errors import NotFound, OpsError
 
 Sources = Sequence[tuple[str, Iterable[str]]]
+MARK = ("INSERT INTO loads(fingerprint, head_bytes, source, lines) VALUES (?,?,?,?) "
+        "ON CONFLICT(fingerprint) DO UPDATE SET lines = excluded.lines, source = excluded.source")
+HEAD_BYTES = 4096  # a file is known by a SHA-256 of its first 4 KiB (or all of it, when shorter)
+
+
+def _head_hash(path: Path, size: int) -> str:
+    with path.open("rb") as fh:
+        return hashlib.sha256(fh.read(size)).hexdigest()
+
+
+def resume_points(conn: sqlite3.Connection, files: dict[str, Path]) -> dict[str, tuple[str, int, int]]:
+    """For each source name, ``(fingerprint, head bytes, lines already stored)``.
+
+    A file matches an earlier load when its first ``head_bytes`` bytes hash to a stored
+    fingerprint (so a file that grew since continues where it stopped); otherwise it gets
+    a new fingerprint of its first :data:`HEAD_BYTES` bytes and starts at line 0.
+    """
+    heads = sorted({int(r[0]) for r in conn.execute("SELECT DISTINCT head_bytes FROM loads")}, reverse=True)
+    out: dict[str, tuple[str, int, int]] = {}
+    for name, path in files.items():
+        size = path.stat().st_size
+        found = None
+        for head in (h for h in heads if h <= size):
+            key = _head_hash(path, head)
+            row = conn.execute("SELECT lines FROM loads WHERE fingerprint=?", (key,)).fetchone()
+            if row is not None:
+                found = (key, head, int(row[0]))
+                break
+        if found is None:
+            head = min(size, HEAD_BYTES)
+            found = (_head_hash(path, head), head, 0)
+        out[name] = found
+    return out
 
 
 class Stage:
@@ -36,6 +70,8 @@ class Stage:
     Named shared-cache memory databases live while a connection holds them open; the
     parse thread fills one with its own connection and the writer closes it after use.
     """
+
+    mark: tuple[str, int, str, int] | None = None  # (fingerprint, head bytes, source, lines done) of a file
 
     def __init__(self, rows: list[tuple[Any, ...]], counts: dict[tuple[int, str, str], int], read: int,
                  next_seq: int) -> None:
@@ -52,6 +88,7 @@ class Stage:
     def empty(cls, read: int, next_seq: int) -> Stage:
         stage = cls.__new__(cls)
         stage.uri, stage.rows, stage.counts, stage.read, stage.next_seq, stage._conn = "", 0, {}, read, next_seq, None
+        stage.mark = None
         return stage
     def aggregates(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Rollup and facet rows of this batch (see :func:`rollup_rows`)."""
@@ -112,8 +149,13 @@ def ingest_into(
     batch_size: int,
     on_progress: Callable[[int], None] | None,
     counter: ByteCounter | None = None,
+    files: dict[str, Path] | None = None,
 ) -> IngestReport:
     """Load ``(source name, lines)`` pairs through the write connection ``conn``.
+
+    Sources named in ``files`` (regular files) are resumable: the lines a previous load of
+    the same file stored are skipped, and each batch's transaction records how far this
+    one got, so a load killed at any moment and run again stores every line exactly once.
 
     The parse thread turns each batch into rows, writes them into a private in-memory
     stage database (its own connection, so the row-by-row binding does not hold up the
@@ -126,6 +168,7 @@ def ingest_into(
     report = IngestReport(sources=[s for s, _ in sources])
     batch_size = max(1, int(batch_size))
     seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+    resume = resume_points(conn, files or {})
     q: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
 
@@ -146,16 +189,24 @@ def ingest_into(
         try:
             for source, lines in sources:
                 it = enumerate(lines, 1)
+                point = resume.get(source)
+                if point and point[2]:
+                    skipped = sum(1 for _ in itertools.islice(it, point[2]))
+                    report.skipped += skipped
+                    read += skipped
                 while True:
                     chunk = list(itertools.islice(it, batch_size))
                     if not chunk:
                         break
                     read += len(chunk)
+                    last = chunk[-1][0]
                     counts: dict[tuple[int, str, str], int] = {}
                     rows = parse_batch(chunk, seq, source, report, counts, yield_every=256)
                     del chunk
                     seq += len(rows)
                     stage = Stage(rows, counts, read, seq) if rows else Stage.empty(read, seq)
+                    if point:
+                        stage.mark = (point[0], point[1], source, last)
                     del rows
                     if not put(stage):
                         return
@@ -176,6 +227,10 @@ def ingest_into(
                 if item.rows:
                     write_batch(conn, item)
                     report.loaded += item.rows
+                elif item.mark:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(MARK, item.mark)
+                    conn.execute("COMMIT")
             finally:
                 item.close()
             if on_progress is not None:
@@ -227,6 +282,8 @@ def write_batch(conn: sqlite3.Connection, stage: Stage) -> None:
             conn.executemany(UPSERTS[1], slots)
             conn.executemany(UPSERTS[2], facets)
             conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (stage.next_seq,))
+            if stage.mark:
+                conn.execute(MARK, stage.mark)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -257,7 +314,7 @@ def fix_id_clashes(conn: sqlite3.Connection) -> int:
 
 
 def load_files(
-    run: Callable[[Sources, Callable[[int], None] | None, ByteCounter], IngestReport],
+    run: Callable[[Sources, Callable[[int], None] | None, ByteCounter, dict[str, Path]], IngestReport],
     paths: Sequence[str | Path],
     *,
     show_progress: bool = False,
@@ -277,8 +334,9 @@ def load_files(
     counter = ByteCounter()
     sources = [(name, counter.open(name)) for name in names]
     total = sum(sizes.values())
+    files = {name: Path(name) for name in names if name != "-" and Path(name).is_file()}
     if not show_progress:
-        return run(sources, None, counter)
+        return run(sources, None, counter, files)
     from rich.console import Console
     from rich.progress import (
         BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
@@ -295,6 +353,6 @@ def load_files(
         def tick(lines_read: int) -> None:
             progress.update(task, completed=counter.bytes, lines=lines_read)
 
-        report = run(sources, tick, counter)
+        report = run(sources, tick, counter, files)
         progress.update(task, completed=counter.bytes)
     return report

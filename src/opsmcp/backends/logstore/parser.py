@@ -52,6 +52,7 @@ class IngestReport:
     loaded: int = 0
     bad: int = 0
     blank: int = 0
+    skipped: int = 0  # lines of files already stored by an earlier load
     bad_lines: list[BadLine] = field(default_factory=list)
     seconds: float = 0.0
     sources: list[str] = field(default_factory=list)
@@ -73,6 +74,7 @@ class IngestReport:
             f"loaded {self.loaded:,} lines from {', '.join(self.sources) or '-'} in {self.seconds:.2f} s "
             f"({self.lines_per_second:,.0f} lines/s); bad lines: {self.bad:,}"
             + (f"; blank lines skipped: {self.blank:,}" if self.blank else "")
+            + (f"; {self.skipped:,} lines already stored by an earlier load skipped" if self.skipped else "")
         ]
         out += [f"  {b}" for b in self.bad_lines]
         if self.bad > len(self.bad_lines):

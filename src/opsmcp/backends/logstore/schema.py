@@ -26,6 +26,10 @@ Schema (version 1), designed so that every tool query is an index range scan:
     The known services and levels with their line counts (the "did you mean" lists).
 ``meta``
     Schema version and the next ``seq``.
+``loads``
+    Per loaded file (keyed by a SHA-256 of its first bytes), how many of its lines are
+    stored, updated in each batch's transaction: a re-run of an interrupted (or finished)
+    load continues after them instead of storing lines twice.
 
 Indexes: ``(trace_id)``, ``(service, level)`` and ``(level)``; each implicitly ends in
 the rowid, so they are also ordered by time within a value.
@@ -83,6 +87,9 @@ CREATE TABLE IF NOT EXISTS rollup_15m(
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS facets(
     kind TEXT NOT NULL, value TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(kind, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS loads(      -- resumable loads: a file (by its head) and its lines done
+    fingerprint TEXT PRIMARY KEY, head_bytes INTEGER NOT NULL, source TEXT, lines INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('schema_version', {SCHEMA_VERSION}), ('next_seq', 0);
 """

@@ -83,14 +83,17 @@ class LogStore(StoreFile):
     ) -> IngestReport:
         """Load JSON Lines files (``-`` = stdin) in one session; one report for all.
 
+        Loads of files are resumable and idempotent: a file loaded before (known by a hash
+        of its first 4 KiB) continues after the lines already stored, so a killed load run
+        again, or the same file loaded twice, stores each line once (stdin always loads).
         With ``show_progress`` a rich progress bar (by bytes) is drawn on stderr.
 
         Raises:
             NotFound: a file does not exist (nothing is loaded).
         """
         return load_files(
-            lambda sources, tick, counter: self._ingest(sources, batch_size=batch_size, on_progress=tick,
-                                                        counter=counter),
+            lambda sources, tick, counter, files: self._ingest(sources, batch_size=batch_size, on_progress=tick,
+                                                               counter=counter, files=files),
             paths, show_progress=show_progress)
 
     def _ingest(
@@ -100,12 +103,14 @@ class LogStore(StoreFile):
         batch_size: int,
         on_progress: Callable[[int], None] | None,
         counter: ByteCounter | None = None,
+        files: dict[str, Path] | None = None,
     ) -> IngestReport:
         """One load under the write lock, on a write connection of its own."""
         with self._write_lock:
             conn = self._open(write=True)
             try:
-                return ingest_into(conn, sources, batch_size=batch_size, on_progress=on_progress, counter=counter)
+                return ingest_into(conn, sources, batch_size=batch_size, on_progress=on_progress, counter=counter,
+                                   files=files)
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
             finally:
@@ -118,7 +123,7 @@ class LogStore(StoreFile):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO logs_fts(logs_fts) VALUES('delete-all')")
-                for table in ("logs", "rollup_1m", "rollup_15m", "facets"):
+                for table in ("logs", "rollup_1m", "rollup_15m", "facets", "loads"):
                     conn.execute(f"DELETE FROM {table}")
                 conn.execute("COMMIT")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
