@@ -45,6 +45,7 @@ class Stub:
         self.answers = list(answers)
         self._mapping = mapping
         self.indices = self
+        self.version = "2.19.1"
 
     def _answer(self, name: str, kwargs: dict[str, Any]) -> Any:
         self.calls.append((name, kwargs))
@@ -55,6 +56,9 @@ class Stub:
 
     def get_mapping(self, **kw: Any) -> Any:
         return self._mapping
+
+    def info(self, **kw: Any) -> Any:
+        return {"version": {"number": self.version}}
 
     def search(self, **kw: Any) -> Any:
         return self._answer("search", kw)
@@ -179,6 +183,15 @@ def test_search_body_first_and_next_page():
     assert nxt["track_total_hits"] is True and "from" not in nxt
 
 
+def test_tiebreaker_follows_the_engine_version():
+    assert q.tiebreaker("3.3.0") == "_shard_doc" and q.tiebreaker("3.10.1") == "_shard_doc"
+    assert q.tiebreaker("2.19.1") == "_id" and q.tiebreaker("3.2.0") == "_id" and q.tiebreaker("weird") == "_id"
+    body = q.search_body(F, KEYWORD, text=None, clauses=[], size=2, pit_id="P", keep_alive="5m", search_after=None,
+                         count=False, tiebreak="_id")
+    assert body["sort"] == [{"@timestamp": {"order": "desc"}}, {"_id": {"order": "desc"}}]
+    assert body["track_total_hits"] is False
+
+
 def test_trace_clause_is_term_or_match_phrase():
     assert q.exact_clause(KEYWORD, "trace_id", F, [TID]) == {"term": {"trace_id": TID}}
     phrase = q.resolve_mapping(F, fixture_mapping())
@@ -228,7 +241,7 @@ async def test_search_logs_sends_pit_then_search_after_and_closes_the_pit():
                                                  "lte": "2026-11-21T15:00:00.000Z"}}}],
             "must": [{"simple_query_string": {"query": "(timeout +-retry)", "fields": ["message"],
                                               "default_operator": "and", "flags": q.SQS_FLAGS}}]}},
-        "sort": [{"@timestamp": {"order": "desc"}}, {"_shard_doc": {"order": "desc"}}],
+        "sort": [{"@timestamp": {"order": "desc"}}, {"_id": {"order": "desc"}}],  # OpenSearch < 3.3
         "track_total_hits": 10_000,
         "pit": {"id": "PIT-1", "keep_alive": "5m"},
     }}

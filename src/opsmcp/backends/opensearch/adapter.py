@@ -82,6 +82,7 @@ class OpenSearchLogs:
         self.fields = fields or q.Fields()
         self.url = redact(url)
         self._mapping: q.Mapping | None = None
+        self._tiebreak: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenSearchLogs:
@@ -117,6 +118,13 @@ class OpenSearchLogs:
                 return q.Mapping.assumed(self.fields)
             self._mapping = q.resolve_mapping(self.fields, resp)
         return self._mapping
+
+    def tiebreak(self) -> str:
+        """The sort tiebreaker this engine accepts (:func:`.query.tiebreaker`), asked once."""
+        if self._tiebreak is None:
+            info = self._call("reading the engine version", self.client.info)
+            self._tiebreak = q.tiebreaker(str((info or {}).get("version", {}).get("number", "0.0")))
+        return self._tiebreak
 
     def _record(self, hit: dict[str, Any], include_doc: bool, pit: str | None) -> LogRecord:
         f = self.fields
@@ -178,7 +186,7 @@ class OpenSearchLogs:
         else:
             pit, after = state["p"], state["a"]
         body = q.search_body(self.fields, m, text=text, clauses=clauses, size=limit + 1, pit_id=pit,
-                             keep_alive=PIT_KEEP_ALIVE, search_after=after, count=True)
+                             keep_alive=PIT_KEEP_ALIVE, search_after=after, count=True, tiebreak=self.tiebreak())
         try:
             resp = self._call("search", self.client.search, body=body)
         except NotFound as exc:

@@ -308,17 +308,27 @@ def bool_query(clauses: list[dict[str, Any]], text: str | None, f: Fields) -> di
     return {"bool": body} if body else {"match_all": {}}
 
 
-def sort_newest_first(f: Fields, *, pit: bool) -> list[dict[str, Any]]:
-    """Newest first; inside a point in time, ``_shard_doc`` breaks ties (unique, cheap)."""
+def tiebreaker(version: str) -> str:
+    """The unique sort field that breaks timestamp ties: ``_shard_doc`` (OpenSearch 3.3+,
+    cheap, point in time only), else ``_id`` (older engines reject ``_shard_doc``)."""
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return "_id"
+    return "_shard_doc" if (major, minor) >= (3, 3) else "_id"
+
+
+def sort_newest_first(f: Fields, *, tiebreak: str | None) -> list[dict[str, Any]]:
+    """Newest first, then ``tiebreak`` (a unique field), so search_after never skips or repeats."""
     out: list[dict[str, Any]] = [{f.timestamp: {"order": "desc"}}]
-    if pit:
-        out.append({"_shard_doc": {"order": "desc"}})
+    if tiebreak:
+        out.append({tiebreak: {"order": "desc"}})
     return out
 
 
 def search_body(
     f: Fields, mapping: Mapping, *, text: str | None, clauses: list[dict[str, Any]], size: int,
-    pit_id: str | None, keep_alive: str, search_after: list[Any] | None, count: bool,
+    pit_id: str | None, keep_alive: str, search_after: list[Any] | None, count: bool, tiebreak: str = "_shard_doc",
 ) -> dict[str, Any]:
     """One page of ``search_logs``: newest first, ``size`` hits, in a point in time when
     ``pit_id`` is given (then without an index in the path), continuing ``search_after``.
@@ -326,7 +336,7 @@ def search_body(
     body: dict[str, Any] = {
         "size": size,
         "query": bool_query(clauses, text, f),
-        "sort": sort_newest_first(f, pit=pit_id is not None),
+        "sort": sort_newest_first(f, tiebreak=tiebreak if pit_id is not None else None),
         "track_total_hits": (MAX_RESULT_WINDOW if text is not None else True) if count else False,
     }
     if pit_id is not None:
