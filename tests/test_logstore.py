@@ -709,3 +709,22 @@ async def test_log_patterns_samples_big_windows_and_says_so(tools, scenario, mon
     assert any("mined a sample of 1,000" in n for n in out.notes)
     assert all(p.status is None and p.baseline_count is None for p in out.patterns)
     assert abs(sum(p.count for p in out.patterns) - out.lines) < out.lines * 0.05 + 100
+
+
+def test_doc_keeps_only_the_other_fields(tmp_path):
+    """The ``doc`` column stores the line minus its indexed fields (store ≤ 1.5x the JSONL);
+    a lone surrogate escape in an extra field is kept escaped rather than breaking the load."""
+    store = LogStore(tmp_path / "logs.db")
+    lines = [json.dumps({"@timestamp": "2026-11-21T10:00:00Z", "message": "m1", "service": "a", "level": "INFO",
+                         "trace_id": "t", "event_id": "e", "host": "h1", "n": 1}),
+             '{"@timestamp": "2026-11-21T10:00:01Z", "message": "m2", "odd": "\\ud800x"}',
+             json.dumps({"@timestamp": "2026-11-21T10:00:02Z", "message": "m3", "caf\u00e9": "cr\u00e8me"},
+                        ensure_ascii=False)]
+    assert store.ingest(lines).loaded == 3
+    hits = {h.message: h for h in store.search(limit=10, include_doc=True).hits}
+    assert hits["m1"].doc == '{"host":"h1","n":1}' and hits["m1"].fields() == {"host": "h1", "n": 1}
+    assert hits["m2"].fields() == {"odd": "\ud800x"} and hits["m2"].doc.isascii()
+    assert hits["m3"].doc == '{"café":"crème"}'
+    bare = LogStore(tmp_path / "bare.db")
+    bare.ingest([json.dumps({"@timestamp": "2026-11-21T10:00:00Z", "message": "only indexed fields"})])
+    assert bare.search(include_doc=True).hits[0].doc == ""

@@ -104,7 +104,7 @@ def levels_arg(level: str | Sequence[str] | None) -> list[str] | None:
 class LogRecord:
     """One log line as every engine returns it.
 
-    ``ts_ms`` is epoch milliseconds; ``doc`` the original JSON document (when asked for);
+    ``ts_ms`` is epoch milliseconds; ``doc`` the line's other JSON fields (when asked for);
     ``cursor`` resumes a search right after this line (``None`` when the engine cannot);
     ``id`` is an engine-local ordering key (the embedded store's rowid, else 0).
     """

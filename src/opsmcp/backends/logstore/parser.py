@@ -31,6 +31,8 @@ LEVEL_KEYS = ("level", "severity")
 SERVICE_KEYS = ("service", "service.name", "svc", "app", "logger")
 TRACE_KEYS = ("trace_id", "traceId", "trace.id")
 EVENT_KEYS = ("event_id", "eventId")
+# Kept out of a line's stored "other fields" (the ``doc`` column): the indexed values.
+INDEXED_KEYS = frozenset(("@timestamp", "timestamp", "level", "service", "message", "trace_id", "event_id"))
 
 
 @dataclass
@@ -159,6 +161,9 @@ def parse_batch(
         counts = {}
     cget = counts.get
     loads = json.loads
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once: the C encoder
+    encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
+    indexed = INDEXED_KEYS
     fromiso = datetime.fromisoformat
     epoch, one_ms, utc = _EPOCH, _ONE_MS, _UTC
     level_cache = LEVEL_CACHE
@@ -250,11 +255,14 @@ def parse_batch(
             event = get("eventId")
         if event is not None and type(event) is not str:
             event = _text(event)
-        if ("\\ud" in line or "\\uD" in line) and any(
+        escaped = "\\ud" in line or "\\uD" in line
+        if escaped and any(
                 isinstance(v, str) and _SURROGATE.search(v) for v in (message, service, level, trace, event)):
             report.add_bad(source, no, "a string holds an unpaired UTF-16 surrogate escape (\\udXXX)")
             continue
-        append(((ms << SEQ_BITS) | (seq & SEQ_MASK), service, level, trace, event, message, line.rstrip()))
+        rest = {k: v for k, v in doc.items() if k not in indexed}
+        extra = (encode_ascii(rest) if escaped else encode(rest)) if rest else ""
+        append(((ms << SEQ_BITS) | (seq & SEQ_MASK), service, level, trace, event, message, extra))
         seq += 1
         key = (ms // 60_000, service, level)
         counts[key] = cget(key, 0) + 1

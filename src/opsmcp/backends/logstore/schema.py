@@ -10,7 +10,9 @@ Schema (version 1), designed so that every tool query is an index range scan:
     milliseconds) for hand-written SQL. ``seq`` (20 bits) keeps ids unique within one
     millisecond. ``service``, ``level``, ``trace_id`` and ``event_id`` are plain TEXT
     compared with ``=`` (never tokenized: a trace id matches that trace only);
-    ``message`` is the text FTS5 indexes; ``doc`` is the original JSON line, verbatim.
+    ``message`` is the text FTS5 indexes; ``doc`` holds the line's other JSON fields (the
+    original line minus the indexed ones; '' when there are none; stores written before
+    this change hold the whole line, which reads the same).
 ``logs_fts``
     FTS5, contentless (the text lives in ``logs``), unicode61 tokenizer, no per-document
     sizes (results are ordered by time, not rank). Column ``message`` is the searched
@@ -66,7 +68,7 @@ CREATE TABLE IF NOT EXISTS logs(
     trace_id TEXT,
     event_id TEXT,
     message TEXT NOT NULL,
-    doc TEXT NOT NULL,                 -- the original JSON line
+    doc TEXT NOT NULL,                 -- the line's other fields (JSON object, or '')
     ts INTEGER GENERATED ALWAYS AS (id >> {SEQ_BITS}) VIRTUAL  -- epoch milliseconds
 );
 CREATE INDEX IF NOT EXISTS logs_trace ON logs(trace_id) WHERE trace_id IS NOT NULL;
