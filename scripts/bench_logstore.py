@@ -12,7 +12,9 @@ One run does everything on the same files:
 3. times five query shapes (p50/p95 over ``--runs`` runs after warm-up) three ways:
    through the store API (what the tools call), as the same query written directly in
    SQL on the same SQLite file (same rows, same count), and as ``grep -c`` over the JSON
-   Lines file; plus the toolset layer (async + pydantic, no MCP transport).
+   Lines file; plus the toolset layer (async + pydantic, no MCP transport);
+4. times ``log_patterns`` over the whole day against the day before (drain3; sampled
+   past 20,000 lines per window).
 
 Usage::
 
@@ -309,6 +311,13 @@ def main() -> int:
               "(same connection settings); tool = LogTools (async, thread hop, pydantic; no MCP transport); "
               "grep -c = p50 of counting a comparable pattern in the whole JSONL file (no time window): "
               + "; ".join(f"{name}: grep -c {' '.join(g)}" for name, *_, g in shapes))
+        # log_patterns over the whole 24 hours (sampled past 20,000 lines) against the day before
+        t0 = time.perf_counter()
+        pat = loop.run_until_complete(tools.log_patterns(start="2026-01-14T12:00:00Z", end="2026-01-15T12:00:00Z"))
+        took = time.perf_counter() - t0
+        print(f"\nlog_patterns 24h: {took:.2f} s, {pat.lines:,} lines ({pat.lines_mined:,} mined), "
+              f"{len(pat.patterns)} patterns shown ({sum(p.status == 'new' for p in pat.patterns)} new), "
+              f"result {len(pat.model_dump_json()):,} bytes of JSON")
         loop.close()
         raw.close()
         reader.close()

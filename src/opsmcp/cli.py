@@ -185,10 +185,16 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_logs_load(args: argparse.Namespace) -> int:
-    """Load JSON Lines log files (or stdin) into the embedded log store."""
+    """Load JSON Lines log files (or stdin) into the embedded log store or OpenSearch (--to)."""
     from opsmcp.backends.logstore import LogStore
 
     settings = _settings(args)
+    if (args.to or settings.log_backend) == "opensearch":
+        from opsmcp.backends.opensearch.load import load_with_settings
+
+        report = load_with_settings(settings, args.files, index=args.index, show_progress=not args.quiet)
+        print(report.summary(), file=sys.stderr)
+        return 0 if report.loaded or not report.bad else 1
     path = Path(args.store) if args.store else _log_store_of_server(settings)
     report = LogStore(path).load_files(args.files, show_progress=not args.quiet)
     print(report.summary(), file=sys.stderr)
@@ -256,13 +262,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         why = runtime.disabled.get(name)
         results.append(("WARN" if why else "OK", f"toolset {name}", f"disabled: {why}" if why else "loaded"))
     if "logs" in runtime.toolsets:
-        store = settings.log_store_path
-        if store.exists():
-            results.append(("OK", "log store", str(store)))
-        elif on_sandbox:
-            results.append(("OK", "log store", f"{store} (the sandbox creates it at start)"))
+        if settings.log_backend == "opensearch":
+            from opsmcp.backends.logbackend import log_backend_checks
+
+            for c in log_backend_checks(settings):
+                results.append(("FAIL" if not c.ok else "WARN" if c.warning else "OK", c.label, c.detail))
         else:
-            results.append(("WARN", "log store", f"{store} does not exist yet: `opsmcp logs load FILE` creates it"))
+            store = settings.log_store_path
+            if store.exists():
+                results.append(("OK", "log store", str(store)))
+            elif on_sandbox:
+                results.append(("OK", "log store", f"{store} (the sandbox creates it at start)"))
+            else:
+                results.append(("WARN", "log store", f"{store} does not exist yet: `opsmcp logs load FILE` creates it"))
     if settings.audit_table:
         results.append(("OK", "audit", f"DynamoDB table {settings.audit_table} (checked on first write)"))
     else:
@@ -371,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "or <data dir>/sandbox-logs.db on the sandbox; OPSMCP_LOG_STORE)")
     load.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.add_argument("--to", choices=["embedded", "opensearch"], help="log backend (default OPSMCP_LOG_BACKEND)")
+    load.add_argument("--index", help="OpenSearch index to write (default: from OPSMCP_OPENSEARCH_INDEX, cwl-opsmcp)")
     load.set_defaults(func=cmd_logs_load)
 
     audit = sub.add_parser("audit", help="the write audit log").add_subparsers(

@@ -83,6 +83,19 @@ class Settings(BaseSettings):
 
     # --- logs / metrics -----------------------------------------------------------
     log_store: Path | None = Field(None, description="SQLite log store file; default <data_dir>/logs.db.")
+    log_backend: Literal["embedded", "opensearch"] = Field("embedded", description="Log engine the log tools read.")
+    opensearch_url: str | None = Field(None, description="OpenSearch endpoint, e.g. https://search.example:9200.")
+    opensearch_index: str = Field("cwl*", description="Index pattern holding the log documents.")
+    opensearch_fields: dict[str, str] = Field(default_factory=dict, description=(
+        "Field names where they differ from the defaults: JSON object with keys timestamp, level, service, "
+        "message, trace_id, event_id (defaults @timestamp, level, service, message, trace_id, event_id)."))
+    opensearch_auth: Literal["none", "basic", "bearer", "sigv4"] = Field("none", description="How to authenticate.")
+    opensearch_username: str | None = Field(None, description="Basic auth user name.")
+    opensearch_password: SecretStr | None = Field(None, description="Basic auth password.")
+    opensearch_token: SecretStr | None = Field(None, description="Bearer token.")
+    opensearch_aws_service: Literal["es", "aoss"] = Field("es", description="SigV4 service: es (domains), aoss.")
+    opensearch_verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
+    opensearch_ca_certs: Path | None = Field(None, description="CA bundle for the server's certificate.")
 
     # --- playbooks / audit --------------------------------------------------------
     playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks.")

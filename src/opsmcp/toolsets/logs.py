@@ -1,14 +1,21 @@
 """Logs toolset: search application logs, follow one trace, count lines over time.
 
-Backed by the embedded log store (:class:`~opsmcp.backends.logstore.LogStore`, the
-SQLite file at ``Settings.log_store_path``), read-only. Every result is bounded: hits
+Backed by any :class:`~opsmcp.backends.logbackend.LogBackend` (the embedded SQLite store
+by default, OpenSearch with ``OPSMCP_LOG_BACKEND=opensearch``), read-only; the toolset
+never knows which engine answers, and passes on the engine's ``notes`` where it answers
+differently. Every result is bounded: hits
 are capped by ``limit`` (clamped to 1-500, labelled in ``notes``) and by the result size
 budget, with ``next_cursor`` to continue; messages are cut at 1,000 characters.
 Unknown services or levels give an empty result whose notes list the known ones;
 a malformed full-text query is a tool error with valid examples.
 
-Besides the tools, :meth:`LogTools.last_errors` and :meth:`LogTools.error_lines` serve
-other toolsets (the DLQ analyzer) with one query for many trace ids.
+Besides the tools, :meth:`LogTools.error_lines` serves the DLQ analyzer with one query for
+many trace ids.
+
+Argument rules: every free-text argument has a length bound; a lone UTF-16 surrogate is
+refused with a tool error; ``service=""``, ``level=""``, ``trace_id=""`` and ``query=""``
+mean "no filter" (an empty exact filter can never match: the store files lines without a
+service under ``unknown``), and the result's notes say so.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from pydantic import BaseModel, Field
 
-from opsmcp.backends.logstore import LogRecord, LogStore, ms_iso, normalize_level
+from opsmcp.backends.logbackend import LogBackend, LogRecord, build_log_backend, ms_iso, normalize_level
 from opsmcp.config import Settings
-from opsmcp.errors import InvalidInput, closest
+from opsmcp.errors import InvalidInput, OpsError, closest
 from opsmcp.times import iso, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import Result, clamp, tool
 
@@ -43,10 +50,11 @@ _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|m|min|mins|h|hr|hr
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
                  "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
 
-TimeArg = Annotated[
-    str | None,
-    Field(description="ISO-8601 ('2026-11-21T14:05:00Z') or relative ('-15m', '-6h', '-2d', 'now')."),
-]
+MAX_QUERY_CHARS = 1000
+MAX_NAME_CHARS = 200
+MAX_TIME_CHARS = 64
+MAX_CURSOR_CHARS = 8192  # an OpenSearch cursor carries a point-in-time id
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --------------------------------------------------------------------------- models
@@ -108,9 +116,39 @@ class LogStatsResult(Result):
     interval_seconds: float = Field(description="Bucket width actually used, in seconds.")
     start: str = Field(description="Window start used, ISO-8601 UTC.")
     end: str = Field(description="Window end used, ISO-8601 UTC.")
-    bucket_starts: list[str] = Field(description="Start of each bucket (aligned to the interval; the first and last are clipped to the window).")
+    bucket_starts: list[str] = Field(description=(
+        "Start of each bucket (aligned to the interval; the first and last are clipped to the window)."))
     total: int = Field(description="Lines in the window (matching the filters).")
     groups: list[StatsGroup] = Field(description="Most lines first.")
+
+
+class LogPattern(BaseModel):
+    """One message template and how often it occurred."""
+
+    template: str = Field(description="The message with variable parts masked (<NUM>, <UUID>, <HOST>, <*>).")
+    status: Literal["new", "grew", "steady"] | None = Field(description=(
+        "Against the baseline window: new (absent there), grew (>= 2x), steady; null without a baseline."))
+    count: int = Field(description="Lines with this template in the window (estimated when the window was sampled).")
+    baseline_count: int | None = Field(description="Estimated lines in the baseline window; null without one.")
+    growth: float | None = Field(description="count / baseline_count; null when new or without a baseline.")
+    first_seen: str | None = Field(description="First line of this template in the window (mined lines).")
+    last_seen: str | None = Field(description="Last line of this template in the window (mined lines).")
+    services: list[str] = Field(description="Services that logged it, most lines first (at most 5).")
+    sample: str = Field(description="One line with this template (cut at 300 characters).")
+    sample_trace_id: str | None = Field(description="The sample line's trace id, for get_trace.")
+
+
+class LogPatternsResult(Result):
+    """Result of log_patterns."""
+
+    start: str = Field(description="Window start used, ISO-8601 UTC.")
+    end: str = Field(description="Window end used, ISO-8601 UTC.")
+    baseline_start: str | None = Field(description="Baseline window start; null when not compared.")
+    baseline_end: str | None = Field(description="Baseline window end; null when not compared.")
+    lines: int = Field(description="Lines in the window matching the filters.")
+    lines_mined: int = Field(description="Lines clustered (fewer than lines when sampled; see notes).")
+    baseline_lines: int | None = Field(description="Lines in the baseline window; null when not compared.")
+    patterns: list[LogPattern] = Field(description="New first, then grew (largest growth first), then steady.")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -153,6 +191,24 @@ def _known_note(kind: str, wanted: str, known: dict[str, int]) -> str:
     return f"unknown {kind} {wanted!r}{mean} Known {kind}s (lines): {', '.join(shown)}{more}"
 
 
+def _text_arg(name: str, value: str | None, notes: list[str], *, empty_means_absent: bool = True) -> str | None:
+    """A free-text argument checked: a lone surrogate is refused; an empty string is absent.
+
+    Raises:
+        InvalidInput: the value holds an unpaired UTF-16 surrogate (no engine can store or
+            match one; SQLite cannot even bind it).
+    """
+    if value is None:
+        return None
+    if _SURROGATE.search(value):
+        raise InvalidInput(f"{name} holds an unpaired UTF-16 surrogate character, which no log line can contain.",
+                           f"pass {name} as plain text (valid Unicode).")
+    if empty_means_absent and not value.strip():
+        notes.append(f"{name}={value!r} is empty: treated as no {name} filter")
+        return None
+    return value
+
+
 def _hit(rec: LogRecord, include_fields: bool) -> tuple[LogHit, bool]:
     msg = rec.message
     cut = len(msg) > MAX_MESSAGE_CHARS
@@ -175,7 +231,7 @@ def _rise(counts: list[int], coverage: list[float]) -> int | None:
     Rates (count per second of the bucket inside the window) keep the clipped first
     and last buckets from looking like jumps.
     """
-    rates = [c / max(w, 1e-9) for c, w in zip(counts, coverage)]
+    rates = [c / max(w, 1e-9) for c, w in zip(counts, coverage, strict=True)]
     before: list[float] = []
     for i in range(1, len(counts)):
         bisect.insort(before, rates[i - 1])
@@ -192,17 +248,36 @@ def _rise(counts: list[int], coverage: list[float]) -> int | None:
 
 
 class LogTools:
-    """The logs toolset over the embedded log store.
+    """The logs toolset over a log backend.
 
     Args:
-        settings: ``log_store_path`` (the SQLite file) and ``max_result_bytes``.
-        store: an open store to use instead (tests, the sandbox).
+        settings: ``log_backend`` and its settings, and ``max_result_bytes``.
+        store: the backend to use (built by ``server.build_toolsets``; tests, the
+            sandbox); default: :func:`~opsmcp.backends.logbackend.build_log_backend`.
     """
 
-    def __init__(self, settings: Settings, store: LogStore | None = None) -> None:
+    def __init__(self, settings: Settings, store: LogBackend | None = None) -> None:
         self.settings = settings
-        self.store = store or LogStore(settings.log_store_path, readonly=True)
+        self._error: OpsError | None = None
+        if store is None:
+            try:
+                store = build_log_backend(settings)
+            except OpsError as exc:  # e.g. opensearch without a URL: the toolset is disabled with the reason
+                self._error = exc
+        self._store = store
         self.budget = int(settings.max_result_bytes * 0.85)
+
+    @property
+    def store(self) -> LogBackend:
+        """The log backend. Raises the configuration error that kept it from being built."""
+        if self._error is not None or self._store is None:
+            raise self._error or OpsError("No log backend is configured.")
+        return self._store
+
+    def check(self) -> None:
+        """Called by the server at start-up: raises why the backend could not be built."""
+        if self._error is not None:
+            raise self._error
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
@@ -211,20 +286,25 @@ class LogTools:
     @tool(title="Search logs", read_only=True, idempotent=True, open_world=False)
     async def search_logs(
         self,
-        query: Annotated[str | None, Field(description=(
+        query: Annotated[str | None, Field(max_length=MAX_QUERY_CHARS, description=(
             "Full-text query on the message: words (all must match), \"exact phrase\", AND / OR / NOT in capitals, "
             "prefix*. E.g. 'timeout NOT retry'. Omit to filter only."))] = None,
-        service: Annotated[str | None, Field(description="Exact service name, e.g. 'order-processor'.")] = None,
-        level: Annotated[str | None, Field(description=(
+        service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
+                                             description="Exact service name, e.g. 'order-processor'.")] = None,
+        level: Annotated[str | None, Field(max_length=MAX_NAME_CHARS, description=(
             "Exact level: DEBUG, INFO, WARN, ERROR (case-insensitive; WARNING = WARN); several comma-separated, "
             "e.g. 'WARN,ERROR'."))] = None,
-        trace_id: Annotated[str | None, Field(description="Exact trace id (never partial matches).")] = None,
-        start: Annotated[str | None, Field(description=(
+        trace_id: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
+                                              description="Exact trace id (never partial matches).")] = None,
+        start: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
             "Window start: ISO-8601 ('2026-11-21T14:05:00Z') or relative ('-15m', '-6h', '-2d'). "
             "Default: the oldest stored line."))] = None,
-        end: Annotated[str | None, Field(description="Window end, same forms. Default: now.")] = None,
-        limit: Annotated[int, Field(description="Most hits to return, newest first: 1-500, default 50.")] = DEFAULT_LIMIT,
-        cursor: Annotated[str | None, Field(description="next_cursor of the previous result, to get the next page.")] = None,
+        end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS,
+                                         description="Window end, same forms. Default: now.")] = None,
+        limit: Annotated[int, Field(description=(
+            "Most hits to return, newest first: 1-500, default 50."))] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Field(max_length=MAX_CURSOR_CHARS, description=(
+            "next_cursor of the previous result, to get the next page."))] = None,
         include_fields: Annotated[bool, Field(description="Also return each line's other JSON fields.")] = False,
     ) -> SearchLogsResult:
         """Search application logs, newest first: a full-text query on the message plus exact
@@ -238,6 +318,11 @@ class LogTools:
                      start: str | None, end: str | None, limit: int, cursor: str | None,
                      include_fields: bool) -> SearchLogsResult:
         notes: list[str] = []
+        query = _text_arg("query", query, notes)
+        service = _text_arg("service", service, notes)
+        level = _text_arg("level", level, notes)
+        trace_id = _text_arg("trace_id", trace_id, notes)
+        cursor = _text_arg("cursor", cursor, notes)
         limit = clamp("limit", limit, 1, MAX_LIMIT, notes)
         t0, t1 = None, None
         if start is not None or end is not None:
@@ -248,16 +333,18 @@ class LogTools:
                 notes += window_notes
         page = self.store.search(query, service, level, trace_id.strip() if trace_id else None,
                                  t0, t1, limit, cursor, include_doc=include_fields)
+        notes += page.notes
         if not page.hits and self._unknown_filters(service, level, notes):
             return SearchLogsResult(total=0, returned=0, hits=[], notes=notes)
         hits: list[LogHit] = []
         size, cut_msgs, next_cursor, truncated = 300, 0, page.next_cursor, page.next_cursor is not None
         for i, rec in enumerate(page.hits):
             size += _size(rec, include_fields)
-            if size > self.budget and hits:
-                next_cursor = f"{page.hits[i - 1].id:x}"
+            if size > self.budget and hits and page.hits[i - 1].cursor:
+                next_cursor = page.hits[i - 1].cursor
                 truncated = True
-                notes.append(f"stopped at {len(hits)} hits to fit the {self.settings.max_result_bytes}-byte result budget; "
+                budget = self.settings.max_result_bytes
+                notes.append(f"stopped at {len(hits)} hits to fit the {budget}-byte result budget; "
                              "pass next_cursor for more")
                 break
             hit, cut = _hit(rec, include_fields)
@@ -291,14 +378,15 @@ class LogTools:
     def _bounds_note(self) -> str:
         bounds = self.store.time_bounds()
         if bounds is None:
-            return "the log store is empty; load logs with `opsmcp logs load FILE`"
+            return self._empty_note()
         return f"no matching lines; the store holds logs from {iso(bounds[0])} to {iso(bounds[1])}"
 
     # ------------------------------------------------------------------ get_trace
     @tool(title="Get a trace's logs", read_only=True, idempotent=True, open_world=False)
     async def get_trace(
         self,
-        trace_id: Annotated[str, Field(description="Exact trace id, e.g. the traceId of a DLQ message.", min_length=1)],
+        trace_id: Annotated[str, Field(description="Exact trace id, e.g. the traceId of a DLQ message.", min_length=1,
+                                       max_length=MAX_NAME_CHARS)],
         limit: Annotated[int, Field(description="Most lines to return, oldest first: 1-500, default 200.")] = 200,
     ) -> TraceResult:
         """Every log line of one trace across services, oldest first, with the services it
@@ -308,8 +396,11 @@ class LogTools:
 
     def _get_trace(self, trace_id: str, limit: int) -> TraceResult:
         notes: list[str] = []
+        if not _text_arg("trace_id", trace_id, notes, empty_means_absent=False) or not trace_id.strip():
+            raise InvalidInput("trace_id is empty.", "pass the exact trace id, e.g. the traceId of a DLQ message.")
         limit = clamp("limit", limit, 1, MAX_LIMIT, notes)
         tr = self.store.get_trace(trace_id.strip(), limit=limit)
+        notes += tr.notes
         if tr.trace_id != trace_id:
             notes.append(f"matched trace_id {tr.trace_id!r} (normalised from {trace_id!r})")
         lines: list[LogHit] = []
@@ -317,7 +408,8 @@ class LogTools:
         for rec in tr.lines:
             size += _size(rec, False)
             if size > self.budget and lines:
-                notes.append(f"stopped at {len(lines)} lines to fit the {self.settings.max_result_bytes}-byte result budget")
+                budget = self.settings.max_result_bytes
+                notes.append(f"stopped at {len(lines)} lines to fit the {budget}-byte result budget")
                 break
             hit, cut = _hit(rec, False)
             cut_msgs += cut
@@ -340,14 +432,18 @@ class LogTools:
     @tool(title="Count logs over time", read_only=True, idempotent=True, open_world=False)
     async def log_stats(
         self,
-        start: Annotated[str | None, Field(description=(
+        start: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
             "Window start: ISO-8601 or relative ('-6h'). Default: 6 hours before end."))] = None,
-        end: Annotated[str | None, Field(description="Window end, same forms. Default: the newest stored line.")] = None,
-        group_by: Annotated[Literal["level", "service"], Field(description="Count per 'level' or per 'service'.")] = "level",
-        interval: Annotated[int | str | None, Field(description=(
+        end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
+            "Window end, same forms. Default: the newest stored line."))] = None,
+        group_by: Annotated[Literal["level", "service"], Field(description=(
+            "Count per 'level' or per 'service'."))] = "level",
+        interval: Annotated[int | Annotated[str, Field(max_length=32)] | None, Field(description=(
             "Bucket width: seconds (300) or '30s', '5m', '1h'. Default: about 40 buckets over the window."))] = None,
-        service: Annotated[str | None, Field(description="Only this service (exact name).")] = None,
-        level: Annotated[str | None, Field(description="Only this level, or several comma-separated ('WARN,ERROR').")] = None,
+        service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
+                                             description="Only this service (exact name).")] = None,
+        level: Annotated[str | None, Field(max_length=MAX_NAME_CHARS, description=(
+            "Only this level, or several comma-separated ('WARN,ERROR')."))] = None,
     ) -> LogStatsResult:
         """Count log lines per level (or per service) in time buckets, to see when errors began
         without reading lines. Each group has its total, counts per bucket, first and last
@@ -357,6 +453,8 @@ class LogTools:
     def _log_stats(self, start: str | None, end: str | None, group_by: str, interval: int | str | None,
                    service: str | None, level: str | None) -> LogStatsResult:
         notes: list[str] = []
+        service = _text_arg("service", service, notes)
+        level = _text_arg("level", level, notes)
         seconds = parse_interval(interval)
         now = utcnow()
         bounds = self.store.time_bounds()
@@ -384,13 +482,19 @@ class LogTools:
         elif seconds < 1:
             notes.append(f"interval {seconds:g}s is below 1s; using 1s")
             seconds = 1.0
+        elif seconds > MAX_SPAN.total_seconds():
+            longest = _human(MAX_SPAN.total_seconds())
+            notes.append(f"interval {seconds:g}s is longer than the longest window ({longest}); using {longest}")
+            seconds = MAX_SPAN.total_seconds()
         if span / seconds > MAX_BUCKETS:
             wider = _nice(span / MAX_BUCKETS)
-            notes.append(f"interval {_human(seconds)} gives more than {MAX_BUCKETS} buckets; widened to {_human(wider)}")
+            notes.append(f"interval {_human(seconds)} gives more than {MAX_BUCKETS} buckets; "
+                         f"widened to {_human(wider)}")
             seconds = float(wider)
         if bounds is None:
-            notes.append("the log store is empty; load logs with `opsmcp logs load FILE`")
+            notes.append(self._empty_note())
         stats = self.store.stats(t0, t1, group_by, seconds, service=service, level=level)
+        notes += stats.notes
         empty = not stats.total and self._unknown_filters(service, level, notes)
         groups = [] if empty else stats.groups
         out_groups = []
@@ -419,13 +523,96 @@ class LogTools:
                               end=ms_iso(stats.end_ms), bucket_starts=starts, total=total, groups=out_groups,
                               truncated=truncated, notes=notes)
 
-    # ------------------------------------------------------------------ for other toolsets
-    async def last_errors(self, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """For each trace id, its last ERROR/CRITICAL/FATAL line (service, level, message,
-        timestamp, event_id, errors = the trace's error count), in one query. Traces
-        without errors are absent. Not a tool."""
-        return await self._run(self.store.last_errors, list(trace_ids))
+    # ------------------------------------------------------------------ log_patterns
+    @tool(title="Find log patterns", read_only=True, idempotent=True, open_world=False)
+    async def log_patterns(
+        self,
+        start: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
+            "Window start: ISO-8601 or relative ('-1h'). Default: 1 hour before end."))] = None,
+        end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
+            "Window end, same forms. Default: the newest stored line."))] = None,
+        service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
+                                             description="Only this service (exact name).")] = None,
+        level: Annotated[str | None, Field(max_length=MAX_NAME_CHARS, description=(
+            "Only this level, or several comma-separated ('WARN,ERROR')."))] = None,
+        compare_to: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
+            "Start of the baseline window (same length as the window), ISO-8601 or relative; default: the "
+            "window just before; 'none' to skip the comparison."))] = None,
+        limit: Annotated[int, Field(description="Most patterns to return: 1-100, default 20.")] = 20,
+    ) -> LogPatternsResult:
+        """Group the window's log messages into templates (drain3) and mark each new, grew or
+        steady against the window before: what changed when it broke. Each pattern has its
+        count, first/last time, services and a sample line with its trace id."""
+        return await self._run(self._log_patterns, start, end, service, level, compare_to, limit)
 
+    def _log_patterns(self, start: str | None, end: str | None, service: str | None, level: str | None,
+                      compare_to: str | None, limit: int) -> LogPatternsResult:
+        from opsmcp.toolsets import log_patterns as lp
+
+        notes: list[str] = []
+        service = _text_arg("service", service, notes)
+        level = _text_arg("level", level, notes)
+        compare_to = _text_arg("compare_to", compare_to, notes)
+        limit = clamp("limit", limit, 1, 100, notes)
+        now = utcnow()
+        if end is None and start is None:
+            bounds = self.store.time_bounds()
+            t1 = bounds[1] if bounds else now
+            t0 = t1 - timedelta(hours=1)
+        else:
+            t_end = parse_time(end or "now", now=now, name="end")
+            t0, t1, window_notes = parse_window(start or iso(t_end - timedelta(hours=1)), end, max_span=MAX_SPAN,
+                                                now=now)
+            notes += window_notes
+        cur = lp.Window()
+        base: lp.Window | None = None
+        baseline_lines = None
+        b0 = b1 = None
+        if (compare_to or "").strip().lower() != "none":
+            b0 = parse_time(compare_to, now=now, name="compare_to") if compare_to else t0 - (t1 - t0)
+            b1 = b0 + (t1 - t0)
+            base = lp.Window()
+            baseline_lines = lp.window_lines(self.store, b0, b1, service, level, base)
+        clusters, miner = lp.mine(lp.window_lines(self.store, t0, t1, service, level, cur), baseline_lines)
+        for w, name in ((cur, "window"), (base, "baseline")):
+            if w is not None and w.sampled:
+                notes.append(f"the {name} holds {w.total:,} lines: mined a sample of {w.mined:,} (equal shares of "
+                             "ten slices); counts are estimates")
+            if w is not None and w.capped:
+                notes.append(f"the {self.store.name} log backend could not page through the {name}: mined its newest "
+                             f"{w.mined:,} of {w.total:,} lines")
+        rank = {"new": 0, "grew": 1, "steady": 2, None: 3}
+        out: list[LogPattern] = []
+        for cid, c in clusters.items():
+            if not c.count or c.sample is None:
+                continue
+            state, growth = lp.status(c, cur, base)
+            sample = c.sample.message if len(c.sample.message) <= 300 else c.sample.message[:300] + "…"
+            out.append(LogPattern(
+                template=lp.template_of(miner, cid), status=state, count=round(c.count * cur.scale),
+                baseline_count=round(c.baseline * base.scale) if base is not None else None, growth=growth,
+                first_seen=ms_iso(c.first_ms) if c.first_ms is not None else None,
+                last_seen=ms_iso(c.last_ms) if c.last_ms is not None else None,
+                services=[s for s, _ in sorted(c.services.items(), key=lambda kv: -kv[1])][:5],
+                sample=sample, sample_trace_id=c.sample.trace_id))
+        out.sort(key=lambda p: (rank[p.status], -(p.growth or 0) if p.status == "grew" else 0, -p.count))
+        truncated = len(out) > limit
+        if truncated:
+            notes.append(f"{len(out) - limit} more patterns not shown; raise limit or filter by service/level")
+        if not cur.total:
+            notes.append("no lines in this window")
+        return LogPatternsResult(
+            start=iso(t0), end=iso(t1), baseline_start=iso(b0) if b0 else None, baseline_end=iso(b1) if b1 else None,
+            lines=cur.total, lines_mined=cur.mined, baseline_lines=base.total if base is not None else None,
+            patterns=out[:limit], truncated=truncated, notes=notes)
+
+    def _empty_note(self) -> str:
+        if self.store.name == "embedded":
+            return "the log store is empty; load logs with `opsmcp logs load FILE`"
+        name = self.store.name
+        return f"the {name} log backend holds no lines; load some with `opsmcp logs load --to {name} FILE`"
+
+    # ------------------------------------------------------------------ for other toolsets
     async def error_lines(self, trace_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """For each trace id, its ERROR/CRITICAL/FATAL lines oldest first (at most 20 each:
         timestamp, service, level, message, event_id), in one query: the DLQ analyzer's
@@ -433,4 +620,7 @@ class LogTools:
         return await self._run(self.store.error_lines, list(trace_ids))
 
 
-__all__ = ["LogHit", "LogStatsResult", "LogTools", "SearchLogsResult", "StatsGroup", "TraceResult", "parse_interval"]
+__all__ = [
+    "LogHit", "LogPattern", "LogPatternsResult", "LogStatsResult", "LogTools", "SearchLogsResult", "StatsGroup",
+    "TraceResult", "parse_interval",
+]

@@ -1,0 +1,305 @@
+"""The log-backend interface: what the logs toolset and the DLQ correlation ask of any engine.
+
+Two engines implement it: the embedded SQLite store (:class:`opsmcp.backends.logstore.LogStore`,
+the default) and OpenSearch (:class:`opsmcp.backends.opensearch.OpenSearchLogs`). The
+toolset never knows which one answers; it reads the neutral result types defined here.
+``OPSMCP_LOG_BACKEND=embedded|opensearch`` selects one (:func:`build_log_backend`).
+
+Every method is synchronous (the toolset calls it off the event loop) and raises only
+:mod:`opsmcp.errors` types: :class:`InvalidInput` for a bad query or cursor,
+:class:`NotFound` for an unknown trace or a missing store/index,
+:class:`BackendUnavailable` for an engine that is down or throttling. Where an engine
+cannot do what another does, the result's ``notes`` say so.
+
+Also here, because both engines need them: times as epoch milliseconds (:func:`to_ms`,
+:func:`ms_iso`) and level normalisation (:func:`normalize_level`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, UTC
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from opsmcp.config import Settings
+
+ERROR_LEVELS = ("ERROR", "CRITICAL", "FATAL")
+COUNT_CAP = 10_000  # full-text matches are counted up to this many
+LOG_BACKENDS = ("embedded", "opensearch")
+STANDARD_FIELDS = ("@timestamp", "timestamp", "level", "service", "message", "trace_id", "event_id")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+_LEVEL_ALIASES = {"WARNING": "WARN", "ERR": "ERROR", "INFORMATION": "INFO", "CRIT": "CRITICAL", "EMERG": "FATAL"}
+_NUMERIC_LEVELS = {10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL"}  # pino/bunyan
+LEVEL_CACHE: dict[str, str] = {}
+
+
+# --------------------------------------------------------------------------- times and levels
+
+
+def to_ms(t: datetime) -> int:
+    """Epoch milliseconds of an aware (or naive = UTC) datetime, exactly."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - _EPOCH) // _ONE_MS
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """The aware UTC datetime of epoch milliseconds, exactly."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+_ISO_SECONDS: dict[int, str] = {}
+
+
+def ms_iso(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z`` for epoch milliseconds (cached per second)."""
+    sec, frac = divmod(ms, 1000)
+    head = _ISO_SECONDS.get(sec)
+    if head is None:
+        if len(_ISO_SECONDS) > 8192:
+            _ISO_SECONDS.clear()
+        head = _ISO_SECONDS[sec] = (_EPOCH + timedelta(seconds=sec)).isoformat().replace("+00:00", "")
+    return f"{head}.{frac:03d}Z"
+
+
+def normalize_level(value: Any) -> str:
+    """Canonical level: upper case, ``WARNING``→``WARN``, ``ERR``→``ERROR``, pino numbers."""
+    if isinstance(value, str):
+        hit = LEVEL_CACHE.get(value)
+        if hit is not None:
+            return hit
+        canon = value.strip().upper()
+        canon = _LEVEL_ALIASES.get(canon, canon)
+        if not canon or canon == "*":
+            canon = "UNKNOWN"
+        if len(LEVEL_CACHE) < 1000:
+            LEVEL_CACHE[value] = canon
+        return canon
+    if isinstance(value, bool) or value is None:
+        return "UNKNOWN"
+    if isinstance(value, (int, float)):
+        return _NUMERIC_LEVELS.get(int(value), str(int(value)))
+    return str(value).upper()
+
+
+def levels_arg(level: str | Sequence[str] | None) -> list[str] | None:
+    """A level filter (``'WARN,ERROR'`` or a list) as distinct canonical levels; None for none."""
+    if level is None:
+        return None
+    items = level.split(",") if isinstance(level, str) else list(level)
+    out = [normalize_level(x) for x in items if str(x).strip()]
+    return list(dict.fromkeys(out)) or None
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One log line as every engine returns it.
+
+    ``ts_ms`` is epoch milliseconds; ``doc`` the line's other JSON fields (when asked for);
+    ``cursor`` resumes a search right after this line (``None`` when the engine cannot);
+    ``id`` is an engine-local ordering key (the embedded store's rowid, else 0).
+    """
+
+    ts_ms: int
+    service: str
+    level: str
+    message: str
+    trace_id: str | None = None
+    event_id: str | None = None
+    doc: str | None = None
+    cursor: str | None = None
+    id: int = 0
+
+    @property
+    def timestamp(self) -> str:
+        """ISO-8601 UTC with milliseconds."""
+        return ms_iso(self.ts_ms)
+
+    def fields(self) -> dict[str, Any]:
+        """The original document's fields other than the indexed ones (needs ``doc``)."""
+        if not self.doc:
+            return {}
+        try:
+            data = json.loads(self.doc)
+        except ValueError:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        for key in STANDARD_FIELDS:
+            data.pop(key, None)
+        return data
+
+
+@dataclass
+class SearchPage:
+    """Hits newest first, the number of matching lines and the cursor for the next page."""
+
+    hits: list[LogRecord]
+    total: int
+    total_exact: bool
+    next_cursor: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TraceLines:
+    """All lines of one trace, oldest first (at most ``limit``), and what it touched."""
+
+    trace_id: str
+    lines: list[LogRecord]
+    line_count: int
+    services: list[str]
+    first_error: LogRecord | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StatsGroup:
+    """Counts of one group (a level or a service) per bucket."""
+
+    key: str
+    total: int
+    counts: list[int]
+    first_ms: int | None
+    last_ms: int | None
+
+
+@dataclass
+class Stats:
+    """Bucketed counts: ``bucket_starts_ms[i]`` is the start of ``counts[i]`` in every group."""
+
+    start_ms: int
+    end_ms: int
+    interval_ms: int
+    group_by: str
+    bucket_starts_ms: list[int]
+    groups: list[StatsGroup]
+    total: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Check:
+    """One line of ``opsmcp doctor``: what was checked, whether it passed, what to do."""
+
+    label: str
+    ok: bool
+    detail: str
+    warning: bool = False  # a finding that works but should be fixed (not a failure)
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+@runtime_checkable
+class LogBackend(Protocol):
+    """What a log engine answers. Times are aware datetimes; windows are inclusive."""
+
+    name: str
+
+    def search(
+        self,
+        query: str | None = None,
+        service: str | None = None,
+        level: str | Sequence[str] | None = None,
+        trace_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        include_doc: bool = False,
+    ) -> SearchPage:
+        """Lines matching every filter, newest first: ``query`` full text over the message
+        (words, "phrases", AND/OR/NOT, prefix*), exact ``service``, ``level`` (one or a
+        list) and ``trace_id``, the window, ``limit`` hits, ``cursor`` = a previous
+        ``next_cursor``. Raises InvalidInput for a malformed query or cursor."""
+        ...
+
+    def get_trace(self, trace_id: str, *, limit: int = 1000) -> TraceLines:
+        """Every line of one trace (exact id only: ids sharing segments never mix), oldest
+        first, at most ``limit``. Raises NotFound when no line has this id."""
+        ...
+
+    def stats(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: str = "level",
+        interval_seconds: float = 300,
+        *,
+        service: str | None = None,
+        level: str | Sequence[str] | None = None,
+    ) -> Stats:
+        """Line counts per ``group_by`` (``level`` or ``service``) per bucket of
+        ``interval_seconds`` aligned to the epoch, in [start, end]."""
+        ...
+
+    def error_lines(self, trace_ids: Sequence[str], *, per_trace: int = 20) -> dict[str, list[dict[str, Any]]]:
+        """For each trace id, its ERROR/CRITICAL/FATAL lines oldest first (at most
+        ``per_trace``): ``{trace_id: [{"timestamp", "service", "level", "message",
+        "event_id"}]}``. Traces without errors (or unknown) are absent."""
+        ...
+
+    def facets(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Known services and known levels with their line counts, most first."""
+        ...
+
+    def time_bounds(self) -> tuple[datetime, datetime] | None:
+        """The first and last stored timestamps, or None when there are no lines."""
+        ...
+
+    def check(self) -> list[Check]:
+        """The doctor's checks of this engine: reachable, data where expected, one query."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def error_line(ts_ms: int, service: str, level: str, message: str, event_id: str | None) -> dict[str, Any]:
+    """One entry of :meth:`LogBackend.error_lines`."""
+    return {"timestamp": ms_iso(ts_ms), "service": service, "level": level, "message": message, "event_id": event_id}
+
+
+def build_log_backend(settings: Settings, *, kind: Literal["embedded", "opensearch"] | None = None) -> LogBackend:
+    """The log engine ``settings.log_backend`` names (or ``kind``), ready to query.
+
+    ``embedded``: the SQLite store at ``settings.log_store_path``, read-only.
+    ``opsmcp.backends.opensearch`` is imported only for ``opensearch``.
+
+    Raises:
+        OpsError: OpenSearch selected without ``OPSMCP_OPENSEARCH_URL`` or without opensearch-py.
+    """
+    kind = kind or settings.log_backend
+    if kind == "opensearch":
+        from opsmcp.backends.opensearch import OpenSearchLogs
+
+        return OpenSearchLogs.from_settings(settings)
+    from opsmcp.backends.logstore import LogStore
+
+    return LogStore(settings.log_store_path, readonly=True)
+
+
+def log_backend_checks(settings: Settings) -> list[Check]:
+    """What ``opsmcp doctor`` prints about the selected log engine (never raises)."""
+    from opsmcp.errors import OpsError
+
+    try:
+        backend = build_log_backend(settings)
+    except OpsError as exc:
+        return [Check(f"log backend {settings.log_backend}", False, str(exc))]
+    try:
+        return backend.check()
+    finally:
+        backend.close()
