@@ -38,7 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from opsmcp.sandbox import Sandbox, banner, eprint, start_sandbox
 
     settings = _settings(args)
-    if args.transport == "http" and args.host not in LOOPBACK and not settings.http_token:
+    if args.transport == "http" and args.host not in LOOPBACK and not (
+            settings.http_token or settings.tokens_file or settings.jwks_url):
         print(f"opsmcp: refusing to serve HTTP on {args.host} without a token: anyone who can reach it could call "
               "every tool. Set OPSMCP_HTTP_TOKEN (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1.",
               file=sys.stderr)
@@ -85,8 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from opsmcp.http import build_app
 
             eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, events at /events")
-            uvicorn.run(build_app(server, runtime, host=args.host), host=args.host, port=args.port,
-                        log_level="warning", lifespan="on")
+            app = build_app(server, runtime, host=args.host, port=args.port)
+            uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
     except KeyboardInterrupt:
         pass
     finally:
@@ -191,6 +192,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in results) else 1
 
 
+def cmd_token_add(args: argparse.Namespace) -> int:
+    """Create a token for SUBJECT with --scopes, append its SHA-256 to the tokens file and print
+    the token (once: only its hash is kept)."""
+    from opsmcp.auth import add_token
+
+    settings = _settings(args)
+    path = Path(args.file) if args.file else settings.tokens_file
+    if path is None:
+        print("opsmcp: no tokens file: set OPSMCP_TOKENS_FILE or pass --file", file=sys.stderr)
+        return 2
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    token = add_token(path, args.subject, scopes)
+    print(f"added {args.subject} ({', '.join(sorted(set(scopes)))}) to {path}; the token is shown only now:",
+          file=sys.stderr)
+    print(token)
+    return 0
+
+
 def _describe(resp: dict) -> str:
     """One line about a probe answer (ListQueues / DescribeTable)."""
     if "Table" in resp:
@@ -240,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--toolsets", help="comma-separated subset to check")
     doctor.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     doctor.set_defaults(func=cmd_doctor)
+
+    token = sub.add_parser("token", help="HTTP bearer tokens (OPSMCP_TOKENS_FILE)").add_subparsers(
+        dest="token_command", required=True)
+    add = token.add_parser("add", help="create a token for SUBJECT; prints it once, stores only its SHA-256")
+    add.add_argument("subject", help="who the token identifies (audit caller), e.g. alice or ci-bot")
+    add.add_argument("--scopes", default="ops:read", help="comma-separated: ops:read, ops:write (default ops:read)")
+    add.add_argument("--file", help="tokens file (default OPSMCP_TOKENS_FILE)")
+    add.set_defaults(func=cmd_token_add)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
