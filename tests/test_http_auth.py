@@ -198,9 +198,12 @@ async def test_tokens_file_scopes_and_tool_visibility(tmp_path, capsys):
 
     settings = settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")
     with serve(settings) as (base, _):
-        assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
-        assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {reader}"}, timeout=10).status_code == 200
-        assert httpx.get(f"{base}/events", headers={"Authorization": f"Bearer {nobody}"}, timeout=10).status_code == 403
+        def status(route: str, token: str) -> int:
+            return httpx.get(f"{base}{route}", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+        assert status("/metrics", "nope") == 401
+        assert status("/metrics", reader) == 200
+        assert status("/events", nobody) == 403
 
         async with await mcp_session(base, reader) as client:
             names = {t.name for t in (await client.list_tools()).tools}
@@ -225,7 +228,7 @@ async def test_tokens_file_scopes_and_tool_visibility(tmp_path, capsys):
 
         # a token added while the server runs works without a restart
         late = add_token(tmp_path, capsys, "carol", "ops:read")
-        assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {late}"}, timeout=10).status_code == 200
+        assert status("/metrics", late) == 200
     assert {r["caller"] for r in audit_records(settings)} == {"bob"}
 
 
