@@ -240,16 +240,27 @@ async def test_write_scope_is_checked_in_the_choke_point_and_resolver_too(tmp_pa
     from opsmcp.identity import READ_SCOPE, scopes
     from opsmcp.protocol_guard import ProtocolGuard
 
-    server, _ = build_server(settings_for(tmp_path))
+    prompts: list[str] = []
+
+    async def approve(context: Any, params: Any) -> Any:
+        from mcp.types import ElicitResult
+
+        prompts.append(params.message)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    settings = settings_for(tmp_path)
+    server, _ = build_server(settings)
     server.middleware[:] = [m for m in server.middleware if not isinstance(m, ProtocolGuard)]
     token = scopes.set(frozenset({READ_SCOPE}))
     try:
-        async with Client(server) as client:
-            for args in ({"queue": "q-dlq"}, {"queue": "q-dlq", "dry_run": False}):
-                res = await client.call_tool("redrive_dlq", args)
-                assert res.is_error and "needs scope ops:write" in res.content[0].text, res.content
+        for callback in (None, approve):  # without elicitation: the choke point; with it: the resolver first
+            async with Client(server, elicitation_callback=callback) as client:
+                for args in ({"queue": "q-dlq"}, {"queue": "q-dlq", "dry_run": False}):
+                    res = await client.call_tool("redrive_dlq", args)
+                    assert res.is_error and "needs scope ops:write" in res.content[0].text, res.content
     finally:
         scopes.reset(token)
+    assert prompts == [] and audit_records(settings) == []  # no approval prompt, no preview
 
 
 def test_malformed_tokens_file_refuses_to_start(tmp_path):
