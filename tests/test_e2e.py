@@ -49,11 +49,11 @@ def http_server(tmp_path: Path, *flags: str, token: str | None = None):
         while True:
             assert proc.poll() is None, f"server exited: {proc.stderr.read()}"
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:  # the sandbox is up
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "server did not answer /healthz within 60 s"
+            assert time.monotonic() < deadline, "server was not ready (/readyz) within 60 s"
             time.sleep(0.1)  # polling for readiness with a deadline, not timing
         yield base
     finally:
@@ -112,11 +112,15 @@ async def test_streamable_http_sse_events_and_healthz(tmp_path):
         async with Client(sse_client(f"{base}/sse")) as client:
             await _exercise(client)
         metrics = httpx.get(f"{base}/metrics").text
-        assert 'opsmcp_tool_calls_total{tool="analyze_dlq"} 2' in metrics
+        assert 'opsmcp_tool_calls_total{outcome="ok",tool="analyze_dlq"} 2.0' in metrics
+        assert httpx.get(f"{base}/readyz").status_code == 200
         # DNS-rebinding protection: a foreign Origin is refused on the MCP endpoint
         evil = httpx.post(f"{base}/mcp", headers={"Origin": "http://evil.example", "Content-Type": "application/json",
                                                   "Accept": "application/json, text/event-stream"}, content="{}")
-        assert evil.status_code in (400, 403)
+        assert evil.status_code == 403
+        # ...and on every other route (issue 8 C)
+        for route in ("/events", "/metrics", "/healthz"):
+            assert httpx.get(f"{base}{route}", headers={"Host": "evil.example"}).status_code == 403
 
 
 async def test_events_feed_streams_tool_calls(tmp_path):

@@ -68,7 +68,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.budget import cut_text
 from opsmcp.errors import OpsError
-from opsmcp.identity import caller
+from opsmcp.identity import caller, require_scope
 from opsmcp.toolsets.base import Result, ToolMark
 
 if TYPE_CHECKING:
@@ -395,6 +395,7 @@ class ApprovalFlow:
             # Resolvers run before the tool body (outside the choke point's try), so they wait
             # for start-up and map errors themselves.
             try:
+                require_scope(name, write=True)  # before any preview: a read-only identity learns nothing
                 await runtime.wait_ready()
                 return await self.preview(runtime, name, fn, mark, kwargs)
             except OpsError as exc:

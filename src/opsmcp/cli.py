@@ -45,7 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from opsmcp.server import Runtime
 
     settings = _settings(args)
-    if args.transport == "http" and args.host not in LOOPBACK and not settings.http_token:
+    if args.transport == "http" and args.host not in LOOPBACK and not (
+            settings.http_token or settings.tokens_file or settings.jwks_url):
         print(f"opsmcp: refusing to serve HTTP on {args.host} without a token: anyone who can reach it could call "
               "every tool. Set OPSMCP_HTTP_TOKEN (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1.",
               file=sys.stderr)
@@ -107,8 +108,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, "
                    "events at /events (Ctrl-C to stop)")
-            config = uvicorn.Config(build_app(server, runtime, host=args.host), host=args.host, port=args.port,
-                                    log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+            app = build_app(server, runtime, host=args.host, port=args.port)
+            config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
+                                    timeout_graceful_shutdown=1)
             uvicorn.Server(config).run()  # re-raises a caught SIGINT as KeyboardInterrupt after shutdown
             interrupted = True  # returned: uvicorn stopped on a signal it caught (SIGINT while SIGINT is ignored)
     except KeyboardInterrupt:
@@ -287,6 +289,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(status == "FAIL" for status, _, _ in results) else 0
 
 
+def cmd_token_add(args: argparse.Namespace) -> int:
+    """Create a token for SUBJECT with --scopes, append its SHA-256 to the tokens file and print
+    the token (once: only its hash is kept)."""
+    from opsmcp.auth import add_token
+
+    settings = _settings(args)
+    path = Path(args.file) if args.file else settings.tokens_file
+    if path is None:
+        print("opsmcp: no tokens file: set OPSMCP_TOKENS_FILE or pass --file", file=sys.stderr)
+        return 2
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    token = add_token(path, args.subject, scopes)
+    print(f"added {args.subject} ({', '.join(sorted(set(scopes)))}) to {path}; the token is shown only now:",
+          file=sys.stderr)
+    print(token)
+    return 0
+
+
 def _describe(resp: dict[str, Any]) -> str:
     """One line about a probe answer (ListQueues / DescribeTable)."""
     if "Table" in resp:
@@ -402,6 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--sandbox", action="store_true", help="check as `opsmcp serve --sandbox` would run")
     doctor.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     doctor.set_defaults(func=cmd_doctor)
+
+    token = sub.add_parser("token", help="HTTP bearer tokens (OPSMCP_TOKENS_FILE)").add_subparsers(
+        dest="token_command", required=True, metavar="SUBCOMMAND")
+    add = token.add_parser("add", help="create a token for SUBJECT; prints it once, stores only its SHA-256")
+    add.add_argument("subject", help="who the token identifies (audit caller), e.g. alice or ci-bot")
+    add.add_argument("--scopes", default="ops:read", help="comma-separated: ops:read, ops:write (default ops:read)")
+    add.add_argument("--file", help="tokens file (default OPSMCP_TOKENS_FILE)")
+    add.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
+    add.set_defaults(func=cmd_token_add)
     return parser
 
 

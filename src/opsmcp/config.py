@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     events_buffer: int = Field(
         256, ge=1, le=100_000, description="Undelivered events one /events client may hold before it is dropped.")
 
+    # --- HTTP identities and browser policy (opsmcp.auth, opsmcp.origin) -----------
+    http_token_subject: str = Field("token", description="Subject (audit caller) of OPSMCP_HTTP_TOKEN.")
+    tokens_file: Path | None = Field(None, description="JSON Lines of {subject, scopes, sha256}; `opsmcp token add`.")
+    jwks_url: str | None = Field(None, description="JWKS URL: accept JWT bearer tokens signed by these keys.")
+    jwt_issuer: str | None = Field(None, description="Required `iss` of JWTs (the authorization server).")
+    jwt_audience: str | None = Field(None, description="Required `aud` of JWTs (default: the resource URL).")
+    public_url: str | None = Field(None, description="Public base URL of this server, e.g. https://ops.example.com.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Browser Origins allowed besides same-origin, comma separated.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host header values allowed besides loopback names, comma separated.")
+
     # --- AWS (standard names first) ---------------------------------------------
     aws_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("OPSMCP_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL", "aws_endpoint_url")
@@ -119,6 +131,13 @@ class Settings(BaseSettings):
             unknown = sorted(set(value) - set(ALL_TOOLSETS))
             if unknown:
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
+        return value
+
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
         return value
 
     @property

@@ -1,79 +1,156 @@
 """One Starlette app for every HTTP transport.
 
 Routes: ``/mcp`` (streamable HTTP), ``/sse`` + ``/messages/`` (legacy SSE), ``/events``
-(a plain SSE feed of tool-call events for custom UIs), ``/healthz`` and ``/metrics``
-(Prometheus text). When ``OPSMCP_HTTP_TOKEN`` is set every route but ``/healthz``
-requires ``Authorization: Bearer <token>``. Host/Origin checks (DNS rebinding
-protection) come from the SDK's transport security when bound to loopback.
+(the typed SSE feed for custom UIs) and the live page at ``/`` (:mod:`opsmcp.live`),
+``/healthz`` (liveness),
+``/readyz`` (readiness), ``/metrics`` (Prometheus), and with OAuth the RFC 9728 metadata
+at ``/.well-known/oauth-protected-resource/mcp``.
+
+Every request passes, outermost first:
+
+1. :class:`~opsmcp.origin.HostOriginPolicy`: the one Host/Origin policy, on every route and
+   every bind address (the SDK's own loopback-only check is switched off).
+2. Authentication (when tokens, a tokens file or a JWKS are configured; see
+   :mod:`opsmcp.auth`): the SDK's bearer middleware; every route but the open ones
+   (:data:`OPEN_PATHS`) answers 401 with ``WWW-Authenticate`` without a valid token.
+3. :class:`IdentityMiddleware`: sets :data:`opsmcp.identity.caller` and ``scopes`` for the
+   choke point, audit records and ``/events``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.routes import create_protected_resource_routes
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opsmcp import __version__, live
-from opsmcp.identity import caller
+from opsmcp.auth import HttpAuth, build_http_auth
+from opsmcp.identity import ALL_SCOPES, READ_SCOPE, caller, scopes
+from opsmcp.origin import HostOriginPolicy
 from opsmcp.server import Runtime
 
-OPEN_PATHS = ("/healthz", "/", "/static/app.js")  # the page holds no data; its feed is authenticated
+#: Routes that answer without a token (probes and the OAuth metadata), still under the Host/Origin policy.
+OPEN_PATHS = ("/healthz", "/readyz", "/", "/static/app.js")  # the page holds no data; its feed needs a token
+OPEN_PREFIXES = ("/.well-known/oauth-protected-resource",)
+#: Routes that show tool activity: they need ``ops:read``.
+READ_PATHS = ("/events", "/metrics")
 
 
-class BearerAuth:
-    """ASGI middleware: require ``Authorization: Bearer <token>`` and record the caller.
+class IdentityMiddleware:
+    """Set the caller's subject and scopes (contextvars) for the rest of the request.
 
-    The subject recorded for audit is ``bearer:<first 8 hex of sha256(token)>`` (never the
-    token itself); without a configured token the subject is ``http:<client ip>``.
+    An authenticated request gets its token's subject and scopes; without configured
+    authentication the subject is ``http:<client ip>`` with every scope. ``/events`` and
+    ``/metrics`` need ``ops:read`` (403 otherwise).
     """
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.token = token
-        self.subject = f"bearer:{hashlib.sha256(token.encode()).hexdigest()[:8]}" if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.token and scope["path"] not in OPEN_PATHS:
-            headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"")
-            if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:].strip(), self.token.encode())):
-                response = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        client = scope.get("client") or ("unknown", 0)
-        token = caller.set(self.subject or f"http:{client[0]}")
+        user = scope.get("user")
+        if isinstance(user, AuthenticatedUser):
+            subject = user.access_token.subject or user.access_token.client_id
+            granted = frozenset(user.scopes)
+        else:
+            subject, granted = f"http:{(scope.get('client') or ('unknown', 0))[0]}", ALL_SCOPES
+        if scope["path"] in READ_PATHS and READ_SCOPE not in granted:
+            body = {"error": "insufficient_scope", "error_description": f"Required scope: {READ_SCOPE}"}
+            challenge = f'Bearer error="insufficient_scope", scope="{READ_SCOPE}"'
+            response = JSONResponse(body, status_code=403, headers={"WWW-Authenticate": challenge})
+            await response(scope, receive, send)
+            return
+        who, what = caller.set(subject), scopes.set(granted)
         try:
             await self.app(scope, receive, send)
         finally:
-            caller.reset(token)
+            caller.reset(who)
+            scopes.reset(what)
 
 
-def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1") -> ASGIApp:
-    """The combined Starlette app for ``server`` (see module doc for routes)."""
-    app = server.streamable_http_app(host=host)
-    sse = server.sse_app(host=host)
+class AuthGate:
+    """Route a request to the open app (probes, OAuth metadata) or through authentication."""
+
+    def __init__(self, app: ASGIApp, auth: HttpAuth | None) -> None:
+        self.open = app
+        inner = IdentityMiddleware(app)
+        if auth is None:
+            self.protected: ASGIApp = inner
+        else:
+            self.protected = AuthenticationMiddleware(
+                AuthContextMiddleware(RequireAuthMiddleware(inner, [], auth.resource_metadata_url)),
+                backend=BearerAuthBackend(auth.verifier))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):  # lifespan: open
+            await self.open(scope, receive, send)
+        else:
+            await self.protected(scope, receive, send)
+
+
+def resource_url(runtime: Runtime, host: str, port: int | None) -> str:
+    """This server's ``/mcp`` URL: ``OPSMCP_PUBLIC_URL`` + ``/mcp``, else from the bind address."""
+    if runtime.settings.public_url:
+        return runtime.settings.public_url.rstrip("/") + "/mcp"
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port or 3001}/mcp"
+
+
+def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port: int | None = None) -> ASGIApp:
+    """The combined app for ``server`` bound to ``host``:``port`` (see module doc).
+
+    Raises:
+        OpsError: the authentication settings are unusable (malformed tokens file, JWKS
+            without issuer).
+    """
+    settings = runtime.settings
+    auth = build_http_auth(settings, resource_url(runtime, host, port))
+    ours = TransportSecuritySettings(enable_dns_rebinding_protection=False)  # HostOriginPolicy covers every route
+    app = server.streamable_http_app(host=host, transport_security=ours)
+    sse = server.sse_app(host=host, transport_security=ours)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__, "tools": sorted(runtime.tools),
-                             "sandbox": runtime.settings.sandbox, "writes_enabled": runtime.settings.allow_writes,
-                             "disabled_toolsets": runtime.disabled})
+        return JSONResponse({"status": "ok", "version": __version__, "ready": _ready(runtime)[0],
+                             "tools": sorted(runtime.tools), "sandbox": settings.sandbox,
+                             "writes_enabled": settings.allow_writes, "disabled_toolsets": runtime.disabled})
+
+    async def readyz(request: Request) -> Response:
+        ready, reason = _ready(runtime)
+        body = {"status": "ready" if ready else "not ready", "reason": reason, "disabled_toolsets": runtime.disabled}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(runtime.stats.render(), media_type="text/plain; version=0.0.4")
+        return Response(runtime.stats.render(), media_type=runtime.stats.content_type)
 
     app.router.routes.extend(sse.routes)
     app.router.routes.extend([
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ])
-    app.router.routes.extend(live.routes(runtime))
-    return BearerAuth(app, runtime.settings.http_token)
+    app.router.routes.extend(live.routes(runtime))  # /events, the live page at / and its script
+    if auth is not None and auth.oauth is not None and auth.oauth.resource_server_url is not None:
+        app.router.routes.extend(create_protected_resource_routes(
+            resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],
+            scopes_supported=sorted(ALL_SCOPES), resource_name="opsmcp"))
+    return HostOriginPolicy(AuthGate(app, auth), host, settings.allowed_hosts, settings.allowed_origins)
+
+
+def _ready(runtime: Runtime) -> tuple[bool, str]:
+    """Whether the backends are ready, and why not (sandbox still starting, start-up error)."""
+    if not runtime.ready.is_set():
+        return False, "starting: the embedded sandbox is not ready yet"
+    if runtime.startup_error:
+        return False, runtime.startup_error
+    return True, "ready"

@@ -20,3 +20,33 @@ ALL_SCOPES = frozenset({READ_SCOPE, WRITE_SCOPE})
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("opsmcp_caller", default="stdio")
 #: The caller's scopes; stdio and single-token HTTP have all of them.
 scopes: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("opsmcp_scopes", default=ALL_SCOPES)
+
+
+def needed_scope(write: bool) -> str:
+    """The scope a tool needs: :data:`WRITE_SCOPE` for write tools (dry runs included), else
+    :data:`READ_SCOPE`."""
+    return WRITE_SCOPE if write else READ_SCOPE
+
+
+def may_call(write: bool) -> bool:
+    """True when the current caller's :data:`scopes` allow a (write) tool."""
+    return needed_scope(write) in scopes.get()
+
+
+def require_scope(tool: str, write: bool) -> None:
+    """Refuse ``tool`` unless the current caller has the scope it needs.
+
+    Called by the server's choke point and by a write tool's approval resolver, before any
+    preview runs.
+
+    Raises:
+        OpsError: the caller lacks the scope (the message names caller, tool and scope).
+    """
+    from opsmcp.errors import OpsError
+
+    need = needed_scope(write)
+    if need not in scopes.get():
+        have = ", ".join(sorted(scopes.get())) or "none"
+        raise OpsError(f"Refused: {caller.get()} may not call {tool}: it needs scope {need} (this identity has: "
+                       f"{have}).",
+                       "ask the operator for a token with that scope, or use the read tools.")

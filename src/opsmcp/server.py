@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import typing
@@ -41,7 +42,9 @@ from opsmcp.budget import cut_text, fit_result
 from opsmcp.config import Settings
 from opsmcp.errors import OpsError
 from opsmcp.events import DepthPoller, EventHub, queue_sources
-from opsmcp.identity import caller
+from opsmcp.identity import caller, require_scope
+from opsmcp.protocol_guard import ProtocolGuard
+from opsmcp.telemetry import ToolStats
 from opsmcp.toolsets.base import ToolMark, marked_tools
 from opsmcp.validation import explain
 
@@ -56,32 +59,6 @@ query_metrics for onset and scale. Writes (redrive_dlq, run_playbook) exist only
 the operator enabled them; always dry-run first and show the preview to the user. A real \
 write asks the user to approve (or, for clients without approval prompts, takes confirm=true \
 and the preview's approval_token) and never does more than the preview showed."""
-
-
-@dataclass
-class ToolStats:
-    """Per-tool call counters for ``/metrics`` (Prometheus text format)."""
-
-    calls: dict[str, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def record(self, tool: str, elapsed: float, ok: bool) -> None:
-        """Count one call of ``tool`` that took ``elapsed`` seconds."""
-        self.calls[tool] = self.calls.get(tool, 0) + 1
-        self.seconds[tool] = self.seconds.get(tool, 0.0) + elapsed
-        if not ok:
-            self.errors[tool] = self.errors.get(tool, 0) + 1
-
-    def render(self) -> str:
-        """The counters in Prometheus exposition format."""
-        out = ["# TYPE opsmcp_tool_calls_total counter"]
-        out += [f'opsmcp_tool_calls_total{{tool="{t}"}} {n}' for t, n in sorted(self.calls.items())]
-        out.append("# TYPE opsmcp_tool_errors_total counter")
-        out += [f'opsmcp_tool_errors_total{{tool="{t}"}} {n}' for t, n in sorted(self.errors.items())]
-        out.append("# TYPE opsmcp_tool_seconds_total counter")
-        out += [f'opsmcp_tool_seconds_total{{tool="{t}"}} {s:.6f}' for t, s in sorted(self.seconds.items())]
-        return "\n".join(out) + "\n"
 
 
 @dataclass
@@ -202,6 +179,7 @@ def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) 
         start = time.perf_counter()
         ok = False
         try:
+            require_scope(name, mark.write)
             await runtime.wait_ready()
             if "progress" in wants:
                 kwargs["progress"] = _progress_reporter(ctx)
@@ -223,7 +201,7 @@ def _choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) 
             ) from exc
         finally:
             elapsed = time.perf_counter() - start
-            runtime.stats.record(name, elapsed, ok)
+            runtime.stats.record(name, elapsed, ok, sys.exc_info()[1])
             if runtime.events.listeners:
                 runtime.publish({"type": "tool_call", "tool": name, "ok": ok, "ms": round(elapsed * 1000, 2),
                                  "caller": caller.get(), "at": time.time()})
@@ -382,6 +360,7 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
             runtime.close_interrupted()
 
         threading.Thread(target=recover, daemon=True, name="opsmcp-audit-recovery").start()
+    server.middleware.append(ProtocolGuard(server, lambda n: runtime.tools[n].write if n in runtime.tools else None))
     return server, runtime
 
 

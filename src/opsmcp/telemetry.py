@@ -1,0 +1,62 @@
+"""Prometheus metrics of tool calls (prometheus-client), served at ``/metrics``.
+
+Each server gets its own :class:`~prometheus_client.CollectorRegistry`, so several servers
+in one process (tests, replicas) never share or clash over series.
+
+Series:
+
+- ``opsmcp_tool_calls_total{tool, outcome}``: ``outcome`` is ``ok``, ``tool_error`` (an
+  anticipated failure: bad input, not found, backend down...) or ``internal_error``.
+- ``opsmcp_tool_duration_seconds{tool}``: latency histogram of every call.
+- ``opsmcp_backend_errors_total{tool, error}``: anticipated failures by
+  :class:`~opsmcp.errors.OpsError` subclass (``BackendUnavailable``, ``NotFound``...).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from opsmcp.errors import OpsError
+
+#: Latency buckets in seconds: tool calls range from a cached lookup to a playbook run.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def _ops_error(exc: BaseException | None) -> OpsError | None:
+    """The :class:`OpsError` in ``exc``'s cause chain (the choke point re-raises it as a ToolError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OpsError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+class ToolStats:
+    """Tool-call counters and latency histograms in a registry of their own."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.calls = Counter("opsmcp_tool_calls", "Tool calls by tool and outcome.", ["tool", "outcome"],
+                             registry=self.registry)
+        self.duration = Histogram("opsmcp_tool_duration_seconds", "Tool call latency in seconds.", ["tool"],
+                                  buckets=BUCKETS, registry=self.registry)
+        self.backend_errors = Counter("opsmcp_backend_errors", "Anticipated tool failures by OpsError class.",
+                                      ["tool", "error"], registry=self.registry)
+
+    def record(self, tool: str, elapsed: float, ok: bool, error: BaseException | None = None) -> None:
+        """Count one call of ``tool`` that took ``elapsed`` seconds; ``error`` is what it raised
+        (an OpsError, or a ToolError caused by one, is an anticipated failure)."""
+        ops = None if ok else _ops_error(error)
+        outcome = "ok" if ok else "tool_error" if ops is not None or error is None else "internal_error"
+        self.calls.labels(tool=tool, outcome=outcome).inc()
+        self.duration.labels(tool=tool).observe(elapsed)
+        if ops is not None:
+            self.backend_errors.labels(tool=tool, error=type(ops).__name__).inc()
+
+    def render(self) -> bytes:
+        """Every series in the Prometheus text exposition format."""
+        return generate_latest(self.registry)

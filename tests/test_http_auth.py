@@ -1,0 +1,448 @@
+"""The HTTP app's security: one Host/Origin policy on every route and bind address, bearer
+tokens with subjects and scopes (shared token, tokens file, OAuth JWTs against a JWKS on
+loopback), per-identity tool lists, liveness vs readiness, Prometheus metrics.
+
+Servers run in this process (uvicorn in a thread, free loopback port); the AWS endpoint is
+a closed port, so a call that gets past the scope checks fails with BackendUnavailable,
+which proves where a refusal happened.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from opsmcp.cli import main as cli_main
+from opsmcp.config import Settings
+from opsmcp.http import build_app
+from opsmcp.server import Runtime, build_server
+
+DEAD_ENDPOINT = "http://127.0.0.1:1"  # connection refused at once
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    """Queues and logs toolsets on a dead AWS endpoint, writes enabled, data under tmp_path."""
+    base: dict[str, Any] = {"aws_endpoint_url": DEAD_ENDPOINT, "aws_region": "us-east-1", "data_dir": tmp_path / "data",
+                            "toolsets": ["queues", "logs"], "allow_writes": True, "backend_timeout_seconds": 2}
+    return Settings(**(base | overrides))
+
+
+@contextmanager
+def serve(settings: Settings, bind: str = "127.0.0.1",
+          prepare: Any = None) -> Iterator[tuple[str, Runtime]]:
+    """Run the HTTP app for ``settings`` bound to ``bind``; yield (base URL via 127.0.0.1, runtime)."""
+    server, runtime = build_server(settings)
+    if prepare:
+        prepare(runtime)
+    port = free_port()
+    app = build_app(server, runtime, host=bind, port=port)
+    userver = uvicorn.Server(uvicorn.Config(app, host=bind, port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=userver.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not userver.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)  # bounded poll for readiness
+    try:
+        yield f"http://127.0.0.1:{port}", runtime
+    finally:
+        userver.should_exit = True
+        thread.join(10)
+
+
+def mcp_post(base: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    """One JSON-RPC POST to /mcp (no session)."""
+    return httpx.post(f"{base}/mcp", json=body, timeout=10, headers={
+        "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25", **headers})
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+async def mcp_session(base: str, token: str | None) -> Any:
+    """An SDK client over streamable HTTP with ``Authorization: Bearer token``."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Client(streamable_http_client(f"{base}/mcp", http_client=httpx2.AsyncClient(headers=headers, timeout=30)))
+
+
+def audit_records(settings: Settings) -> list[dict[str, Any]]:
+    path = settings.audit_log_path
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# ----------------------------------------------------------------- C + D: Host/Origin
+
+
+ROUTES = ["/events", "/metrics", "/healthz", "/readyz", "/sse", "/mcp"]
+
+
+def test_foreign_host_or_origin_is_refused_on_every_route(tmp_path):
+    """Regression (issue 8 C): /events and /metrics answered 200 to Host: evil.example and
+    Origin: http://evil.example; only /mcp and /sse checked."""
+    with serve(settings_for(tmp_path)) as (base, _):
+        for route in ROUTES:
+            for headers in ({"Host": "evil.example"}, {"Origin": "http://evil.example"},
+                            {"Host": "evil.example", "Origin": "http://evil.example"}, {"Origin": "null"}):
+                got = httpx.get(f"{base}{route}", headers=headers, timeout=10)
+                assert got.status_code == 403, (route, headers, got.status_code)
+                assert "OPSMCP_ALLOWED" in got.json()["error_description"]
+        # requests without Origin, and same-origin ones, pass
+        port = base.rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+            ok = httpx.get(f"{base}/metrics", headers={"Host": host, "Origin": f"http://{host}"}, timeout=10)
+            assert ok.status_code == 200, host
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert mcp_post(base, INIT).status_code == 200
+        # another local port is another origin
+        assert httpx.get(f"{base}/metrics", headers={"Origin": "http://127.0.0.1:1"}, timeout=10).status_code == 403
+
+
+def test_configured_origins_and_hosts(tmp_path):
+    settings = settings_for(tmp_path, allowed_origins="https://ui.example, http://localhost:*",
+                            allowed_hosts="ops.example")
+    with serve(settings) as (base, _):
+        for origin in ("https://ui.example", "https://UI.example/", "http://localhost:5173"):
+            assert httpx.get(f"{base}/metrics", headers={"Origin": origin}, timeout=10).status_code == 200, origin
+        # the SDK's own loopback origin list no longer overrides ours on /mcp
+        assert mcp_post(base, INIT, Origin="https://ui.example").status_code == 200
+        for origin in ("http://ui.example", "https://ui.example.evil", "https://localhost:5173"):
+            assert httpx.get(f"{base}/metrics", headers={"Origin": origin}, timeout=10).status_code == 403, origin
+        assert httpx.get(f"{base}/metrics", headers={"Host": "ops.example"}, timeout=10).status_code == 200
+        assert httpx.get(f"{base}/metrics", headers={"Host": "ops.example.evil"}, timeout=10).status_code == 403
+
+
+def test_non_loopback_bind_still_validates_origin(tmp_path):
+    """Regression (issue 8 D): bound to a non-loopback address the SDK switches Host/Origin
+    validation off, so a valid token plus a foreign Origin got 200."""
+    auth = {"Authorization": "Bearer s3cret-for-tests"}
+    with serve(settings_for(tmp_path, http_token="s3cret-for-tests"), bind="0.0.0.0") as (base, _):
+        assert httpx.get(f"{base}/metrics", headers=auth, timeout=10).status_code == 200
+        for route in ("/metrics", "/events", "/healthz"):
+            got = httpx.get(f"{base}{route}", headers={**auth, "Origin": "http://evil.example"}, timeout=10)
+            assert got.status_code == 403, route
+        assert mcp_post(base, INIT, Origin="http://evil.example", **auth).status_code == 403
+        assert mcp_post(base, INIT, **auth).status_code == 200
+    # behind a load balancer: OPSMCP_ALLOWED_HOSTS restricts Host on a non-loopback bind too
+    with serve(settings_for(tmp_path, http_token="s3cret-for-tests", allowed_hosts="ops.example"),
+               bind="0.0.0.0") as (base, _):
+        assert httpx.get(f"{base}/metrics", headers={**auth, "Host": "ops.example"}, timeout=10).status_code == 200
+        assert httpx.get(f"{base}/metrics", headers={**auth, "Host": "evil.example"}, timeout=10).status_code == 403
+
+
+# ----------------------------------------------------------------- G + F: shared token
+
+
+async def test_shared_token_scheme_case_insensitive_and_subject_not_a_hash(tmp_path):
+    """Regression (issue 8 G): `bearer secret` got 401. (F): the caller label was
+    sha256(token)[:8]; now it is the configured subject."""
+    import hashlib
+
+    token = "t0ken-for-tests"
+    settings = settings_for(tmp_path, http_token=token, http_token_subject="ops-team")
+    with serve(settings) as (base, _):
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            got = httpx.get(f"{base}/metrics", headers={"Authorization": f"{scheme} {token}"}, timeout=10)
+            assert got.status_code == 200, scheme
+        for value in (None, "Bearer wrong", f"Basic {token}", f"Bearer{token}", "Bearer " + "x" * 10000):
+            got = httpx.get(f"{base}/metrics", headers={"Authorization": value} if value else {}, timeout=10)
+            assert got.status_code == 401, value
+            assert got.headers["www-authenticate"].startswith("Bearer ")
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200  # probes need no token
+        async with await mcp_session(base, token) as client:
+            res = await client.call_tool("redrive_dlq", {"queue": "orders-dlq"})  # a dry run; backend is down
+        assert res.is_error and "ops:write" not in res.content[0].text
+    callers = {r["caller"] for r in audit_records(settings)}
+    assert callers == {"ops-team"}
+    assert hashlib.sha256(token.encode()).hexdigest()[:8] not in json.dumps(audit_records(settings))
+
+
+# ----------------------------------------------------------------- tokens file and scopes
+
+
+def add_token(tmp_path: Path, capsys: Any, subject: str, scopes: str) -> str:
+    assert cli_main(["token", "add", subject, "--scopes", scopes, "--file", str(tmp_path / "tokens.jsonl")]) == 0
+    return capsys.readouterr().out.strip()
+
+
+async def test_tokens_file_scopes_and_tool_visibility(tmp_path, capsys):
+    reader = add_token(tmp_path, capsys, "alice", "ops:read")
+    writer = add_token(tmp_path, capsys, "bob", "ops:read,ops:write")
+    nobody = add_token(tmp_path, capsys, "writer-only", "ops:write")
+    stored = (tmp_path / "tokens.jsonl").read_text()
+    assert reader not in stored and writer not in stored  # only hashes
+    assert [json.loads(line)["subject"] for line in stored.splitlines()] == ["alice", "bob", "writer-only"]
+    assert (tmp_path / "tokens.jsonl").stat().st_mode & 0o777 == 0o600
+    assert cli_main(["token", "add", "eve", "--scopes", "ops:admin", "--file", str(tmp_path / "tokens.jsonl")]) == 1
+
+    settings = settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")
+    with serve(settings) as (base, _):
+        def status(route: str, token: str) -> int:
+            return httpx.get(f"{base}{route}", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+        assert status("/metrics", "nope") == 401
+        assert status("/metrics", reader) == 200
+        assert status("/events", nobody) == 403
+
+        async with await mcp_session(base, reader) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "list_queues" in names and "redrive_dlq" not in names
+            for args in ({"queue": "orders-dlq"}, {"queue": "orders-dlq", "dry_run": False}):
+                res = await client.call_tool("redrive_dlq", args)
+                assert res.is_error and "needs scope ops:write" in res.content[0].text
+                assert "alice" in res.content[0].text
+        assert audit_records(settings) == []  # refused before any preview or intent record
+
+        async with await mcp_session(base, writer) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"list_queues", "redrive_dlq"} <= names
+            res = await client.call_tool("redrive_dlq", {"queue": "orders-dlq"})
+            assert res.is_error and "needs scope" not in res.content[0].text  # reached the (dead) backend
+
+        async with await mcp_session(base, nobody) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "redrive_dlq" in names and "list_queues" not in names
+            res = await client.call_tool("list_queues", {})
+            assert res.is_error and "needs scope ops:read" in res.content[0].text
+
+        # a token added while the server runs works without a restart
+        late = add_token(tmp_path, capsys, "carol", "ops:read")
+        assert status("/metrics", late) == 200
+    assert {r["caller"] for r in audit_records(settings)} == {"bob"}
+
+
+async def test_write_scope_is_checked_in_the_choke_point_and_resolver_too(tmp_path):
+    """Defence in depth under the protocol guard: the choke point and the approval resolver
+    refuse on their own (in-memory client, scopes set for this task)."""
+    from mcp import Client
+
+    from opsmcp.identity import READ_SCOPE, scopes
+    from opsmcp.protocol_guard import ProtocolGuard
+
+    prompts: list[str] = []
+
+    async def approve(context: Any, params: Any) -> Any:
+        from mcp.types import ElicitResult
+
+        prompts.append(params.message)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    settings = settings_for(tmp_path)
+    server, _ = build_server(settings)
+    server.middleware[:] = [m for m in server.middleware if not isinstance(m, ProtocolGuard)]
+    token = scopes.set(frozenset({READ_SCOPE}))
+    try:
+        for callback in (None, approve):  # without elicitation: the choke point; with it: the resolver first
+            async with Client(server, elicitation_callback=callback) as client:
+                for args in ({"queue": "q-dlq"}, {"queue": "q-dlq", "dry_run": False}):
+                    res = await client.call_tool("redrive_dlq", args)
+                    assert res.is_error and "needs scope ops:write" in res.content[0].text, res.content
+    finally:
+        scopes.reset(token)
+    assert prompts == [] and audit_records(settings) == []  # no approval prompt, no preview
+
+
+def test_malformed_tokens_file_refuses_to_start(tmp_path):
+    from opsmcp.errors import OpsError
+
+    (tmp_path / "tokens.jsonl").write_text('{"subject": "a"}\n')
+    with pytest.raises(OpsError, match="line 1"), serve(settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")):
+        pass
+
+
+# ----------------------------------------------------------------- OAuth: JWT + JWKS
+
+
+@contextmanager
+def jwks_server(jwks: dict[str, Any]) -> Iterator[str]:
+    """Serve ``jwks`` at http://127.0.0.1:PORT/jwks.json; yield the URL."""
+    body = json.dumps(jwks).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def test_oauth_resource_server_with_jwks(tmp_path):
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = ec.generate_private_key(ec.SECP256R1())
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    public.update(kid="k1", use="sig", alg="RS256")
+    issuer = "https://auth.example"
+
+    def mint(signing_key: Any = key, alg: str = "RS256", kid: str = "k1", **claims: Any) -> str:
+        body = {"iss": issuer, "aud": "opsmcp-tests", "sub": "user-42", "exp": int(time.time()) + 300,
+                "scope": "ops:read"} | claims
+        return jwt.encode({k: v for k, v in body.items() if v is not None}, signing_key, algorithm=alg,
+                          headers={"kid": kid})
+
+    with jwks_server({"keys": [public]}) as jwks_url:
+        settings = settings_for(tmp_path, jwks_url=jwks_url, jwt_issuer=issuer, jwt_audience="opsmcp-tests",
+                                public_url="https://ops.example")
+        with serve(settings) as (base, _):
+            # 401 points at the RFC 9728 metadata, which is served without a token
+            denied = httpx.get(f"{base}/metrics", timeout=10)
+            assert denied.status_code == 401
+            assert ('resource_metadata="https://ops.example/.well-known/oauth-protected-resource/mcp"'
+                    in denied.headers["www-authenticate"])
+            assert mcp_post(base, INIT).status_code == 401
+            meta = httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp", timeout=10)
+            assert meta.status_code == 200
+            assert meta.json()["resource"] == "https://ops.example/mcp"
+            assert [s.rstrip("/") for s in meta.json()["authorization_servers"]] == [issuer]  # SDK adds a slash
+            assert set(meta.json()["scopes_supported"]) == {"ops:read", "ops:write"}
+            evil_meta = httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp",
+                                  headers={"Origin": "http://evil.example"}, timeout=10)
+            assert evil_meta.status_code == 403
+
+            bad = {
+                "wrong audience": mint(aud="someone-else"),
+                "wrong issuer": mint(iss="https://evil.example"),
+                "expired": mint(exp=int(time.time()) - 60),
+                "no exp": mint(exp=None),
+                "unknown key": mint(signing_key=other, alg="ES256"),
+                "HS256 with the public key id": jwt.encode({"iss": issuer, "aud": "opsmcp-tests", "sub": "x",
+                                                            "exp": int(time.time()) + 60}, "k" * 32,
+                                                           algorithm="HS256", headers={"kid": "k1"}),
+                "not a jwt": "abc.def.ghi",
+            }
+            for why, tok in bad.items():
+                got = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {tok}"}, timeout=10)
+                assert got.status_code == 401, why
+
+            assert httpx.get(f"{base}/metrics", headers={"Authorization": f"bearer {mint()}"},
+                             timeout=10).status_code == 200
+            no_read = mint(scope=None, scp=["ops:write"])
+            assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {no_read}"},
+                             timeout=10).status_code == 403
+
+            async with await mcp_session(base, mint()) as client:
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "search_logs" in names and "redrive_dlq" not in names
+                res = await client.call_tool("redrive_dlq", {"queue": "orders-dlq"})
+                assert res.is_error and "user-42" in res.content[0].text and "ops:write" in res.content[0].text
+            async with await mcp_session(base, mint(scope=None, scp=["ops:read", "ops:write"])) as client:
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "redrive_dlq" in names
+                res = await client.call_tool("redrive_dlq", {"queue": "orders-dlq"})
+                assert res.is_error and "needs scope" not in res.content[0].text
+        assert {r["caller"] for r in audit_records(settings)} == {"user-42"}
+
+
+def test_jwks_without_issuer_is_a_configuration_error(tmp_path):
+    from opsmcp.errors import OpsError
+
+    with pytest.raises(OpsError, match="OPSMCP_JWT_ISSUER"), serve(settings_for(tmp_path, jwks_url="http://x/jwks")):
+        pass
+
+
+# ----------------------------------------------------------------- liveness / readiness
+
+
+def test_readyz_waits_for_the_sandbox_and_reports_its_failure(tmp_path):
+    """Regression (issue 8 point 4): /healthz said ok before the sandbox was ready and hid a
+    start-up error."""
+    def starting(runtime: Runtime) -> None:
+        runtime.ready.clear()  # what `opsmcp serve` does while the sandbox boots
+
+    with serve(settings_for(tmp_path), prepare=starting) as (base, runtime):
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 503 and "starting" in ready.json()["reason"]
+        runtime.startup_error = "the embedded sandbox failed to start: OSError: port in use"
+        runtime.ready.set()
+        failed = httpx.get(f"{base}/readyz", timeout=10)
+        assert failed.status_code == 503 and "port in use" in failed.json()["reason"]
+        assert httpx.get(f"{base}/healthz", timeout=10).json()["ready"] is False
+        runtime.startup_error = None
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+
+
+# ----------------------------------------------------------------- /metrics (prometheus-client)
+
+
+async def test_metrics_count_outcomes_latency_and_backend_errors_per_server(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    from opsmcp.backends.logstore import LogStore
+
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text('{"timestamp": "2026-11-21T10:00:00Z", "level": "ERROR", "service": "api", '
+                     '"message": "boom", "trace_id": "t1"}\n')
+    for name in ("a", "b"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        LogStore(tmp_path / name / "data" / "logs.db").load_files([str(lines)], show_progress=False)
+    with serve(settings_for(tmp_path / "a")) as (base, _), serve(settings_for(tmp_path / "b")) as (other, _):
+        async with await mcp_session(base, None) as client:
+            assert not (await client.call_tool("log_stats", {})).is_error
+            assert (await client.call_tool("list_queues", {})).is_error  # backend down
+            assert (await client.call_tool("get_trace", {"trace_id": "nope"})).is_error
+        got = samples(httpx.get(f"{base}/metrics", timeout=10).text)
+        assert got[("opsmcp_tool_calls_total", (("outcome", "ok"), ("tool", "log_stats")))] == 1
+        assert got[("opsmcp_tool_calls_total", (("outcome", "tool_error"), ("tool", "list_queues")))] == 1
+        assert got[("opsmcp_backend_errors_total", (("error", "BackendUnavailable"), ("tool", "list_queues")))] == 1
+        assert got[("opsmcp_backend_errors_total", (("error", "NotFound"), ("tool", "get_trace")))] == 1
+        assert got[("opsmcp_tool_duration_seconds_count", (("tool", "log_stats"),))] == 1
+        assert ("opsmcp_tool_duration_seconds_bucket", (("le", "+Inf"), ("tool", "list_queues"))) in got
+        # the second server in this process has its own registry
+        assert not any(name == "opsmcp_tool_calls_total" for name, _ in samples(httpx.get(f"{other}/metrics").text))
+
+
+# ----------------------------------------------------------------- prompts
+
+
+async def test_unknown_prompt_is_invalid_params(tmp_path):
+    """Regression (issue 12): the SDK answered -32603 Internal error for an unknown prompt name."""
+    from mcp import Client
+    from mcp.shared.exceptions import MCPError
+
+    server, _ = build_server(settings_for(tmp_path))
+    async with Client(server) as client:
+        with pytest.raises(MCPError) as err:
+            await client.get_prompt("no-such-prompt")
+    assert err.value.code == -32602 and "no-such-prompt" in err.value.message
