@@ -20,7 +20,8 @@ from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
 from opsmcp.sandbox.scenario import HISTORY_HOURS, build_scenario
 from opsmcp.times import iso
 from opsmcp.toolsets.base import marked_tools
-from opsmcp.toolsets.metrics import MetricTools, parse_dimensions, percentile
+from opsmcp.toolsets.metrics import MetricTools, parse_dimensions
+from opsmcp.toolsets.series import percentile
 
 from conftest import make_settings
 
@@ -49,7 +50,7 @@ async def cw_env(moto_endpoint, tmp_path_factory):
     written = await cloudwatch.put_series(clients, series)
     assert written == sum(len(points) for *_, points in series) == 26 * HISTORY_HOURS * 60
     raw = {(name, tuple(sorted(dims.items()))): [v for _, v in points] for _, name, dims, _, points in series}
-    return MetricTools(settings, clients), scenario, raw
+    return MetricTools(settings, cloudwatch.CloudWatchBackend(clients)), scenario, raw
 
 
 def _window(scenario) -> dict[str, str]:
@@ -274,7 +275,7 @@ async def test_put_series_rejects_timestamps_cloudwatch_would(cw_env):
     tools, _, _ = cw_env
     old = datetime.now(UTC) - timedelta(days=15)
     with pytest.raises(InvalidInput):
-        await cloudwatch.put_series(tools.clients, [("T", "m", {}, "Count", [(old, 1.0)])])
+        await cloudwatch.put_series(tools.backend.clients, [("T", "m", {}, "Count", [(old, 1.0)])])
 
 
 def test_tools_are_marked_read_only():
@@ -293,7 +294,7 @@ async def test_backend_down_names_the_endpoint(tmp_path):
         port = s.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
     settings = make_settings(endpoint, tmp_path)
-    tools = MetricTools(settings, AwsClients(settings))
+    tools = MetricTools(settings, cloudwatch.CloudWatchBackend(AwsClients(settings)))
     began = time.monotonic()
     with pytest.raises(BackendUnavailable) as exc:
         await tools.query_metrics(SVC, "ErrorCount", "Service=order-processor")

@@ -1,0 +1,253 @@
+"""Series arithmetic shared by the metric toolsets (CloudWatch and Prometheus).
+
+Pure functions over ``(times, values)``: the summary every metric answer carries (min, max,
+mean, p95, last, change between the first and last fifth), the trend (least-squares slope
+per hour), anomalous points (robust z-score on the median absolute deviation), the time a
+series reaches a threshold at its current slope, and downsampling a series to a display
+budget with a combine function that matches the series' meaning (sum of sums, max of
+maxima, last of a counter, else the mean). No I/O, no backend imports.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from opsmcp.times import iso
+
+#: |robust z| above which a point is anomalous (Iglewicz and Hoaglin's recommendation).
+ANOMALY_Z = 3.5
+#: Anomalous points listed per series (the largest |z| first); the count says how many exist.
+MAX_ANOMALIES = 10
+#: A projection further ahead than this is not a forecast: ``reaches_threshold_at`` is null.
+MAX_PROJECTION = timedelta(days=365)
+
+
+class MetricPoint(BaseModel):
+    """One datapoint."""
+
+    time: str = Field(description="Time of the point (CloudWatch: start of the period), ISO-8601 UTC.")
+    value: float = Field(description="The value at that time, in the series' unit.")
+
+
+class Anomaly(BaseModel):
+    """A point far from the series' median (robust z-score on the median absolute deviation)."""
+
+    time: str = Field(description="Time of the point, ISO-8601 UTC.")
+    value: float = Field(description="The point's value.")
+    z: float = Field(description="Robust z-score: 0.6745 * (value - median) / MAD; |z| > 3.5 is anomalous.")
+
+
+class MetricSummary(BaseModel):
+    """Statistics over every point of the window (not only the points shown)."""
+
+    count: int = Field(description="Number of points summarised.")
+    min: float = Field(description="Smallest value.")
+    max: float = Field(description="Largest value.")
+    max_time: str = Field(description="When the maximum occurred (first time, ISO-8601 UTC).")
+    mean: float = Field(description="Arithmetic mean of the values.")
+    p95: float = Field(description="95th percentile of the point values (linear interpolation).")
+    last: float = Field(description="Value of the newest point.")
+    last_time: str = Field(description="Time of the newest point, ISO-8601 UTC.")
+    first_fifth_mean: float = Field(description="Mean of the oldest fifth of the points.")
+    last_fifth_mean: float = Field(description="Mean of the newest fifth of the points.")
+    change: float = Field(description="last_fifth_mean - first_fifth_mean, in the series' unit.")
+    change_pct: float | None = Field(description="change as a percentage of first_fifth_mean; null when that is 0.")
+    slope_per_hour: float | None = Field(
+        None, description="Least-squares slope over the window, in the series' unit per hour; null with < 2 points."
+    )
+    anomaly_count: int = Field(0, description="Points with robust |z| > 3.5 (median absolute deviation).")
+    anomalies: list[Anomaly] = Field(
+        default_factory=list, description="Up to 10 anomalous points, largest |z| first."
+    )
+    threshold: float | None = Field(None, description="The threshold asked for, if any.")
+    reaches_threshold_at: str | None = Field(
+        None,
+        description="With a threshold: when the series reaches it at the current slope (ISO-8601 UTC), "
+        "or when it last crossed it if already there; null when the slope leads away or it is over a year out.",
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values`` with linear interpolation between the
+    closest ranks (numpy's default), via ``statistics.quantiles(method="inclusive")``.
+
+    Raises:
+        ValueError: no values.
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    if len(values) == 1:
+        return float(values[0])
+    if q <= 0:
+        return float(min(values))
+    if q >= 100:
+        return float(max(values))
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(rank)
+    if rank == lo:
+        return float(ordered[lo])
+    return ordered[lo] + (ordered[lo + 1] - ordered[lo]) * (rank - lo)
+
+
+def rnd(v: float) -> float:
+    """Round for display: 4 decimals, or 4 significant digits for tiny values."""
+    if not math.isfinite(v):
+        return v
+    return round(v, 4) if abs(v) >= 0.01 or v == 0 else float(f"{v:.4g}")
+
+
+def slope_per_hour(times: Sequence[datetime], values: Sequence[float]) -> float | None:
+    """Least-squares slope of ``values`` against time, in units per hour.
+
+    Returns ``None`` with fewer than two points or when every point has the same time.
+    """
+    n = len(values)
+    if n < 2:
+        return None
+    t0 = times[0]
+    xs = [(t - t0).total_seconds() / 3600.0 for t in times]
+    mx = sum(xs) / n
+    my = sum(values) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True)) / sxx
+
+
+def robust_z(values: Sequence[float]) -> list[float]:
+    """Robust z-scores: ``0.6745 * (x - median) / MAD``.
+
+    When the MAD is 0 (more than half the points are equal, e.g. a flat series with a
+    spike), the mean absolute deviation stands in (``(x - median) / (1.2533 * meanAD)``,
+    as Iglewicz and Hoaglin suggest); when that is 0 too, every score is 0.
+    """
+    if not values:
+        return []
+    med = statistics.median(values)
+    mad = statistics.median([abs(v - med) for v in values])
+    if mad > 0:
+        return [0.6745 * (v - med) / mad for v in values]
+    mean_ad = sum(abs(v - med) for v in values) / len(values)
+    if mean_ad > 0:
+        return [(v - med) / (1.253314 * mean_ad) for v in values]
+    return [0.0] * len(values)
+
+
+def anomalies(times: Sequence[datetime], values: Sequence[float], z_limit: float = ANOMALY_Z) -> list[Anomaly]:
+    """Every point with robust ``|z| > z_limit``, largest ``|z|`` first (ties: oldest first)."""
+    found = [
+        (abs(z), i, z) for i, z in enumerate(robust_z(values)) if abs(z) > z_limit
+    ]
+    found.sort(key=lambda f: (-f[0], f[1]))
+    return [Anomaly(time=iso(times[i]) or "", value=rnd(values[i]), z=round(z, 2)) for _, i, z in found]
+
+
+def reaches_threshold_at(
+    times: Sequence[datetime], values: Sequence[float], threshold: float, slope: float | None
+) -> datetime | None:
+    """When the series reaches ``threshold`` from its newest value at ``slope`` (units/hour).
+
+    * heading towards it: ``last_time + (threshold - last) / slope`` hours (``None`` when
+      that is more than :data:`MAX_PROJECTION` ahead);
+    * already past it: the time of the most recent crossing inside the window, or the
+      first point when the series was past it all window long and moves further past;
+    * flat and never crossed it: ``None``.
+    """
+    if not values:
+        return None
+    last = values[-1]
+    if last == threshold:
+        return times[-1]
+    if slope and (threshold - last) / slope > 0:
+        hours = (threshold - last) / slope
+        if hours * 3600 > MAX_PROJECTION.total_seconds():
+            return None
+        return times[-1] + timedelta(hours=hours)
+    above = last > threshold
+    for i in range(len(values) - 1, 0, -1):  # the most recent crossing inside the window
+        prev = values[i - 1]
+        if prev == threshold:
+            return times[i - 1]
+        if (prev > threshold) != above:
+            return times[i]
+    if slope:  # past the threshold all window long, moving further past it
+        return times[0]
+    return None
+
+
+def summarize(
+    times: Sequence[datetime], values: Sequence[float], threshold: float | None = None
+) -> MetricSummary:
+    """Summary over all points, with trend and anomalies; the fifths hold ``len // 5``
+    points (at least one).
+
+    Raises:
+        ValueError: no values.
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("summary of no values")
+    k = max(1, n // 5)
+    first = sum(values[:k]) / k
+    last = sum(values[-k:]) / k
+    change = last - first
+    top = max(values)
+    slope = slope_per_hour(times, values)
+    odd = anomalies(times, values)
+    reach = reaches_threshold_at(times, values, threshold, slope) if threshold is not None else None
+    return MetricSummary(
+        count=n,
+        min=rnd(min(values)),
+        max=rnd(top),
+        max_time=iso(times[list(values).index(top)]) or "",
+        mean=rnd(sum(values) / n),
+        p95=rnd(percentile(values, 95)),
+        last=rnd(values[-1]),
+        last_time=iso(times[-1]) or "",
+        first_fifth_mean=rnd(first),
+        last_fifth_mean=rnd(last),
+        change=rnd(change),
+        change_pct=round(change / abs(first) * 100, 1) if first else None,
+        slope_per_hour=rnd(slope) if slope is not None else None,
+        anomaly_count=len(odd),
+        anomalies=odd[:MAX_ANOMALIES],
+        threshold=threshold,
+        reaches_threshold_at=iso(reach) if reach is not None else None,
+    )
+
+
+#: Combine functions by name: how one shown point stands for the points it replaces.
+COMBINE: dict[str, Callable[[Sequence[float]], float]] = {
+    "sum": lambda c: float(sum(c)),
+    "maximum": lambda c: float(max(c)),
+    "minimum": lambda c: float(min(c)),
+    "last": lambda c: float(c[-1]),
+    "mean": lambda c: sum(c) / len(c),
+}
+
+
+def downsample(
+    times: Sequence[datetime], values: Sequence[float], budget: int, how: str = "mean"
+) -> tuple[list[MetricPoint], int]:
+    """At most ``budget`` points: consecutive groups of ``ceil(n / budget)`` points, each
+    shown at its first point's time and combined with ``COMBINE[how]``.
+
+    Returns:
+        ``(points, group)``: ``group`` is 1 when nothing was combined.
+    """
+    n = len(values)
+    if n <= budget:
+        return [MetricPoint(time=iso(t) or "", value=rnd(v)) for t, v in zip(times, values, strict=True)], 1
+    group = math.ceil(n / max(1, budget))
+    combine = COMBINE[how]
+    shown = [
+        MetricPoint(time=iso(times[i]) or "", value=rnd(combine(values[i : i + group])))
+        for i in range(0, n, group)
+    ]
+    return shown, group
