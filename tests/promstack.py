@@ -12,10 +12,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -82,9 +84,11 @@ def write_openmetrics(path: Path, end: int) -> History:
     ]
     lines += [f'sqs_dlq_depth{{queue="order-queue-dlq"}} {dlq_depth(i)} {hist.t(i)}' for i in range(N_POINTS)]
     lines += ["# HELP app_errors_per_second Errors per second by service.", "# TYPE app_errors_per_second gauge"]
-    lines += [f'app_errors_per_second{{service="order-processor"}} {error_rate(i)} {hist.t(i)}' for i in range(N_POINTS)]
+    lines += [f'app_errors_per_second{{service="order-processor"}} {error_rate(i)} {hist.t(i)}'
+              for i in range(N_POINTS)]
     lines += ["# HELP app_latency_seconds Request latency.", "# TYPE app_latency_seconds gauge"]
-    lines += [f'app_latency_seconds{{service="order-processor"}} {latency(i)} {hist.t(i)}' for i in range(N_POINTS)]
+    lines += [f'app_latency_seconds{{service="order-processor"}} {latency(i)} {hist.t(i)}'
+              for i in range(N_POINTS)]
     lines += ["# HELP orders_processed Orders processed.", "# TYPE orders_processed counter"]
     lines += [f'orders_processed_total{{service="order-processor"}} {processed_total(i)} {hist.t(i)}'
               for i in range(N_POINTS)]
@@ -139,7 +143,9 @@ class Server:
     proc: subprocess.Popen[bytes]
 
 
-def start_prometheus(work: Path, *, end: int, rules: str | None = None, alertmanager: str | None = None) -> tuple[Server, History]:
+def start_prometheus(
+    work: Path, *, end: int, rules: str | None = None, alertmanager: str | None = None
+) -> tuple[Server, History]:
     """Backfill the history ending at ``end`` into ``work/data`` and start Prometheus on it.
 
     ``rules`` (YAML text) becomes a rules file evaluated every second; ``alertmanager``
@@ -166,7 +172,10 @@ def start_prometheus(work: Path, *, end: int, rules: str | None = None, alertman
     log = work / "prometheus.log"
     proc = subprocess.Popen(
         [PROMETHEUS, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
+         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d",
+         # alerts evaluated before the notifier has discovered Alertmanager (~5 s) are sent
+         # again only after this delay (default 1 m)
+         "--rules.alert.resend-delay=2s"],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )
     url = f"http://127.0.0.1:{port}"
@@ -174,7 +183,7 @@ def start_prometheus(work: Path, *, end: int, rules: str | None = None, alertman
     return Server(url, proc), hist
 
 
-def start_alertmanager(work: Path, webhook_url: str, token: str) -> Server:
+def start_alertmanager(work: Path, webhook_url: str, token: str, port: int | None = None) -> Server:
     """Start Alertmanager sending every alert to ``webhook_url`` with a bearer ``token``.
 
     Groups by fingerprint-carrying label ``alertname``, waits 0 s before the first
@@ -198,7 +207,7 @@ def start_alertmanager(work: Path, webhook_url: str, token: str) -> Server:
         "          authorization:\n"
         f"            credentials: '{token}'\n"
     )
-    port = free_port()
+    port = port or free_port()
     log = work / "alertmanager.log"
     proc = subprocess.Popen(
         [ALERTMANAGER, f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am-data'}",
@@ -209,3 +218,34 @@ def start_alertmanager(work: Path, webhook_url: str, token: str) -> Server:
     wait_ready(f"{url}/-/ready", proc, log)
     return Server(url, proc)
 
+
+
+class OpsmcpHttp:
+    """opsmcp's HTTP app (``build_app``) served by uvicorn in a thread on a free port."""
+
+    def __init__(self, settings: Any, port: int | None = None) -> None:
+        import uvicorn
+
+        from opsmcp.http import build_app
+        from opsmcp.server import build_server
+
+        self.mcp, self.runtime = build_server(settings)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(build_app(self.mcp, self.runtime), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> OpsmcpHttp:
+        self.thread.start()
+        deadline = time.monotonic() + READY_BUDGET
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("opsmcp HTTP server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)

@@ -148,7 +148,7 @@ async def test_instant_vector_scalar_and_metadata(tools, prom):
     deadline = time.monotonic() + 60
     while True:
         listed = await tools.list_prometheus_metrics(match="prometheus_build_info")
-        if listed.metrics and listed.metrics[0].type or time.monotonic() > deadline:
+        if (listed.metrics and listed.metrics[0].type) or time.monotonic() > deadline:
             break
         await anyio.sleep(0.1)
     info = listed.metrics[0]

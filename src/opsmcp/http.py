@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from opsmcp import __version__
 from opsmcp.identity import caller
 from opsmcp.server import Runtime
+from opsmcp.webhooks import alertmanager_route
 
 OPEN_PATHS = ("/healthz",)
 
@@ -97,4 +98,5 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1") -> A
         Route("/metrics", metrics, methods=["GET"]),
         Route("/events", events, methods=["GET"]),
     ])
+    app.router.routes.append(alertmanager_route(runtime))  # POST /webhooks/alertmanager
     return BearerAuth(app, runtime.settings.http_token)

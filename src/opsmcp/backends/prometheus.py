@@ -233,7 +233,8 @@ def check_reachability(settings: Settings) -> list[tuple[str, bool, str]]:
     anyio.run(run)
     if settings.alertmanager_url or settings.alerts_table:
         if settings.alerts_table:
-            results.append(("alert webhook", True, f"POST /webhooks/alertmanager → DynamoDB table {settings.alerts_table}"))
+            where = f"DynamoDB table {settings.alerts_table}"
+            results.append(("alert webhook", True, f"POST /webhooks/alertmanager → {where}"))
         else:
             path = Path(settings.data_dir)
             parent = next((p for p in [path, *path.parents] if p.exists()), path)

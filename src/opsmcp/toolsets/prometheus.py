@@ -51,7 +51,9 @@ class PromSeries(BaseModel):
     labels: dict[str, str] = Field(description="The series' labels (`__name__` is the metric name when kept).")
     point_count: int = Field(description="Points Prometheus returned for this series; `points` may show fewer.")
     points: list[MetricPoint] = Field(description="Points, oldest first, downsampled when `downsampled` says so.")
-    downsampled: str | None = Field(description="How shown points combine the returned ones, e.g. 'mean of 6'; null if not.")
+    downsampled: str | None = Field(
+        description="How shown points combine the returned ones, e.g. 'mean of 6'; null if not."
+    )
     summary: MetricSummary | None = Field(description="Statistics over every returned point; null when none.")
 
 
@@ -181,9 +183,12 @@ class PrometheusTools:
         self,
         query: Query,
         start: Annotated[
-            str | None, Field(description="Window start: ISO-8601 or relative like '-6h'. Default '-3h'.", max_length=64)
+            str | None,
+            Field(description="Window start: ISO-8601 or relative like '-6h'. Default '-3h'.", max_length=64),
         ] = None,
-        end: Annotated[str | None, Field(description="Window end: ISO-8601 or relative. Default now.", max_length=64)] = None,
+        end: Annotated[
+            str | None, Field(description="Window end: ISO-8601 or relative. Default now.", max_length=64)
+        ] = None,
         step_seconds: Annotated[
             int | None,
             Field(description="Evaluation step in seconds (default 60); widened to keep <= 11,000 points per series.",
@@ -202,7 +207,8 @@ class PrometheusTools:
         notes: list[str] = []
         query = query.strip()
         if not query:
-            raise InvalidInput("query is empty.", "pass a PromQL expression, e.g. 'up'; list_prometheus_metrics shows names.")
+            raise InvalidInput("query is empty.",
+                               "pass a PromQL expression, e.g. 'up'; list_prometheus_metrics shows names.")
         t0, t1, window_notes = parse_window(start, end, default_start=DEFAULT_START, max_span=MAX_SPAN)
         notes += window_notes
         span = (t1 - t0).total_seconds()
@@ -273,7 +279,8 @@ class PrometheusTools:
         self,
         query: Query,
         time: Annotated[
-            str | None, Field(description="Evaluation time: ISO-8601 or relative like '-1h'. Default now.", max_length=64)
+            str | None,
+            Field(description="Evaluation time: ISO-8601 or relative like '-1h'. Default now.", max_length=64),
         ] = None,
     ) -> PromInstantResult:
         """Evaluate PromQL at one instant: a vector (one sample per series), a scalar or a
@@ -304,7 +311,8 @@ class PrometheusTools:
         elif kind == "matrix":
             notes.append("a range vector: each sample is the newest value of its series; use query_promql for the "
                          "series over time")
-            samples = [sample(item.get("metric") or {}, item["values"][-1]) for item in result or [] if item.get("values")]
+            samples = [sample(item.get("metric") or {}, item["values"][-1])
+                       for item in result or [] if item.get("values")]
         total = len(samples)
         samples.sort(key=lambda s: s.value if s.value is not None else -math.inf, reverse=True)
         if total > MAX_SAMPLES:
@@ -320,8 +328,8 @@ class PrometheusTools:
         self,
         match: Annotated[
             str | None,
-            Field(description="A substring of the name ('dlq'), or a series selector ('{job=\"opsmcp\"}'). Omit for all.",
-                  max_length=1000),
+            Field(description="A substring of the name ('dlq') or a series selector "
+                              "('{job=\"opsmcp\"}'); omit for all.", max_length=1000),
         ] = None,
         limit: Annotated[int, Field(description="Most metrics to list, 1-200. Default 50.")] = DEFAULT_METRIC_LIMIT,
     ) -> PromMetricListResult:
@@ -350,7 +358,8 @@ class PrometheusTools:
 
         metrics = list(await asyncio.gather(*(info(n) for n in page)))
         if total > limit:
-            notes.append(f"listed {limit} of {total} names; pass match to narrow or a larger limit (max {MAX_METRIC_LIMIT})")
+            notes.append(f"listed {limit} of {total} names; pass match to narrow "
+                         f"or a larger limit (max {MAX_METRIC_LIMIT})")
         if not total:
             notes.append("no metric names match" + (f" {text!r}" if text else ""))
         return PromMetricListResult(total=total, metrics=metrics, truncated=total > limit, notes=notes)

@@ -68,7 +68,7 @@ class MetricSummary(BaseModel):
     reaches_threshold_at: str | None = Field(
         None,
         description="With a threshold: when the series reaches it at the current slope (ISO-8601 UTC), "
-        "or when it last crossed it if already there; null when the slope leads away or it is over a year out.",
+        "else when it last crossed it in the window; null if neither (or over a year out).",
     )
 
 
@@ -155,9 +155,8 @@ def reaches_threshold_at(
 
     * heading towards it: ``last_time + (threshold - last) / slope`` hours (``None`` when
       that is more than :data:`MAX_PROJECTION` ahead);
-    * already past it: the time of the most recent crossing inside the window, or the
-      first point when the series was past it all window long and moves further past;
-    * flat and never crossed it: ``None``.
+    * otherwise (moving away from it, or flat): the time of the most recent crossing inside
+      the window, or ``None`` when the series stayed on one side all window long.
     """
     if not values:
         return None
@@ -176,8 +175,6 @@ def reaches_threshold_at(
             return times[i - 1]
         if (prev > threshold) != above:
             return times[i]
-    if slope:  # past the threshold all window long, moving further past it
-        return times[0]
     return None
 
 
