@@ -205,3 +205,26 @@ async def test_through_mcp_client_and_answer_size(prom, tmp_path):
     # without a URL the toolset is not registered
     _, bare = build_server(Settings(data_dir=tmp_path, toolsets=["prometheus"]))
     assert not bare.tools
+
+
+def test_doctor_checks_prometheus_alertmanager_and_the_webhook(prom, tmp_path, monkeypatch, capsys):
+    from opsmcp.cli import main
+
+    url, _ = prom
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("OPSMCP_PROMETHEUS_URL", url)
+    monkeypatch.setenv("OPSMCP_ALERTMANAGER_URL", dead)
+    rc = main(["doctor", "--toolsets", "prometheus,alerts", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert f"OK   prometheus: {url} ready, instant query answered" in out
+    assert f"FAIL alertmanager: {dead} unreachable" in out
+    assert f"OK   alert webhook: POST /webhooks/alertmanager → {tmp_path / 'alerts.json'}" in out
+    assert "OK   toolset prometheus: loaded" in out and "OK   toolset alerts: loaded" in out
+    assert rc == 1
+    monkeypatch.delenv("OPSMCP_ALERTMANAGER_URL")
+    monkeypatch.setenv("OPSMCP_PROMETHEUS_URL", dead)
+    main(["doctor", "--toolsets", "prometheus", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert f"FAIL prometheus: {dead} unreachable" in out and "alertmanager" not in out

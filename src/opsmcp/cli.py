@@ -172,6 +172,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         anyio.run(checks)
     else:
         results.append(("aws", False, "no AWS endpoint or credentials configured: `opsmcp serve` starts the sandbox"))
+    from opsmcp.backends.prometheus import check_reachability
+
+    results += check_reachability(settings)  # Prometheus, Alertmanager, alert webhook (when configured)
     for name in runtime.toolsets:
         why = runtime.disabled.get(name)
         results.append((f"toolset {name}", why is None, why or "loaded"))

@@ -115,7 +115,9 @@ class PrometheusBackend:
             InvalidInput, BackendUnavailable, OpsError: see the module doc.
         """
         what = f"{self.url}{path}"
-        items = list(params.items()) if isinstance(params, dict) else list(params or [])
+        items: list[tuple[str, str | int | float | bool | None]] = [(str(k), str(v)) for k, v in (
+            params.items() if isinstance(params, dict) else params or []
+        )]
         long = sum(len(str(k)) + len(str(v)) for k, v in items) > 2000
         try:
             if long and path in ("/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/labels"):

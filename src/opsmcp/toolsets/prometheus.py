@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends.prometheus import MAX_POINTS_PER_SERIES, PrometheusBackend
 from opsmcp.config import Settings
-from opsmcp.errors import InvalidInput
+from opsmcp.errors import InvalidInput, OpsError
 from opsmcp.times import iso, parse_time, parse_window
 from opsmcp.toolsets.base import Result, clamp, tool
 from opsmcp.toolsets.series import MetricPoint, MetricSummary, downsample, rnd, summarize
@@ -154,9 +155,13 @@ class PrometheusTools:
         backend: the Prometheus adapter (built once by ``server.build_toolsets``).
     """
 
+    #: Seconds a metric's type from /api/v1/metadata is reused (saves a round trip per query).
+    TYPES_TTL = 300.0
+
     def __init__(self, settings: Settings, backend: PrometheusBackend) -> None:
         self.settings = settings
         self.backend = backend
+        self._type_cache: dict[str, tuple[float, str]] = {}
 
     def _points_per_series(self, n_series: int, label_bytes: int) -> int:
         """Display points per series so the answer stays inside the result budget."""
@@ -164,18 +169,22 @@ class PrometheusTools:
         return max(10, min(MAX_DISPLAY_POINTS, room // (max(1, n_series) * 60)))
 
     async def _types(self, names: set[str]) -> dict[str, str]:
-        """Metric types from /api/v1/metadata for up to 20 names (missing: none)."""
-        found: dict[str, str] = {}
+        """Metric types from /api/v1/metadata for up to 20 names ("" when it has none),
+        cached for :attr:`TYPES_TTL` seconds."""
+        now = time.monotonic()
+        found = {n: t for n, (at, t) in self._type_cache.items() if n in names and now - at < self.TYPES_TTL}
 
         async def one(name: str) -> None:
             try:
                 meta = await self.backend.metadata(name)
-            except Exception:  # metadata is a refinement; the suffix rule still applies
+            except OpsError:  # metadata is a refinement; the suffix rule still applies
                 return
-            if meta.get(name):
-                found[name] = meta[name][0].get("type", "")
+            found[name] = (meta.get(name) or [{}])[0].get("type", "")
+            self._type_cache[name] = (now, found[name])
 
-        await asyncio.gather(*(one(n) for n in sorted(names)[:MAX_SERIES]))
+        await asyncio.gather(*(one(n) for n in sorted(names - set(found))[:MAX_SERIES]))
+        if len(self._type_cache) > 10_000:  # bounded: forget everything stale
+            self._type_cache = {n: v for n, v in self._type_cache.items() if now - v[0] < self.TYPES_TTL}
         return found
 
     @tool(title="Query Prometheus (range)", read_only=True, idempotent=True, open_world=True)
@@ -225,18 +234,19 @@ class PrometheusTools:
         t0 = datetime.fromtimestamp(epoch - epoch % step, tz=UTC)
         data = await self.backend.query_range(query, t0, t1, step)
         raw = data.get("result") or []
-        parsed: list[tuple[dict[str, str], list[datetime], list[float]]] = []
+        parsed: list[tuple[dict[str, str], list[float], list[float]]] = []
         skipped = 0
         for item in raw:
-            times: list[datetime] = []
-            values: list[float] = []
-            for ts, text in item.get("values") or []:
-                v = _float(text)
-                if not math.isfinite(v):
-                    skipped += 1
-                    continue
-                times.append(datetime.fromtimestamp(float(ts), tz=UTC))
-                values.append(v)
+            pairs = item.get("values") or []
+            times = [float(ts) for ts, _ in pairs]  # Unix seconds: a datetime per point costs too much
+            try:
+                values = [float(v) for _, v in pairs]
+            except (TypeError, ValueError):
+                values = [_float(v) for _, v in pairs]
+            if not all(map(math.isfinite, values)):
+                keep = [i for i, v in enumerate(values) if math.isfinite(v)]
+                skipped += len(values) - len(keep)
+                times, values = [times[i] for i in keep], [values[i] for i in keep]
             parsed.append(({str(k): str(v) for k, v in (item.get("metric") or {}).items()}, times, values))
         if skipped:
             notes.append(f"{skipped} NaN/Inf points left out of the points and summaries")

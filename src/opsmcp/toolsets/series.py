@@ -13,11 +13,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
 
 from opsmcp.times import iso
+
+#: A point's time: an aware datetime, or Unix seconds (Prometheus answers in seconds; a
+#: float per point is much cheaper than a datetime per point on large answers).
+Time = datetime | float
 
 #: |robust z| above which a point is anomalous (Iglewicz and Hoaglin's recommendation).
 ANOMALY_Z = 3.5
@@ -72,6 +76,21 @@ class MetricSummary(BaseModel):
     )
 
 
+def seconds(t: Time) -> float:
+    """Unix seconds of ``t``."""
+    return t.timestamp() if isinstance(t, datetime) else float(t)
+
+
+def as_datetime(t: Time) -> datetime:
+    """``t`` as an aware UTC datetime."""
+    return t if isinstance(t, datetime) else datetime.fromtimestamp(t, tz=UTC)
+
+
+def when(t: Time) -> str:
+    """``t`` as ISO-8601 UTC text."""
+    return iso(as_datetime(t)) or ""
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) of ``values`` with linear interpolation between the
     closest ranks (numpy's default), via ``statistics.quantiles(method="inclusive")``.
@@ -102,7 +121,7 @@ def rnd(v: float) -> float:
     return round(v, 4) if abs(v) >= 0.01 or v == 0 else float(f"{v:.4g}")
 
 
-def slope_per_hour(times: Sequence[datetime], values: Sequence[float]) -> float | None:
+def slope_per_hour(times: Sequence[Time], values: Sequence[float]) -> float | None:
     """Least-squares slope of ``values`` against time, in units per hour.
 
     Returns ``None`` with fewer than two points or when every point has the same time.
@@ -110,8 +129,9 @@ def slope_per_hour(times: Sequence[datetime], values: Sequence[float]) -> float 
     n = len(values)
     if n < 2:
         return None
-    t0 = times[0]
-    xs = [(t - t0).total_seconds() / 3600.0 for t in times]
+    secs: list[float] = [seconds(t) for t in times] if isinstance(times[0], datetime) else list(times)  # type: ignore[arg-type]
+    t0 = secs[0]
+    xs = [(t - t0) / 3600.0 for t in secs]
     mx = sum(xs) / n
     my = sum(values) / n
     sxx = sum((x - mx) ** 2 for x in xs)
@@ -139,17 +159,17 @@ def robust_z(values: Sequence[float]) -> list[float]:
     return [0.0] * len(values)
 
 
-def anomalies(times: Sequence[datetime], values: Sequence[float], z_limit: float = ANOMALY_Z) -> list[Anomaly]:
+def anomalies(times: Sequence[Time], values: Sequence[float], z_limit: float = ANOMALY_Z) -> list[Anomaly]:
     """Every point with robust ``|z| > z_limit``, largest ``|z|`` first (ties: oldest first)."""
     found = [
         (abs(z), i, z) for i, z in enumerate(robust_z(values)) if abs(z) > z_limit
     ]
     found.sort(key=lambda f: (-f[0], f[1]))
-    return [Anomaly(time=iso(times[i]) or "", value=rnd(values[i]), z=round(z, 2)) for _, i, z in found]
+    return [Anomaly(time=when(times[i]), value=rnd(values[i]), z=round(z, 2)) for _, i, z in found]
 
 
 def reaches_threshold_at(
-    times: Sequence[datetime], values: Sequence[float], threshold: float, slope: float | None
+    times: Sequence[Time], values: Sequence[float], threshold: float, slope: float | None
 ) -> datetime | None:
     """When the series reaches ``threshold`` from its newest value at ``slope`` (units/hour).
 
@@ -162,24 +182,24 @@ def reaches_threshold_at(
         return None
     last = values[-1]
     if last == threshold:
-        return times[-1]
+        return as_datetime(times[-1])
     if slope and (threshold - last) / slope > 0:
         hours = (threshold - last) / slope
         if hours * 3600 > MAX_PROJECTION.total_seconds():
             return None
-        return times[-1] + timedelta(hours=hours)
+        return as_datetime(times[-1]) + timedelta(hours=hours)
     above = last > threshold
     for i in range(len(values) - 1, 0, -1):  # the most recent crossing inside the window
         prev = values[i - 1]
         if prev == threshold:
-            return times[i - 1]
+            return as_datetime(times[i - 1])
         if (prev > threshold) != above:
-            return times[i]
+            return as_datetime(times[i])
     return None
 
 
 def summarize(
-    times: Sequence[datetime], values: Sequence[float], threshold: float | None = None
+    times: Sequence[Time], values: Sequence[float], threshold: float | None = None
 ) -> MetricSummary:
     """Summary over all points, with trend and anomalies; the fifths hold ``len // 5``
     points (at least one).
@@ -202,11 +222,11 @@ def summarize(
         count=n,
         min=rnd(min(values)),
         max=rnd(top),
-        max_time=iso(times[list(values).index(top)]) or "",
+        max_time=when(times[list(values).index(top)]),
         mean=rnd(sum(values) / n),
         p95=rnd(percentile(values, 95)),
         last=rnd(values[-1]),
-        last_time=iso(times[-1]) or "",
+        last_time=when(times[-1]),
         first_fifth_mean=rnd(first),
         last_fifth_mean=rnd(last),
         change=rnd(change),
@@ -230,7 +250,7 @@ COMBINE: dict[str, Callable[[Sequence[float]], float]] = {
 
 
 def downsample(
-    times: Sequence[datetime], values: Sequence[float], budget: int, how: str = "mean"
+    times: Sequence[Time], values: Sequence[float], budget: int, how: str = "mean"
 ) -> tuple[list[MetricPoint], int]:
     """At most ``budget`` points: consecutive groups of ``ceil(n / budget)`` points, each
     shown at its first point's time and combined with ``COMBINE[how]``.
@@ -240,11 +260,11 @@ def downsample(
     """
     n = len(values)
     if n <= budget:
-        return [MetricPoint(time=iso(t) or "", value=rnd(v)) for t, v in zip(times, values, strict=True)], 1
+        return [MetricPoint(time=when(t), value=rnd(v)) for t, v in zip(times, values, strict=True)], 1
     group = math.ceil(n / max(1, budget))
     combine = COMBINE[how]
     shown = [
-        MetricPoint(time=iso(times[i]) or "", value=rnd(combine(values[i : i + group])))
+        MetricPoint(time=when(times[i]), value=rnd(combine(values[i : i + group])))
         for i in range(0, n, group)
     ]
     return shown, group
