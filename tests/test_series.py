@@ -4,6 +4,7 @@ with known slopes, steps and spikes."""
 from __future__ import annotations
 
 import random
+import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -93,6 +94,10 @@ def test_downsample_by_meaning_and_percentile():
         points, group = downsample(t, v, 4, how)
         assert group == 3 and len(points) == 4 and points[0].value == first and points[0].time == iso(t[0])
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    rng = random.Random(5)
+    sample = [rng.uniform(0, 100) for _ in range(997)]
+    cuts = statistics.quantiles(sample, n=20, method="inclusive")
+    assert percentile(sample, 95) == pytest.approx(cuts[18]) and percentile(sample, 5) == pytest.approx(cuts[0])
     assert percentile([5.0], 95) == 5.0
     with pytest.raises(ValueError):
         percentile([], 50)

@@ -11,8 +11,8 @@ maxima, last of a counter, else the mean). No I/O, no backend imports.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Sequence
+from operator import mul
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
@@ -91,9 +91,11 @@ def when(t: Time) -> str:
     return iso(as_datetime(t)) or ""
 
 
-def percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float, ordered: Sequence[float] | None = None) -> float:
     """The ``q``-th percentile (0..100) of ``values`` with linear interpolation between the
-    closest ranks (numpy's default), via ``statistics.quantiles(method="inclusive")``.
+    closest ranks: numpy's default, equal to ``statistics.quantiles(method="inclusive")``'s
+    cut points (a test checks this). Computed here from ``ordered`` (``sorted(values)``) so
+    one sort serves the percentile, the median and the MAD of a summary.
 
     Raises:
         ValueError: no values.
@@ -106,7 +108,7 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float(min(values))
     if q >= 100:
         return float(max(values))
-    ordered = sorted(values)
+    ordered = ordered if ordered is not None else sorted(values)
     rank = (len(ordered) - 1) * q / 100.0
     lo = math.floor(rank)
     if rank == lo:
@@ -129,43 +131,63 @@ def slope_per_hour(times: Sequence[Time], values: Sequence[float]) -> float | No
     n = len(values)
     if n < 2:
         return None
-    secs: list[float] = [seconds(t) for t in times] if isinstance(times[0], datetime) else list(times)  # type: ignore[arg-type]
-    t0 = secs[0]
-    xs = [(t - t0) / 3600.0 for t in secs]
-    mx = sum(xs) / n
-    my = sum(values) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
+    secs = [seconds(t) for t in times] if isinstance(times[0], datetime) else times
+    t0 = seconds(secs[0])
+    xs = [(float(t) - t0) / 3600.0 for t in secs]  # type: ignore[arg-type]
+    sx, sy = sum(xs), sum(values)
+    den = n * sum(map(mul, xs, xs)) - sx * sx
+    if den == 0:
         return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True)) / sxx
+    return (n * sum(map(mul, xs, values)) - sx * sy) / den
+
+
+def _median_of_sorted(ordered: Sequence[float]) -> float:
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def robust_scale(values: Sequence[float], ordered: Sequence[float] | None = None) -> tuple[float, float | None]:
+    """``(median, scale)`` with robust z = ``(x - median) / scale``: ``scale`` is
+    ``MAD / 0.6745``; when the MAD is 0 (more than half the points are equal, e.g. a flat
+    series with a spike) the mean absolute deviation stands in (``1.2533 * meanAD``, as
+    Iglewicz and Hoaglin suggest); ``None`` when that is 0 too (every score is 0).
+
+    ``ordered`` is ``sorted(values)`` when the caller has it.
+    """
+    med = _median_of_sorted(ordered if ordered is not None else sorted(values))
+    dev = sorted(abs(v - med) for v in values)
+    mad = _median_of_sorted(dev)
+    if mad > 0:
+        return med, mad / 0.6745
+    mean_ad = sum(dev) / len(dev)
+    return med, (1.253314 * mean_ad if mean_ad > 0 else None)
 
 
 def robust_z(values: Sequence[float]) -> list[float]:
-    """Robust z-scores: ``0.6745 * (x - median) / MAD``.
-
-    When the MAD is 0 (more than half the points are equal, e.g. a flat series with a
-    spike), the mean absolute deviation stands in (``(x - median) / (1.2533 * meanAD)``,
-    as Iglewicz and Hoaglin suggest); when that is 0 too, every score is 0.
-    """
+    """Robust z-scores ``0.6745 * (x - median) / MAD`` (see :func:`robust_scale` for a MAD of 0)."""
     if not values:
         return []
-    med = statistics.median(values)
-    mad = statistics.median([abs(v - med) for v in values])
-    if mad > 0:
-        return [0.6745 * (v - med) / mad for v in values]
-    mean_ad = sum(abs(v - med) for v in values) / len(values)
-    if mean_ad > 0:
-        return [(v - med) / (1.253314 * mean_ad) for v in values]
-    return [0.0] * len(values)
+    med, scale = robust_scale(values)
+    return [(v - med) / scale for v in values] if scale else [0.0] * len(values)
 
 
-def anomalies(times: Sequence[Time], values: Sequence[float], z_limit: float = ANOMALY_Z) -> list[Anomaly]:
+def anomalies(
+    times: Sequence[Time],
+    values: Sequence[float],
+    z_limit: float = ANOMALY_Z,
+    ordered: Sequence[float] | None = None,
+) -> list[Anomaly]:
     """Every point with robust ``|z| > z_limit``, largest ``|z|`` first (ties: oldest first)."""
-    found = [
-        (abs(z), i, z) for i, z in enumerate(robust_z(values)) if abs(z) > z_limit
-    ]
+    if not values:
+        return []
+    med, scale = robust_scale(values, ordered)
+    if not scale:
+        return []
+    limit = z_limit * scale
+    found = [(abs(v - med), i) for i, v in enumerate(values) if abs(v - med) > limit]
     found.sort(key=lambda f: (-f[0], f[1]))
-    return [Anomaly(time=when(times[i]), value=rnd(values[i]), z=round(z, 2)) for _, i, z in found]
+    return [Anomaly(time=when(times[i]), value=rnd(values[i]), z=round((values[i] - med) / scale, 2)) for _, i in found]
 
 
 def reaches_threshold_at(
@@ -215,16 +237,17 @@ def summarize(
     last = sum(values[-k:]) / k
     change = last - first
     top = max(values)
+    ordered = sorted(values)
     slope = slope_per_hour(times, values)
-    odd = anomalies(times, values)
+    odd = anomalies(times, values, ordered=ordered)
     reach = reaches_threshold_at(times, values, threshold, slope) if threshold is not None else None
     return MetricSummary(
         count=n,
-        min=rnd(min(values)),
+        min=rnd(ordered[0]),
         max=rnd(top),
         max_time=when(times[list(values).index(top)]),
         mean=rnd(sum(values) / n),
-        p95=rnd(percentile(values, 95)),
+        p95=rnd(percentile(values, 95, ordered)),
         last=rnd(values[-1]),
         last_time=when(times[-1]),
         first_fifth_mean=rnd(first),
