@@ -62,9 +62,9 @@ async def test_exact_values_summary_and_downsampling(tools, prom):
     assert summary.max_time == iso(datetime.fromtimestamp(hist.end, UTC))
     assert summary.slope_per_hour == pytest.approx(120.0, rel=1e-9)
     assert summary.anomaly_count == 0
-    # 360 points shown as 180 means of 2 (a gauge): first shown = mean(0, 2) = 1
-    assert s.downsampled == "mean of 2" and len(s.points) == 180
-    assert s.points[0].value == 1.0 and s.points[-1].value == 717.0
+    # 360 points shown as 120 means of 3 (a gauge): first shown = mean(0, 2, 4) = 2
+    assert s.downsampled == "mean of 3" and len(s.points) == 120
+    assert s.points[0].value == 2.0 and s.points[-1].value == 716.0
     assert r.truncated and any("downsampled" in n for n in r.notes)
 
 
@@ -72,11 +72,11 @@ async def test_counter_downsamples_to_its_last_value_and_max_to_max(tools, prom)
     _, hist = prom
     r = await tools.query_promql("orders_processed_total", **_window(hist), step_seconds=60)
     s = r.series[0]
-    assert s.downsampled == "last of 2"
-    assert s.points[0].value == promstack.processed_total(1)
+    assert s.downsampled == "last of 3"
+    assert s.points[0].value == promstack.processed_total(2)
     r = await tools.query_promql("max_over_time(app_latency_seconds[1m])", **_window(hist), step_seconds=60)
     s = r.series[0]
-    assert s.downsampled == "maximum of 2"
+    assert s.downsampled == "maximum of 3"
     assert max(p.value for p in s.points) == 2.5
 
 

@@ -34,7 +34,7 @@ MAX_SAMPLES = 100  # samples per promql_instant answer
 MAX_SPAN = timedelta(days=31)
 DEFAULT_START = "-3h"
 DEFAULT_STEP = 60
-MAX_DISPLAY_POINTS = 240  # per series
+MAX_DISPLAY_POINTS = 120  # per series (as query_metrics shows by default)
 DEFAULT_METRIC_LIMIT = 50
 MAX_METRIC_LIMIT = 200
 MAX_LABEL_VALUES = 1000
