@@ -318,6 +318,8 @@ async def test_empty_names_are_refused_without_botocore_text(cw_env):
     with pytest.raises(InvalidInput) as exc:  # the backend maps it too, for any caller
         await tools.backend.get_metric_data("", "ErrorCount", {})
     assert "ParamValidation" not in str(exc.value)
+    with pytest.raises(InvalidInput):
+        await tools.query_metrics(SVC, "ErrorCount", "Service=order-processor", threshold=float("nan"))
     listed = await tools.list_metrics(namespace="", metric_name="")  # empty filters mean none
     assert listed.series_count > 0
 

@@ -121,7 +121,8 @@ async def test_step_widened_to_prometheus_point_limit(tools, prom):
     r = await tools.query_promql("sqs_dlq_depth", start=iso(end - timedelta(days=10)), end=iso(end), step_seconds=60)
     assert r.step_seconds == 79  # ceil(864000 / 11000)
     assert any("step widened from 60 s to 79 s" in n for n in r.notes)
-    assert 716.0 <= r.series[0].summary.max <= 718.0  # the 79-s grid lands within a minute of the end
+    # the last point of the 79-s grid is at most 79 s before the end: the value 2 minutes old at worst
+    assert 714.0 <= r.series[0].summary.max <= 718.0
 
 
 async def test_bad_query_returns_prometheus_error_with_position(tools):
@@ -129,6 +130,10 @@ async def test_bad_query_returns_prometheus_error_with_position(tools):
         await tools.query_promql("sum(rate(sqs_dlq_depth[5m])")
     text = str(exc.value)
     assert "bad_data" in text and "parse error" in text and "1:" in text
+    with pytest.raises(InvalidInput):
+        await tools.query_promql("up", threshold=float("inf"))
+    with pytest.raises(InvalidInput):
+        await tools.query_promql("   ")
 
 
 async def test_instant_vector_scalar_and_metadata(tools, prom):

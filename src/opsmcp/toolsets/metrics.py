@@ -12,6 +12,7 @@ the summary, trend and anomaly arithmetic lives in :mod:`opsmcp.toolsets.series`
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -231,6 +232,8 @@ class MetricTools:
         """
         notes: list[str] = []
         budget = clamp("max_points", max_points, 2, self.max_display, notes)
+        if threshold is not None and not math.isfinite(threshold):
+            raise InvalidInput(f"threshold={threshold} is not a finite number.", "pass a level such as 1000.")
         namespace = _required("namespace", namespace, "AWS/SQS")
         metric_name = _required("metric_name", metric_name, "ApproximateNumberOfMessagesVisible")
         dims = parse_dimensions(dimensions)

@@ -215,6 +215,8 @@ class PrometheusTools:
         """
         notes: list[str] = []
         query = query.strip()
+        if threshold is not None and not math.isfinite(threshold):
+            raise InvalidInput(f"threshold={threshold} is not a finite number.", "pass a level such as 1000.")
         if not query:
             raise InvalidInput("query is empty.",
                                "pass a PromQL expression, e.g. 'up'; list_prometheus_metrics shows names.")
