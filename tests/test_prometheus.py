@@ -134,6 +134,10 @@ async def test_bad_query_returns_prometheus_error_with_position(tools):
         await tools.query_promql("up", threshold=float("inf"))
     with pytest.raises(InvalidInput):
         await tools.query_promql("   ")
+    with pytest.raises(InvalidInput):  # a lone surrogate never reaches the internal-error path
+        await tools.query_promql("up{job=\"\ud800\"}")
+    with pytest.raises(InvalidInput):
+        await tools.label_values("job", match="{job=\"\ud800\"}")
 
 
 async def test_instant_vector_scalar_and_metadata(tools, prom):

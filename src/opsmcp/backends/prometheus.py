@@ -124,6 +124,11 @@ class PrometheusBackend:
                 resp = await self._http().post(path, data=dict(items))
             else:
                 resp = await self._http().get(path, params=items)
+        except UnicodeEncodeError as exc:  # e.g. a lone surrogate in the query text
+            raise InvalidInput(
+                f"The request to {path} holds text that cannot be encoded ({exc.reason}).",
+                "remove unpaired surrogate or control characters from the query and labels.",
+            ) from exc
         except httpx.TimeoutException as exc:
             raise BackendUnavailable(
                 f"Prometheus at {self.url} did not answer within {self.timeout:g} s ({path}).",
