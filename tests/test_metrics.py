@@ -20,7 +20,8 @@ from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
 from opsmcp.sandbox.scenario import HISTORY_HOURS, build_scenario
 from opsmcp.times import iso
 from opsmcp.toolsets.base import marked_tools
-from opsmcp.toolsets.metrics import MetricTools, parse_dimensions, percentile
+from opsmcp.toolsets.metrics import MetricTools, parse_dimensions
+from opsmcp.toolsets.series import percentile
 
 from conftest import make_settings
 
@@ -49,7 +50,7 @@ async def cw_env(moto_endpoint, tmp_path_factory):
     written = await cloudwatch.put_series(clients, series)
     assert written == sum(len(points) for *_, points in series) == 26 * HISTORY_HOURS * 60
     raw = {(name, tuple(sorted(dims.items()))): [v for _, v in points] for _, name, dims, _, points in series}
-    return MetricTools(settings, clients), scenario, raw
+    return MetricTools(settings, cloudwatch.CloudWatchBackend(clients)), scenario, raw
 
 
 def _window(scenario) -> dict[str, str]:
@@ -93,7 +94,8 @@ async def test_units_are_kept(cw_env):
     assert latency.unit == "Milliseconds"
     assert latency.summary and latency.summary.last_fifth_mean > 10 * latency.summary.first_fifth_mean
     age = await tools.query_metrics(
-        "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "order-queue-dlq"}, stat="Maximum", **_window(scenario)
+        "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "order-queue-dlq"}, stat="Maximum",
+        **_window(scenario),
     )
     assert age.unit == "Seconds" and age.stat == "Maximum"
     depth = await tools.query_metrics(
@@ -157,7 +159,8 @@ async def test_unknown_metric_lists_close_names(cw_env):
     assert "ErrorCnt" in exc.value.message and "'ErrorCount'" in (exc.value.hint or "")
 
     with pytest.raises(NotFound) as exc:
-        await tools.query_metrics("opsmcp/services", "ErrorCount")  # moto ignores the namespace when dimensions are given
+        # moto ignores the namespace when dimensions are given
+        await tools.query_metrics("opsmcp/services", "ErrorCount")
     assert "'OpsMCP/Services'" in str(exc.value)
 
 
@@ -225,7 +228,9 @@ async def test_percentile_stat_on_moto(cw_env):
     """moto 5.2 answers a percentile GetMetricData with HTTP 500; the error says what to do."""
     tools, scenario, _ = cw_env
     try:
-        result = await tools.query_metrics(SVC, "LatencyP95", "Service=order-processor", stat="P99.9", **_window(scenario))
+        result = await tools.query_metrics(
+            SVC, "LatencyP95", "Service=order-processor", stat="P99.9", **_window(scenario)
+        )
     except OpsError as exc:
         assert "p99.9" in exc.message and "Maximum" in (exc.hint or "")
     else:  # a CloudWatch that computes percentiles
@@ -274,7 +279,7 @@ async def test_put_series_rejects_timestamps_cloudwatch_would(cw_env):
     tools, _, _ = cw_env
     old = datetime.now(UTC) - timedelta(days=15)
     with pytest.raises(InvalidInput):
-        await cloudwatch.put_series(tools.clients, [("T", "m", {}, "Count", [(old, 1.0)])])
+        await cloudwatch.put_series(tools.backend.clients, [("T", "m", {}, "Count", [(old, 1.0)])])
 
 
 def test_tools_are_marked_read_only():
@@ -293,7 +298,7 @@ async def test_backend_down_names_the_endpoint(tmp_path):
         port = s.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
     settings = make_settings(endpoint, tmp_path)
-    tools = MetricTools(settings, AwsClients(settings))
+    tools = MetricTools(settings, cloudwatch.CloudWatchBackend(AwsClients(settings)))
     began = time.monotonic()
     with pytest.raises(BackendUnavailable) as exc:
         await tools.query_metrics(SVC, "ErrorCount", "Service=order-processor")
@@ -301,3 +306,32 @@ async def test_backend_down_names_the_endpoint(tmp_path):
     assert endpoint in str(exc.value)
     with pytest.raises(BackendUnavailable):
         await tools.list_metrics()
+
+
+async def test_empty_names_are_refused_without_botocore_text(cw_env):
+    """Regression (issue 9, point 15): an empty namespace leaked botocore's ParamValidationError."""
+    tools, _, _ = cw_env
+    for namespace, name in (("", "ErrorCount"), ("  ", "ErrorCount"), (SVC, "")):
+        with pytest.raises(InvalidInput) as exc:
+            await tools.query_metrics(namespace, name)
+        assert "ParamValidation" not in str(exc.value) and "Next step" in str(exc.value)
+    with pytest.raises(InvalidInput) as exc:  # the backend maps it too, for any caller
+        await tools.backend.get_metric_data("", "ErrorCount", {})
+    assert "ParamValidation" not in str(exc.value)
+    with pytest.raises(InvalidInput):
+        await tools.query_metrics(SVC, "ErrorCount", "Service=order-processor", threshold=float("nan"))
+    listed = await tools.list_metrics(namespace="", metric_name="")  # empty filters mean none
+    assert listed.series_count > 0
+
+
+async def test_trend_and_threshold_through_query_metrics(cw_env):
+    """The DLQ depth ramps in the sandbox scenario: a positive slope and a projected time."""
+    tools, scenario, raw = cw_env
+    dims = {"QueueName": "order-queue-dlq"}
+    expected = raw[("ApproximateNumberOfMessagesVisible", tuple(dims.items()))]
+    result = await tools.query_metrics("AWS/SQS", "ApproximateNumberOfMessagesVisible", dims, stat="Maximum",
+                                       threshold=max(expected) * 2, **_window(scenario))
+    s = result.summary
+    assert s is not None and s.slope_per_hour is not None and s.slope_per_hour > 0
+    assert s.threshold == max(expected) * 2
+    assert s.reaches_threshold_at is not None and s.reaches_threshold_at > s.last_time

@@ -183,3 +183,63 @@ def test_parse_alertmanager_merges_common_labels_and_puts_firing_first() -> None
     assert [a.name for a in alerts] == ["New", "Old"]
     assert alerts[0].labels == {"cluster": "prod", "alertname": "New", "severity": "warning"}
     assert alerts[0].annotations == {"summary": "s"}
+
+
+def _store_alert(fingerprint: str, dlq: str) -> None:
+    """Write one alert into the opsmcp data dir's alert store (the file the webhook keeps)."""
+    import os
+
+    alert = ALERT["alerts"][0]
+    stored = {
+        "fingerprint": fingerprint,
+        "status": "firing",
+        "labels": {k: v.replace("QUEUE", dlq) for k, v in alert["labels"].items()},
+        "annotations": {k: v.replace("QUEUE", dlq) for k, v in alert["annotations"].items()},
+        "starts_at": "2026-01-01T10:00:00.000Z",
+        "ends_at": None,
+        "generator_url": alert["generatorURL"],
+        "first_received": "2026-01-01T10:00:05.000Z",
+        "last_received": "2026-01-01T10:00:05.000Z",
+        "received_count": 1,
+    }
+    data_dir = Path(os.environ["OPSMCP_DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "alerts.json").write_text(json.dumps({"version": 1, "alerts": [stored]}))
+
+
+def test_investigate_a_stored_alert_by_fingerprint(
+    server_cmd: str, sandbox: dict, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dlq = sandbox["dlq"]
+    _store_alert("5f3a9c", dlq)
+    monkeypatch.setenv("OPSMCP_ALERTMANAGER_URL", "http://127.0.0.1:9")  # registers the alerts toolset
+
+    def first(messages: list) -> AIMessage:
+        question = next(m for m in messages if m.type == "human")
+        assert "DLQNotEmpty" in str(question.content) and dlq in str(question.content)
+        return call("analyze_dlq", {"queue": dlq})
+
+    script = [first, AIMessage("It is the DLQ [1]."), AIMessage("No JSON.")]
+    rc = main(
+        ["investigate-alert", "--fingerprint", "5f3a9c", "--server-command", server_cmd],
+        chat_model=ScriptedChatModel(script=script),
+        stdin=io.StringIO(""),
+    )
+    out, err = capfd.readouterr()
+    assert rc == 0, err
+    assert "DLQNotEmpty" in out and "*Severity:* critical" in out
+    rc = main(
+        ["investigate-alert", "--fingerprint", "nope00", "--server-command", server_cmd],
+        chat_model=ScriptedChatModel(script=[]),
+        stdin=io.StringIO(""),
+    )
+    _, err = capfd.readouterr()
+    assert rc == 2 and "nope00" in err
+
+
+def test_file_and_fingerprint_are_exclusive(capfd: pytest.CaptureFixture[str]) -> None:
+    for argv in (["investigate-alert"], ["investigate-alert", "-", "--fingerprint", "x"]):
+        rc = main([*argv, "--server-command", "/nonexistent"], chat_model=ScriptedChatModel(script=[]),
+                  stdin=io.StringIO(""))
+        _, err = capfd.readouterr()
+        assert rc == 2 and "exactly one" in err

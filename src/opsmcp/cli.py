@@ -260,6 +260,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         results.append(("OK", "backend", f"the embedded sandbox ({reason}): `opsmcp serve` starts and seeds it"))
     else:
         results.append(("FAIL", "backend", MISSING_EXTRA))
+    from opsmcp.backends.prometheus import check_reachability
+
+    for label, ok, detail in check_reachability(settings):  # Prometheus, Alertmanager, alert webhook (if set)
+        results.append(("OK" if ok else "FAIL", label, detail))
     for name in runtime.toolsets:
         why = runtime.disabled.get(name)
         results.append(("WARN" if why else "OK", f"toolset {name}", f"disabled: {why}" if why else "loaded"))

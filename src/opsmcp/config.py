@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-ALL_TOOLSETS = ("queues", "orders", "logs", "metrics", "playbooks")
+ALL_TOOLSETS = ("queues", "orders", "logs", "metrics", "playbooks", "prometheus", "alerts")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     opensearch_aws_service: Literal["es", "aoss"] = Field("es", description="SigV4 service: es (domains), aoss.")
     opensearch_verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
     opensearch_ca_certs: Path | None = Field(None, description="CA bundle for the server's certificate.")
+
+    # --- Prometheus / Alertmanager (toolsets registered only when configured) ---------
+    prometheus_url: str | None = Field(None, description="Prometheus base URL; registers the prometheus toolset.")
+    prometheus_token: SecretStr | None = Field(None, description="Bearer token sent to Prometheus, if set.")
+    prometheus_username: str | None = Field(None, description="Basic-auth user for Prometheus, if set.")
+    prometheus_password: SecretStr | None = Field(None, description="Basic-auth password for Prometheus.")
+    alertmanager_url: str | None = Field(None, description="Alertmanager base URL; registers the alerts toolset.")
+    alerts_table: str | None = Field(None, description="DynamoDB table (hash key fingerprint) for alerts.")
+    alerts_max_stored: int = Field(2000, ge=10, le=1_000_000, description="Alerts kept; oldest resolved dropped first.")
+    alerts_max_payload_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest Alertmanager webhook body accepted, in bytes."
+    )
 
     # --- playbooks / audit --------------------------------------------------------
     playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks.")

@@ -35,6 +35,7 @@ from opsmcp.auth import HttpAuth, build_http_auth
 from opsmcp.identity import ALL_SCOPES, READ_SCOPE, caller, scopes
 from opsmcp.origin import HostOriginPolicy
 from opsmcp.server import Runtime
+from opsmcp.webhooks import alertmanager_route
 
 #: Routes that answer without a token (probes and the OAuth metadata), still under the Host/Origin policy.
 OPEN_PATHS = ("/healthz", "/readyz", "/", "/static/app.js")  # the page holds no data; its feed needs a token
@@ -144,6 +145,7 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
         app.router.routes.extend(create_protected_resource_routes(
             resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],
             scopes_supported=sorted(ALL_SCOPES), resource_name="opsmcp"))
+    app.router.routes.append(alertmanager_route(runtime))  # POST /webhooks/alertmanager
     return HostOriginPolicy(AuthGate(app, auth), host, settings.allowed_hosts, settings.allowed_origins)
 
 

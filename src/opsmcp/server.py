@@ -291,13 +291,24 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
     if "orders" in enabled:
         out["orders"] = OrderTools(settings, DynamoBackend(clients))
     if "metrics" in enabled:
+        from opsmcp.backends.cloudwatch import CloudWatchBackend
         from opsmcp.toolsets.metrics import MetricTools
 
-        out["metrics"] = MetricTools(settings, clients)
+        out["metrics"] = MetricTools(settings, CloudWatchBackend(clients))
     if "playbooks" in enabled:
         from opsmcp.toolsets.playbooks import PlaybookTools
 
         out["playbooks"] = PlaybookTools(settings)
+    if "prometheus" in enabled and settings.prometheus_url:
+        from opsmcp.backends.prometheus import PrometheusBackend
+        from opsmcp.toolsets.prometheus import PrometheusTools
+
+        out["prometheus"] = PrometheusTools(settings, PrometheusBackend.from_settings(settings))
+    if "alerts" in enabled and (settings.alertmanager_url or settings.alerts_table):
+        from opsmcp.backends.alertstore import build_alert_store
+        from opsmcp.toolsets.alerts import AlertTools
+
+        out["alerts"] = AlertTools(settings, build_alert_store(settings, clients))
     return out
 
 

@@ -33,6 +33,7 @@ from .models import build_chat_model, check_model_endpoint
 from .output import StepPrinter, format_answer
 from .prompts import ALERT_QUESTION, REPORT_INSTRUCTIONS
 from .report import (
+    Alert,
     describe_alerts,
     parse_alertmanager,
     parse_report,
@@ -108,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     inv = sub.add_parser(
         "investigate-alert", parents=[common], help="root-cause report for an Alertmanager webhook payload"
     )
-    inv.add_argument("file", help="payload file, or - for standard input")
+    inv.add_argument("file", nargs="?", help="payload file, or - for standard input (or use --fingerprint)")
+    inv.add_argument(
+        "--fingerprint", help="investigate an alert opsmcp received from Alertmanager (read with its get_alert tool)"
+    )
     inv.add_argument("--post", metavar="URL", help="POST the report to a Slack-compatible webhook")
     return parser
 
@@ -175,9 +179,13 @@ def main(
         config = config_from_args(args)
         if args.command == "chat" and args.json:
             raise BadInput("--json is for ask and investigate-alert; chat is interactive.")
+        alerts: list | None = None
         if args.command == "investigate-alert":
-            payload = stdin.read() if args.file == "-" else _read_file(args.file)
-            alerts = parse_alertmanager(payload)
+            if bool(args.file) == bool(args.fingerprint):
+                raise BadInput("investigate-alert takes a payload file (or -) or --fingerprint FP: exactly one.")
+            if args.file:
+                payload = stdin.read() if args.file == "-" else _read_file(args.file)
+                alerts = parse_alertmanager(payload)
         if chat_model is None:
             check_model_endpoint(config)
         model = chat_model or build_chat_model(config)
@@ -185,7 +193,7 @@ def main(
             return asyncio.run(_ask(config, model, " ".join(args.question), args.json, stdin))
         if args.command == "chat":
             return asyncio.run(_chat(config, model, stdin))
-        return asyncio.run(_investigate(config, model, alerts, args.json, args.post, stdin))
+        return asyncio.run(_investigate(config, model, alerts, args.json, args.post, stdin, args.fingerprint))
     except AgentError as exc:
         _fail(str(exc), type(exc).__name__, args.json)
         return exc.exit_code
@@ -330,12 +338,42 @@ def _read_line(stdin: TextIO, interactive: bool) -> str | None:
     return line if line else None
 
 
+async def stored_alert(session: Any, fingerprint: str) -> list[Alert]:
+    """The alert opsmcp stored under ``fingerprint``, read with its ``get_alert`` tool.
+
+    Raises:
+        BadInput: the server has no such alert, or no alerts toolset (the tool error's
+            text says which).
+    """
+    result = await session.call_tool("get_alert", {"fingerprint": fingerprint})
+    text = " ".join(getattr(c, "text", "") for c in result.content)
+    if result.isError:
+        raise BadInput(
+            f"opsmcp could not give alert {fingerprint!r}: {text.strip()} "
+            "(the server needs OPSMCP_ALERTMANAGER_URL set to offer get_alert)."
+        )
+    data = result.structuredContent or json.loads(text)
+    a = data["alert"]
+    return [
+        Alert(status=a["status"], labels=a["labels"], annotations=a["annotations"], starts_at=a.get("starts_at") or "")
+    ]
+
+
 async def _investigate(
-    config: AgentConfig, model: BaseChatModel, alerts: list, as_json: bool, post_url: str | None, stdin: TextIO
+    config: AgentConfig,
+    model: BaseChatModel,
+    alerts: list | None,
+    as_json: bool,
+    post_url: str | None,
+    stdin: TextIO,
+    fingerprint: str | None = None,
 ) -> int:
     printer = StepPrinter(out=sys.stderr if as_json else None)
 
     async def body(inv: Investigator, box: Toolbox) -> int:
+        nonlocal alerts
+        if alerts is None:
+            alerts = await stored_alert(box.session, str(fingerprint))
         started = time.perf_counter()
         run = await inv.run(ALERT_QUESTION.format(alerts=describe_alerts(alerts)))
         text = ""

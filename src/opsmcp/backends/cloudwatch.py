@@ -43,7 +43,6 @@ from opsmcp.backends.aws import AwsClients, aws_call, map_aws_error
 from opsmcp.errors import InvalidInput, OpsError
 from opsmcp.times import iso, parse_window, utcnow
 
-STATS = ("Average", "Sum", "Minimum", "Maximum", "SampleCount")
 _STAT_ALIASES = {
     "average": "Average", "avg": "Average", "mean": "Average",
     "sum": "Sum", "total": "Sum",
@@ -142,7 +141,7 @@ def _round_up_period(seconds: float) -> int:
     for p in HIGH_RES_PERIODS:
         if seconds <= p:
             return p
-    return int(math.ceil(seconds / 60.0)) * 60
+    return math.ceil(seconds / 60.0) * 60
 
 
 def plan_query(
@@ -272,7 +271,7 @@ async def get_metric_data(
     what = f"read metric {namespace}/{metric_name} ({stat})"
 
     def fetch() -> tuple[dict[datetime, float], list[str]]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, ParamValidationError
 
         points: dict[datetime, float] = {}
         messages: list[str] = []
@@ -288,6 +287,11 @@ async def get_metric_data(
                 kwargs["NextToken"] = token
             try:
                 resp = cw.get_metric_data(**kwargs)
+            except ParamValidationError as exc:  # botocore's own text names its internals
+                raise InvalidInput(
+                    f"CloudWatch cannot {what}: a namespace, metric name or dimension is empty or too long.",
+                    "pass non-empty names of at most 255 characters; list_metrics shows what exists.",
+                ) from exc
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
                 if status >= 500:
@@ -300,7 +304,7 @@ async def get_metric_data(
                     raise OpsError(f"{clients.endpoint} failed with HTTP {status} to {what}.", hint) from exc
                 raise
             for result in resp.get("MetricDataResults", []):
-                for ts, value in zip(result.get("Timestamps", []), result.get("Values", [])):
+                for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
                     points[_utc(ts)] = float(value)
                 for msg in result.get("Messages", []) or []:
                     messages.append(f"CloudWatch: {msg.get('Code', '')} {msg.get('Value', '')}".strip())
@@ -476,3 +480,45 @@ def put_series_sync(clients: AwsClients, series: Iterable[Series], *, now: datet
             send(namespace, batch)
             written += len(batch)
     return written
+
+
+class CloudWatchBackend:
+    """The CloudWatch metrics adapter the metrics toolset receives (one per server).
+
+    Holds the shared AWS clients; its methods are :func:`get_metric_data` and
+    :func:`list_metrics` bound to them.
+
+    Args:
+        clients: the shared AWS clients (``clients.client("cloudwatch")``).
+    """
+
+    def __init__(self, clients: AwsClients) -> None:
+        self.clients = clients
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint CloudWatch calls go to, for messages."""
+        return self.clients.endpoint
+
+    async def get_metric_data(
+        self,
+        namespace: str,
+        metric_name: str,
+        dimensions: dict[str, str] | None,
+        stat: str = "Average",
+        period_seconds: int = 60,
+        start: str | datetime | None = None,
+        end: str | datetime | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> MetricSeries:
+        """One series; see :func:`get_metric_data` (same arguments and errors)."""
+        return await get_metric_data(
+            self.clients, namespace, metric_name, dimensions, stat, period_seconds, start, end, now=now
+        )
+
+    async def list_metrics(
+        self, namespace: str | None = None, metric_name: str | None = None, max_items: int = 500
+    ) -> tuple[list[MetricId], bool]:
+        """Distinct series; see :func:`list_metrics` (same arguments and errors)."""
+        return await list_metrics(self.clients, namespace, metric_name, max_items)

@@ -4,26 +4,25 @@
 every point: min, max (and when), mean, p95, last, and the change between the first and
 last fifth of the window, which is how an incident shows up. ``list_metrics`` lists what
 exists. Unknown namespaces, metric names or dimension sets become :class:`NotFound`
-errors that name the closest existing ones. All CloudWatch calls go through
-:mod:`opsmcp.backends.cloudwatch`.
+errors that name the closest existing ones. All CloudWatch calls go through the
+:class:`~opsmcp.backends.cloudwatch.CloudWatchBackend` that ``build_toolsets`` passes in;
+the summary, trend and anomaly arithmetic lives in :mod:`opsmcp.toolsets.series`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from opsmcp.backends import cloudwatch
-from opsmcp.backends.aws import AwsClients
+from opsmcp.backends.cloudwatch import CloudWatchBackend
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, closest, not_found
 from opsmcp.times import iso
 from opsmcp.toolsets.base import Result, clamp, tool
+from opsmcp.toolsets.series import MetricPoint, MetricSummary, downsample, summarize
 
 DEFAULT_DISPLAY_POINTS = 120
 MAX_DISPLAY_POINTS = 500
@@ -35,36 +34,12 @@ _DIAGNOSE_ITEMS = 2000  # series read to explain an empty answer
 # --- models -------------------------------------------------------------------------------
 
 
-class MetricPoint(BaseModel):
-    """One datapoint."""
-
-    time: str = Field(description="Start of the period, ISO-8601 UTC.")
-    value: float = Field(description="The statistic over that period, in `unit`.")
-
-
-class MetricSummary(BaseModel):
-    """Statistics over every point of the window (not only the points shown)."""
-
-    count: int = Field(description="Number of points summarised.")
-    min: float
-    max: float
-    max_time: str = Field(description="When the maximum occurred (first time, ISO-8601 UTC).")
-    mean: float
-    p95: float = Field(description="95th percentile of the point values (linear interpolation).")
-    last: float = Field(description="Value of the newest point.")
-    last_time: str = Field(description="Time of the newest point, ISO-8601 UTC.")
-    first_fifth_mean: float = Field(description="Mean of the oldest fifth of the points.")
-    last_fifth_mean: float = Field(description="Mean of the newest fifth of the points.")
-    change: float = Field(description="last_fifth_mean - first_fifth_mean, in `unit`.")
-    change_pct: float | None = Field(description="change as a percentage of first_fifth_mean; null when that is 0.")
-
-
 class MetricQueryResult(Result):
     """One metric series over a window, with its summary."""
 
-    namespace: str
-    metric_name: str
-    dimensions: dict[str, str]
+    namespace: str = Field(description="CloudWatch namespace queried.")
+    metric_name: str = Field(description="Metric name queried.")
+    dimensions: dict[str, str] = Field(description="Dimension set of the series.")
     stat: str = Field(description="Statistic per period (Average, Sum, Maximum, p95, ...).")
     period_seconds: int = Field(description="Period actually used, in seconds (may be wider than asked; see notes).")
     start: str = Field(description="Window start, ISO-8601 UTC (aligned to the period).")
@@ -78,8 +53,8 @@ class MetricQueryResult(Result):
 class MetricInfo(BaseModel):
     """One metric name and the dimension sets it has series for."""
 
-    namespace: str
-    metric_name: str
+    namespace: str = Field(description="CloudWatch namespace.")
+    metric_name: str = Field(description="Metric name.")
     dimensions: list[dict[str, str]] = Field(description="One entry per series; pass one as `dimensions`.")
 
 
@@ -88,7 +63,7 @@ class MetricListResult(Result):
 
     namespaces: list[str] = Field(description="Namespaces among the listed metrics.")
     series_count: int = Field(description="Series (metric + dimension set) listed.")
-    metrics: list[MetricInfo]
+    metrics: list[MetricInfo] = Field(description="Metric names with their dimension sets.")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -140,47 +115,6 @@ def parse_dimensions(value: dict[str, Any] | str | None) -> dict[str, str]:
     return out
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation between closest ranks
-    (numpy's default; ``statistics.quantiles(method="inclusive")``)."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("percentile of no values")
-    rank = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
-
-
-def _r(v: float) -> float:
-    """Round for display: 4 decimals, or 4 significant digits for tiny values."""
-    return round(v, 4) if abs(v) >= 0.01 or v == 0 else float(f"{v:.4g}")
-
-
-def summarize(times: Sequence[datetime], values: Sequence[float]) -> MetricSummary:
-    """Summary over all points; the fifths hold ``len // 5`` points (at least one)."""
-    n = len(values)
-    k = max(1, n // 5)
-    first = sum(values[:k]) / k
-    last = sum(values[-k:]) / k
-    change = last - first
-    top = max(values)
-    return MetricSummary(
-        count=n,
-        min=_r(min(values)),
-        max=_r(top),
-        max_time=iso(times[values.index(top)]) or "",
-        mean=_r(sum(values) / n),
-        p95=_r(percentile(values, 95)),
-        last=_r(values[-1]),
-        last_time=iso(times[-1]) or "",
-        first_fifth_mean=_r(first),
-        last_fifth_mean=_r(last),
-        change=_r(change),
-        change_pct=round(change / abs(first) * 100, 1) if first else None,
-    )
-
-
 def _dims_text(dims: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(dims.items())) or "(no dimensions)"
 
@@ -203,12 +137,16 @@ def _check_dimensions(namespace: str, metric_name: str, dims: dict[str, str], se
 
 
 #: How shown points combine the points they stand for, per statistic (else the mean).
-_COMBINE = {
-    "Sum": (sum, "sum"),
-    "SampleCount": (sum, "sum"),
-    "Maximum": (max, "maximum"),
-    "Minimum": (min, "minimum"),
-}
+_COMBINE = {"Sum": "sum", "SampleCount": "sum", "Maximum": "maximum", "Minimum": "minimum"}
+
+
+def _required(name: str, value: str, example: str) -> str:
+    """``value`` stripped; an empty one is refused (botocore would answer with raw
+    ParamValidationError text)."""
+    text = value.strip()
+    if not text:
+        raise InvalidInput(f"{name} is empty.", f"pass a {name}, e.g. {example!r}; list_metrics shows what exists.")
+    return text
 
 
 class MetricTools:
@@ -216,71 +154,109 @@ class MetricTools:
 
     Args:
         settings: ``max_result_bytes`` bounds how many points one answer may show.
-        clients: the shared AWS clients.
+        backend: the CloudWatch adapter (built once by ``server.build_toolsets``).
     """
 
-    def __init__(self, settings: Settings, clients: AwsClients) -> None:
+    def __init__(self, settings: Settings, backend: CloudWatchBackend) -> None:
         self.settings = settings
-        self.clients = clients
+        self.backend = backend
         # ~70 bytes of JSON per point; leave room for the summary and notes.
         self.max_display = max(10, min(MAX_DISPLAY_POINTS, (settings.max_result_bytes - 3000) // 70))
 
     @tool(title="Query a CloudWatch metric", read_only=True, idempotent=True, open_world=True)
     async def query_metrics(
         self,
-        namespace: Annotated[str, Field(description="CloudWatch namespace, e.g. 'AWS/SQS' or 'OpsMCP/Services'.")],
-        metric_name: Annotated[str, Field(description="Metric name, e.g. 'ErrorCount' or 'ApproximateNumberOfMessagesVisible'.")],
+        namespace: Annotated[
+            str, Field(description="CloudWatch namespace, e.g. 'AWS/SQS' or 'OpsMCP/Services'.", max_length=255)
+        ],
+        metric_name: Annotated[
+            str,
+            Field(
+                description="Metric name, e.g. 'ErrorCount' or 'ApproximateNumberOfMessagesVisible'.", max_length=255
+            ),
+        ],
         dimensions: Annotated[
             dict[str, str] | str | None,
-            Field(description="Exact dimension set of the series: {'Service': 'order-processor'} or 'Service=order-processor'. Omit for none."),
+            Field(
+                description="Exact dimension set of the series: {'Service': 'order-processor'} "
+                "or 'Service=order-processor'. Omit for none."
+            ),
         ] = None,
         stat: Annotated[
-            str, Field(description="Statistic per period: Average, Sum, Minimum, Maximum, SampleCount, or a percentile like p95.")
+            str,
+            Field(
+                description="Statistic per period: Average, Sum, Minimum, Maximum, SampleCount, "
+                "or a percentile like p95.",
+                max_length=32,
+            ),
         ] = "Average",
         period_seconds: Annotated[
-            int, Field(description="Period length in seconds: 60 or a multiple of 60 (1, 5, 10, 30 for high-resolution metrics).")
+            int,
+            Field(
+                description="Period length in seconds: 60 or a multiple of 60 "
+                "(1, 5, 10, 30 for high-resolution metrics)."
+            ),
         ] = 60,
-        start: Annotated[str | None, Field(description="Window start: ISO-8601 or relative like '-6h'. Default '-3h'. Max span 14 days.")] = None,
-        end: Annotated[str | None, Field(description="Window end: ISO-8601 or relative. Default now.")] = None,
-        max_points: Annotated[int, Field(description="Most points to show (default 120); more are averaged down. The summary always uses all.")] = DEFAULT_DISPLAY_POINTS,
+        start: Annotated[
+            str | None,
+            Field(
+                description="Window start: ISO-8601 or relative like '-6h'. Default '-3h'. Max span 14 days.",
+                max_length=64,
+            ),
+        ] = None,
+        end: Annotated[
+            str | None, Field(description="Window end: ISO-8601 or relative. Default now.", max_length=64)
+        ] = None,
+        max_points: Annotated[
+            int,
+            Field(
+                description="Most points to show (default 120); more are averaged down. The summary always uses all."
+            ),
+        ] = DEFAULT_DISPLAY_POINTS,
+        threshold: Annotated[
+            float | None,
+            Field(
+                description="Optional level (e.g. a DLQ depth alarm): "
+                "the summary says when the series reaches it at its current slope."
+            ),
+        ] = None,
     ) -> MetricQueryResult:
         """Read one CloudWatch metric series over a time window, with a summary.
 
         The summary (min, max, mean, p95, last, and change between the first and last
         fifth of the window) covers every point; use it to see when and how much a metric
-        moved. Windows over 14 days are clamped and more than 1440 points widen the period;
-        both are labelled in notes. Unknown names fail with the closest existing ones.
+        moved. It also gives the least-squares slope per hour, anomalous points (robust
+        z-score > 3.5) and, with ``threshold``, when the series reaches it. Windows over 14
+        days are clamped and more than 1440 points widen the period; both are labelled in
+        notes. Unknown names fail with the closest existing ones.
         """
         notes: list[str] = []
         budget = clamp("max_points", max_points, 2, self.max_display, notes)
+        if threshold is not None and not math.isfinite(threshold):
+            raise InvalidInput(f"threshold={threshold} is not a finite number.", "pass a level such as 1000.")
+        namespace = _required("namespace", namespace, "AWS/SQS")
+        metric_name = _required("metric_name", metric_name, "ApproximateNumberOfMessagesVisible")
         dims = parse_dimensions(dimensions)
-        series = await cloudwatch.get_metric_data(
-            self.clients, namespace, metric_name, dims, stat, period_seconds, start, end
-        )
+        series = await self.backend.get_metric_data(namespace, metric_name, dims, stat, period_seconds, start, end)
         notes += series.notes
         if series.values and not dims:
             # CloudWatch matches a query without dimensions only to a series without
             # dimensions; moto sums every series instead. Ask, so both answer alike.
-            known, _ = await cloudwatch.list_metrics(self.clients, namespace, metric_name, _DIAGNOSE_ITEMS)
+            known, _ = await self.backend.list_metrics(namespace, metric_name, _DIAGNOSE_ITEMS)
             _check_dimensions(namespace, metric_name, dims, [m.dimensions for m in known])
         if not series.values:
             await self._explain_empty(namespace, metric_name, dims)
             notes.append("no datapoints in this window; the series exists — widen the window, e.g. start='-1d'")
-        points = [MetricPoint(time=iso(t) or "", value=_r(v)) for t, v in zip(series.timestamps, series.values)]
-        truncated = False
-        if len(points) > budget:
-            group = math.ceil(len(points) / budget)
-            combine, how = _COMBINE.get(series.stat, (lambda c: sum(c) / len(c), "mean"))
-            shown = []
-            for i in range(0, len(points), group):
-                chunk = series.values[i : i + group]
-                shown.append(MetricPoint(time=points[i].time, value=_r(combine(chunk))))
+        how = _COMBINE.get(series.stat, "mean")
+        points, group = downsample(series.timestamps, series.values, budget, how)
+        truncated = group > 1
+        if truncated:
+            n = len(series.values)
             notes.append(
-                f"showing {len(shown)} of {len(points)} points: each shown point is the {how} of {group} "
+                f"showing {len(points)} of {n} points: each shown point is the {how} of {group} "
                 f"consecutive {series.period_seconds}-s points (time = the first one); the summary uses all "
-                f"{len(points)}. For every point, narrow the window (start/end) so it holds at most {budget} periods."
+                f"{n}. For every point, narrow the window (start/end) so it holds at most {budget} periods."
             )
-            points, truncated = shown, True
         return MetricQueryResult(
             namespace=namespace,
             metric_name=metric_name,
@@ -292,7 +268,7 @@ class MetricTools:
             unit=series.unit,
             point_count=len(series.values),
             points=points,
-            summary=summarize(series.timestamps, series.values) if series.values else None,
+            summary=summarize(series.timestamps, series.values, threshold) if series.values else None,
             truncated=truncated,
             notes=notes,
         )
@@ -303,9 +279,9 @@ class MetricTools:
         Returns normally when the namespace (and ``metric_name``, and ``dims`` unless
         ``None``) exist: the emptiness is then about the time window.
         """
-        known, _ = await cloudwatch.list_metrics(self.clients, namespace, None, _DIAGNOSE_ITEMS)
+        known, _ = await self.backend.list_metrics(namespace, None, _DIAGNOSE_ITEMS)
         if not known:
-            everything, _ = await cloudwatch.list_metrics(self.clients, None, None, _DIAGNOSE_ITEMS)
+            everything, _ = await self.backend.list_metrics(None, None, _DIAGNOSE_ITEMS)
             raise not_found("metric namespace", namespace, sorted({m.namespace for m in everything}), "list_metrics")
         names = sorted({m.metric_name for m in known})
         if metric_name is None:
@@ -313,25 +289,35 @@ class MetricTools:
         if metric_name not in names:
             raise not_found(f"metric in namespace {namespace!r}", metric_name, names, "list_metrics")
         if dims is not None:
-            _check_dimensions(namespace, metric_name, dims, [m.dimensions for m in known if m.metric_name == metric_name])
+            _check_dimensions(
+                namespace, metric_name, dims, [m.dimensions for m in known if m.metric_name == metric_name]
+            )
 
     @tool(title="List CloudWatch metrics", read_only=True, idempotent=True, open_world=True)
     async def list_metrics(
         self,
-        namespace: Annotated[str | None, Field(description="Only this namespace, e.g. 'AWS/SQS'. Omit for all.")] = None,
-        metric_name: Annotated[str | None, Field(description="Only this exact metric name. Omit for all.")] = None,
-        limit: Annotated[int, Field(description="Most series (metric + dimension set) to list, 1-1000. Default 100.")] = DEFAULT_LIST_LIMIT,
+        namespace: Annotated[
+            str | None, Field(description="Only this namespace, e.g. 'AWS/SQS'. Omit for all.", max_length=255)
+        ] = None,
+        metric_name: Annotated[
+            str | None, Field(description="Only this exact metric name. Omit for all.", max_length=255)
+        ] = None,
+        limit: Annotated[
+            int, Field(description="Most series (metric + dimension set) to list, 1-1000. Default 100.")
+        ] = DEFAULT_LIST_LIMIT,
     ) -> MetricListResult:
         """List CloudWatch metrics that have data in the last two weeks, grouped by name
         with their dimension sets. Use it to find the namespace, metric name and dimensions
         for query_metrics. Unknown filters fail with the closest existing names."""
         notes: list[str] = []
         limit = clamp("limit", limit, 1, MAX_LIST_LIMIT, notes)
-        found, truncated = await cloudwatch.list_metrics(self.clients, namespace, metric_name, limit)
+        namespace = (namespace or "").strip() or None  # an empty filter means no filter
+        metric_name = (metric_name or "").strip() or None
+        found, truncated = await self.backend.list_metrics(namespace, metric_name, limit)
         if not found and namespace:
             await self._explain_empty(namespace, metric_name, None)
         elif not found and metric_name:
-            everything, _ = await cloudwatch.list_metrics(self.clients, None, None, _DIAGNOSE_ITEMS)
+            everything, _ = await self.backend.list_metrics(None, None, _DIAGNOSE_ITEMS)
             raise not_found("metric", metric_name, sorted({m.metric_name for m in everything}), "list_metrics")
         if not found:
             notes.append("no metrics with data in the last two weeks match")
@@ -342,7 +328,10 @@ class MetricTools:
                 grouped[key] = MetricInfo(namespace=m.namespace, metric_name=m.metric_name, dimensions=[])
             grouped[key].dimensions.append(m.dimensions)
         if truncated:
-            notes.append(f"listed the first {len(found)} series; pass namespace or metric_name to narrow, or a larger limit (max {MAX_LIST_LIMIT})")
+            notes.append(
+                f"listed the first {len(found)} series; pass namespace or metric_name to narrow, "
+                f"or a larger limit (max {MAX_LIST_LIMIT})"
+            )
         return MetricListResult(
             namespaces=sorted({m.namespace for m in found}),
             series_count=len(found),

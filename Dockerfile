@@ -1,0 +1,27 @@
+# opsmcp over streamable HTTP: a slim Python image, a non-root user, no sandbox extra
+# (the container talks to real backends; compose.yaml wires LocalStack, OpenSearch,
+# Prometheus and Alertmanager). Build: docker build -t opsmcp:local .
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin opsmcp \
+ && mkdir -p /data \
+ && chown opsmcp:opsmcp /data
+COPY --from=build /opt/venv /opt/venv
+COPY tools /app/tools
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    OPSMCP_DATA_DIR=/data \
+    OPSMCP_PLAYBOOK_CATALOG=/app/tools/catalog.yml
+WORKDIR /app
+USER opsmcp
+EXPOSE 3001
+HEALTHCHECK --interval=10s --timeout=5s --retries=6 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3001/healthz', timeout=3)"]
+ENTRYPOINT ["opsmcp"]
+CMD ["serve", "--transport", "http", "--host", "0.0.0.0", "--port", "3001"]

@@ -1,0 +1,360 @@
+"""The alert store: Alertmanager alerts de-duplicated by fingerprint, persisted, bounded.
+
+:func:`parse_webhook` validates an Alertmanager webhook payload (version 4) into
+:class:`IncomingAlert` values; a store's ``record`` merges them into what it holds, one
+record per fingerprint, keeping firing/resolved state, start/end times, when it was first
+and last received and how many times. Two stores:
+
+* :class:`FileAlertStore`: one JSON file under ``OPSMCP_DATA_DIR`` (``alerts.json``),
+  rewritten atomically (temp file, fsync, rename) on every change, so a restart loses
+  nothing;
+* :class:`DynamoAlertStore`: a DynamoDB table (hash key ``fingerprint``) shared by
+  replicas (``OPSMCP_ALERTS_TABLE``); each alert is one atomic ``UpdateItem``.
+
+Both keep at most ``max_stored`` alerts: the oldest resolved ones (by last received) go
+first, then the oldest firing ones. Stores are blocking; callers run them off the event
+loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from opsmcp.backends.aws import AwsClients, map_aws_error
+from opsmcp.config import Settings
+from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.times import iso
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+class IncomingAlert(BaseModel):
+    """One alert of a webhook payload, normalised."""
+
+    fingerprint: str
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: str | None
+    ends_at: str | None
+    generator_url: str | None
+
+
+class StoredAlert(BaseModel):
+    """One alert as the store keeps it (one per fingerprint)."""
+
+    fingerprint: str = Field(description="Alertmanager's fingerprint of the alert's label set.")
+    status: str = Field(description="firing or resolved (the newest notification's state).")
+    labels: dict[str, str] = Field(description="The alert's labels (alertname, severity, ...).")
+    annotations: dict[str, str] = Field(description="The alert's annotations (summary, description, runbook_url, ...).")
+    starts_at: str | None = Field(description="When the alert started firing, ISO-8601 UTC.")
+    ends_at: str | None = Field(description="When it resolved (or its expected end), ISO-8601 UTC; null if unset.")
+    generator_url: str | None = Field(description="Link to the expression in Prometheus that produced it.")
+    first_received: str = Field(description="When opsmcp first received it, ISO-8601 UTC.")
+    last_received: str = Field(description="When opsmcp last received it, ISO-8601 UTC.")
+    received_count: int = Field(description="How many notifications carried this alert.")
+
+
+def _time(value: Any) -> str | None:
+    """Alertmanager's RFC 3339 time (nanoseconds allowed) as ISO-8601 UTC; the zero time is None."""
+    if not value or value == _ZERO_TIME or str(value).startswith("0001-01-01"):
+        return None
+    text = _FRACTION.sub(r"\1", str(value)).replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"Cannot read time {value!r} in the webhook payload.") from None
+    return iso(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be an object of strings.")
+    return {str(k)[:200]: str(v)[:4000] for k, v in value.items()}
+
+
+def parse_webhook(payload: Any) -> list[IncomingAlert]:
+    """Validate an Alertmanager webhook payload (``version`` "4") into its alerts.
+
+    A missing ``fingerprint`` (other senders) is derived from the sorted labels.
+
+    Raises:
+        InvalidInput: not an object, another version, no ``alerts`` list, or an alert that
+            is not an object or has a status other than firing/resolved.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidInput("The webhook body must be a JSON object (Alertmanager's webhook payload).")
+    if str(payload.get("version")) != "4":
+        raise InvalidInput(f"Unsupported webhook payload version {payload.get('version')!r}; expected \"4\".")
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list):
+        raise InvalidInput("The webhook payload has no `alerts` list.")
+    out = []
+    for i, alert in enumerate(alerts):
+        if not isinstance(alert, dict):
+            raise InvalidInput(f"alerts[{i}] is not an object.")
+        status = str(alert.get("status", ""))
+        if status not in ("firing", "resolved"):
+            raise InvalidInput(f"alerts[{i}].status is {status!r}; expected firing or resolved.")
+        labels = _strings(alert.get("labels"), f"alerts[{i}].labels")
+        fingerprint = str(alert.get("fingerprint") or "").strip()[:64] or hashlib.sha256(
+            json.dumps(labels, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        out.append(IncomingAlert(
+            fingerprint=fingerprint,
+            status=status,
+            labels=labels,
+            annotations=_strings(alert.get("annotations"), f"alerts[{i}].annotations"),
+            starts_at=_time(alert.get("startsAt")),
+            ends_at=_time(alert.get("endsAt")),
+            generator_url=str(alert["generatorURL"])[:2000] if alert.get("generatorURL") else None,
+        ))
+    return out
+
+
+class Change(BaseModel):
+    """What one received alert changed: ``new``, ``resolved``, ``refired`` or ``repeat``."""
+
+    kind: str
+    alert: StoredAlert
+
+
+def merge(old: StoredAlert | None, new: IncomingAlert, now: str) -> Change:
+    """The stored alert after receiving ``new`` (``old``: what was stored, if anything)."""
+    if old is None:
+        stored = StoredAlert(**new.model_dump(), first_received=now, last_received=now, received_count=1)
+        return Change(kind="new", alert=stored)
+    kind = "repeat"
+    if new.status != old.status:
+        kind = "resolved" if new.status == "resolved" else "refired"
+    stored = StoredAlert(
+        **new.model_dump(),
+        first_received=old.first_received,
+        last_received=now,
+        received_count=old.received_count + 1,
+    )
+    return Change(kind=kind, alert=stored)
+
+
+def prune(alerts: dict[str, StoredAlert], max_stored: int) -> list[str]:
+    """Remove alerts beyond ``max_stored`` from ``alerts`` (oldest resolved first, then
+    oldest firing, by last received); return the removed fingerprints."""
+    excess = len(alerts) - max_stored
+    if excess <= 0:
+        return []
+    order = sorted(alerts.values(), key=lambda a: (a.status != "resolved", a.last_received))
+    gone = [a.fingerprint for a in order[:excess]]
+    for fp in gone:
+        del alerts[fp]
+    return gone
+
+
+class AlertStore(Protocol):
+    """What the alerts toolset and the webhook need from a store."""
+
+    where: str
+
+    def record(self, incoming: list[IncomingAlert]) -> list[Change]:
+        """Merge ``incoming`` and persist; return one change per alert."""
+        ...
+
+    def all(self) -> list[StoredAlert]:
+        """Every stored alert."""
+        ...
+
+    def get(self, fingerprint: str) -> StoredAlert | None:
+        """One alert, or None."""
+        ...
+
+
+class FileAlertStore:
+    """Alerts in one JSON file, rewritten atomically on every change (thread-safe).
+
+    Args:
+        path: the JSON file (created with its directory on first write).
+        max_stored: most alerts kept (see :func:`prune`).
+
+    Raises (from ``record``):
+        OpsError: the file cannot be written.
+    """
+
+    def __init__(self, path: Path, max_stored: int = 2000) -> None:
+        self.path = Path(path)
+        self.max_stored = max_stored
+        self.where = str(self.path)
+        self._lock = threading.Lock()
+        self._alerts: dict[str, StoredAlert] = self._load()
+
+    def _load(self) -> dict[str, StoredAlert]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+            return {a["fingerprint"]: StoredAlert.model_validate(a) for a in data.get("alerts", [])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OpsError(f"Cannot read the alert store {self.path}: {exc}.",
+                           "move the file aside; opsmcp starts a new one.") from exc
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        body = json.dumps({"version": 1, "alerts": [a.model_dump() for a in self._alerts.values()]})
+        try:
+            with tmp.open("w") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise OpsError(f"Cannot write the alert store {self.path}: {exc}.",
+                           "check OPSMCP_DATA_DIR is writable.") from exc
+
+    def record(self, incoming: list[IncomingAlert]) -> list[Change]:
+        """Merge ``incoming`` (de-duplicated by fingerprint), prune, write the file."""
+        now = iso(datetime.now(UTC)) or ""
+        with self._lock:
+            changes = []
+            for alert in incoming:
+                change = merge(self._alerts.get(alert.fingerprint), alert, now)
+                self._alerts[alert.fingerprint] = change.alert
+                changes.append(change)
+            prune(self._alerts, self.max_stored)
+            self._save()
+        return changes
+
+    def all(self) -> list[StoredAlert]:
+        """Every stored alert (a snapshot)."""
+        with self._lock:
+            return list(self._alerts.values())
+
+    def get(self, fingerprint: str) -> StoredAlert | None:
+        """One alert by exact fingerprint."""
+        with self._lock:
+            return self._alerts.get(fingerprint)
+
+
+class DynamoAlertStore:
+    """Alerts in a DynamoDB table (hash key ``fingerprint``, string) shared by replicas.
+
+    Each received alert is one ``UpdateItem`` (``received_count`` incremented atomically,
+    ``first_received`` set once). Every 50th ``record`` call scans the table and deletes
+    beyond ``max_stored`` (oldest resolved first).
+    """
+
+    PRUNE_EVERY = 50
+
+    def __init__(self, clients: AwsClients, table: str, max_stored: int = 2000) -> None:
+        self.clients = clients
+        self.table = table
+        self.max_stored = max_stored
+        self.where = f"DynamoDB table {table}"
+        self._calls = 0
+
+    def _client(self) -> Any:
+        return self.clients.client("dynamodb")
+
+    def record(self, incoming: list[IncomingAlert]) -> list[Change]:
+        """Upsert each alert; return what changed (from the item's previous state)."""
+        now = iso(datetime.now(UTC)) or ""
+        changes = []
+        for alert in incoming:
+            values = {
+                ":s": {"S": alert.status},
+                ":l": {"S": json.dumps(alert.labels)},
+                ":a": {"S": json.dumps(alert.annotations)},
+                ":sa": {"S": alert.starts_at or ""},
+                ":ea": {"S": alert.ends_at or ""},
+                ":g": {"S": alert.generator_url or ""},
+                ":now": {"S": now},
+                ":one": {"N": "1"},
+            }
+            try:
+                resp = self._client().update_item(
+                    TableName=self.table,
+                    Key={"fingerprint": {"S": alert.fingerprint}},
+                    UpdateExpression=(
+                        "SET #s = :s, labels = :l, annotations = :a, starts_at = :sa, ends_at = :ea, "
+                        "generator_url = :g, last_received = :now, "
+                        "first_received = if_not_exists(first_received, :now) "
+                        "ADD received_count :one"
+                    ),
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_OLD",
+                )
+            except Exception as exc:  # botocore raises many unrelated types; map them all
+                raise map_aws_error(exc, self.clients.endpoint, f"store alert {alert.fingerprint}") from exc
+            before = resp.get("Attributes")
+            changes.append(merge(self._from_item(before) if before else None, alert, now))
+        self._calls += 1
+        if self._calls % self.PRUNE_EVERY == 0:
+            self._prune()
+        return changes
+
+    @staticmethod
+    def _from_item(item: dict[str, Any]) -> StoredAlert:
+        def s(name: str) -> str:
+            return str(item.get(name, {}).get("S", ""))
+
+        return StoredAlert(
+            fingerprint=s("fingerprint"),
+            status=s("status"),
+            labels=json.loads(s("labels") or "{}"),
+            annotations=json.loads(s("annotations") or "{}"),
+            starts_at=s("starts_at") or None,
+            ends_at=s("ends_at") or None,
+            generator_url=s("generator_url") or None,
+            first_received=s("first_received"),
+            last_received=s("last_received"),
+            received_count=int(item.get("received_count", {}).get("N", "0")),
+        )
+
+    def all(self) -> list[StoredAlert]:
+        """Every stored alert (a Scan, at most ``max_stored`` + one page)."""
+        out: list[StoredAlert] = []
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        try:
+            while True:
+                resp = self._client().scan(**kwargs)
+                out += [self._from_item(i) for i in resp.get("Items", [])]
+                if "LastEvaluatedKey" not in resp or len(out) > self.max_stored:
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        except Exception as exc:  # botocore raises many unrelated types; map them all
+            raise map_aws_error(exc, self.clients.endpoint, f"scan alerts table {self.table}") from exc
+        return out
+
+    def get(self, fingerprint: str) -> StoredAlert | None:
+        """One alert by exact fingerprint (GetItem)."""
+        try:
+            resp = self._client().get_item(TableName=self.table, Key={"fingerprint": {"S": fingerprint}})
+        except Exception as exc:  # botocore raises many unrelated types; map them all
+            raise map_aws_error(exc, self.clients.endpoint, f"read alert {fingerprint}") from exc
+        return self._from_item(resp["Item"]) if "Item" in resp else None
+
+    def _prune(self) -> None:
+        alerts = {a.fingerprint: a for a in self.all()}
+        for fp in prune(alerts, self.max_stored):
+            try:
+                self._client().delete_item(TableName=self.table, Key={"fingerprint": {"S": fp}})
+            except Exception as exc:  # botocore raises many unrelated types; map them all
+                raise map_aws_error(exc, self.clients.endpoint, f"delete alert {fp}") from exc
+
+
+def build_alert_store(settings: Settings, clients: AwsClients) -> AlertStore:
+    """The DynamoDB store when ``alerts_table`` is set, else ``<data_dir>/alerts.json``."""
+    if settings.alerts_table:
+        return DynamoAlertStore(clients, settings.alerts_table, settings.alerts_max_stored)
+    return FileAlertStore(Path(settings.data_dir) / "alerts.json", settings.alerts_max_stored)

@@ -1,0 +1,84 @@
+"""``POST /webhooks/alertmanager``: Alertmanager's webhook receiver (payload version 4).
+
+:func:`alertmanager_route` builds the Starlette route that ``http.py`` mounts; it sits
+behind the same bearer-token middleware as every other route (configure Alertmanager's
+``http_config.authorization.credentials`` with ``OPSMCP_HTTP_TOKEN``). The body is read
+with a size bound (``OPSMCP_ALERTS_MAX_PAYLOAD_BYTES``, 413 beyond it), validated, merged
+into the alert store by fingerprint, and each new, resolved or re-fired alert is published
+on the ``/events`` feed (``type: alert``). Answers: 200 with counts, 400 for a payload
+that is not Alertmanager's, 404 when the alerts toolset is not enabled, 503 when the store
+cannot be written (Alertmanager retries).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from opsmcp.backends.alertstore import parse_webhook
+from opsmcp.errors import InvalidInput, OpsError
+
+log = logging.getLogger("opsmcp.webhooks")
+
+PATH = "/webhooks/alertmanager"
+
+
+async def _read_bounded(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes (stops reading there)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def alertmanager_route(runtime: Any) -> Route:
+    """The ``POST /webhooks/alertmanager`` route for ``runtime`` (an :class:`opsmcp.server.Runtime`).
+
+    The store comes from ``runtime.toolsets["alerts"].store`` at request time.
+    """
+
+    async def receive(request: Request) -> Response:
+        tools = runtime.toolsets.get("alerts")
+        if tools is None:
+            return JSONResponse({"error": "alerts are not enabled: set OPSMCP_ALERTMANAGER_URL "
+                                          "(or OPSMCP_ALERTS_TABLE) and keep 'alerts' in OPSMCP_TOOLSETS"},
+                                status_code=404)
+        limit = runtime.settings.alerts_max_payload_bytes
+        body = await _read_bounded(request, limit)
+        if body is None:
+            return JSONResponse({"error": f"payload larger than {limit} bytes (OPSMCP_ALERTS_MAX_PAYLOAD_BYTES); "
+                                          "lower max_alerts in the Alertmanager webhook config"}, status_code=413)
+        try:
+            alerts = parse_webhook(json.loads(body))
+        except ValueError as exc:  # JSON syntax (InvalidInput is not a ValueError)
+            return JSONResponse({"error": f"body is not JSON: {exc}"}, status_code=400)
+        except InvalidInput as exc:
+            return JSONResponse({"error": exc.message}, status_code=400)
+        try:
+            changes = await anyio.to_thread.run_sync(tools.store.record, alerts)
+        except OpsError as exc:
+            log.error("alert webhook: %s", exc)
+            return JSONResponse({"error": exc.message}, status_code=503)
+        counts: dict[str, int] = {}
+        for change in changes:
+            counts[change.kind] = counts.get(change.kind, 0) + 1
+            if change.kind != "repeat":
+                a = change.alert
+                runtime.publish({"type": "alert", "change": change.kind, "fingerprint": a.fingerprint,
+                                 "alertname": a.labels.get("alertname"), "severity": a.labels.get("severity"),
+                                 "status": a.status, "starts_at": a.starts_at, "at": time.time()})
+        return JSONResponse({"received": len(changes), **counts})
+
+    return Route(PATH, receive, methods=["POST"])

@@ -1,0 +1,227 @@
+"""Alertmanager alerts: the webhook route, the alert store and the alerts toolset.
+
+The end-to-end test runs a real Prometheus (backfilled history and two alerting rules that
+fire on it) and a real Alertmanager (Debian's packages) whose webhook receiver posts to
+opsmcp's HTTP app served by uvicorn, then restarts opsmcp on the same data dir.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import httpx
+import pytest
+
+import promstack
+from conftest import ToolFailed, call
+from opsmcp.backends.alertstore import DynamoAlertStore, FileAlertStore, IncomingAlert, parse_webhook
+from opsmcp.backends.aws import AwsClients
+from opsmcp.config import Settings
+from opsmcp.errors import InvalidInput
+from opsmcp.times import iso
+
+TOKEN = "test-token-4b1d"
+RULES = """
+groups:
+  - name: incident
+    rules:
+      - alert: DLQGrowing
+        expr: max_over_time(sqs_dlq_depth[7h]) > 500
+        labels: {severity: critical}
+        annotations: {summary: "DLQ {{ $labels.queue }} holds over 500 messages"}
+      - alert: ErrorRateHigh
+        expr: max_over_time(app_errors_per_second[7h]) > 1
+        labels: {severity: warning}
+        annotations: {summary: "errors above 1/s"}
+"""
+
+
+def _payload(*alerts: dict, version: str = "4") -> dict:
+    return {"version": version, "status": "firing", "receiver": "opsmcp", "groupKey": "{}", "alerts": list(alerts)}
+
+
+def _alert(fp: str, status: str = "firing", **labels: str) -> dict:
+    return {"status": status, "fingerprint": fp, "labels": {"alertname": "A", **labels},
+            "annotations": {"summary": f"alert {fp}"}, "startsAt": "2026-12-01T08:00:00.123456789Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph"}
+
+
+class Collector:
+    """An /events subscriber that keeps what it is handed (thread-safe append)."""
+
+    def __init__(self) -> None:
+        self.items: list[dict] = []
+        self.lock = threading.Lock()
+
+    def put_nowait(self, item: dict) -> None:
+        with self.lock:
+            self.items.append(item)
+
+
+def _wait(check, budget: float = 90.0):
+    """Poll ``check()`` until it returns a truthy value or ``budget`` seconds pass."""
+    deadline = time.monotonic() + budget
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def test_parse_webhook_validates_and_normalises():
+    alerts = parse_webhook(_payload(_alert("abc"), {"status": "resolved", "labels": {"alertname": "B"},
+                                                   "endsAt": "2026-12-01T09:00:00Z"}))
+    assert alerts[0].starts_at == "2026-12-01T08:00:00.123Z" and alerts[0].ends_at is None
+    assert alerts[1].fingerprint and len(alerts[1].fingerprint) == 16  # derived from labels
+    assert alerts[1].ends_at == "2026-12-01T09:00:00.000Z"
+    for bad in ([], _payload(version="3"), {"version": "4"}, _payload({"status": "pending"})):
+        with pytest.raises(InvalidInput):
+            parse_webhook(bad)
+
+
+def test_file_store_dedups_and_drops_oldest_resolved_first(tmp_path):
+    store = FileAlertStore(tmp_path / "alerts.json", max_stored=10)
+    [change] = store.record(parse_webhook(_payload(_alert("f0"))))
+    assert change.kind == "new"
+    [change] = store.record(parse_webhook(_payload(_alert("f0"))))
+    assert change.kind == "repeat" and change.alert.received_count == 2
+    [change] = store.record(parse_webhook(_payload(_alert("f0", status="resolved"))))
+    assert change.kind == "resolved"
+    for i in range(1, 8):  # r1..r7 resolved, oldest first
+        store.record(parse_webhook(_payload(_alert(f"r{i}", status="resolved"))))
+    for i in range(5):
+        store.record(parse_webhook(_payload(_alert(f"x{i}"))))
+    kept = {a.fingerprint for a in store.all()}
+    assert len(kept) == 10
+    assert {f"x{i}" for i in range(5)} <= kept  # every firing alert kept
+    assert not {"f0", "r1", "r2"} & kept  # the three oldest resolved dropped
+    again = FileAlertStore(tmp_path / "alerts.json", max_stored=10)  # persisted
+    assert {a.fingerprint for a in again.all()} == kept
+
+
+def test_dynamo_store_on_moto(fresh_moto):
+    settings = Settings(aws_endpoint_url=fresh_moto, aws_region="us-east-1")
+    boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1").create_table(
+        TableName="alerts", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "fingerprint", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "fingerprint", "AttributeType": "S"}],
+    )
+    store = DynamoAlertStore(AwsClients(settings), "alerts", max_stored=10)
+    kinds = [c.kind for c in store.record(parse_webhook(_payload(_alert("d1", severity="critical"), _alert("d2"))))]
+    assert kinds == ["new", "new"]
+    [change] = store.record(parse_webhook(_payload(_alert("d1", status="resolved", severity="critical"))))
+    assert change.kind == "resolved" and change.alert.received_count == 2
+    got = store.get("d1")
+    assert got is not None and got.status == "resolved" and got.labels["severity"] == "critical"
+    assert got.received_count == 2 and got.first_received <= got.last_received
+    assert {a.fingerprint for a in store.all()} == {"d1", "d2"}
+
+
+async def test_tools_filter_sort_and_find_by_prefix(tmp_path):
+    from mcp import Client
+
+    from opsmcp.server import build_server
+
+    settings = Settings(data_dir=tmp_path, alertmanager_url="http://127.0.0.1:9", toolsets=["alerts"])
+    server, runtime = build_server(settings)
+    store = runtime.toolsets["alerts"].store  # type: ignore[attr-defined]
+    store.record([IncomingAlert(**parse_webhook(_payload(_alert("aaaa1111", severity="critical")))[0].model_dump()),
+                  *parse_webhook(_payload(_alert("bbbb2222", status="resolved", severity="warning")))])
+    async with Client(server) as client:
+        out = await call(client, "list_alerts")
+        assert [a["fingerprint"] for a in out["alerts"]] == ["aaaa1111", "bbbb2222"] and out["firing"] == 1
+        out = await call(client, "list_alerts", status="resolved")
+        assert [a["fingerprint"] for a in out["alerts"]] == ["bbbb2222"]
+        out = await call(client, "list_alerts", severity="critical", since="-1h")
+        assert [a["fingerprint"] for a in out["alerts"]] == ["aaaa1111"]
+        out = await call(client, "list_alerts", since=iso(datetime.now(UTC) + timedelta(hours=1)))
+        assert out["total"] == 0
+        got = await call(client, "get_alert", fingerprint="aaaa")
+        assert got["alert"]["generator_url"] == "http://prometheus/graph"
+        with pytest.raises(ToolFailed) as exc:
+            await call(client, "get_alert", fingerprint="aaaa1112")
+        assert "aaaa1111" in str(exc.value)
+        with pytest.raises(ToolFailed):
+            await call(client, "list_alerts", status="pending")
+
+
+def test_webhook_route_auth_size_and_shape(tmp_path):
+    settings = Settings(data_dir=tmp_path, alertmanager_url="http://127.0.0.1:9", toolsets=["alerts"],
+                        http_token=TOKEN, alerts_max_payload_bytes=4096)
+    with promstack.OpsmcpHttp(settings) as ops:
+        url = f"{ops.url}/webhooks/alertmanager"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.post(url, json=_payload(_alert("w1"))).status_code == 401
+        ok = httpx.post(url, json=_payload(_alert("w1")), headers=auth)
+        assert ok.status_code == 200 and ok.json() == {"received": 1, "new": 1}
+        assert httpx.post(url, json=_payload(_alert("w1")), headers=auth).json() == {"received": 1, "repeat": 1}
+        big = _payload(*[_alert(f"b{i}") for i in range(100)])
+        assert httpx.post(url, json=big, headers=auth).status_code == 413
+        assert httpx.post(url, content=b"{", headers=auth).status_code == 400
+        assert httpx.post(url, json=_payload(_alert("v3"), version="3"), headers=auth).status_code == 400
+    settings = Settings(data_dir=tmp_path, toolsets=["alerts"])  # alerts not configured
+    with promstack.OpsmcpHttp(settings) as ops:
+        r = httpx.post(f"{ops.url}/webhooks/alertmanager", json=_payload(_alert("w1")))
+        assert r.status_code == 404 and "OPSMCP_ALERTMANAGER_URL" in r.json()["error"]
+
+
+@pytest.mark.skipif(not (promstack.PROMETHEUS and promstack.ALERTMANAGER), reason=promstack.MISSING)
+async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path):
+    from mcp import Client
+
+    from opsmcp.server import build_server
+
+    am_port = promstack.free_port()
+    settings = Settings(data_dir=tmp_path / "opsmcp", alertmanager_url=f"http://127.0.0.1:{am_port}",
+                        toolsets=["alerts"], http_token=TOKEN)
+    events = Collector()
+    with promstack.OpsmcpHttp(settings) as ops:
+        ops.runtime.subscribers.add(events)
+        am = promstack.start_alertmanager(tmp_path / "am", f"{ops.url}/webhooks/alertmanager", TOKEN, port=am_port)
+        try:
+            end = int(time.time()) // 60 * 60 - 120
+            prom, _ = promstack.start_prometheus(tmp_path / "prom", end=end, rules=RULES,
+                                                 alertmanager=f"127.0.0.1:{am_port}")
+            try:
+                store = ops.runtime.toolsets["alerts"].store  # type: ignore[attr-defined]
+                # both rules fire; Alertmanager re-sends the group every 2 s: repeats, one record each
+                got = _wait(lambda: (len(store.all()) == 2 and all(a.received_count >= 2 for a in store.all())))
+                assert got, f"alerts received: {[a.model_dump() for a in store.all()]}"
+                names = {a.labels["alertname"]: a for a in store.all()}
+                assert set(names) == {"DLQGrowing", "ErrorRateHigh"}
+                dlq = names["DLQGrowing"]
+                assert dlq.status == "firing" and dlq.labels["severity"] == "critical"
+                assert dlq.annotations["summary"] == "DLQ order-queue-dlq holds over 500 messages"
+                assert dlq.generator_url and dlq.generator_url.startswith("http")
+                # a manual alert through Alertmanager's API, then resolved
+                start = datetime.now(UTC) - timedelta(minutes=1)
+                manual = {"labels": {"alertname": "ManualCheck", "severity": "info"}, "startsAt": iso(start)}
+                httpx.post(f"{am.url}/api/v2/alerts", json=[manual], timeout=5).raise_for_status()
+                assert _wait(lambda: any(a.labels.get("alertname") == "ManualCheck" for a in store.all()))
+                resolved = dict(manual, endsAt=iso(datetime.now(UTC) - timedelta(seconds=1)))
+                httpx.post(f"{am.url}/api/v2/alerts", json=[resolved], timeout=5).raise_for_status()
+                assert _wait(lambda: any(a.labels.get("alertname") == "ManualCheck" and a.status == "resolved"
+                                         for a in store.all()))
+            finally:
+                promstack.stop(prom.proc)
+        finally:
+            promstack.stop(am.proc)
+    with events.lock:
+        new = [e for e in events.items if e.get("type") == "alert" and e["change"] == "new"]
+        changes = {(e["alertname"], e["change"]) for e in events.items if e.get("type") == "alert"}
+    assert {e["alertname"] for e in new} == {"DLQGrowing", "ErrorRateHigh", "ManualCheck"}
+    assert ("ManualCheck", "resolved") in changes
+    # a new opsmcp process on the same data dir has every alert, counts and state
+    before = {a.fingerprint: a for a in FileAlertStore(settings.data_dir / "alerts.json").all()}
+    server, _ = build_server(settings)
+    async with Client(server) as client:
+        out = await call(client, "list_alerts", limit=10)
+        assert out["total"] == 3 and out["firing"] == 2
+        fp = next(a["fingerprint"] for a in out["alerts"] if a["alertname"] == "DLQGrowing")
+        got = (await call(client, "get_alert", fingerprint=fp))["alert"]
+        assert got["received_count"] == before[fp].received_count >= 2
+        assert json.dumps(got["labels"], sort_keys=True) == json.dumps(before[fp].labels, sort_keys=True)

@@ -1,0 +1,208 @@
+"""compose.yaml, the Dockerfile, the deploy configs and the LocalStack hooks, validated
+without a Docker engine (none runs here).
+
+* compose.yaml against the Compose Specification's JSON schema (vendored in
+  tests/fixtures/compose-spec with its source), plus what the schema cannot say:
+  depends_on targets exist, ``service_healthy`` targets have healthchecks, bind-mounted
+  files exist;
+* every service, port and environment variable the README's "Full stack" section names
+  is in compose.yaml, and every ``OPSMCP_*`` variable there is a real setting;
+* the Dockerfile's instructions, parsed with dockerfile-parse;
+* Prometheus's config and rules with ``promtool``, Alertmanager's with ``amtool``;
+* the LocalStack ready hooks with ``bash -n``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from opsmcp.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec" / "compose-spec.json"
+#: OPSMCP_* variables compose.yaml sets for settings that the OpenSearch log backend
+#: (another branch of this release) adds; accepted here until that branch is merged, after
+#: which they are Settings fields like the rest.
+FROM_LOG_BACKEND_BRANCH = {
+    "OPSMCP_LOG_BACKEND", "OPSMCP_OPENSEARCH_URL", "OPSMCP_OPENSEARCH_INDEX", "OPSMCP_OPENSEARCH_AUTH",
+    "OPSMCP_OPENSEARCH_USERNAME", "OPSMCP_OPENSEARCH_PASSWORD", "OPSMCP_OPENSEARCH_VERIFY_TLS",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA.read_text())
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_compose_validates_against_the_compose_spec_schema(compose):
+    errors = sorted(_validator().iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c["services"]["opsmcp"]["depends_on"]["localstack"].update(condition="when_ready"),
+    lambda c: c["services"]["opsmcp"].update(healthcheck={"test": ["CMD", "true"], "every": "10s"}),
+    lambda c: c["services"]["opsmcp"].update(ports="3001:3001"),
+    lambda c: c["services"].update({"bad name!": {"image": "x"}}),
+])
+def test_the_schema_check_catches_broken_files(compose, mutate):
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    assert list(_validator().iter_errors(broken)), "the vendored schema accepted a broken compose file"
+
+
+def test_services_dependencies_and_mounts(compose):
+    services = compose["services"]
+    assert {"localstack", "opensearch", "opensearch-dashboards", "prometheus", "alertmanager", "ollama",
+            "ollama-pull", "opsmcp"} <= set(services)
+    for name, svc in services.items():
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no healthcheck"
+        for volume in svc.get("volumes") or []:
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+        for env_file in svc.get("env_file") or []:
+            assert env_file == "deploy/opsmcp.env" and (ROOT / "deploy" / "opsmcp.env.example").exists()
+    assert services["opsmcp"]["depends_on"]["localstack"]["condition"] == "service_healthy"  # seeded first
+    assert services["ollama-pull"]["entrypoint"] == ["ollama", "pull", "qwen3:8b"]
+    hooks = services["localstack"]["volumes"]
+    assert "./localstack/ready.d:/etc/localstack/init/ready.d:ro" in hooks
+    assert services["opsmcp"]["build"]["dockerfile"] == "Dockerfile"
+
+
+def _environment(compose: dict[str, Any]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for svc in compose["services"].values():
+        env = svc.get("environment") or {}
+        items = env.items() if isinstance(env, dict) else (e.split("=", 1) for e in env)
+        names.update({k: str(v) for k, v in items})
+    example = (ROOT / "deploy" / "opsmcp.env.example").read_text()
+    names.update(dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", example, re.M)))
+    return names
+
+
+def test_every_opsmcp_variable_is_a_real_setting(compose):
+    fields = {f"OPSMCP_{name.upper()}" for name in Settings.model_fields}
+    used = {k for k in _environment(compose) if k.startswith("OPSMCP_")}
+    used |= set(re.findall(r"OPSMCP_[A-Z0-9_]*[A-Z0-9]", (ROOT / "compose.yaml").read_text()))
+    for hook in (ROOT / "localstack" / "ready.d").glob("*.sh"):
+        used |= set(re.findall(r"OPSMCP_[A-Z0-9_]*[A-Z0-9]", hook.read_text())) - {"OPSMCP_SRC"}
+    used.discard("OPSMCP_SRC")  # the hooks' own variable (where the repository is mounted)
+    unknown = used - fields - FROM_LOG_BACKEND_BRANCH
+    assert not unknown, f"not opsmcp settings: {sorted(unknown)}"
+    assert {"OPSMCP_PROMETHEUS_URL", "OPSMCP_ALERTMANAGER_URL", "OPSMCP_HTTP_TOKEN"} <= used
+
+
+def _section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert m, f"README has no '## {title}' section"
+    return m.group(1)
+
+
+def test_readme_full_stack_names_only_what_compose_has(compose):
+    section = _section("Full stack")
+    services = compose["services"]
+    named = set(re.findall(r"^\| `([a-z][a-z0-9-]*)` \|", section, re.M))
+    assert named == set(services), f"README table vs compose services: {named ^ set(services)}"
+    published = {int(p.split(":")[0]) for svc in services.values() for p in svc.get("ports") or []}
+    ports = {int(p) for p in re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", section)}
+    assert ports and ports <= published, f"README ports not published: {ports - published}"
+    env = _environment(compose)
+    variables = set(re.findall(r"`((?:OPSMCP|OPENSEARCH|AWS)_[A-Z0-9_]+)", section))
+    assert variables and variables <= set(env), f"README variables not in compose: {variables - set(env)}"
+
+
+def test_readme_prometheus_settings_are_real():
+    section = _section("Prometheus and Alertmanager")
+    names = set(re.findall(r"`OPSMCP_([A-Z0-9_]+)`", section))
+    fields = {name.upper() for name in Settings.model_fields}
+    assert names and names <= fields, f"unknown settings in README: {names - fields}"
+    for needed in ("PROMETHEUS_URL", "ALERTMANAGER_URL", "ALERTS_TABLE", "ALERTS_MAX_STORED"):
+        assert needed in names
+
+
+def test_dockerfile_instructions():
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(path=str(ROOT / "Dockerfile"))
+    instructions = [(i["instruction"], i["value"]) for i in parser.structure]
+    froms = [v for k, v in instructions if k == "FROM"]
+    assert froms and all(re.match(r"python:3\.1[1-3]-slim\b", v) for v in froms), froms
+    assert parser.baseimage.startswith("python:3.11-slim")
+    users = [v for k, v in instructions if k == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the final stage must run as a non-root user"
+    last_user = max(i for i, (k, _) in enumerate(instructions) if k == "USER")
+    assert all(k not in ("RUN",) for k, _ in instructions[last_user:]), "nothing runs as root after USER"
+    run = " ".join(v for k, v in instructions if k == "RUN")
+    assert "pip install" in run and "sandbox" not in run and "[" not in run.split("pip install", 1)[1]
+    assert ("EXPOSE", "3001") in instructions
+    assert any(k == "HEALTHCHECK" and "/healthz" in v for k, v in instructions)
+    assert json.loads(next(v for k, v in instructions if k == "ENTRYPOINT")) == ["opsmcp"]
+    for k, v in instructions:
+        if k == "COPY" and not v.startswith("--from"):
+            for source in v.split()[:-1]:
+                assert (ROOT / source).exists(), f"COPY source {source} missing"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "deploy/opsmcp.env" in ignored and ".venv" in ignored
+
+
+@pytest.mark.skipif(not shutil.which("promtool") or not shutil.which("amtool"),
+                    reason="promtool/amtool missing: apt-get install -y prometheus prometheus-alertmanager")
+def test_prometheus_and_alertmanager_configs_check(tmp_path):
+    rules = ROOT / "deploy" / "prometheus" / "rules.yml"
+    out = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "SUCCESS: 2 rules found" in out.stdout, out.stdout + out.stderr
+    # the config names container paths: check a copy pointing at the repository's files
+    config = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    token = tmp_path / "token"
+    token.write_text("t")
+    config = config.replace("/etc/prometheus/rules.yml", str(rules)).replace("/tmp/opsmcp-token", str(token))
+    (tmp_path / "prometheus.yml").write_text(config)
+    out = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    am = (ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text()
+    assert "http://opsmcp:3001/webhooks/alertmanager" in am
+    (tmp_path / "am.yml").write_text(am.replace("/tmp/opsmcp-token", str(token)))
+    out = subprocess.run(["amtool", "check-config", str(tmp_path / "am.yml")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    # the rules reference metrics opsmcp really exports
+    exported = {"opsmcp_tool_errors_total", "up"}
+    for name in re.findall(r"expr: .*?\b([a-z_]+)\{?", rules.read_text()):
+        assert name in exported or name in ("increase",), name
+
+
+def test_localstack_hooks_are_executable_bash_that_calls_opsmcp():
+    hooks = sorted((ROOT / "localstack" / "ready.d").glob("*.sh"))
+    assert [h.name for h in hooks] == ["10-opsmcp-seed.sh", "20-opensearch-logs.sh"]
+    for hook in hooks:
+        assert hook.stat().st_mode & 0o111, f"{hook.name} is not executable"
+        out = subprocess.run(["bash", "-n", str(hook)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+    assert "opsmcp\" sandbox seed --endpoint-url http://localhost:4566" in hooks[0].read_text()
+    assert "logs load --to opensearch" in hooks[1].read_text()
+    template = json.loads((ROOT / "localstack" / "opensearch" / "index-template.json").read_text())
+    mapping = template["template"]["mappings"]["properties"]
+    assert all(mapping[k]["type"] == "keyword" for k in ("trace_id", "event_id", "order_id"))
