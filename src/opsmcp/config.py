@@ -22,7 +22,6 @@ from pydantic_settings import (
 )
 
 ALL_TOOLSETS = ("queues", "orders", "logs", "metrics", "playbooks")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _default_data_dir() -> Path:
@@ -31,8 +30,10 @@ def _default_data_dir() -> Path:
 
 
 def _default_catalog() -> Path:
-    local = Path.cwd() / "tools" / "catalog.yml"
-    return local if local.exists() else REPO_ROOT / "tools" / "catalog.yml"
+    """The catalog shipped inside the package (``opsmcp/catalog/catalog.yml``)."""
+    from opsmcp.catalog import packaged_catalog
+
+    return packaged_catalog()
 
 
 class Settings(BaseSettings):
