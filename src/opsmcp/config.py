@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     audit_log: Path | None = Field(None, description="Audit JSON Lines file; default <data_dir>/audit.jsonl.")
     audit_table: str | None = Field(None, description="DynamoDB table for audit records instead of the file.")
 
+    # --- MCP resources --------------------------------------------------------------
+    resource_poll_seconds: float = Field(
+        5.0, ge=0.05, le=300, description="How often subscribed opsmcp://queues/{name} resources are re-read, seconds."
+    )
+
     @field_validator("toolsets", mode="before")
     @classmethod
     def _split_toolsets(cls, value: Any) -> Any:

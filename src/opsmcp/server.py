@@ -536,4 +536,7 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
                 ),
             )
             runtime.tools[name] = mark
+    from opsmcp.completions import register_prompts_and_resources
+
+    register_prompts_and_resources(server, runtime)  # prompts, resources, completions of the registered tools
     return server, runtime

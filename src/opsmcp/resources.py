@@ -1,0 +1,450 @@
+"""MCP resources: what a person attaches to a conversation, and live queue state.
+
+* ``opsmcp://playbooks/catalog``: the playbook catalog YAML, as the operator wrote it;
+* ``opsmcp://playbooks/{name}``: one catalog playbook's source (YAML);
+* ``opsmcp://runbooks/{name}``: a Markdown runbook (``runbooks/`` next to the catalog file,
+  then the runbooks shipped with opsmcp): one per playbook and one per incident kind;
+* ``opsmcp://queues/{name}``: a queue's current state as JSON (counts, DLQ wiring,
+  timeouts). A client may subscribe to it (``resources/subscribe`` on protocol 2025-11-25,
+  ``subscriptions/listen`` on 2026-07-28) and is told when its depth changes.
+
+Playbooks and runbooks are listed one by one in ``resources/list`` (Claude Desktop's
+attach menu shows listed resources) and are also templates; queues are templates only.
+
+Unknown names answer JSON-RPC ``-32602`` (the SDK's code for a resource that does not
+exist, as SEP-2164 standardises) with the closest names in the message. A backend failure
+answers ``-32603`` with the reason.
+
+Depth changes are found by :class:`QueueWatch`: one poller per process, running only while
+at least one subscription exists, reading each subscribed queue's counts every
+``settings.resource_poll_seconds``. At most ``MAX_WATCHED`` queues are watched at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import functools
+import json
+import logging
+import re
+import weakref
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+
+from opsmcp.catalog import packaged_runbooks
+from opsmcp.errors import NotFound, OpsError
+
+if TYPE_CHECKING:
+    from opsmcp.server import Runtime
+    from opsmcp.toolsets.playbooks import PlaybookTools
+
+log = logging.getLogger(__name__)
+
+QUEUE_PREFIX = "opsmcp://queues/"
+MAX_WATCHED = 50
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+_WATCHES: weakref.WeakKeyDictionary[MCPServer, QueueWatch] = weakref.WeakKeyDictionary()
+
+
+def queue_watch(server: MCPServer) -> QueueWatch | None:
+    """The queue watcher :func:`register_resources` made for ``server`` (None without queues)."""
+    return _WATCHES.get(server)
+
+
+# ------------------------------------------------------------------------ runbooks
+
+
+def runbook_dirs(catalog_path: Path) -> list[Path]:
+    """Directories searched for runbooks, first match wins: ``runbooks/`` next to the
+    catalog file, then the runbooks shipped with opsmcp."""
+    dirs = [catalog_path.parent / "runbooks", packaged_runbooks()]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def runbook_names(catalog_path: Path) -> list[str]:
+    """Every runbook name (file name without ``.md``), sorted."""
+    return sorted({p.stem for d in runbook_dirs(catalog_path) for p in d.glob("*.md") if _NAME_RE.match(p.stem)})
+
+
+def read_runbook(catalog_path: Path, name: str) -> str:
+    """The Markdown text of runbook ``name``.
+
+    Raises:
+        ResourceNotFoundError: no such runbook (the message lists the closest names).
+    """
+    if _NAME_RE.match(name):
+        for d in runbook_dirs(catalog_path):
+            path = d / f"{name}.md"
+            if path.is_file():
+                return path.read_text(encoding="utf-8")
+    raise _not_found("runbook", name, runbook_names(catalog_path), f"opsmcp://runbooks/{name}")
+
+
+def runbooks_mentioning(catalog_path: Path, word: str) -> list[str]:
+    """URIs of the runbooks whose text contains ``word`` (e.g. a queue name)."""
+    if not word:
+        return []
+    return [f"opsmcp://runbooks/{n}" for n in runbook_names(catalog_path) if word in read_runbook(catalog_path, n)]
+
+
+def _first_line(text: str) -> str:
+    return next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.strip()), "")
+
+
+def _not_found(kind: str, name: str, names: list[str], uri: str) -> ResourceNotFoundError:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f" Closest: {', '.join(close)}." if close else ""
+    return ResourceNotFoundError(f"No {kind} {name!r} ({uri}).{hint} Known: {', '.join(names) or 'none'}.")
+
+
+# ------------------------------------------------------------------------ queue state
+
+
+async def queue_state(runtime: Runtime, name: str) -> dict[str, Any]:
+    """The current state of queue ``name`` as a JSON-ready dict: counts, FIFO, its DLQ and
+    maxReceiveCount, the queues it is the DLQ of, visibility timeout and retention.
+
+    Raises:
+        ResourceNotFoundError: not a valid queue name, or no such queue.
+        ResourceError: SQS failed (the reason and the next step are in the message).
+    """
+    from opsmcp.backends.aws import aws_call
+    from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
+
+    if not _QUEUE_RE.match(name):
+        raise ResourceNotFoundError(f"{name!r} is not a queue name (letters, digits, - and _, at most 80, "
+                                    "optionally ending in .fifo).")
+    try:
+        await runtime.wait_ready()
+        sqs = SqsBackend(runtime.clients)
+        url, attrs = await sqs.require(name)
+        policy = redrive_policy(attrs)
+        resp = await aws_call(runtime.clients, f"list the source queues of {name}",
+                              runtime.clients.client("sqs").list_dead_letter_source_queues, QueueUrl=url)
+    except NotFound as exc:
+        raise ResourceNotFoundError(f"{exc} ({QUEUE_PREFIX}{name})") from None
+    except OpsError as exc:
+        raise ResourceError(str(exc)) from None
+    sources = sorted(queue_name(u) for u in resp.get("queueUrls", []))
+    return {
+        "name": name,
+        "url": url,
+        "fifo": attrs.get("FifoQueue") == "true",
+        "visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
+        "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        "delayed": int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        "dlq": queue_name(policy["deadLetterTargetArn"]) if policy and policy.get("deadLetterTargetArn") else None,
+        "max_receive_count": policy.get("maxReceiveCount") if policy else None,
+        "is_dlq": bool(sources),
+        "source_queues": sources,
+        "visibility_timeout_seconds": int(attrs.get("VisibilityTimeout", 30)),
+        "retention_seconds": int(attrs.get("MessageRetentionPeriod", 345600)),
+        "read_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+Depth = tuple[int, int, int]
+
+
+class QueueWatch:
+    """Subscriptions to ``opsmcp://queues/{name}`` and the one poller that serves them.
+
+    Args:
+        read_depth: ``async (queue name) -> (visible, in_flight, delayed)``; may raise.
+        publish: ``async (uri)`` that tells 2026-07-28 listen streams the resource changed.
+        poll_seconds: time between two reads of each watched queue.
+
+    Legacy (2025-11-25) subscribers are the connections that sent ``resources/subscribe``;
+    they are notified with ``notifications/resources/updated`` and dropped when the
+    connection closes or sending fails. Listen streams are counted per URI while open.
+    """
+
+    def __init__(self, read_depth: Callable[[str], Awaitable[Depth]], publish: Callable[[str], Awaitable[None]],
+                 poll_seconds: float) -> None:
+        self.read_depth = read_depth
+        self.publish = publish
+        self.poll_seconds = poll_seconds
+        self.sessions: dict[str, set[Any]] = {}
+        self.streams: dict[str, int] = {}
+        self.last: dict[str, Depth] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def watched(self) -> list[str]:
+        """URIs with at least one subscriber."""
+        return sorted({u for u, s in self.sessions.items() if s} | {u for u, n in self.streams.items() if n > 0})
+
+    def _room_for(self, uri: str) -> None:
+        if uri not in self.watched() and len(self.watched()) >= MAX_WATCHED:
+            raise MCPError(INVALID_PARAMS, f"At most {MAX_WATCHED} queues can be watched at once; unsubscribe first.")
+
+    async def subscribe(self, uri: str, connection: Any) -> None:
+        """Add a ``resources/subscribe`` subscriber: a connection with ``notify(method,
+        params)`` (or a session with ``send_resource_updated(uri)``).
+
+        Raises:
+            MCPError: -32602 when the queue does not exist or too many queues are watched.
+        """
+        self._room_for(uri)
+        await self._baseline(uri)
+        self.sessions.setdefault(uri, set()).add(connection)
+        self._ensure_running()
+
+    def unsubscribe(self, uri: str, connection: Any) -> None:
+        """Remove a ``resources/subscribe`` subscriber (no error when it was not subscribed)."""
+        self.sessions.get(uri, set()).discard(connection)
+        self._forget_unwatched()
+
+    def drop(self, connection: Any) -> None:
+        """Forget every subscription of ``connection`` (it closed)."""
+        for subscribers in self.sessions.values():
+            subscribers.discard(connection)
+        self._forget_unwatched()
+
+    async def stream_opened(self, uris: list[str]) -> None:
+        """A ``subscriptions/listen`` stream asks for these queue URIs."""
+        for uri in uris:
+            self._room_for(uri)
+        for uri in uris:
+            try:
+                await self._baseline(uri)
+            except MCPError:
+                log.info("listen stream names unknown queue resource %s", uri)
+            self.streams[uri] = self.streams.get(uri, 0) + 1
+        if uris:
+            self._ensure_running()
+
+    def stream_closed(self, uris: list[str]) -> None:
+        """The ``subscriptions/listen`` stream for these URIs ended."""
+        for uri in uris:
+            self.streams[uri] = max(0, self.streams.get(uri, 0) - 1)
+        self._forget_unwatched()
+
+    async def _baseline(self, uri: str) -> None:
+        try:
+            self.last[uri] = await self.read_depth(uri.removeprefix(QUEUE_PREFIX))
+        except (ResourceNotFoundError, NotFound) as exc:
+            raise MCPError(INVALID_PARAMS, str(exc), {"uri": uri}) from None
+        except Exception as exc:  # the backend is down: watch anyway, report on the next change
+            log.info("cannot read %s yet: %s", uri, exc)
+
+    def _forget_unwatched(self) -> None:
+        keep = set(self.watched())
+        self.last = {u: d for u, d in self.last.items() if u in keep}
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="opsmcp-queue-watch")
+
+    async def close(self) -> None:
+        """Stop the poller and forget every subscription."""
+        self.sessions.clear()
+        self.streams.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while self.watched():
+            await asyncio.sleep(self.poll_seconds)
+            for uri in self.watched():
+                try:
+                    depth = await self.read_depth(uri.removeprefix(QUEUE_PREFIX))
+                except Exception as exc:  # keep polling: the backend may come back
+                    log.info("queue watch: cannot read %s: %s", uri, exc)
+                    continue
+                if self.last.get(uri) != depth:
+                    changed = uri in self.last
+                    self.last[uri] = depth
+                    if changed:
+                        await self._notify(uri)
+
+    async def _notify(self, uri: str) -> None:
+        for sub in list(self.sessions.get(uri, ())):
+            try:
+                if hasattr(sub, "notify"):
+                    await sub.notify("notifications/resources/updated", {"uri": uri})
+                else:
+                    await sub.send_resource_updated(uri)
+            except Exception:  # the client went away: drop its subscription
+                self.sessions[uri].discard(sub)
+        if self.streams.get(uri):
+            await self.publish(uri)
+
+
+# ------------------------------------------------------------------------ registration
+
+
+def register_resources(server: MCPServer, runtime: Runtime) -> QueueWatch | None:
+    """Register the resources of the enabled toolsets; return the queue watcher (None when
+    the queues toolset is off).
+
+    Playbook resources need the playbooks toolset (``list_playbooks`` registered); runbooks
+    are always served; queue state needs ``list_queues``. Registers the
+    ``resources/subscribe`` / ``unsubscribe`` handlers and a ``subscriptions/listen``
+    middleware for queue resources.
+    """
+    tools = runtime.tools
+    catalog_path = Path(runtime.settings.playbook_catalog)
+    playbooks: PlaybookTools | None = runtime.toolsets.get("playbooks") if "list_playbooks" in tools else None  # type: ignore[assignment]
+
+    if playbooks is not None:
+        _register_playbooks(server, playbooks, catalog_path)
+    for name in runbook_names(catalog_path):
+        text = read_runbook(catalog_path, name)
+        server.resource(f"opsmcp://runbooks/{name}", name=f"runbook-{name}", title=_first_line(text),
+                        description=f"Runbook: {_first_line(text)}", mime_type="text/markdown")(
+            _static(functools.partial(read_runbook, catalog_path, name)))
+
+    @server.resource("opsmcp://runbooks/{name}", name="runbook", title="Runbook",
+                     description="A Markdown runbook: one per catalog playbook and one per incident kind.",
+                     mime_type="text/markdown")
+    def runbook(name: str) -> str:
+        return read_runbook(catalog_path, name)
+
+    server.middleware.append(_unknown_resource_hint(server))
+    if "list_queues" not in tools:
+        return None
+
+    @server.resource("opsmcp://queues/{name}", name="queue", title="Queue state",
+                     description="A queue's current counts and DLQ wiring as JSON; subscribe to hear when its depth "
+                     "changes.", mime_type="application/json")
+    async def queue(name: str) -> str:
+        return json.dumps(await queue_state(runtime, name), indent=1)
+
+    async def read_depth(name: str) -> Depth:
+        state = await queue_state(runtime, name)
+        return state["visible"], state["in_flight"], state["delayed"]
+
+    bus = getattr(server, "_subscriptions", None)  # the SDK's listen bus (no public accessor in mcp 2.3.0)
+
+    async def publish(uri: str) -> None:
+        if bus is not None:
+            await bus.publish(ResourceUpdated(uri=uri))
+
+    watch = QueueWatch(read_depth, publish, runtime.settings.resource_poll_seconds)
+    _register_subscriptions(server, watch)
+    _WATCHES[server] = watch
+    return watch
+
+
+def _unknown_resource_hint(server: MCPServer) -> ServerMiddleware[Any]:
+    """A middleware that adds the served URI templates to the SDK's bare "Unknown resource"
+    error (still -32602), so the client knows what it can read instead."""
+
+    async def hint(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "resources/read":
+            return await call_next(ctx)
+        try:
+            return await call_next(ctx)
+        except MCPError as exc:
+            if exc.error.code != INVALID_PARAMS or not exc.error.message.startswith("Unknown resource"):
+                raise
+            served = [t.uri_template for t in await server.list_resource_templates()]
+            raise MCPError(INVALID_PARAMS, f"{exc.error.message}. opsmcp serves: opsmcp://playbooks/catalog, "
+                           + ", ".join(served) + " (resources/list names each one).", exc.error.data) from None
+
+    return hint
+
+
+def _static(fn: Callable[[], str]) -> Callable[[], str]:
+    """A zero-argument resource function with a docstring (the SDK reads its name)."""
+
+    def read() -> str:
+        """Read the resource."""
+        return fn()
+
+    return read
+
+
+def _register_playbooks(server: MCPServer, playbooks: PlaybookTools, catalog_path: Path) -> None:
+    @server.resource("opsmcp://playbooks/catalog", name="playbook-catalog", title="Playbook catalog",
+                     description="The playbooks run_playbook may run, their variables and risk (YAML).",
+                     mime_type="application/yaml")
+    def catalog() -> str:
+        return Path(playbooks.settings.playbook_catalog).read_text(encoding="utf-8")
+
+    def source(name: str) -> str:
+        try:
+            entry = playbooks.catalog().get(name)
+        except NotFound:
+            raise _not_found("playbook", name, playbooks.catalog().names, f"opsmcp://playbooks/{name}") from None
+        return entry.file.read_text(encoding="utf-8")
+
+    for entry in playbooks.catalog().playbooks:
+        server.resource(f"opsmcp://playbooks/{entry.name}", name=f"playbook-{entry.name}",
+                        title=f"Playbook {entry.name}", description=f"{entry.risk}: {entry.description}",
+                        mime_type="application/yaml")(_static(functools.partial(source, entry.name)))
+
+    @server.resource("opsmcp://playbooks/{name}", name="playbook", title="Playbook source",
+                     description="The YAML source of one catalog playbook.", mime_type="application/yaml")
+    def playbook(name: str) -> str:
+        return source(name)
+
+
+def _queue_uris(uris: Any) -> list[str]:
+    return [u for u in uris or [] if isinstance(u, str) and u.startswith(QUEUE_PREFIX)]
+
+
+def _connection(ctx: ServerRequestContext[Any, Any]) -> Any:
+    """The client connection a request came on: the same object for every request of one
+    client (``ctx.session`` is a new proxy per request). mcp 2.3.0 exposes it to low-level
+    handlers only as the session's ``_connection``; the session itself is the fallback."""
+    return getattr(ctx.session, "_connection", None) or ctx.session
+
+
+def _register_subscriptions(server: MCPServer, watch: QueueWatch) -> None:
+    """``resources/subscribe`` and ``unsubscribe`` (2025-11-25) and a ``subscriptions/listen``
+    middleware (2026-07-28) that tell ``watch`` which queue resources are wanted."""
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        if not uri.startswith(QUEUE_PREFIX):
+            raise MCPError(INVALID_PARAMS, f"Only queue resources ({QUEUE_PREFIX}{{name}}) change; {uri} does not.",
+                           {"uri": uri})
+        connection = _connection(ctx)
+        first = connection not in {c for subs in watch.sessions.values() for c in subs}
+        await watch.subscribe(uri, connection)
+        if first and hasattr(connection, "exit_stack"):
+            connection.exit_stack.callback(watch.drop, connection)  # runs when the client disconnects
+        return EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        watch.unsubscribe(str(params.uri), _connection(ctx))
+        return EmptyResult()
+
+    # MCPServer has no public hook for these two methods in mcp 2.3.0; the low-level
+    # server's add_request_handler is the documented registration point.
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+    async def listen_middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "subscriptions/listen" or ctx.request_id is None:
+            return await call_next(ctx)
+        wanted = ((ctx.params or {}).get("notifications") or {}).get("resourceSubscriptions")
+        uris = _queue_uris(wanted)
+        await watch.stream_opened(uris)
+        try:
+            return await call_next(ctx)
+        finally:
+            watch.stream_closed(uris)
+
+    server.middleware.append(listen_middleware)
