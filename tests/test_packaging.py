@@ -18,6 +18,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.anyio
 
@@ -102,3 +103,24 @@ print(json.dumps({"module": opsmcp.__file__, "catalog": str(path), "names": cat.
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout)["names"] == ["only_this"]
+
+
+async def test_installed_server_lists_playbooks_over_stdio(wheel_venv: Path, tmp_path: Path) -> None:
+    """`opsmcp serve --allow-writes` from the installed wheel lists and describes the
+    shipped playbooks to an MCP client, and serves the catalog and a runbook as resources."""
+    env = _env(tmp_path, AWS_ENDPOINT_URL="http://127.0.0.1:9")  # playbooks need no AWS: no sandbox
+    params = StdioServerParameters(command=str(wheel_venv / "bin" / "opsmcp"),
+                                   args=["serve", "--allow-writes", "--toolsets", "playbooks"], env=env,
+                                   cwd=str(tmp_path))
+    async with Client(params) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert {"list_playbooks", "run_playbook"} <= tools
+        listed = await client.call_tool("list_playbooks", {})
+        assert not listed.is_error, listed.content
+        names = [p["name"] for p in listed.structured_content["playbooks"]]
+        assert names == ["collect_diagnostics", "cleanup_old_files", "rotate_log", "restart_worker"]
+        catalog = await client.read_resource("opsmcp://playbooks/catalog")
+        packaged = (ROOT / "src" / "opsmcp" / "catalog" / "catalog.yml").read_text()
+        assert catalog.contents[0].text == packaged
+        runbook = await client.read_resource("opsmcp://runbooks/rotate_log")
+        assert runbook.contents[0].text.startswith("# ")
