@@ -639,3 +639,26 @@ def test_small_result_is_left_alone(test_catalog: backend.Catalog) -> None:
         timeout_seconds=1)
     result = _to_result(run)
     assert _fit(result.model_copy(deep=True), 2_000) == result and not result.truncated
+
+
+def test_leftover_processes_are_found_by_their_run_marker() -> None:
+    """What a cancelled run leaves behind (processes in their own session, as ansible's
+    workers are) is killed by its run id, and only that: a process with another run id
+    (or none) lives on."""
+    from opsmcp.backends.ansible.runner import _kill_marked
+
+    run_id, other = uuid.uuid4().hex, uuid.uuid4().hex
+    env = {**os.environ, backend.RUN_MARKER_ENV: run_id}
+    mine = [subprocess.Popen(["sleep", "60"], env=env, start_new_session=True) for _ in range(2)]
+    theirs = subprocess.Popen(["sleep", "60"], env={**os.environ, backend.RUN_MARKER_ENV: other},
+                              start_new_session=True)
+    try:
+        assert _kill_marked(run_id) == 2
+        assert all(p.wait(5) == -signal.SIGKILL for p in mine)
+        assert theirs.poll() is None
+        assert _kill_marked(run_id) == 0
+    finally:
+        for p in [*mine, theirs]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

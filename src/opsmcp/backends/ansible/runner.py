@@ -243,7 +243,7 @@ def _kill_marked(run_id: str) -> int:
                 killed += 1
             except psutil.Error:
                 pass
-        psutil.wait_procs(found, timeout=0.1)
+        time.sleep(0.02)  # no wait(): a process may be another component's child to reap
     if killed:
         log.info("killed %d leftover process(es) of playbook run %s", killed, run_id)
     return killed
