@@ -19,7 +19,7 @@ from mcp.server import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
 from opsmcp.prompts import register_prompts
-from opsmcp.resources import register_resources, runbook_names, runbooks_mentioning
+from opsmcp.resources import register_resources, runbook_names, runbooks_mentioning, sqs_backend
 
 if TYPE_CHECKING:
     from opsmcp.server import Runtime
@@ -79,14 +79,12 @@ class Completer:
 
     async def queue_names(self) -> list[str]:
         """Every queue name (SQS ListQueues, all pages); [] when SQS fails or is not ready."""
-        from opsmcp.backends.sqs import SqsBackend
-
         if "list_queues" not in self.runtime.tools:
             return []
         with anyio.move_on_after(WAIT_SECONDS):
             try:
                 await self.runtime.wait_ready()
-                return await SqsBackend(self.runtime.clients).all_names()
+                return await sqs_backend(self.runtime).all_names()
             except Exception as exc:
                 log.info("queue name completion failed: %s", exc)
         return []

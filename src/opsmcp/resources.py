@@ -46,6 +46,7 @@ from opsmcp.catalog import packaged_runbooks
 from opsmcp.errors import NotFound, OpsError
 
 if TYPE_CHECKING:
+    from opsmcp.backends.sqs import SqsBackend
     from opsmcp.server import Runtime
     from opsmcp.toolsets.playbooks import PlaybookTools
 
@@ -116,6 +117,14 @@ def _not_found(kind: str, name: str, names: list[str], uri: str) -> ResourceNotF
 # ------------------------------------------------------------------------ queue state
 
 
+def sqs_backend(runtime: Runtime) -> SqsBackend:
+    """The queues toolset's SQS adapter (its ``sqs``), or a new one on the same clients."""
+    from opsmcp.backends.sqs import SqsBackend
+
+    found = getattr(runtime.toolsets.get("queues"), "sqs", None)
+    return found if isinstance(found, SqsBackend) else SqsBackend(runtime.clients)
+
+
 async def queue_state(runtime: Runtime, name: str) -> dict[str, Any]:
     """The current state of queue ``name`` as a JSON-ready dict: counts, FIFO, its DLQ and
     maxReceiveCount, the queues it is the DLQ of, visibility timeout and retention.
@@ -125,15 +134,14 @@ async def queue_state(runtime: Runtime, name: str) -> dict[str, Any]:
         ResourceError: SQS failed (the reason and the next step are in the message).
     """
     from opsmcp.backends.aws import aws_call
-    from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
+    from opsmcp.backends.sqs import queue_name, redrive_policy
 
     if not _QUEUE_RE.match(name):
         raise ResourceNotFoundError(f"{name!r} is not a queue name (letters, digits, - and _, at most 80, "
                                     "optionally ending in .fifo).")
     try:
         await runtime.wait_ready()
-        sqs = SqsBackend(runtime.clients)
-        url, attrs = await sqs.require(name)
+        url, attrs = await sqs_backend(runtime).require(name)
         policy = redrive_policy(attrs)
         resp = await aws_call(runtime.clients, f"list the source queues of {name}",
                               runtime.clients.client("sqs").list_dead_letter_source_queues, QueueUrl=url)
@@ -329,9 +337,25 @@ def register_resources(server: MCPServer, runtime: Runtime) -> QueueWatch | None
     async def queue(name: str) -> str:
         return json.dumps(await queue_state(runtime, name), indent=1)
 
+    urls: dict[str, str] = {}
+
     async def read_depth(name: str) -> Depth:
-        state = await queue_state(runtime, name)
-        return state["visible"], state["in_flight"], state["delayed"]
+        """Two calls the first time (GetQueueUrl, GetQueueAttributes), one after that."""
+        sqs = sqs_backend(runtime)
+        await runtime.wait_ready()
+        if name not in urls:
+            if not _QUEUE_RE.match(name):
+                raise ResourceNotFoundError(f"{name!r} is not a queue name.")
+            urls[name] = await sqs.resolve(name)
+        try:
+            attrs = await sqs.attributes(urls[name])
+        except NotFound:
+            urls.pop(name, None)  # deleted (or recreated under a new URL): resolve again next time
+            raise
+        counts = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                  "ApproximateNumberOfMessagesDelayed")
+        visible, in_flight, delayed = (int(attrs.get(c, 0)) for c in counts)
+        return visible, in_flight, delayed
 
     bus = getattr(server, "_subscriptions", None)  # the SDK's listen bus (no public accessor in mcp 2.3.0)
 
