@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import functools
 import json
 import logging
 import re
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.mcpserver.resources import FileResource
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
@@ -70,17 +70,33 @@ def queue_watch(server: MCPServer) -> QueueWatch | None:
 def runbook_dirs(catalog_path: Path) -> list[Path]:
     """Directories searched for runbooks, first match wins: ``runbooks/`` next to the
     catalog file, then the runbooks shipped with opsmcp."""
-    dirs = [catalog_path.parent / "runbooks", packaged_runbooks()]
     out: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
+    for d in (catalog_path.parent / "runbooks", packaged_runbooks()):
+        if d.is_dir() and d.resolve() not in out:
+            out.append(d.resolve())
     return out
 
 
+def runbook_files(catalog_path: Path) -> dict[str, Path]:
+    """Runbook name (file name without ``.md``) -> its file, first directory winning."""
+    found: dict[str, Path] = {}
+    for d in runbook_dirs(catalog_path):
+        for path in sorted(d.glob("*.md")):
+            if _NAME_RE.match(path.stem):
+                found.setdefault(path.stem, path)
+    return found
+
+
 def runbook_names(catalog_path: Path) -> list[str]:
-    """Every runbook name (file name without ``.md``), sorted."""
-    return sorted({p.stem for d in runbook_dirs(catalog_path) for p in d.glob("*.md") if _NAME_RE.match(p.stem)})
+    """Every runbook name, sorted."""
+    return sorted(runbook_files(catalog_path))
+
+
+def _runbook_path(catalog_path: Path, name: str) -> Path:
+    files = runbook_files(catalog_path)
+    if _NAME_RE.match(name) and name in files:
+        return files[name]
+    raise _not_found("runbook", name, sorted(files), f"opsmcp://runbooks/{name}")
 
 
 def read_runbook(catalog_path: Path, name: str) -> str:
@@ -89,19 +105,15 @@ def read_runbook(catalog_path: Path, name: str) -> str:
     Raises:
         ResourceNotFoundError: no such runbook (the message lists the closest names).
     """
-    if _NAME_RE.match(name):
-        for d in runbook_dirs(catalog_path):
-            path = d / f"{name}.md"
-            if path.is_file():
-                return path.read_text(encoding="utf-8")
-    raise _not_found("runbook", name, runbook_names(catalog_path), f"opsmcp://runbooks/{name}")
+    return _runbook_path(catalog_path, name).read_text(encoding="utf-8")
 
 
 def runbooks_mentioning(catalog_path: Path, word: str) -> list[str]:
     """URIs of the runbooks whose text contains ``word`` (e.g. a queue name)."""
     if not word:
         return []
-    return [f"opsmcp://runbooks/{n}" for n in runbook_names(catalog_path) if word in read_runbook(catalog_path, n)]
+    return [f"opsmcp://runbooks/{n}" for n, path in sorted(runbook_files(catalog_path).items())
+            if word in path.read_text(encoding="utf-8")]
 
 
 def _first_line(text: str) -> str:
@@ -315,11 +327,11 @@ def register_resources(server: MCPServer, runtime: Runtime) -> QueueWatch | None
 
     if playbooks is not None:
         _register_playbooks(server, playbooks, catalog_path)
-    for name in runbook_names(catalog_path):
-        text = read_runbook(catalog_path, name)
-        server.resource(f"opsmcp://runbooks/{name}", name=f"runbook-{name}", title=_first_line(text),
-                        description=f"Runbook: {_first_line(text)}", mime_type="text/markdown")(
-            _static(functools.partial(read_runbook, catalog_path, name)))
+    for name, path in sorted(runbook_files(catalog_path).items()):
+        title = _first_line(path.read_text(encoding="utf-8"))
+        server.add_resource(FileResource(uri=f"opsmcp://runbooks/{name}", name=f"runbook-{name}", title=title,
+                                         description=f"Runbook: {title}", mime_type="text/markdown",
+                                         path=path, encoding="utf-8"))
 
     @server.resource("opsmcp://runbooks/{name}", name="runbook", title="Runbook",
                      description="A Markdown runbook: one per catalog playbook and one per incident kind.",
@@ -388,22 +400,11 @@ def _unknown_resource_hint(server: MCPServer) -> ServerMiddleware[Any]:
     return hint
 
 
-def _static(fn: Callable[[], str]) -> Callable[[], str]:
-    """A zero-argument resource function with a docstring (the SDK reads its name)."""
-
-    def read() -> str:
-        """Read the resource."""
-        return fn()
-
-    return read
-
-
 def _register_playbooks(server: MCPServer, playbooks: PlaybookTools, catalog_path: Path) -> None:
-    @server.resource("opsmcp://playbooks/catalog", name="playbook-catalog", title="Playbook catalog",
-                     description="The playbooks run_playbook may run, their variables and risk (YAML).",
-                     mime_type="application/yaml")
-    def catalog() -> str:
-        return Path(playbooks.settings.playbook_catalog).read_text(encoding="utf-8")
+    server.add_resource(FileResource(uri="opsmcp://playbooks/catalog", name="playbook-catalog",
+                                     title="Playbook catalog", mime_type="application/yaml", encoding="utf-8",
+                                     description="The playbooks run_playbook may run, their variables and risk (YAML).",
+                                     path=catalog_path.resolve()))
 
     def source(name: str) -> str:
         try:
@@ -413,9 +414,10 @@ def _register_playbooks(server: MCPServer, playbooks: PlaybookTools, catalog_pat
         return entry.file.read_text(encoding="utf-8")
 
     for entry in playbooks.catalog().playbooks:
-        server.resource(f"opsmcp://playbooks/{entry.name}", name=f"playbook-{entry.name}",
-                        title=f"Playbook {entry.name}", description=f"{entry.risk}: {entry.description}",
-                        mime_type="application/yaml")(_static(functools.partial(source, entry.name)))
+        server.add_resource(FileResource(uri=f"opsmcp://playbooks/{entry.name}", name=f"playbook-{entry.name}",
+                                         title=f"Playbook {entry.name}", mime_type="application/yaml",
+                                         description=f"{entry.risk}: {entry.description}", path=entry.file,
+                                         encoding="utf-8"))
 
     @server.resource("opsmcp://playbooks/{name}", name="playbook", title="Playbook source",
                      description="The YAML source of one catalog playbook.", mime_type="application/yaml")
