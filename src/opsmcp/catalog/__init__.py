@@ -22,8 +22,9 @@ def packaged_dir() -> Path:
     """The directory holding the shipped ``catalog.yml``, ``playbooks/`` and ``runbooks/``.
 
     A normal install (a wheel unpacked into site-packages, or an editable install) gives
-    the real directory. From a zip import, the files are extracted once to a temporary
-    directory that lives until the process exits (ansible-runner needs real files).
+    the real directory. From a zip import (Python 3.12+ can extract a directory), the files
+    are extracted once to a temporary directory that lives until the process exits
+    (ansible-runner needs real files).
     """
     root = resources.files(__name__)
     if isinstance(root, Path):
