@@ -18,7 +18,7 @@ from mcp.types import PromptReference, ResourceTemplateReference, ResourceUpdate
 from pydantic import BaseModel, Field
 
 from opsmcp.catalog import packaged_catalog, packaged_runbooks
-from opsmcp.resources import queue_watch
+from opsmcp.subscriptions import queue_watch
 from opsmcp.server import build_server
 from opsmcp.toolsets.base import Result, tool
 
