@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import VarSpec, load_catalog, run_playbook, validate_vars
-from opsmcp.config import REPO_ROOT
+from opsmcp.catalog import packaged_catalog
 from opsmcp.errors import InvalidInput
 
-CATALOG = REPO_ROOT / "tools" / "catalog.yml"
+CATALOG = packaged_catalog()
 SHELL_MODULES = {"shell", "command", "raw", "script", "ansible.builtin.shell", "ansible.builtin.command",
                  "ansible.builtin.raw", "ansible.builtin.script", "ansible.legacy.shell", "ansible.legacy.command"}
 

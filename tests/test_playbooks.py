@@ -9,25 +9,30 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import textwrap
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 import yaml
 
 from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import PlaybookEntry, load_catalog, run_playbook, validate_vars
-from opsmcp.config import REPO_ROOT, Settings
+from opsmcp.catalog import packaged_catalog
+from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, OpsError, WritesDisabled
-from opsmcp.toolsets.playbooks import PlaybookTools
+from opsmcp.toolsets.playbooks import PlaybookRunResult, PlaybookTools, _fit, _to_result
 
-CATALOG = REPO_ROOT / "tools" / "catalog.yml"
+CATALOG = packaged_catalog()
+MARKER_ENV = "OPSMCP_TEST_MARKER"
 DAY = 86_400
 
 
@@ -77,19 +82,25 @@ def make_old(path: Path, days: float) -> None:
     os.utime(path, (t, t))
 
 
-def sleepers(marker: str) -> list[int]:
-    """Pids of live processes whose command line is exactly ``sleep <marker>``."""
+def sleepers(arg: str) -> list[int]:
+    """Pids of live processes whose command line is exactly ``sleep <arg>``."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["cmdline"] == ["sleep", arg] and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
+def marked(marker: str) -> list[int]:
+    """Pids of live processes started with ``OPSMCP_TEST_MARKER=<marker>`` in their
+    environment: the processes of this test's own runs, never another test's or user's."""
+    found = []
+    for proc in psutil.process_iter():
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
+            if proc.environ().get(MARKER_ENV) == marker and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
             continue
-        if cmd[:2] == [b"sleep", marker.encode()] and state != "Z":
-            found.append(int(pid))
     return found
 
 
@@ -104,20 +115,28 @@ def wait_until(cond, timeout: float = 5.0) -> bool:
 
 
 @pytest.fixture
-def test_catalog(tmp_path: Path) -> backend.Catalog:
-    """A tiny test-only catalog: a slow playbook and one that fails mid-way."""
+def marker() -> str:
+    """A marker unique to this test: the slow playbook's sleep carries it in its environment."""
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def test_catalog(tmp_path: Path, marker: str) -> backend.Catalog:
+    """A tiny test-only catalog: a slow playbook (its sleep is tagged with ``marker``) and
+    one that fails mid-way."""
     (tmp_path / "slow.yml").write_text(
         textwrap.dedent(
-            """\
+            f"""\
             - hosts: all
               gather_facts: false
               tasks:
                 - name: Before
-                  ansible.builtin.debug: {msg: starting}
+                  ansible.builtin.debug: {{msg: starting}}
                 - name: Sleep
-                  ansible.builtin.command: "sleep {{ seconds }}"
+                  ansible.builtin.command: "sleep {{{{ seconds }}}}"
+                  environment: {{{MARKER_ENV}: "{marker}"}}
                 - name: After
-                  ansible.builtin.debug: {msg: never}
+                  ansible.builtin.debug: {{msg: never}}
             """
         )
     )
@@ -450,18 +469,17 @@ def test_failure_midway_returns_partial_results(test_catalog: backend.Catalog, t
     assert "Break here" in run.stdout_tail
 
 
-def test_timeout_stops_the_run(test_catalog: backend.Catalog) -> None:
-    assert not sleepers("37")
+def test_timeout_stops_the_run(test_catalog: backend.Catalog, marker: str) -> None:
     started = time.monotonic()
     run = run_playbook(test_catalog.get("slow"), {"seconds": 37}, check=False, timeout_seconds=2)
     assert run.status == "timeout"
     assert "time limit" in run.message and run.rc == 254
     assert time.monotonic() - started < 10
     assert not any(t.task == "After" for t in run.tasks)
-    assert wait_until(lambda: not sleepers("37"))
+    assert wait_until(lambda: not marked(marker))
 
 
-def test_cancel_event_stops_the_run(test_catalog: backend.Catalog) -> None:
+def test_cancel_event_stops_the_run(test_catalog: backend.Catalog, marker: str) -> None:
     sleeping = threading.Event()
     cancel = threading.Event()
     events: list[backend.TaskEvent] = []
@@ -482,7 +500,7 @@ def test_cancel_event_stops_the_run(test_catalog: backend.Catalog) -> None:
     )
     worker.start()
     assert sleeping.wait(30)
-    assert wait_until(lambda: bool(sleepers("38")), 10)
+    assert wait_until(lambda: bool(marked(marker)), 10)
     cancel.set()
     t0 = time.monotonic()
     worker.join(15)
@@ -492,7 +510,7 @@ def test_cancel_event_stops_the_run(test_catalog: backend.Catalog) -> None:
     assert [(t.task, t.status) for t in run.tasks] == [("Before", "ok")]
     assert [e.kind for e in events][:3] == ["task_start", "task_end", "task_start"]
     assert events[0].total == 3
-    assert wait_until(lambda: not sleepers("38"))
+    assert wait_until(lambda: not marked(marker))
 
 
 # --------------------------------------------------------------------------- toolset
@@ -508,10 +526,11 @@ async def test_list_playbooks() -> None:
     result = await tools.list_playbooks()
     by_name = {p.name: p for p in result.playbooks}
     assert set(by_name) >= {"collect_diagnostics", "cleanup_old_files", "rotate_log", "restart_worker"}
-    age = next(v for v in by_name["cleanup_old_files"].vars if v.name == "age_days")
+    age = by_name["cleanup_old_files"].vars["age_days"]
     assert (age.type, age.default, age.min) == ("integer", 7, 1)
-    directory = next(v for v in by_name["cleanup_old_files"].vars if v.name == "directory")
-    assert directory.required and "/tmp" in directory.allowed_roots
+    assert by_name["cleanup_old_files"].vars["directory"].required
+    assert "/tmp" in by_name["cleanup_old_files"].allowed_roots
+    assert by_name["restart_worker"].allowed_roots == ["/tmp", "/var/tmp", "/run"]
 
 
 async def test_real_run_of_a_change_playbook_needs_confirmation(test_catalog: backend.Catalog, tmp_path: Path) -> None:
@@ -527,7 +546,7 @@ async def test_real_run_of_a_change_playbook_needs_confirmation(test_catalog: ba
     assert not marker.exists()
 
 
-async def test_toolset_progress_and_cancellation(test_catalog: backend.Catalog) -> None:
+async def test_toolset_progress_and_cancellation(test_catalog: backend.Catalog, marker: str) -> None:
     tools = tools_for(test_catalog.path)
     seen: list[tuple[float, float | None, str]] = []
     sleeping = anyio.Event()
@@ -547,16 +566,16 @@ async def test_toolset_progress_and_cancellation(test_catalog: backend.Catalog) 
     assert values == sorted(values) and len(set(values)) == len(values) and seen[0][1] == 3
     # The abandoned worker thread saw the cancel event: ansible-runner killed the run.
     end = time.monotonic() + 10
-    while sleepers("39") and time.monotonic() < end:
+    while marked(marker) and time.monotonic() < end:
         await anyio.sleep(0.05)
-    assert not sleepers("39")
+    assert not marked(marker)
 
 
 # --------------------------------------------------------------------------- bounds
 
 
 def test_diffs_and_outputs_are_bounded(test_catalog: backend.Catalog) -> None:
-    collector = backend._Collector(test_catalog.get("slow"), None, None)
+    collector = backend.EventCollector(test_catalog.get("slow"), None, None)
     big = "x" * 10_000
     for i in range(30):
         collector.handle(
@@ -576,3 +595,70 @@ def test_diffs_and_outputs_are_bounded(test_catalog: backend.Catalog) -> None:
     assert len(run.diffs) == backend.MAX_DIFFS and run.diffs_truncated
     assert all(d.truncated and len(d.diff.encode()) <= backend.MAX_DIFF_BYTES + 20 for d in run.diffs)
     assert run.recap["localhost"].changed == 30
+
+
+def _big_run(test_catalog: backend.Catalog) -> backend.PlaybookRun:
+    """A run with 40 tasks, long debug outputs, 20 diffs and a long stdout tail."""
+    collector = backend.EventCollector(test_catalog.get("slow"), None, None)
+    for i in range(40):
+        res = {"changed": True, "diff": {"before": f"old {i}\n" * 200, "after": f"new {i}\n" * 200}}
+        collector.handle({"event": "runner_on_ok",
+                          "event_data": {"task": f"copy {i}", "host": "localhost", "task_action": "copy", "res": res}})
+        collector.handle({"event": "runner_on_ok",
+                          "event_data": {"task": f"show {i}", "host": "localhost", "task_action": "debug",
+                                         "res": {"msg": f"line {i} " * 500}}})
+    return collector.result(check=True, status="successful", rc=0, duration=1.0,
+                            stdout_tail="ok: [localhost]\n" * 500, stdout_truncated=False, timeout_seconds=1)
+
+
+@pytest.mark.parametrize("budget", [60_000, 20_000, 4_000])
+def test_result_size_budget(test_catalog: backend.Catalog, budget: int) -> None:
+    """A run result is cut to the byte budget in a fixed order (stdout, diffs, debug outputs,
+    tasks), every cut is flagged and named in notes, and what is kept is the start."""
+    full = _to_result(_big_run(test_catalog))
+    assert len(full.model_dump_json().encode()) > 60_000 and full.changed == 40
+    fitted = _fit(full.model_copy(deep=True), budget)
+    size = len(fitted.model_dump_json().encode())
+    assert size <= budget, (size, fitted.notes)
+    assert fitted.truncated and fitted.stdout_truncated and len(fitted.stdout_tail) <= 1_000
+    assert fitted.diffs_truncated and len(fitted.diffs) < len(full.diffs)
+    assert [d.task for d in fitted.diffs] == [d.task for d in full.diffs][: len(fitted.diffs)]
+    assert [t.task for t in fitted.tasks] == [t.task for t in full.tasks][: len(fitted.tasks)]
+    notes = " ".join(fitted.notes)
+    assert "stdout_tail was cut" in notes and "diff(s) were dropped" in notes
+    if budget < 20_000:
+        assert "Debug outputs were cut" in notes and fitted.tasks_truncated
+        assert f"of {len(full.tasks)} task results fit" in notes
+    assert (fitted.changed, fitted.recap) == (full.changed, full.recap)  # totals are never cut
+    PlaybookRunResult.model_validate(json.loads(fitted.model_dump_json()))  # still a valid result
+
+
+def test_small_result_is_left_alone(test_catalog: backend.Catalog) -> None:
+    run = backend.EventCollector(test_catalog.get("slow"), None, None).result(
+        check=False, status="successful", rc=0, duration=0.5, stdout_tail="done", stdout_truncated=False,
+        timeout_seconds=1)
+    result = _to_result(run)
+    assert _fit(result.model_copy(deep=True), 2_000) == result and not result.truncated
+
+
+def test_leftover_processes_are_found_by_their_run_marker() -> None:
+    """What a cancelled run leaves behind (processes in their own session, as ansible's
+    workers are) is killed by its run id, and only that: a process with another run id
+    (or none) lives on."""
+    from opsmcp.backends.ansible.runner import _kill_marked
+
+    run_id, other = uuid.uuid4().hex, uuid.uuid4().hex
+    env = {**os.environ, backend.RUN_MARKER_ENV: run_id}
+    mine = [subprocess.Popen(["sleep", "60"], env=env, start_new_session=True) for _ in range(2)]
+    theirs = subprocess.Popen(["sleep", "60"], env={**os.environ, backend.RUN_MARKER_ENV: other},
+                              start_new_session=True)
+    try:
+        assert _kill_marked(run_id) == 2
+        assert all(p.wait(5) == -signal.SIGKILL for p in mine)
+        assert theirs.poll() is None
+        assert _kill_marked(run_id) == 0
+    finally:
+        for p in [*mine, theirs]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

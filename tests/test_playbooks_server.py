@@ -12,7 +12,7 @@ from mcp.types import ElicitResult
 
 from opsmcp.audit import FileAudit
 from opsmcp.server import build_server
-from test_playbooks import test_catalog  # noqa: F401  (fixture)
+from test_playbooks import marker, test_catalog  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.anyio
 
@@ -72,16 +72,15 @@ async def test_secret_named_variable_is_redacted_in_the_audit_log(tmp_path):
     assert "sk-live-123456" not in text and "hunter2" not in text and "***redacted***" in text
 
 
-async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog):
+async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog, marker):  # noqa: F811
     """Cancelling the tools/call on the client stops the ansible run (its sleep dies) and the
     audit trail records how the write ended."""
     import anyio
-    from test_playbooks import sleepers
+    from test_playbooks import marked
 
     settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"],
                              playbook_catalog=test_catalog.path)
     server, _ = build_server(settings)
-    assert not sleepers("39")
     async with Client(server) as client, anyio.create_task_group() as tg:
         args = {"name": "slow", "extra_vars": {"seconds": 39}}
         await call(client, "run_playbook", **args)  # the check-mode preview (the sleep is skipped)
@@ -91,11 +90,11 @@ async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog)
 
         tg.start_soon(run)
         with anyio.fail_after(60):
-            while not sleepers("39"):
+            while not marked(marker):
                 await anyio.sleep(0.05)  # polling for the process to appear, bounded above
         tg.cancel_scope.cancel()
     with anyio.fail_after(30):
-        while sleepers("39"):
+        while marked(marker):
             await anyio.sleep(0.05)
     with anyio.fail_after(10):
         while not any(r.get("outcome") == "cancelled" for r in FileAudit(settings.audit_log_path).tail(10)):

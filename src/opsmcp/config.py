@@ -22,7 +22,6 @@ from pydantic_settings import (
 )
 
 ALL_TOOLSETS = ("queues", "orders", "logs", "metrics", "playbooks", "prometheus", "alerts")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _default_data_dir() -> Path:
@@ -31,8 +30,10 @@ def _default_data_dir() -> Path:
 
 
 def _default_catalog() -> Path:
-    local = Path.cwd() / "tools" / "catalog.yml"
-    return local if local.exists() else REPO_ROOT / "tools" / "catalog.yml"
+    """The catalog shipped inside the package (``opsmcp/catalog/catalog.yml``)."""
+    from opsmcp.catalog import packaged_catalog
+
+    return packaged_catalog()
 
 
 class Settings(BaseSettings):
@@ -133,6 +134,11 @@ class Settings(BaseSettings):
         None, description="HMAC key of approval tokens (and of sealed request state); replicas share it. "
         "Random per process when unset.")
     approval_ttl_seconds: float = Field(600.0, gt=0, le=86_400, description="How long an approval token is valid, s.")
+
+    # --- MCP resources --------------------------------------------------------------
+    resource_poll_seconds: float = Field(
+        5.0, ge=0.05, le=300, description="How often subscribed opsmcp://queues/{name} resources are re-read, seconds."
+    )
 
     @field_validator("toolsets", mode="before")
     @classmethod

@@ -371,6 +371,9 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
             runtime.close_interrupted()
 
         threading.Thread(target=recover, daemon=True, name="opsmcp-audit-recovery").start()
+    from opsmcp.completions import register_prompts_and_resources
+
+    register_prompts_and_resources(server, runtime)  # prompts, resources, completions of the registered tools
     server.middleware.append(ProtocolGuard(server, lambda n: runtime.tools[n].write if n in runtime.tools else None))
     return server, runtime
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import anyio
@@ -32,62 +32,36 @@ import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from opsmcp.backends import ansible as backend
-from opsmcp.backends.ansible import FileDiff, HostRecap, TaskEvent, TaskResult
+from opsmcp.backends.ansible import TaskEvent
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, WritesDisabled
 from opsmcp.toolsets.base import Result, tool
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
-
-
-class PlaybookVar(BaseModel):
-    """One variable a playbook accepts."""
-
-    name: str
-    type: str = Field(description="string, integer, boolean or path.")
-    description: str = ""
-    required: bool = False
-    default: Any = None
-    enum: list[Any] | None = Field(None, description="Allowed values, when restricted.")
-    pattern: str | None = Field(None, description="Regex the value must fully match.")
-    min: int | None = None
-    max: int | None = None
-    allowed_roots: list[str] | None = Field(None, description="For paths: directories the path must lie under.")
+ProgressFn = Callable[[float, float | None, str], Coroutine[Any, Any, None]]
 
 
 class PlaybookInfo(BaseModel):
-    """One runnable playbook."""
+    """One runnable playbook, as the catalog declares it."""
 
-    name: str
-    description: str
+    name: str = Field(description="Name to pass to run_playbook.")
+    description: str = Field(description="What the playbook does.")
     risk: str = Field(description="read (changes nothing), change, or destructive (deletes data).")
     targets: list[str] = Field(description="Values accepted as `limit`.")
-    vars: list[PlaybookVar] = Field(description="Variables accepted in `extra_vars`.")
+    allowed_roots: list[str] = Field(description="Directories every path variable must lie under.")
+    vars: dict[str, backend.VarSpec] = Field(description="Variables accepted in `extra_vars`, by name.")
 
 
 class PlaybookList(Result):
     """The playbooks run_playbook may run."""
 
-    playbooks: list[PlaybookInfo]
+    playbooks: list[PlaybookInfo] = Field(description="Every catalog entry, in catalog order.")
 
 
-class PlaybookRunResult(Result):
-    """Outcome of one playbook run; in check mode nothing was changed."""
-
-    name: str = Field(description="Playbook that ran.")
-    check: bool = Field(description="True for a check-mode (dry) run: nothing was changed.")
-    status: str = Field(description="successful, failed, timeout or canceled.")
-    changed: int = Field(description="Tasks that changed something (or would, in check mode).")
-    rc: int | None = Field(None, description="ansible-playbook exit code.")
-    duration_seconds: float = Field(description="Wall-clock duration, seconds.")
-    failed_task: str | None = Field(None, description="First task that failed, if any.")
-    message: str | None = Field(None, description="What went wrong, if anything.")
-    tasks: list[TaskResult] = Field(default_factory=list, description="Per task and host, in order.")
-    recap: dict[str, HostRecap] = Field(default_factory=dict, description="Per-host totals.")
-    diffs: list[FileDiff] = Field(default_factory=list, description="What changed, or would change.")
-    stdout_tail: str = Field("", description="Last lines of the playbook output.")
+class PlaybookRunResult(Result, backend.PlaybookRun):
+    """Outcome of one playbook run; in check mode nothing was changed. The fields are the
+    backend's :class:`~opsmcp.backends.ansible.PlaybookRun` plus the result envelope."""
 
     def preview_text(self, limit: int = 2_000) -> str:
         """A short, deterministic summary for approval prompts: what ran (or would), what
@@ -159,25 +133,11 @@ class PlaybookTools:
     async def list_playbooks(self) -> PlaybookList:
         """List the playbooks run_playbook can run: name, what it does, risk, and the
         variables each accepts (type, allowed values, default, whether required)."""
-        cat = self.catalog()
-        out = []
-        for e in cat.playbooks:
-            vars_ = [
-                PlaybookVar(
-                    name=n,
-                    type=s.type,
-                    description=s.description,
-                    required=s.required,
-                    default=s.default,
-                    enum=s.enum,
-                    pattern=s.pattern,
-                    min=s.min,
-                    max=s.max,
-                    allowed_roots=e.allowed_roots if s.type == "path" else None,
-                )
-                for n, s in e.vars.items()
-            ]
-            out.append(PlaybookInfo(name=e.name, description=e.description, risk=e.risk, targets=e.targets, vars=vars_))
+        out = [
+            PlaybookInfo(name=e.name, description=e.description, risk=e.risk, targets=e.targets,
+                         allowed_roots=e.allowed_roots, vars=e.vars)
+            for e in self.catalog().playbooks
+        ]
         return PlaybookList(playbooks=out)
 
     @tool(
@@ -313,10 +273,9 @@ class PlaybookTools:
 
 def _to_result(run: backend.PlaybookRun) -> PlaybookRunResult:
     notes: list[str] = []
-    changed = run.changed
     if run.check:
         notes.append(
-            f"Check mode: nothing was changed. {changed} task(s) would change something; "
+            f"Check mode: nothing was changed. {run.changed} task(s) would change something; "
             "commands that do not support check mode were skipped."
         )
     if run.tasks_truncated:
@@ -326,26 +285,17 @@ def _to_result(run: backend.PlaybookRun) -> PlaybookRunResult:
     if run.stdout_truncated:
         notes.append("stdout_tail holds only the last lines of the output.")
     return PlaybookRunResult(
+        **run.model_dump(),
         truncated=run.tasks_truncated or run.diffs_truncated or run.stdout_truncated,
         notes=notes,
-        name=run.name,
-        check=run.check,
-        status=run.status,
-        changed=changed,
-        rc=run.rc,
-        duration_seconds=run.duration_seconds,
-        failed_task=run.failed_task,
-        message=run.message,
-        tasks=run.tasks,
-        recap=run.recap,
-        diffs=run.diffs,
-        stdout_tail=run.stdout_tail,
     )
 
 
 def _fit(result: PlaybookRunResult, budget: int) -> PlaybookRunResult:
-    """Shrink ``result`` to at most ``budget`` bytes of JSON: stdout tail first, then diffs,
-    then debug outputs; says so in ``notes``."""
+    """Shrink ``result`` to at most ``budget`` bytes of JSON: the stdout tail first (to its
+    last 1,000 characters), then diffs from the end, then debug outputs (to 300
+    characters), then task results from the end (at least one is kept). Each cut sets
+    ``truncated`` and the matching ``*_truncated`` flag and says so in ``notes``."""
 
     def size() -> int:
         return len(result.model_dump_json().encode())
@@ -355,12 +305,14 @@ def _fit(result: PlaybookRunResult, budget: int) -> PlaybookRunResult:
     result.truncated = True
     if len(result.stdout_tail) > 1_000:
         result.stdout_tail = result.stdout_tail[-1_000:]
+        result.stdout_truncated = True
         result.notes.append("stdout_tail was cut to fit the result size budget.")
     dropped = 0
     while result.diffs and size() > budget:
         result.diffs.pop()
         dropped += 1
     if dropped:
+        result.diffs_truncated = True
         result.notes.append(f"{dropped} diff(s) were dropped to fit the result size budget.")
     if size() > budget:
         for t in result.tasks:
@@ -371,5 +323,6 @@ def _fit(result: PlaybookRunResult, budget: int) -> PlaybookRunResult:
     while len(result.tasks) > 1 and size() > budget:
         result.tasks.pop()
     if len(result.tasks) < kept:
+        result.tasks_truncated = True
         result.notes.append(f"Only the first {len(result.tasks)} of {kept} task results fit the size budget.")
     return result
