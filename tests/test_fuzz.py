@@ -235,8 +235,12 @@ def fuzz(moto_child: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     BASE_ARGS["get_trace"]["trace_id"] = next(iter(scenario.failing_traces))
     server, runtime = build_server(settings)
 
+    counted = {"calls": 0}
+
     async def call(name: str, arguments: dict[str, Any]) -> tuple[bool, str]:
         import anyio
+
+        counted["calls"] += 1
         from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 
         with anyio.fail_after(CALL_TIMEOUT):
@@ -260,6 +264,7 @@ def fuzz(moto_child: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             portal=portal, client=client, runtime=runtime, schemas=schemas, marker=tmp / MARKER_NAME,
             call=lambda name, arguments: portal.call(call, name, arguments),
         )
+        print(f"\nfuzz: {counted['calls']:,} tool calls on one in-memory server")
 
 
 class Findings:
