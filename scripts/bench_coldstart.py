@@ -2,8 +2,8 @@
 
 opsmcp (``opsmcp serve``, an AWS endpoint configured, so no sandbox) and the bare SDK server
 (scripts/bare_server.py, one trivial tool) are started alternately, ``--runs`` times each, in
-the same run; the table gives medians, the spread and the ratio. ``--importtime`` adds the
-slowest imports of ``opsmcp serve`` (``python -X importtime``), cumulative.
+the same run; the table gives medians, the spread and the ratio. ``--importtime`` adds what
+``opsmcp serve`` imports that the bare server does not (``python -X importtime``), by package.
 
 Usage: python scripts/bench_coldstart.py [--runs 10] [--importtime] [--toolsets queues,orders,...]
 """
@@ -31,18 +31,31 @@ async def time_to_tools_list(command: str, args: list[str], env: dict[str, str])
         return time.perf_counter() - t0
 
 
-def import_profile(env: dict[str, str], top: int = 15) -> list[tuple[float, str]]:
-    """The ``top`` slowest imports (cumulative ms) of the CLI module plus serve's imports."""
-    code = "import opsmcp.cli, opsmcp.server, opsmcp.sandbox, mcp.server, anyio"
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True,
-                          text=True, check=True)
-    rows = []
+def _imports(argv: list[str], env: dict[str, str]) -> dict[str, int]:
+    """Self import time (us) of every module ``argv`` imports until stdin (closed) ends it."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *argv], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+    out: dict[str, int] = {}
     for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
+        if line.startswith("import time:") and "cumulative" not in line:
+            self_us, _cumulative_us, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
+            out[name] = int(self_us)
+    return out
+
+
+def import_profile(env: dict[str, str], top: int = 12) -> list[tuple[float, str, int]]:
+    """What ``opsmcp serve`` imports that the bare SDK server does not: self import time (ms)
+    summed by top-level package, slowest first, with the number of modules."""
+    bare = _imports(BARE[1:], env)
+    ops = _imports(["-m", "opsmcp.cli", "serve"], env)
+    by_package: dict[str, tuple[float, int]] = {}
+    for name, us in ops.items():
+        if name in bare:
             continue
-        _self_us, cumulative_us, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
-        rows.append((int(cumulative_us) / 1000, name))
-    rows.sort(reverse=True)
+        package = name.split(".")[0] if not name.startswith("opsmcp.") else ".".join(name.split(".")[:2])
+        ms, n = by_package.get(package, (0.0, 0))
+        by_package[package] = (ms + us / 1000, n + 1)
+    rows = sorted(((ms, package, n) for package, (ms, n) in by_package.items()), reverse=True)
     return rows[:top]
 
 
@@ -77,8 +90,11 @@ async def main() -> None:
         print(f"ratio opsmcp / bare: median of medians {statistics.median(ops) / statistics.median(bare):.2f}x; "
               f"median of per-round ratios {statistics.median(ratios):.2f}x (target <= 1.10x)")
         if opts.importtime:
-            print("\n== slowest imports (python -X importtime, cumulative ms) ==")
-            print(table(["cumulative ms", "module"], [[ms, name] for ms, name in import_profile(env)]))
+            rows = import_profile(env)
+            print("\n== what opsmcp serve imports beyond the bare SDK server (python -X importtime, self ms, "
+                  "one run) ==")
+            print(table(["self ms", "package", "modules"], [[ms, name, n] for ms, name, n in rows]))
+            print(f"total of these: {sum(r[0] for r in rows):.0f} ms")
     finally:
         backend.stop()
 
