@@ -80,8 +80,8 @@ KNOWN: dict[tuple[str, str], str] = {
 
 #: Known unbounded growth under 1 MB arguments, by tool, for its owner.
 KNOWN_RSS: dict[str, str] = {
-    "log_stats": "logs owner: RSS after 1 MB arguments in log_stats varies run to run from +7 to +23 MiB over "
-                 "8 rounds (not linear: a per-thread SQLite connection cache?); the only read tool above 10 MiB",
+    "log_stats": "logs owner: RSS after 1 MB arguments in log_stats varies run to run from +7 to +31 MiB over "
+                 "8-16 rounds (not linear: a per-thread SQLite connection cache?); the only read tool above 10 MiB",
     "redrive_dlq": "approval owner: the preview cache keeps every dry run (its 1 MB signature in the key and the "
                    "result) for 120 s, pruned only on the next preview (issue 8 B: bound it by size and age)",
 }
