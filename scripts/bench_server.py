@@ -8,6 +8,10 @@ Prints, all from one run against one moto server on loopback:
     next to the raw boto3 calls the tool makes, and the overhead (tool - raw).
 
 Usage: python scripts/bench_server.py [--runs 30] [--starts 5]
+
+The issue-13 benchmarks (cold start against a bare SDK server, overhead at 1/8/32 clients,
+memory, load) are scripts/bench_coldstart.py, bench_overhead.py, bench_memory.py and
+bench_load.py; docs/performance.md has their commands and figures.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ OPSMCP = str(Path(sys.executable).parent / "opsmcp")
 
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 async def cold_start(env: dict[str, str], args: list[str], first_call: bool) -> tuple[float, float | None]:
@@ -117,8 +121,10 @@ async def main() -> None:
     print("== start-up (median of runs) ==")
     print(f"stdio cold start to tools/list, AWS endpoint configured: {statistics.median(starts) * 1000:7.0f} ms "
           f"(runs {', '.join(f'{s * 1000:.0f}' for s in starts)})")
-    print(f"stdio cold start to tools/list, embedded sandbox:        {statistics.median([s[0] for s in sb]) * 1000:7.0f} ms")
-    print(f"  ... to the first tool answer (sandbox seeded):       {statistics.median([s[1] for s in sb]) * 1000:7.0f} ms")
+    listed = statistics.median([s[0] for s in sb]) * 1000
+    answered = statistics.median([s[1] for s in sb if s[1] is not None]) * 1000
+    print(f"stdio cold start to tools/list, embedded sandbox:        {listed:7.0f} ms")
+    print(f"  ... to the first tool answer (sandbox seeded):       {answered:7.0f} ms")
 
     sqs = boto3.client("sqs", endpoint_url=endpoint)
     ddb = boto3.client("dynamodb", endpoint_url=endpoint)
@@ -177,11 +183,11 @@ async def main() -> None:
                 assert not r.is_error, r.content
             raw()
             raw_ms = timed(raw, opts.runs)
-            mem_ms = await atimed(lambda: mem.call_tool(name, args), opts.runs)
-            direct_ms = await atimed(lambda: server.call_tool(name, args), opts.runs)  # server side only
-            io_ms = await atimed(lambda: stdio.call_tool(name, args), opts.runs)
+            mem_ms = await atimed(lambda n=name, a=args: mem.call_tool(n, a), opts.runs)
+            direct_ms = await atimed(lambda n=name, a=args: server.call_tool(n, a), opts.runs)  # server side only
+            io_ms = await atimed(lambda n=name, a=args: stdio.call_tool(n, a), opts.runs)
             raw_ms2 = timed(raw, opts.runs)  # again, to bracket drift in moto
-            hop_ms = await atimed(lambda: anyio.to_thread.run_sync(raw), opts.runs)
+            hop_ms = await atimed(lambda r=raw: anyio.to_thread.run_sync(r), opts.runs)
             raw_all = raw_ms + raw_ms2
             rows.append((name, statistics.median(raw_all), pct(raw_all, .95), statistics.median(hop_ms),
                          statistics.median(direct_ms), statistics.median(mem_ms), pct(mem_ms, .95),

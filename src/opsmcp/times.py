@@ -2,6 +2,12 @@
 
 Every tool that takes a time calls :func:`parse_time`; every tool that takes a window
 calls :func:`parse_window`, so all of them accept and reject the same shapes.
+
+Every time is held to :data:`MIN_TIME` ... :data:`MAX_TIME` (1900 to 2200 UTC). Inside that
+range, the arithmetic the toolsets do on a time (a default start 31 days before an end, a
+log-store row id of milliseconds shifted by 20 bits, CloudWatch's request) cannot overflow;
+outside it a caller gets :class:`~opsmcp.errors.InvalidInput` naming the argument, the
+accepted forms and the range, never an ``OverflowError``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ from opsmcp.errors import InvalidInput
 
 _RELATIVE = re.compile(r"^\s*(?:now\s*)?-\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|w)\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "w": 604800}
-EXAMPLES = "use ISO-8601 ('2026-11-21T14:05:00Z') or a relative form ('-15m', '-6h', '-2d', 'now')"
+MIN_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+RANGE = "between 1900-01-01T00:00:00Z and 2200-01-01T00:00:00Z"
+EXAMPLES = f"use ISO-8601 ('2026-11-21T14:05:00Z') or a relative form ('-15m', '-6h', '-2d', 'now'), {RANGE}"
+_SHOWN_CHARS = 60
 
 
 def utcnow() -> datetime:
@@ -21,8 +31,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` cut to a readable length (a 1 MB argument must not become a 1 MB error)."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(str(value)):,} characters)"
+
+
+def _out_of_range(name: str, value: object) -> InvalidInput:
+    return InvalidInput(f"{name}={_shown(value)} is out of range: times must lie {RANGE}.", EXAMPLES + ".")
+
+
 def parse_time(value: str | datetime, *, now: datetime | None = None, name: str = "time") -> datetime:
-    """Parse one time argument into an aware UTC datetime.
+    """Parse one time argument into an aware UTC datetime in ``[MIN_TIME, MAX_TIME)``.
 
     Args:
         value: ``now``; ``-<n><unit>`` with unit s, m, h, d or w (``-15m`` is fifteen minutes
@@ -31,23 +51,38 @@ def parse_time(value: str | datetime, *, now: datetime | None = None, name: str 
         now: the reference for relative forms (default: the current time).
         name: the argument's name, used in the error message.
 
+    Returns:
+        The time in UTC (``tzinfo`` is :data:`datetime.UTC`, whatever offset was given).
+
     Raises:
-        InvalidInput: the value matches none of these forms.
+        InvalidInput: the value matches none of these forms, or lies outside 1900-2200 UTC
+            (the message names ``name``, the forms and the range, and shows at most 60
+            characters of the value).
     """
     now = now or utcnow()
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).strip()
-    if text.lower() == "now":
-        return now
-    m = _RELATIVE.match(text)
-    if m:
-        return now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"Cannot read {name}={value!r} as a time.", EXAMPLES + ".") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if isinstance(value, datetime):
+            parsed = value if value.tzinfo else value.replace(tzinfo=UTC)
+        else:
+            text = str(value).strip()
+            m = _RELATIVE.match(text)
+            if text.lower() == "now":
+                parsed = now
+            elif m:
+                parsed = now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
+            else:
+                try:
+                    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+                except ValueError:
+                    raise InvalidInput(f"Cannot read {name}={_shown(value)} as a time.", EXAMPLES + ".") from None
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)  # a far offset can leave datetime's range: OverflowError
+    except (OverflowError, ValueError):  # timedelta(seconds=1e20), float('inf') seconds, year 1 at +05:00
+        raise _out_of_range(name, value) from None
+    if not MIN_TIME <= parsed < MAX_TIME:
+        raise _out_of_range(name, value)
+    return parsed
 
 
 def parse_window(
