@@ -8,7 +8,6 @@ opsmcp's HTTP app served by uvicorn, then restarts opsmcp on the same data dir.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -48,18 +47,6 @@ def _alert(fp: str, status: str = "firing", **labels: str) -> dict:
     return {"status": status, "fingerprint": fp, "labels": {"alertname": "A", **labels},
             "annotations": {"summary": f"alert {fp}"}, "startsAt": "2026-12-01T08:00:00.123456789Z",
             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph"}
-
-
-class Collector:
-    """An /events subscriber that keeps what it is handed (thread-safe append)."""
-
-    def __init__(self) -> None:
-        self.items: list[dict] = []
-        self.lock = threading.Lock()
-
-    def put_nowait(self, item: dict) -> None:
-        with self.lock:
-            self.items.append(item)
 
 
 def _wait(check, budget: float = 90.0):
@@ -178,9 +165,7 @@ async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path)
     am_port = promstack.free_port()
     settings = Settings(data_dir=tmp_path / "opsmcp", alertmanager_url=f"http://127.0.0.1:{am_port}",
                         toolsets=["alerts"], http_token=TOKEN)
-    events = Collector()
     with promstack.OpsmcpHttp(settings) as ops:
-        ops.runtime.subscribers.add(events)
         am = promstack.start_alertmanager(tmp_path / "am", f"{ops.url}/webhooks/alertmanager", TOKEN, port=am_port)
         try:
             end = int(time.time()) // 60 * 60 - 120
@@ -210,9 +195,9 @@ async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path)
                 promstack.stop(prom.proc)
         finally:
             promstack.stop(am.proc)
-    with events.lock:
-        new = [e for e in events.items if e.get("type") == "alert" and e["change"] == "new"]
-        changes = {(e["alertname"], e["change"]) for e in events.items if e.get("type") == "alert"}
+    published = [e.data for e in ops.runtime.events.latest("alert")]  # the /events feed's history
+    new = [e for e in published if e["change"] == "new"]
+    changes = {(e["alertname"], e["change"]) for e in published}
     assert {e["alertname"] for e in new} == {"DLQGrowing", "ErrorRateHigh", "ManualCheck"}
     assert ("ManualCheck", "resolved") in changes
     # a new opsmcp process on the same data dir has every alert, counts and state

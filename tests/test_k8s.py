@@ -63,3 +63,19 @@ def test_every_opsmcp_variable_is_a_real_setting() -> None:
     container = next(d for d in _docs() if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     used = {e["name"] for e in container["env"] if e["name"].startswith("OPSMCP_")}
     assert used and used <= known, f"not opsmcp settings: {sorted(used - known)}"
+
+
+def test_probes_pass_the_host_policy_and_the_secret_parses(tmp_path) -> None:
+    """The probes send a Host the Deployment allows (the Host/Origin policy applies to
+    probes too), and the Secret's tokens file is one opsmcp reads."""
+    from opsmcp.auth import load_token_entries
+
+    kinds = {d["kind"]: d for d in _docs()}
+    container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    allowed = next(e["value"] for e in container["env"] if e["name"] == "OPSMCP_ALLOWED_HOSTS").split(",")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        headers = {h["name"]: h["value"] for h in container[probe]["httpGet"].get("httpHeaders", [])}
+        assert headers.get("Host") in allowed, probe
+    tokens = tmp_path / "tokens.jsonl"
+    tokens.write_text(kinds["Secret"]["stringData"]["tokens.jsonl"])
+    assert [e.subject for e in load_token_entries(tokens)] == ["replace-me"]

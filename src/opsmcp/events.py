@@ -277,7 +277,7 @@ def queue_sources(queue_tools: Any) -> tuple[QueueLister, DeadLetterReader]:
     read. SQS keeps a dead letter's original sent time, so "new" is judged by message id.
     """
     from opsmcp.backends.sqs import redrive_policy
-    from opsmcp.toolsets.queues import _Facts
+    from opsmcp.toolsets.dlq_signatures import MessageFacts, signatures
 
     async def list_states() -> list[dict[str, Any]]:
         result = await queue_tools.list_queues(limit=1000)
@@ -298,8 +298,8 @@ def queue_sources(queue_tools: Any) -> tuple[QueueLister, DeadLetterReader]:
         finally:
             if messages:
                 await queue_tools.sqs.release(url, [m["ReceiptHandle"] for m in messages.values()])
-        facts = [_Facts(m) for m in messages.values()]
-        sigs = await queue_tools._signatures(facts)
+        facts = [MessageFacts(m) for m in messages.values()]
+        sigs = await signatures(facts, queue_tools.correlate)
         return [{"signature": sigs[f.id][0], "message_id": f.id, "order_id": f.order_id, "trace_id": f.trace_id}
                 for f in facts]
 
