@@ -1,6 +1,6 @@
 # opsmcp over streamable HTTP: a slim Python image, a non-root user, no sandbox extra
 # (the container talks to real backends; compose.yaml wires LocalStack, OpenSearch,
-# Prometheus and Alertmanager). Build: docker build -t opsmcp:local .
+# Prometheus and Alertmanager). The playbook catalog ships inside the package. Build: docker build -t opsmcp:local .
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -13,11 +13,9 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin opsmcp \
  && mkdir -p /data \
  && chown opsmcp:opsmcp /data
 COPY --from=build /opt/venv /opt/venv
-COPY tools /app/tools
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    OPSMCP_DATA_DIR=/data \
-    OPSMCP_PLAYBOOK_CATALOG=/app/tools/catalog.yml
+    OPSMCP_DATA_DIR=/data
 WORKDIR /app
 USER opsmcp
 EXPOSE 3001

@@ -277,3 +277,25 @@ def _all_tasks(runtime) -> list[asyncio.Task[Any]]:
     loop.call_soon_threadsafe(collect)
     done.wait(5)
     return result
+
+
+def test_cors_only_for_configured_origins(seeded_moto) -> None:
+    """A browser page on a configured origin may read /events (preflight answered before
+    authentication, CORS headers on the stream); other origins get no CORS and a 403."""
+    settings = seeded_moto.model_copy(update={"allowed_origins": ["http://ui.example:8080", "http://localhost:*"],
+                                              "http_token": "cors-token"})
+    with serve_app(settings) as (base, _), httpx.Client(timeout=30) as http:
+        pre = http.options(f"{base}/events", headers={"Origin": "http://localhost:5173",
+                                                       "Access-Control-Request-Method": "GET",
+                                                       "Access-Control-Request-Headers": "authorization,last-event-id"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+        feed = Feed(http, f"{base}/events", {"Origin": "http://ui.example:8080", "Authorization": "Bearer cors-token"})
+        assert feed.response.headers["access-control-allow-origin"] == "http://ui.example:8080"
+        assert feed.next()[1] == "hello"
+        feed.close()
+        foreign = http.options(f"{base}/events", headers={"Origin": "http://evil.example",
+                                                           "Access-Control-Request-Method": "GET"})
+        assert foreign.status_code == 403 and "access-control-allow-origin" not in foreign.headers
+        no_token = http.get(f"{base}/events", headers={"Origin": "http://ui.example:8080"})
+        assert no_token.status_code == 401

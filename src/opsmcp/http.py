@@ -19,6 +19,8 @@ Every request passes, outermost first:
 
 from __future__ import annotations
 
+import re
+
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
@@ -146,7 +148,25 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
             resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],
             scopes_supported=sorted(ALL_SCOPES), resource_name="opsmcp"))
     app.router.routes.append(alertmanager_route(runtime))  # POST /webhooks/alertmanager
-    return HostOriginPolicy(AuthGate(app, auth), host, settings.allowed_hosts, settings.allowed_origins)
+    gated: ASGIApp = AuthGate(app, auth)
+    if settings.allowed_origins:  # browsers on the configured origins may call /events and /mcp
+        gated = cors(gated, settings.allowed_origins)
+    return HostOriginPolicy(gated, host, settings.allowed_hosts, settings.allowed_origins)
+
+
+def cors(app: ASGIApp, origins: list[str]) -> ASGIApp:
+    """Starlette's CORS middleware for the configured ``OPSMCP_ALLOWED_ORIGINS`` only (exact
+    origins, ``scheme://host:*`` patterns, or ``*``). It answers preflights itself, before
+    authentication (a preflight carries no token), and adds the CORS headers to answers."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    exact = [o for o in origins if "*" not in o or o == "*"]
+    patterns = [re.escape(o).replace(r"\*", r"[0-9]+") for o in origins if "*" in o and o != "*"]
+    return CORSMiddleware(app, allow_origins=exact, allow_origin_regex="|".join(patterns) or None,
+                          allow_methods=["GET", "POST", "DELETE"],
+                          allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Mcp-Session-Id",
+                                         "Mcp-Protocol-Version"],
+                          expose_headers=["Mcp-Session-Id"], max_age=600)
 
 
 def _ready(runtime: Runtime) -> tuple[bool, str]:
