@@ -26,8 +26,8 @@ async def client(tmp_path):
 
 
 @pytest.mark.parametrize("tool_name,arguments,expected", [
-    ("peek_messages", {"queue": "order-queue", "max_messages": 50},
-     "max_messages=50 is too large; allowed: a whole number from 1 to 10; example: peek_messages(max_messages="),
+    ("peek_messages", {"queue": "order-queue", "max_messages": "five"},
+     "max_messages='five' must be a whole number; allowed: a whole number; example: peek_messages(max_messages=5)"),
     ("find_orders", {"status": "FAILED", "limit": "lots"},
      "limit='lots' must be a whole number; allowed: a whole number"),
     ("get_order", {}, "order_id is required; allowed: a string"),

@@ -38,7 +38,8 @@ def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact UTF-8 JSON (a pydantic model through its own dump)."""
     if isinstance(value, BaseModel):
         return len(value.model_dump_json().encode())
-    return len(json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False).encode())
+    text = json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))  # a lone surrogate (hostile input) is measured, not raised
 
 
 def cut_text(text: str, limit: int, *, keep: Literal["head", "tail"] = "head") -> str:
