@@ -84,3 +84,18 @@ def test_ollama_host_env_is_the_default_url(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("OLLAMA_HOST", "10.0.0.5:11434")
     assert AgentConfig().resolved_base_url == "http://10.0.0.5:11434"
     assert AgentConfig(provider="openai").resolved_base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_local_model_schemas_lose_length_bounds() -> None:
+    """llama.cpp compiles maxLength into grammar repetitions; opsmcp's 2,048-character
+    cursor bound made its server fail ("number of rules ... exceeds sane defaults")."""
+    from opsmcp_agent.models import _without_length_bounds
+
+    schema = {"type": "object", "properties": {
+        "cursor": {"anyOf": [{"type": "string", "maxLength": 2048}, {"type": "null"}]},
+        "queue": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "maxLength stays in text"},
+        "limit": {"type": "integer", "maximum": 1000}}}
+    out = _without_length_bounds(schema)
+    assert "maxLength" not in str(out).replace("maxLength stays", "") and "minLength" not in str(out)
+    assert out["properties"]["limit"] == {"type": "integer", "maximum": 1000}
+    assert out["properties"]["cursor"]["anyOf"][0] == {"type": "string"}

@@ -70,10 +70,11 @@ def build_chat_model(config: AgentConfig) -> BaseChatModel:
 def _local_openai_class() -> type[BaseChatModel]:
     """``ChatOpenAI`` adjusted for local OpenAI-compatible servers.
 
-    Two differences in the request body: an assistant turn that only calls tools gets
-    ``content: ""`` instead of ``null`` (llama-cpp-python's server rejects ``null``), and
-    the reply limit is sent as ``max_tokens`` (which vLLM and llama.cpp read) rather than
-    the newer ``max_completion_tokens``.
+    Three differences in the request body: an assistant turn that only calls tools gets
+    ``content: ""`` instead of ``null`` (llama-cpp-python's server rejects ``null``), the
+    reply limit is sent as ``max_tokens`` (which vLLM and llama.cpp read) rather than the
+    newer ``max_completion_tokens``, and tool schemas lose their string length bounds
+    (see :func:`_without_length_bounds`).
     """
     from langchain_openai import ChatOpenAI
 
@@ -87,9 +88,24 @@ def _local_openai_class() -> type[BaseChatModel]:
                     message["content"] = ""
             if "max_completion_tokens" in payload:
                 payload["max_tokens"] = payload.pop("max_completion_tokens")
+            for spec in payload.get("tools", []):
+                function = spec.get("function") or {}
+                if "parameters" in function:
+                    function["parameters"] = _without_length_bounds(function["parameters"])
             return payload
 
     return LocalChatOpenAI
+
+
+def _without_length_bounds(schema: Any) -> Any:
+    """``schema`` without ``maxLength``/``minLength``: llama.cpp turns them into grammar
+    repetitions, and a long bound (opsmcp's 2,048-character cursors) exceeds its grammar
+    limits and stops the server. The server still enforces the bounds on every call."""
+    if isinstance(schema, dict):
+        return {k: _without_length_bounds(v) for k, v in schema.items() if k not in ("maxLength", "minLength")}
+    if isinstance(schema, list):
+        return [_without_length_bounds(v) for v in schema]
+    return schema
 
 
 def check_model_endpoint(config: AgentConfig, *, timeout: float = 5.0) -> None:
