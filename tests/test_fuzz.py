@@ -65,26 +65,10 @@ TOOLS = [
 
 #: Known findings in toolsets this test's owner does not own: (tool, text in the internal
 #: error) -> the finding, for the toolset's owner. Matching calls make the test xfail.
-KNOWN: dict[tuple[str, str], str] = {
-    ("log_stats", "TypeError: list indices must be integers"):
-        "logs owner: log_stats(interval=2**63) (an int or a digit string) -> TypeError in the bucket arithmetic",
-    ("log_stats", "UnicodeEncodeError"):
-        "logs owner: a lone surrogate in log_stats service/level -> UnicodeEncodeError at the SQLite bind",
-    ("search_logs", "UnicodeEncodeError"):
-        "logs owner: a lone surrogate in search_logs query/service/level/trace_id -> UnicodeEncodeError "
-        "at the SQLite bind",
-    ("search_logs", "OverflowError: Python int too large to convert to SQLite INTEGER"):
-        "logs owner: search_logs(cursor='-99999999999999999999d') -> OverflowError at the SQLite bind "
-        "(the cursor is read as hex with no range check)",
-}
+KNOWN: dict[tuple[str, str], str] = {}  # all earlier findings are fixed (see docs/reliability.md)
 
 #: Known unbounded growth under 1 MB arguments, by tool, for its owner.
-KNOWN_RSS: dict[str, str] = {
-    "log_stats": "logs owner: RSS after 1 MB arguments in log_stats varies run to run from +7 to +31 MiB over "
-                 "8-16 rounds (not linear: a per-thread SQLite connection cache?); the only read tool above 10 MiB",
-    "redrive_dlq": "approval owner: the preview cache keeps every dry run (its 1 MB signature in the key and the "
-                   "result) for 120 s, pruned only on the next preview (issue 8 B: bound it by size and age)",
-}
+KNOWN_RSS: dict[str, str] = {}
 
 # ------------------------------------------------------------------------------------ hostile values
 

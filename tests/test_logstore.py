@@ -294,8 +294,9 @@ def test_search_filters_order_and_pages(scenario_store):
         if not cursor:
             break
     assert len(seen) == len(set(seen)) == s.search("timeout").total
-    with pytest.raises(InvalidInput):
-        s.search(cursor="not-hex")
+    for bad in ("not-hex", "-99999999999999999999d", "0", "8" + "0" * 15):  # unreadable, or no SQLite row id
+        with pytest.raises(InvalidInput, match="Cannot read cursor"):
+            s.search(cursor=bad)
 
 
 def test_fulltext_with_filters_matches_brute_force(scenario_store):

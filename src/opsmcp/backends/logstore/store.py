@@ -226,8 +226,10 @@ class LogStore(StoreFile):
         if cursor:
             try:
                 before = int(cursor, 16)
+                if not 0 < before < 1 << 63:  # a row id is a positive SQLite INTEGER
+                    raise ValueError(cursor)
             except ValueError:
-                raise InvalidInput(f"Cannot read cursor {cursor!r}.",
+                raise InvalidInput(f"Cannot read cursor {cursor[:60]!r}.",
                                    "pass next_cursor from the previous result unchanged.") from None
             hi = min(hi, before - 1)
         levels = levels_arg(level)
