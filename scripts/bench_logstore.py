@@ -89,24 +89,27 @@ def generate(path: Path, n: int, seed: int = 7) -> dict[str, Any]:
                 trace, event, order = _uuid(rng), _uuid(rng), _uuid(rng)
                 ms = rng.randint(20, 200) if not incident else rng.randint(300, 4800)
                 steps = [
-                    (0, "api-gateway", "INFO", f"POST /api/v1/orders 201 {ms}ms", {"http.status": 201, "duration_ms": ms}),
+                    (0, "api-gateway", "INFO", f"POST /api/v1/orders 201 {ms}ms",
+                     {"http.status": 201, "duration_ms": ms}),
                     (30, "order-processor", "INFO", "Received ORDER_CREATED event", {}),
                     (60, "order-processor", "DEBUG", f"Processing order {order}", {"order_id": order}),
                     (300, "inventory-service", "INFO", f"Reserved stock for order {order}", {"order_id": order}),
                     (800, "payment-service", "INFO", f"Payment authorised for order {order}",
                      {"order_id": order, "amount": round(rng.uniform(5, 500), 2)}),
-                    (1200, "notification-service", "INFO", f"Sent confirmation email for order {order}", {"order_id": order}),
+                    (1200, "notification-service", "INFO", f"Sent confirmation email for order {order}",
+                     {"order_id": order}),
                 ]
                 if incident and rng.random() < 0.2:
                     steps[4:] = [
-                        (5800, "payment-service", "ERROR", "Payment gateway gw.paynet.internal did not respond within 5000 ms",
-                         {"order_id": order}),
+                        (5800, "payment-service", "ERROR",
+                         "Payment gateway gw.paynet.internal did not respond within 5000 ms", {"order_id": order}),
                         (5900, "payment-service", "ERROR", f"Payment failed for order {order} - Moving message to DLQ",
                          {"order_id": order}),
                     ]
                 elif rng.random() < 0.03:
                     steps[2:] = [
-                        (2000, "order-processor", "ERROR", "Database connection timeout after 5000ms (orders-db.cluster:5432)", {}),
+                        (2000, "order-processor", "ERROR",
+                         "Database connection timeout after 5000ms (orders-db.cluster:5432)", {}),
                         (2100, "order-processor", "WARN", f"Retry 1 - Processing order {order}", {"order_id": order}),
                     ]
                 if len(facts["traces"]) < 64 and rng.random() < 0.01:
@@ -169,7 +172,7 @@ def timeit_interleaved(fns: list[Callable[[], Any]], runs: int, warmup: int = 3)
             t0 = time.perf_counter()
             outs[i] = fn()
             samples[i].append((time.perf_counter() - t0) * 1000)
-    return [(statistics.median(s), _pct(s, 0.95), o) for s, o in zip(samples, outs)]
+    return [(statistics.median(s), _pct(s, 0.95), o) for s, o in zip(samples, outs, strict=True)]
 
 
 def main() -> int:
@@ -236,7 +239,8 @@ def main() -> int:
 
         def sql_filter() -> Any:
             rows = raw.execute(
-                f"SELECT {cols} FROM logs WHERE service = ? AND level = ? AND id BETWEEN ? AND ? ORDER BY id DESC LIMIT 50",
+                f"SELECT {cols} FROM logs WHERE service = ? AND level = ? AND id BETWEEN ? AND ? "
+                "ORDER BY id DESC LIMIT 50",
                 ("payment-service", "ERROR", lo1h, hi1h)).fetchall()
             n = raw.execute("SELECT count(*) FROM logs WHERE service = ? AND level = ? AND id BETWEEN ? AND ?",
                             ("payment-service", "ERROR", lo1h, hi1h)).fetchone()[0]
@@ -295,8 +299,9 @@ def main() -> int:
         for name, api, sql, via_tool, grep in shapes:
             (a50, a95, res), (q50, q95, _) = timeit_interleaved([api, sql], args.runs)
             t50, t95, _ = timeit(via_tool, args.runs)  # apart: its worker thread would slow the next call
-            g50, _, g = timeit(lambda: subprocess.run(["grep", "-c", *grep, str(jsonl)], capture_output=True,
-                                                      text=True, env=env).stdout.strip(), args.grep_runs, warmup=1)
+            g50, _, g = timeit(lambda grep=grep: subprocess.run(["grep", "-c", *grep, str(jsonl)], capture_output=True,
+                                                                text=True, env=env).stdout.strip(),
+                               args.grep_runs, warmup=1)
             if hasattr(res, "hits"):
                 what = f"{len(res.hits)} hits of {res.total:,}{'' if res.total_exact else '+'}"
             elif hasattr(res, "line_count"):

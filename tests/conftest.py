@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +67,21 @@ def make_settings(endpoint: str, data_dir: Path, **overrides):
     from opsmcp.config import Settings
 
     return Settings(aws_endpoint_url=endpoint, aws_region="us-east-1", data_dir=data_dir, **overrides)
+
+
+def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Receive and delete every message of the queue at ``url`` (a boto3 SQS client ``sqs``);
+    return them in receive order, with all attributes and message attributes. Each message
+    is deleted right after it is received (300 s visibility, so none reappears meanwhile)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300,
+                                  MessageAttributeNames=["All"], AttributeNames=["All"]).get("Messages", [])
+        if not got:
+            return out
+        for m in got:
+            out.append(m)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_scenario_is_deterministic_and_rich_enough():
     now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     a, b = build_scenario(now), build_scenario(now)
     assert a.orders == b.orders and [d.body for d in a.dead_letters] == [d.body for d in b.dead_letters]
-    assert [l.to_json() for l in a.log_lines()] == [l.to_json() for l in b.log_lines()]
+    assert [ln.to_json() for ln in a.log_lines()] == [ln.to_json() for ln in b.log_lines()]
     assert len(a.orders) >= 200 and len(a.dead_letters) >= 50
     causes = Counter(d.cause for d in a.dead_letters)
     assert len([c for c in causes if c != "poison"]) >= 3
@@ -50,9 +50,9 @@ def test_scenario_is_deterministic_and_rich_enough():
     traces = {o["traceId"] for o in a.orders}
     assert all(d.order_id in order_ids and d.trace_id in traces for d in a.dead_letters if d.cause != "poison")
     lines = list(a.log_lines())
-    assert len(lines) >= 10_000 and len({l.service for l in lines}) >= 4
+    assert len(lines) >= 10_000 and len({ln.service for ln in lines}) >= 4
     assert (now - lines[0].timestamp).total_seconds() <= 6 * 3600
-    assert {d.trace_id for d in a.dead_letters if d.trace_id} <= {l.trace_id for l in lines}
+    assert {d.trace_id for d in a.dead_letters if d.trace_id} <= {ln.trace_id for ln in lines}
 
 
 def test_missing_playbook_catalog_disables_the_toolset_with_a_clear_reason(tmp_path):

@@ -43,7 +43,8 @@ async def test_tools_find_the_fixture_dlq_messages_and_orders(fresh_moto, tmp_pa
     server, _ = build_server(settings)
     async with Client(server) as client:
         queues = {q["name"]: q for q in (await call(client, "list_queues"))["queues"]}
-        assert queues["order-queue-dlq"]["visible"] == 2 and queues["order-queue-dlq"]["source_queues"] == ["order-queue"]
+        assert queues["order-queue-dlq"]["visible"] == 2
+        assert queues["order-queue-dlq"]["source_queues"] == ["order-queue"]
         assert queues["order-cancellation-queue-dlq"]["visible"] == 1
         assert queues["order-queue"]["dlq"] == "order-queue-dlq" and queues["order-queue"]["max_receive_count"] == 3
 

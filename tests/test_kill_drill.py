@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import boto3
 import pytest
+from conftest import drain_queue
 from test_redrive_faults import fill, make_pair
 
 pytestmark = pytest.mark.anyio
@@ -55,19 +56,6 @@ def _pid_of(marker: str) -> int | None:
         if marker.encode() in cmdline and b"serve" in cmdline:
             return int(proc.name)
     return None
-
-
-def _snapshot(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Every message of a queue (received and deleted), in receive order."""
-    out = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300,
-                                  MessageAttributeNames=["All"], AttributeNames=["All"]).get("Messages", [])
-        if not got:
-            return out
-        for m in got:
-            out.append(m)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
 def _key(m: dict[str, Any]) -> tuple[str, str]:
@@ -152,7 +140,7 @@ async def test_sigkill_mid_redrive_loses_nothing(fresh_moto, tmp_path, name, fif
         assert not await _redrive(env, data_dir, dlq, None)
     assert _count(sqs, dlq_url, "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible") == 0
 
-    arrived = _snapshot(sqs, source_url)
+    arrived = drain_queue(sqs, source_url)
     got = Counter(_key(m) for m in arrived)
     assert not original - got, "messages lost"
     duplicates = sum((got - original).values())

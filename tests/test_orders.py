@@ -59,9 +59,9 @@ async def test_find_orders_bad_input(seeded):
     assert any("limit=5000 is outside 1-500; clamped to 500" in n for n in clamped["notes"])
     for args in ({"status": "P" * 101}, {"customer_id": "c" * 201}, {"status": "PENDING", "cursor": "x" * 3000},
                  {"status": "PENDING", "since": "1" * 65}):
-        with pytest.raises(ToolFailed, match="at most|is too long"):
+        with pytest.raises(ToolFailed, match=r"at most|is too long"):
             await call(seeded.client, "find_orders", **args)
-    with pytest.raises(ToolFailed, match="at most 200|1-200 characters"):
+    with pytest.raises(ToolFailed, match=r"at most 200|1-200 characters"):
         await call(seeded.client, "get_order", order_id="o" * 201)
 
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import ToolFailed, call, make_settings, real_redrive
+from conftest import ToolFailed, call, drain_queue, make_settings, real_redrive
 
 pytestmark = pytest.mark.anyio
 
@@ -23,17 +23,11 @@ def _counts(sqs, name):
 
 def _drain(sqs, name):
     """Receive and delete everything in a queue; return [(body, attrs, group id)]."""
-    url = _url(sqs, name)
     out = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
-                                   MessageAttributeNames=["All"], AttributeNames=["All"]).get("Messages", [])
-        if not msgs:
-            return out
-        for m in msgs:
-            attrs = {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}
-            out.append((m["Body"], json.dumps(attrs, sort_keys=True), m["Attributes"].get("MessageGroupId")))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    for m in drain_queue(sqs, _url(sqs, name)):
+        attrs = {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}
+        out.append((m["Body"], json.dumps(attrs, sort_keys=True), m["Attributes"].get("MessageGroupId")))
+    return out
 
 
 async def test_list_queues_shows_counts_and_dlq_wiring(seeded):
@@ -127,7 +121,7 @@ async def test_free_text_arguments_are_bounded(seeded):
                        ("redrive_dlq", {"queue": "order-queue-dlq", "signature": "s" * 1_000_000}),
                        ("redrive_dlq", {"queue": "order-queue-dlq", "target": "t" * 5000}),
                        ("peek_messages", {"queue": "q" * 5000})]:
-        with pytest.raises(ToolFailed, match="at most|is too long"):
+        with pytest.raises(ToolFailed, match=r"at most|is too long"):
             await call(seeded.client, tool, **args)
 
 

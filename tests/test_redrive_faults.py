@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import boto3
 import pytest
-from conftest import ToolFailed, call, make_settings
+from conftest import ToolFailed, call, drain_queue, make_settings
 
 from opsmcp.backends.aws import AwsClients
 from opsmcp.backends.sqs import SqsBackend
@@ -77,19 +77,6 @@ def fill(sqs: Any, url: str, n: int, *, groups: int = 0, tag: str = "") -> list[
     if entries:
         sqs.send_message_batch(QueueUrl=url, Entries=entries)
     return keys
-
-
-def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Receive and delete everything; return the messages in receive order."""
-    out = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
-                                  MessageAttributeNames=["All"], AttributeNames=["All"]).get("Messages", [])
-        if not got:
-            return out
-        for m in got:
-            out.append(m)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
 def visible(sqs: Any, url: str) -> tuple[int, int]:
@@ -184,8 +171,8 @@ async def test_a_timed_out_send_is_sent_once_and_every_copy_is_reported(fresh_mo
     res = await qt.redrive("stall-dlq", None, 1000, None, dry_run=False)
     assert attempts["n"] == 1  # never retried
     assert res.status == "stopped" and res.moved == 0 and len(res.duplicates_possible) == 10
-    arrived = drain(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
-    in_dlq = {m["MessageId"]: m["Body"] for m in drain(sqs, dlq)}
+    arrived = drain_queue(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
+    in_dlq = {m["MessageId"]: m["Body"] for m in drain_queue(sqs, dlq)}
     assert len(in_dlq) == 25  # nothing deleted
     assert Counter(m["Body"] for m in arrived) == Counter(in_dlq[i] for i in res.duplicates_possible)
 
@@ -213,7 +200,7 @@ async def test_a_send_stalled_behind_a_proxy_is_reported_and_not_deleted(fresh_m
     assert res.status == "stopped" and res.moved == 0 and len(res.duplicates_possible) == 10
     assert took < 8  # the stalled send was given up after its 1 s timeout, not waited out (10 s)
     assert proxy.forwarded["SendMessageBatch"] == 1
-    arrived = drain(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
+    arrived = drain_queue(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
     assert len(arrived) == 10 and visible(sqs, dlq) == (25, 0)
 
 
@@ -265,8 +252,8 @@ async def test_one_entry_failing_to_delete_is_a_possible_duplicate(fresh_moto, t
     qt.sqs.clients.client("sqs").meta.events.register("provide-client-params.sqs.DeleteMessageBatch", spoil_one)
     res = await qt.redrive("del-dlq", None, 1000, None, dry_run=False)
     assert res.status == "partial" and res.moved == 9 and len(res.duplicates_possible) == 1
-    left = drain(sqs, dlq)
-    arrived = drain(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
+    left = drain_queue(sqs, dlq)
+    arrived = drain_queue(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
     assert [m["MessageId"] for m in left] == res.duplicates_possible
     assert len(arrived) == 10 and left[0]["Body"] in {m["Body"] for m in arrived}
 
@@ -317,7 +304,7 @@ async def test_one_approved_call_moves_a_whole_fifo_dlq_in_group_order(fresh_mot
         fill(sqs, dlq, 5, groups=1, tag="late")  # late arrivals after the preview: not approved, not moved
         res = await call(client, "redrive_dlq", queue="pay-dlq.fifo", dry_run=False, confirm=True)
     assert res["moved"] == 300 and res["status"] == "complete" and res["remaining"] == 5
-    arrived = drain(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
+    arrived = drain_queue(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
     per_group: dict[str, list[int]] = {}
     for m in arrived:
         body = json.loads(m["Body"])
@@ -338,7 +325,8 @@ async def test_a_filtered_fifo_move_stops_each_group_at_its_first_other_message(
     assert 20 <= preview.matched < 30 and not preview.matched_exact  # 30 less g0's non-matching messages read
     res = await qt.redrive("flt-dlq.fifo", None, preview.matched, "Boom", dry_run=False)
     assert res.moved == 20 and visible(sqs, dlq) == (10, 0)
-    groups = Counter(json.loads(m["Body"])["group"] for m in drain(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"]))
+    src_url = sqs.get_queue_url(QueueName=src)["QueueUrl"]
+    groups = Counter(json.loads(m["Body"])["group"] for m in drain_queue(sqs, src_url))
     assert groups == {"g1": 10, "g2": 10}
 
 

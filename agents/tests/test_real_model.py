@@ -89,7 +89,7 @@ def test_real_local_model_calls_a_tool_and_answers(server_cmd: str, llama_server
         "--first-tool", "list_queues", "--max-steps", "2", "--max-tokens", "200",
         "--max-tool-chars", "4000", "--timeout", "240", "--json",
     ]  # fmt: skip
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     doc = json.loads(proc.stdout)
     # mechanics: the first step is the forced list_queues, and it ran against opsmcp

@@ -263,7 +263,7 @@ def test_chat_keeps_history_across_turns(server_cmd: str, sandbox: dict, capfd: 
 
 def test_unknown_server_command_is_a_clear_error(capfd: pytest.CaptureFixture[str]) -> None:
     model = ScriptedChatModel(script=[])
-    rc, out, err = _run(capfd, ["ask", "x", "--server-command", "/nonexistent/opsmcp serve"], model)
+    rc, _out, err = _run(capfd, ["ask", "x", "--server-command", "/nonexistent/opsmcp serve"], model)
     assert rc == 5
     assert "/nonexistent/opsmcp" in err and "--server-command" in err
     assert model.calls == []

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
 
     # --- server -----------------------------------------------------------------
     allow_writes: bool = Field(False, description="Register write tools (redrive_dlq, run_playbook).")
-    toolsets: Annotated[list[str], NoDecode] = Field(list(ALL_TOOLSETS), description="Toolsets to register, comma separated.")
+    toolsets: Annotated[list[str], NoDecode] = Field(
+        list(ALL_TOOLSETS), description="Toolsets to register, comma separated."
+    )
     sandbox: bool = Field(False, description="Force the embedded moto sandbox.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the log store and audit log live.")
     max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
@@ -85,14 +87,17 @@ class Settings(BaseSettings):
     )
 
     redrive_hold_seconds: int = Field(
-        120, ge=5, le=43_200, description="Visibility timeout (s) of DLQ messages while analyze_dlq/redrive_dlq hold them; "
+        120, ge=5, le=43_200,
+        description="Visibility timeout (s) of DLQ messages while analyze_dlq/redrive_dlq hold them; "
         "after a crash mid-redrive they are invisible this long."
     )
 
     # --- orders -----------------------------------------------------------------
     orders_table: str = Field("orders", description="DynamoDB table of orders (hash key orderId).")
     orders_status_index: str = Field("status-index", description="GSI with hash key status, range key orderDate.")
-    orders_customer_index: str = Field("customer-index", description="GSI with hash key customerId, range key orderDate.")
+    orders_customer_index: str = Field(
+        "customer-index", description="GSI with hash key customerId, range key orderDate."
+    )
 
     # --- logs / metrics -----------------------------------------------------------
     log_store: Path | None = Field(None, description="SQLite log store file; default <data_dir>/logs.db.")

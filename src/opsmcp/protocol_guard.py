@@ -1,15 +1,14 @@
-"""SDK middleware around every inbound MCP request: per-identity tool visibility and prompt errors.
+"""SDK middleware around every inbound MCP request: per-identity tool visibility.
 
 - ``tools/list`` shows the caller only the tools its scopes allow (``ops:read`` for read
   tools, ``ops:write`` for write tools; see :mod:`opsmcp.identity`).
 - ``tools/call`` of a tool the caller may not call is refused as a tool error before the
   SDK resolves arguments, so no approval prompt or preview runs (the choke point checks
   again).
-- ``prompts/get`` of an unknown name answers ``-32602 Invalid params`` (the SDK answers
-  ``-32603 Internal error``).
 
-It runs for every transport; stdio callers have every scope, so there it only fixes the
-prompt error.
+It runs for every transport; stdio callers have every scope, so there it changes nothing.
+Unknown prompts and bad prompt arguments are answered ``-32602`` by
+:func:`opsmcp.prompts.prompt_params_guard`, the one middleware for ``prompts/get``.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
-from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolResult, ListToolsResult, TextContent
+from mcp.types import CallToolResult, ListToolsResult, TextContent
 
 from opsmcp.errors import OpsError
 from opsmcp.identity import may_call, require_scope
@@ -43,11 +41,6 @@ class ProtocolGuard(ServerMiddleware[Any]):
                     require_scope(name, write)
                 except OpsError as exc:
                     return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
-        if ctx.method == "prompts/get" and isinstance(name, str):
-            known = {p.name for p in await self.server.list_prompts()}
-            if name not in known:
-                listed = ", ".join(sorted(known)) or "none"
-                raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name[:200]} (prompts: {listed})")
         result = await call_next(ctx)
         if ctx.method == "tools/list":
             return self._visible(result)

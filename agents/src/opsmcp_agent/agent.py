@@ -13,6 +13,7 @@ one that says so.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from .render import (
     result_text,
     structured_of,
 )
+
+log = logging.getLogger("opsmcp_agent")
 
 
 @dataclass
@@ -380,8 +383,8 @@ class Investigator:
                 text = await self.follow_up(messages, STEP_LIMIT_INSTRUCTIONS, timeout=remaining)
                 if text:
                     return text
-            except Exception:  # noqa: BLE001 - fall back to the evidence digest
-                pass
+            except Exception:  # any failure: fall back to the evidence digest
+                log.debug("the step-limit follow-up failed; answering with the evidence digest", exc_info=True)
         return "The model gave no summary; the evidence gathered so far:\n" + _evidence_digest(steps)
 
 

@@ -98,9 +98,14 @@ class InProcessClients(AwsClients):
             "cloudwatch": (_CloudWatch, cloudwatch_backends[ACCOUNT_ID][region]),
         }
 
-    def client(self, service: str) -> Any:
-        """The adapter for ``service`` (``sqs``, ``dynamodb``, ``cloudwatch``), else the real client."""
+    def client(self, service: str, *, retries: bool = True) -> Any:
+        """The adapter for ``service`` (``sqs``, ``dynamodb``, ``cloudwatch``), else the real client.
+
+        Args:
+            retries: as :meth:`AwsClients.client`; passed on to the real client (the
+                adapter's own in-process calls make no network attempt to retry).
+        """
         if service not in self._backends:
-            return super().client(service)
+            return super().client(service, retries=retries)
         adapter, backend = self._backends[service]
-        return adapter(lambda: super(InProcessClients, self).client(service), backend)
+        return adapter(lambda: super(InProcessClients, self).client(service, retries=retries), backend)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from opsmcp.backends.logstore.fts import fts_error, is_fts_error
@@ -157,7 +157,7 @@ class StoreFile:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def __enter__(self) -> StoreFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
