@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsmcp.config import Settings
-
 if TYPE_CHECKING:
+    from opsmcp.config import Settings
     from opsmcp.sandbox.scenario import Scenario
 
 log = logging.getLogger("opsmcp.sandbox")

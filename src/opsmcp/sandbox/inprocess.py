@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsmcp.backends.aws import AwsClients
-from opsmcp.config import Settings
+
+if TYPE_CHECKING:
+    from opsmcp.config import Settings
 
 ACCOUNT_ID = "123456789012"  # moto's default account (any non-AKIA access key maps to it)
 

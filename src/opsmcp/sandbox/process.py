@@ -35,7 +35,24 @@ if TYPE_CHECKING:
     from opsmcp.config import Settings
 
 #: The settings the child's seeding reads (the rest are the server's business).
-SEED_FIELDS = ("aws_region", "orders_table", "orders_status_index", "orders_customer_index", "audit_table")
+SEED_FIELDS = ("aws_region", "orders_table", "orders_status_index", "orders_customer_index", "audit_table",
+               "backend_timeout_seconds")
+
+
+@dataclass
+class SeedSettings:
+    """What seeding reads of :class:`~opsmcp.config.Settings`, passed to the child as JSON:
+    the child then never imports pydantic or pydantic-settings (a few hundred ms of CPU on
+    the sandbox's critical path)."""
+
+    aws_endpoint_url: str
+    aws_region: str
+    orders_table: str
+    orders_status_index: str
+    orders_customer_index: str
+    audit_table: str | None
+    backend_timeout_seconds: float
+    aws_profile: str | None = None
 
 
 class _Child:
@@ -168,14 +185,13 @@ def main(argv: list[str]) -> int:
     endpoint = f"http://{host}:{port}"
     print(json.dumps({"endpoint": endpoint}), flush=True)
     try:
-        from opsmcp.config import Settings
         from opsmcp.sandbox import SANDBOX_CREDENTIALS
         from opsmcp.sandbox.inprocess import InProcessClients
         from opsmcp.sandbox.scenario import build_scenario
         from opsmcp.sandbox.seed import seed_aws
 
         os.environ.update(SANDBOX_CREDENTIALS)
-        settings = Settings(aws_endpoint_url=endpoint, sandbox=True, **options["settings"])
+        settings: Any = SeedSettings(aws_endpoint_url=endpoint, **options["settings"])  # duck-typed Settings
         scenario = build_scenario(datetime.fromisoformat(options["now"]))
         counts = seed_aws(settings, scenario, clients=InProcessClients(settings))
         queues = [q.name for q in scenario.queues] + [q.dlq for q in scenario.queues if q.dlq]
