@@ -68,7 +68,7 @@ class _Child:
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
-            self.proc.wait(timeout=2)
+            self.proc.wait(timeout=0.5)  # a child still seeding reads stdin only afterwards: killed
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
@@ -183,7 +183,8 @@ def main(argv: list[str]) -> int:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    print(json.dumps({"endpoint": endpoint}), flush=True)
+    if not _say({"endpoint": endpoint}):
+        return 0
     try:
         from opsmcp.sandbox import SANDBOX_CREDENTIALS
         from opsmcp.sandbox.inprocess import InProcessClients
@@ -195,12 +196,23 @@ def main(argv: list[str]) -> int:
         scenario = build_scenario(datetime.fromisoformat(options["now"]))
         counts = seed_aws(settings, scenario, clients=InProcessClients(settings))
         queues = [q.name for q in scenario.queues] + [q.dlq for q in scenario.queues if q.dlq]
-        print(json.dumps({"counts": counts, "queues": queues}), flush=True)
+        said = _say({"counts": counts, "queues": queues})
     except Exception as exc:  # reported to the parent, which names it in tool errors
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
-    sys.stdin.read()  # until the server closes the pipe: it exited or was killed
+        said = _say({"error": f"{type(exc).__name__}: {exc}"})
+    if said:
+        sys.stdin.read()  # until the server closes the pipe: it exited or was killed
     server.stop()
     return 0
+
+
+def _say(message: dict[str, Any]) -> bool:
+    """Write one JSON line to the parent; False when the parent is gone (closed pipe)."""
+    try:
+        print(json.dumps(message), flush=True)
+    except (BrokenPipeError, OSError):
+        sys.stdout = None  # nothing left to flush at exit (the pipe is closed)
+        return False
+    return True
 
 
 if __name__ == "__main__":
