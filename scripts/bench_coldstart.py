@@ -4,8 +4,11 @@ opsmcp (``opsmcp serve``, an AWS endpoint configured, so no sandbox) and the bar
 (scripts/bare_server.py, one trivial tool) are started alternately, ``--runs`` times each, in
 the same run; the table gives medians, the spread and the ratio. ``--importtime`` adds what
 ``opsmcp serve`` imports that the bare server does not (``python -X importtime``), by package.
+``--baseline /path/to/other/opsmcp`` (e.g. main's venv) adds that executable to every round,
+so before and after are measured in the same run, interleaved.
 
 Usage: python scripts/bench_coldstart.py [--runs 10] [--importtime] [--toolsets queues,orders,...]
+       [--baseline /tmp/start-base/.venv/bin/opsmcp]
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--toolsets", default="", help="OPSMCP_TOOLSETS for opsmcp (default: all)")
     parser.add_argument("--importtime", action="store_true")
+    parser.add_argument("--baseline", help="another opsmcp executable to interleave (e.g. main's venv's)")
     opts = parser.parse_args()
 
     backend = seeded_backend()
@@ -71,24 +75,33 @@ async def main() -> None:
     if opts.toolsets:
         env["OPSMCP_TOOLSETS"] = opts.toolsets
     try:
-        for _ in range(2):  # warm the page cache for both
-            await time_to_tools_list(OPSMCP, ["serve"], env)
-            await time_to_tools_list(BARE[0], BARE[1:], env)
-        ops: list[float] = []
-        bare: list[float] = []
-        for i in range(opts.runs):  # interleaved, alternating which goes first
-            pair = [("ops", OPSMCP, ["serve"]), ("bare", BARE[0], BARE[1:])]
-            for label, command, args in pair if i % 2 == 0 else pair[::-1]:
-                (ops if label == "ops" else bare).append(await time_to_tools_list(command, args, env))
+        servers = [("ops", OPSMCP, ["serve"]), ("bare", BARE[0], BARE[1:])]
+        if opts.baseline:
+            servers.append(("baseline", opts.baseline, ["serve"]))
+        for _ in range(2):  # warm the page cache for every server
+            for _label, command, args in servers:
+                await time_to_tools_list(command, args, env)
+        times: dict[str, list[float]] = {label: [] for label, _, _ in servers}
+        for i in range(opts.runs):  # interleaved, rotating which goes first
+            shift = i % len(servers)
+            for label, command, args in servers[shift:] + servers[:shift]:
+                times[label].append(await time_to_tools_list(command, args, env))
+        ops, bare = times["ops"], times["bare"]
         ratios = [o / b for o, b in zip(ops, bare, strict=True)]
         print(f"== stdio cold start to the first tools/list answer ({opts.runs} runs each, interleaved) ==")
         print(machine())
+        rows = [["opsmcp serve (AWS endpoint set)", ops], ["bare SDK MCPServer", bare]]
+        if opts.baseline:
+            rows.append([f"baseline {opts.baseline}", times["baseline"]])
         print(table(["server", "median ms", "min ms", "p90 ms"], [
-            ["opsmcp serve (AWS endpoint set)", statistics.median(ops) * 1000, min(ops) * 1000, pct(ops, .9) * 1000],
-            ["bare SDK MCPServer", statistics.median(bare) * 1000, min(bare) * 1000, pct(bare, .9) * 1000],
-        ]))
+            [name, statistics.median(t) * 1000, min(t) * 1000, pct(t, .9) * 1000] for name, t in rows]))
         print(f"ratio opsmcp / bare: median of medians {statistics.median(ops) / statistics.median(bare):.2f}x; "
               f"median of per-round ratios {statistics.median(ratios):.2f}x (target <= 1.10x)")
+        if opts.baseline:
+            base = times["baseline"]
+            base_ratios = [o / b for o, b in zip(base, bare, strict=True)]
+            print(f"ratio baseline / bare: median of medians {statistics.median(base) / statistics.median(bare):.2f}x; "
+                  f"median of per-round ratios {statistics.median(base_ratios):.2f}x")
         if opts.importtime:
             rows = import_profile(env)
             print("\n== what opsmcp serve imports beyond the bare SDK server (python -X importtime, self ms, "

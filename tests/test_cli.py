@@ -224,3 +224,26 @@ def test_client_leaving_during_sandbox_boot_leaves_no_traceback(tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=30) == 0
     assert "Traceback" not in err and "start-up failed" not in err, err
+
+
+def test_killed_server_leaves_no_sandbox_process(tmp_path):
+    """SIGKILL of `opsmcp serve` on the sandbox: its moto child (its stdin closes) stops too."""
+    import psutil
+
+    proc = subprocess.Popen([OPSMCP, "serve"], env=clean_env(tmp_path), stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_BUDGET_S
+        moto: list[psutil.Process] = []
+        while not moto:  # a bounded readiness poll for the child
+            assert proc.poll() is None and time.monotonic() < deadline, "no sandbox child appeared"
+            moto = [c for c in psutil.Process(proc.pid).children()
+                    if "opsmcp.sandbox.process" in " ".join(c.cmdline())]
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=STOP_BUDGET_S)
+        _gone, alive = psutil.wait_procs(moto, timeout=30)
+        assert not alive, f"the sandbox's moto process outlived the server: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

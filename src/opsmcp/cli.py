@@ -17,8 +17,15 @@ from opsmcp.config import ALL_TOOLSETS
 
 if TYPE_CHECKING:
     from opsmcp.config import Settings
+    from opsmcp.server import Runtime
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _eprint(text: str) -> None:
+    """Print to stderr (stdout is the stdio MCP wire); the same as ``opsmcp.sandbox.eprint``,
+    without importing the sandbox."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
@@ -39,10 +46,9 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the MCP server over stdio or HTTP, on the sandbox when no AWS is configured."""
     from opsmcp.config import aws_configured
-    from opsmcp.sandbox import Sandbox, banner, eprint, start_sandbox
 
     if TYPE_CHECKING:
-        from opsmcp.server import Runtime
+        from opsmcp.sandbox import Sandbox
 
     settings = _settings(args)
     if args.transport == "http" and args.host not in LOOPBACK and not (
@@ -60,16 +66,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Resolve the endpoint (and the sandbox's log store) first, then build the clients:
         # nothing is re-pointed after the server exists. Seeding starts at once, in the
         # background, while the server is built; tools/list answers at once and tool calls
-        # wait (runtime.wait_ready) until seeding is done.
-        sandbox = start_sandbox(settings)
+        # wait (runtime.wait_ready) until seeding is done. moto runs, and is seeded, in a
+        # child process (the log store in another), started before the MCP SDK is imported
+        # here: on 2 cores the server is built while the sandbox starts. Imported only here:
+        # a configured endpoint's cold start never loads the sandbox.
+        from opsmcp.sandbox import banner
+        from opsmcp.sandbox.process import spawn
+
+        launch = spawn(settings)
+        import opsmcp.server  # noqa: F401 - the SDK's import, while the child imports moto
+
+        sandbox = launch.attach()
         settings = sandbox.settings
         seeding = sandbox
 
         def boot() -> None:
             error = None
             try:
+                built.wait()
+                _prewarm(holder["runtime"], stopping)  # while the children seed: off the first call's path
                 seeding.seed()
-                eprint(banner(seeding))
+                _eprint(banner(seeding))
             except Exception as exc:
                 if stopping.is_set():  # the server is exiting (client gone, Ctrl-C): not an error
                     logging.getLogger("opsmcp").debug("sandbox seeding stopped by shutdown", exc_info=True)
@@ -91,8 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         holder["runtime"] = runtime
         built.set()
     for toolset, why in runtime.disabled.items():
-        eprint(f"opsmcp: the {toolset} toolset is DISABLED: {why}")
-    eprint(f"opsmcp {args.transport}: {len(runtime.tools)} tools ({', '.join(sorted(runtime.tools))}); "
+        _eprint(f"opsmcp: the {toolset} toolset is DISABLED: {why}")
+    _eprint(f"opsmcp {args.transport}: {len(runtime.tools)} tools ({', '.join(sorted(runtime.tools))}); "
            f"writes {'ENABLED' if settings.allow_writes else 'disabled'}"
            + ("; seeding the embedded sandbox (no AWS endpoint or credentials configured)" if sandbox else ""))
     interrupted = False
@@ -106,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             from opsmcp.http import build_app
 
-            eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, "
+            _eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, "
                    "events at /events (Ctrl-C to stop)")
             app = build_app(server, runtime, host=args.host, port=args.port)
             config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
@@ -122,8 +139,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if sandbox is not None:
             sandbox.stop()
     if interrupted:
-        eprint("opsmcp: stopped (Ctrl-C)")
+        _eprint("opsmcp: stopped (Ctrl-C)")
     return 0
+
+
+def _prewarm(runtime: Runtime, stopping: threading.Event) -> None:
+    """Create the boto3 clients the first tool calls use (importing boto3 and loading the
+    service models takes a few hundred ms), so the first call after the sandbox is seeded
+    does not pay for them. Best effort: a failure here shows up, with its message, in the
+    call that needs the client."""
+    for service in ("sqs", "dynamodb", "cloudwatch"):
+        if stopping.is_set():
+            return
+        try:
+            runtime.clients.client(service)
+        except Exception:
+            logging.getLogger("opsmcp").debug("could not create the %s client ahead of time", service, exc_info=True)
+            return
 
 
 def cmd_sandbox_seed(args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ Series:
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+import threading
+from typing import Any
 
 from opsmcp.errors import OpsError
 
@@ -34,18 +35,64 @@ def _ops_error(exc: BaseException | None) -> OpsError | None:
 
 
 class ToolStats:
-    """Tool-call counters and latency histograms in a registry of their own."""
+    """Tool-call counters and latency histograms in a registry of their own.
 
-    content_type = CONTENT_TYPE_LATEST
+    prometheus-client is imported, and the registry built, on the first call recorded (or
+    the first scrape), not when the server is built: ``tools/list`` never needs it.
+    """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.calls = Counter("opsmcp_tool_calls", "Tool calls by tool and outcome.", ["tool", "outcome"],
-                             registry=self.registry)
-        self.duration = Histogram("opsmcp_tool_duration_seconds", "Tool call latency in seconds.", ["tool"],
-                                  buckets=BUCKETS, registry=self.registry)
-        self.backend_errors = Counter("opsmcp_backend_errors", "Anticipated tool failures by OpsError class.",
-                                      ["tool", "error"], registry=self.registry)
+        self._registry: Any = None
+        self._lock = threading.Lock()
+
+    def _build(self) -> Any:
+        with self._lock:
+            if self._registry is None:
+                from prometheus_client import CollectorRegistry, Counter, Histogram
+
+                registry = CollectorRegistry(auto_describe=True)
+                self._calls = Counter("opsmcp_tool_calls", "Tool calls by tool and outcome.", ["tool", "outcome"],
+                                      registry=registry)
+                self._duration = Histogram("opsmcp_tool_duration_seconds", "Tool call latency in seconds.",
+                                           ["tool"], buckets=BUCKETS, registry=registry)
+                self._backend_errors = Counter("opsmcp_backend_errors",
+                                               "Anticipated tool failures by OpsError class.", ["tool", "error"],
+                                               registry=registry)
+                self._registry = registry
+            return self._registry
+
+    @property
+    def registry(self) -> Any:
+        """The :class:`~prometheus_client.CollectorRegistry` of this server's series."""
+        return self._registry if self._registry is not None else self._build()
+
+    @property
+    def calls(self) -> Any:
+        """``opsmcp_tool_calls_total{tool, outcome}`` (a prometheus-client Counter)."""
+        if self._registry is None:
+            self._build()
+        return self._calls
+
+    @property
+    def duration(self) -> Any:
+        """``opsmcp_tool_duration_seconds{tool}`` (a prometheus-client Histogram)."""
+        if self._registry is None:
+            self._build()
+        return self._duration
+
+    @property
+    def backend_errors(self) -> Any:
+        """``opsmcp_backend_errors_total{tool, error}`` (a prometheus-client Counter)."""
+        if self._registry is None:
+            self._build()
+        return self._backend_errors
+
+    @property
+    def content_type(self) -> str:
+        """The media type of :meth:`render`'s output (Prometheus text exposition format)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return str(CONTENT_TYPE_LATEST)
 
     def record(self, tool: str, elapsed: float, ok: bool, error: BaseException | None = None) -> None:
         """Count one call of ``tool`` that took ``elapsed`` seconds; ``error`` is what it raised
@@ -59,4 +106,6 @@ class ToolStats:
 
     def render(self) -> bytes:
         """Every series in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))

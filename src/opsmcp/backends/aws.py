@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from opsmcp.config import Settings
 from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
+
+if TYPE_CHECKING:
+    from opsmcp.config import Settings
 
 T = TypeVar("T")
 

@@ -14,10 +14,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsmcp.config import Settings
-from opsmcp.sandbox.scenario import Scenario
+if TYPE_CHECKING:
+    from opsmcp.config import Settings
+    from opsmcp.sandbox.scenario import Scenario
 
 log = logging.getLogger("opsmcp.sandbox")
 
@@ -172,14 +173,26 @@ def start_sandbox(settings: Settings) -> Sandbox:
     Raises:
         OpsError: moto (the ``sandbox`` extra) is not installed.
     """
-    import os
-
     from opsmcp.errors import OpsError
 
     if not moto_installed():
         raise OpsError(MISSING_EXTRA)
     started = time.perf_counter()
     server, endpoint = start_moto()
+    target, lock = sandbox_settings(settings, endpoint)
+    return Sandbox(endpoint=endpoint, server=server, settings=target, started=started, lock=lock)
+
+
+def sandbox_settings(settings: Settings, endpoint: str) -> tuple[Settings, Any]:
+    """The sandbox's settings for moto at ``endpoint``, and the lock of its log store.
+
+    Sets the sandbox's dummy credentials in this process's environment (and drops any
+    profile or session token: never real ones), claims the log store
+    (:func:`_claim_log_store`, with the logs toolset) and returns ``(settings with the
+    endpoint, no profile, sandbox on and that store; the open lock file or None)``.
+    """
+    import os
+
     os.environ.update(SANDBOX_CREDENTIALS)
     os.environ.pop("AWS_PROFILE", None)
     os.environ.pop("AWS_SESSION_TOKEN", None)
@@ -188,7 +201,7 @@ def start_sandbox(settings: Settings) -> Sandbox:
         store, lock = _claim_log_store(settings.data_dir)
     target = settings.model_copy(update={"aws_endpoint_url": endpoint, "aws_profile": None, "sandbox": True,
                                          "log_store": store})
-    return Sandbox(endpoint=endpoint, server=server, settings=target, started=started, lock=lock)
+    return target, lock
 
 
 def seed_logs(path: Path, scenario: Scenario) -> int:

@@ -7,9 +7,10 @@ about 5x faster than going through the HTTP API (see ``scripts/bench_sandbox.py`
 
 :class:`InProcessClients` looks like :class:`~opsmcp.backends.aws.AwsClients` to the
 seeders in :mod:`.seed`: it hands out small adapters whose bulk methods
-(``create_queue``, ``get_queue_attributes``, ``send_message_batch``, ``batch_write_item``,
-``put_metric_data``) call the backend with the same arguments the HTTP layer would pass;
-any other method (``create_table``, waiters...) goes to a real boto3 client over HTTP.
+(``create_queue``, ``get_queue_attributes``, ``send_message_batch``, ``list_tables``,
+``create_table`` and its waiter, ``batch_write_item``, ``put_metric_data``) call the backend
+with the same arguments the HTTP layer would pass; any other method goes to a real boto3
+client over HTTP.
 Only for the embedded server: an external endpoint (LocalStack, a moto server elsewhere)
 is seeded over HTTP.
 """
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsmcp.backends.aws import AwsClients
-from opsmcp.config import Settings
+
+if TYPE_CHECKING:
+    from opsmcp.config import Settings
 
 ACCOUNT_ID = "123456789012"  # moto's default account (any non-AKIA access key maps to it)
 
@@ -55,6 +58,26 @@ class _Sqs(_Passthrough):
 
 
 class _Dynamo(_Passthrough):
+    """Tables are created in moto's backend (ACTIVE at once: the waiter returns at once)."""
+
+    def list_tables(self, **_: Any) -> dict[str, Any]:
+        return {"TableNames": sorted(self._backend.tables)}
+
+    def create_table(self, TableName: str, KeySchema: list[dict[str, str]],
+                     AttributeDefinitions: list[dict[str, str]], BillingMode: str = "PROVISIONED",
+                     GlobalSecondaryIndexes: list[dict[str, Any]] | None = None,
+                     ProvisionedThroughput: dict[str, int] | None = None) -> dict[str, Any]:
+        table = self._backend.create_table(
+            TableName, schema=KeySchema, throughput=ProvisionedThroughput, attr=AttributeDefinitions,
+            global_indexes=GlobalSecondaryIndexes or [], indexes=[], streams=None, billing_mode=BillingMode,
+            sse_specification=None, tags=[], deletion_protection_enabled=False, warm_throughput=None)
+        return {"TableDescription": table.describe()}
+
+    def get_waiter(self, name: str) -> Any:
+        if name != "table_exists":
+            return self._real().get_waiter(name)
+        return _NoWait()
+
     def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for table, requests in RequestItems.items():
             for request in requests:
@@ -68,6 +91,13 @@ class _CloudWatch(_Passthrough):
         data = [dict(d, Timestamp=_naive_utc(d["Timestamp"])) if "Timestamp" in d else d for d in MetricData]
         self._backend.put_metric_data(Namespace, data)
         return {}
+
+
+class _NoWait:
+    """A waiter for a state moto's backend is already in."""
+
+    def wait(self, **_: Any) -> None:
+        return None
 
 
 def _naive_utc(t: datetime) -> datetime:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import logging
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsmcp.backends.aws import AwsClients
-from opsmcp.config import Settings
 from opsmcp.sandbox.scenario import MAX_RECEIVE_COUNT, Scenario
+
+if TYPE_CHECKING:
+    from opsmcp.config import Settings
 
 log = logging.getLogger("opsmcp.sandbox")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
+import threading
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -259,17 +260,28 @@ class LogTools:
     def __init__(self, settings: Settings, store: LogBackend | None = None) -> None:
         self.settings = settings
         self._error: OpsError | None = None
-        if store is None:
+        self._lazy = store is None and settings.log_backend == "embedded"
+        if store is None and not self._lazy:
             try:
                 store = build_log_backend(settings)
             except OpsError as exc:  # e.g. opensearch without a URL: the toolset is disabled with the reason
                 self._error = exc
         self._store = store
+        self._build_lock = threading.Lock()
         self.budget = int(settings.max_result_bytes * 0.85)
 
     @property
     def store(self) -> LogBackend:
-        """The log backend. Raises the configuration error that kept it from being built."""
+        """The log backend. Raises the configuration error that kept it from being built.
+
+        The embedded store is built on first use (opening it cannot fail until a query does),
+        so ``tools/list`` never imports the SQLite store; OpenSearch is built at start-up,
+        where a configuration error disables the toolset.
+        """
+        if self._lazy and self._store is None:
+            with self._build_lock:
+                if self._store is None:
+                    self._store = build_log_backend(self.settings)
         if self._error is not None or self._store is None:
             raise self._error or OpsError("No log backend is configured.")
         return self._store

@@ -26,9 +26,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
-import yaml
-
 from opsmcp.backends.ansible.catalog import PlaybookEntry, validate_vars
 from opsmcp.backends.ansible.results import EventCollector, PlaybookRun, TaskEvent
 from opsmcp.errors import InvalidInput, OpsError
@@ -223,6 +220,8 @@ def _kill_marked(run_id: str) -> int:
     process whose environment cannot be read, e.g. another user's, is skipped). Repeats
     until none is left, so children forked meanwhile die too. Returns how many processes
     were signalled."""
+    import psutil  # imported here: only a cancelled run needs it, never `tools/list`
+
     me = os.getpid()
     killed = 0
     for _ in range(10):
@@ -260,6 +259,8 @@ def _estimate_tasks(playbook: Path) -> int | None:
             elif isinstance(t, dict):
                 n += 1
         return n
+
+    import yaml
 
     try:
         plays = yaml.safe_load(playbook.read_text(encoding="utf-8"))
