@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from typing import Any
 
 from opsmcp.backends.logbackend import LEVEL_CACHE, normalize_level
 from opsmcp.backends.logstore.schema import MAX_TS_MS, SEQ_BITS, SEQ_MASK
+
+_fast_loads: Callable[[str], Any] | None
+try:  # orjson (optional, ``pip install opsmcp[fast]``) parses ~2x faster; json decides what it rejects
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _fast_loads = None
 
 MAX_BAD_REPORTED = 50
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -161,6 +167,7 @@ def parse_batch(
         counts = {}
     cget = counts.get
     loads = json.loads
+    fast = _fast_loads or loads
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once: the C encoder
     encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
     indexed = INDEXED_KEYS
@@ -175,7 +182,10 @@ def parse_batch(
             report.add_bad(source, no, "not valid UTF-8")
             continue
         try:
-            doc = loads(line)
+            try:
+                doc = fast(line)
+            except ValueError:  # not orjson's JSON (NaN, huge ints, lone surrogates, ...): json's verdict
+                doc = loads(line)
         except ValueError as exc:
             if not line.strip():
                 report.blank += 1
