@@ -5,9 +5,7 @@ One idea per module:
 - :mod:`.schema` — tables, indexes and the id layout (rowid = time << 20 | seq);
 - :mod:`.parser` — the pure JSON Lines parser, the ingest hot loop;
 - :mod:`.fts` — full-text query building (FTS5 MATCH strings, parse errors);
-- :mod:`.stager` — one batch of JSON Lines into staged rows (the CPU-bound half of a load);
-- :mod:`.processes` — worker processes that stage batches for big loads;
-- :mod:`.ingest` — loading: batches staged ahead, one writer, whole-batch transactions, progress;
+- :mod:`.ingest` — loading with a parse thread, whole-batch transactions and progress;
 - :mod:`.rollup` — rollup arithmetic: per-minute counts in, bucket counts out;
 - :mod:`.connection` — opening the file, the read-connection pool, bounded reads;
 - :mod:`.store` — :class:`LogStore`, its loads and its queries

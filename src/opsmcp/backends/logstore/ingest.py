@@ -1,12 +1,10 @@
 """Ingest with progress: JSON Lines files into the store, batch by batch.
 
-A read thread cuts the input into batches and stages each one
-(:func:`~opsmcp.backends.logstore.stager.stage_batch`: parse, map, bind into a private
-in-memory database), on itself for small loads and in worker processes
-(:mod:`~opsmcp.backends.logstore.processes`) for big ones, while this thread, the only
-writer, copies staged batches into the store in order with set-based SQL (lines, FTS
-entries, rollups and facets in one transaction), so readers only ever see whole batches.
-:func:`load_files` adds the file handling and a rich progress bar by bytes.
+A parse thread runs :func:`~opsmcp.backends.logstore.parser.parse_batch` and fills a
+private in-memory :class:`Stage` per batch while this thread copies the previous one into
+the store with set-based SQL (lines, FTS entries, rollups and facets in one transaction),
+so readers only ever see whole batches. :func:`load_files` adds the file handling and a
+rich progress bar by bytes.
 """
 
 from __future__ import annotations
@@ -15,30 +13,24 @@ import contextlib
 import hashlib
 import io
 import itertools
-import os
 import queue
 import sqlite3
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from opsmcp.backends.logstore.parser import IngestReport
-from opsmcp.backends.logstore.processes import StagerProcesses
-from opsmcp.backends.logstore.schema import SEQ_MASK, UPSERTS
-from opsmcp.backends.logstore.stager import StagedBatch, stage_batch
+from opsmcp.backends.logstore.parser import IngestReport, parse_batch
+from opsmcp.backends.logstore.rollup import rollup_rows
+from opsmcp.backends.logstore.schema import SEQ_MASK, STAGE_TABLE, UPSERTS
 from opsmcp.errors import NotFound, OpsError
 
 Sources = Sequence[tuple[str, Iterable[str]]]
 MARK = ("INSERT INTO loads(fingerprint, head_bytes, source, lines) VALUES (?,?,?,?) "
         "ON CONFLICT(fingerprint) DO UPDATE SET lines = excluded.lines, source = excluded.source")
-# Loads past this many lines parse in worker processes (the parse thread alone below it:
-# starting the pool costs more than it saves on small loads).
-POOL_MIN_LINES = 50_000
-WORKERS = max(1, min(4, os.cpu_count() or 1))
 HEAD_BYTES = 4096  # a file is known by a SHA-256 of its first 4 KiB (or all of it, when shorter)
 
 
@@ -73,27 +65,41 @@ def resume_points(conn: sqlite3.Connection, files: dict[str, Path]) -> dict[str,
 
 
 class Stage:
-    """One batch on its way to the writer: where the load got to, and its staged rows.
+    """One parsed batch in a private in-memory database the writer ATTACHes and copies.
 
-    ``staged`` is a :class:`~opsmcp.backends.logstore.stager.StagedBatch`, or a future of
-    one while a worker process parses it; :meth:`result` waits for it.
+    Named shared-cache memory databases live while a connection holds them open; the
+    parse thread fills one with its own connection and the writer closes it after use.
     """
 
-    def __init__(self, staged: StagedBatch | Future[StagedBatch], read: int, next_seq: int,
-                 mark: tuple[str, int, str, int] | None) -> None:
-        self.staged, self.read, self.next_seq = staged, read, next_seq
-        self.mark = mark  # (fingerprint, head bytes, source, lines done) of a file
+    mark: tuple[str, int, str, int] | None = None  # (fingerprint, head bytes, source, lines done) of a file
 
-    def result(self) -> StagedBatch:
-        """The staged batch (waits for the worker; its exceptions propagate)."""
-        if isinstance(self.staged, Future):
-            self.staged = self.staged.result()
-        return self.staged
+    def __init__(self, rows: list[tuple[Any, ...]], counts: dict[tuple[int, str, str], int], read: int,
+                 next_seq: int) -> None:
+        self.uri = f"file:opsmcp-stage-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        self.rows, self.counts, self.read, self.next_seq = len(rows), counts, read, next_seq
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            self.uri, uri=True, isolation_level=None, check_same_thread=False)
+        self._conn.execute(STAGE_TABLE)
+        self._conn.execute("BEGIN")
+        self._conn.executemany("INSERT INTO batch VALUES (?,?,?,?,?,?,?)", rows)
+        self._conn.execute("COMMIT")
 
-    def cancel(self) -> None:
-        """Drop a batch the writer will not take."""
-        if isinstance(self.staged, Future):
-            self.staged.cancel()
+    @classmethod
+    def empty(cls, read: int, next_seq: int) -> Stage:
+        stage = cls.__new__(cls)
+        stage.uri, stage.rows, stage.counts, stage.read, stage.next_seq, stage._conn = "", 0, {}, read, next_seq, None
+        stage.mark = None
+        return stage
+    def aggregates(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Rollup and facet rows of this batch (see :func:`rollup_rows`)."""
+        return rollup_rows(self.counts)
+
+    def close(self) -> None:
+        """Drop the in-memory stage database."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
 
 
 class ByteCounter:
@@ -144,7 +150,6 @@ def ingest_into(
     on_progress: Callable[[int], None] | None,
     counter: ByteCounter | None = None,
     files: dict[str, Path] | None = None,
-    workers: int | None = None,
 ) -> IngestReport:
     """Load ``(source name, lines)`` pairs through the write connection ``conn``.
 
@@ -152,26 +157,20 @@ def ingest_into(
     the same file stored are skipped, and each batch's transaction records how far this
     one got, so a load killed at any moment and run again stores every line exactly once.
 
-    A read thread cuts the input into batches of ``batch_size`` lines and stages each
-    (:func:`~opsmcp.backends.logstore.stager.stage_batch`: parse, map, bind into a private
-    in-memory database): on itself for the first :data:`POOL_MIN_LINES` lines, then in a
-    pool of ``workers`` processes (default :data:`WORKERS`; 1 = never), batches in flight
-    in order. This thread (the only writer) copies each staged batch into the store with
+    The parse thread turns each batch into rows, writes them into a private in-memory
+    stage database (its own connection, so the row-by-row binding does not hold up the
+    writer), and hands it over. This thread copies a stage into the store with
     set-based SQL (which runs without the GIL): lines, FTS entries, rollups and facets in
-    one transaction per batch, so readers only ever see whole batches. ``on_progress``
-    gets the number of lines read after each batch. Line ids use sequence numbers counted
-    per line read (not skipped), so a resumed load gives the ids an uninterrupted one
-    would. SQLite errors propagate (the caller maps them), as do a worker's.
+    one transaction per batch. ``on_progress`` gets the number of lines read after each
+    batch. SQLite errors propagate (the caller maps them).
     """
     started = time.perf_counter()
     report = IngestReport(sources=[s for s, _ in sources])
     batch_size = max(1, int(batch_size))
-    workers = WORKERS if workers is None else max(1, int(workers))
     seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
     resume = resume_points(conn, files or {})
-    q: queue.Queue[Any] = queue.Queue(maxsize=2 + workers)
+    q: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
-    pool: list[StagerProcesses] = []
 
     def put(item: Any) -> bool:
         while not stop.is_set():
@@ -181,41 +180,35 @@ def ingest_into(
             except queue.Full:
                 continue
         if isinstance(item, Stage):
-            item.cancel()
+            item.close()
         return False
 
     def produce() -> None:
         nonlocal seq
         read = 0
-        staged = 0  # lines staged by this load (not skipped)
         try:
             for source, lines in sources:
+                it = enumerate(lines, 1)
                 point = resume.get(source)
-                it = iter(lines)
-                no = 0
                 if point and point[2]:
-                    no = sum(1 for _ in itertools.islice(it, point[2]))
-                    report.skipped += no
-                    read += no
+                    skipped = sum(1 for _ in itertools.islice(it, point[2]))
+                    report.skipped += skipped
+                    read += skipped
                 while True:
                     chunk = list(itertools.islice(it, batch_size))
                     if not chunk:
                         break
-                    first = no + 1
-                    no += len(chunk)
                     read += len(chunk)
-                    if not pool and workers > 1 and staged >= POOL_MIN_LINES:
-                        pool.append(StagerProcesses(workers))
-                    work: StagedBatch | Future[StagedBatch]
-                    if pool:
-                        work = pool[0].submit(chunk, first, seq, source)
-                    else:
-                        work = stage_batch(chunk, first, seq, source, 256)
-                    staged += len(chunk)
-                    seq += len(chunk)
+                    last = chunk[-1][0]
+                    counts: dict[tuple[int, str, str], int] = {}
+                    rows = parse_batch(chunk, seq, source, report, counts, yield_every=256)
                     del chunk
-                    mark = (point[0], point[1], source, no) if point else None
-                    if not put(Stage(work, read, seq, mark)):
+                    seq += len(rows)
+                    stage = Stage(rows, counts, read, seq) if rows else Stage.empty(read, seq)
+                    if point:
+                        stage.mark = (point[0], point[1], source, last)
+                    del rows
+                    if not put(stage):
                         return
             put(None)
         except BaseException as exc:
@@ -223,7 +216,6 @@ def ingest_into(
 
     worker = threading.Thread(target=produce, name="logstore-parse", daemon=True)
     worker.start()
-    finished = False
     try:
         while True:
             item = q.get()
@@ -231,23 +223,21 @@ def ingest_into(
                 break
             if isinstance(item, BaseException):
                 raise item
-            batch = item.result()
-            batch.merge_into(report)
-            if batch.rows:
-                write_batch(conn, batch, item.next_seq, item.mark)
-                report.loaded += batch.rows
-            elif item.mark:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(MARK, item.mark)
-                conn.execute("COMMIT")
+            try:
+                if item.rows:
+                    write_batch(conn, item)
+                    report.loaded += item.rows
+                elif item.mark:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(MARK, item.mark)
+                    conn.execute("COMMIT")
+            finally:
+                item.close()
             if on_progress is not None:
                 on_progress(item.read)
-        finished = True
     finally:
         stop.set()
-        if pool and not finished:  # unblocks a producer writing to a worker
-            pool[0].close(kill=True)
-        while True:  # drop batches the writer will not take
+        while True:  # release stages the writer will not take
             try:
                 left = q.get_nowait()
             except queue.Empty:
@@ -256,10 +246,8 @@ def ingest_into(
                 worker.join(0.05)
                 continue
             if isinstance(left, Stage):
-                left.cancel()
+                left.close()
         worker.join()
-        if pool and finished:
-            pool[0].close()
     if report.loaded:
         conn.execute("PRAGMA analysis_limit=1000")  # approximate statistics: fast on big stores
         conn.execute("PRAGMA optimize")
@@ -271,13 +259,10 @@ def ingest_into(
     return report
 
 
-def write_batch(conn: sqlite3.Connection, batch: StagedBatch, next_seq: int,
-                mark: tuple[str, int, str, int] | None) -> None:
-    """Copy one staged batch into the store in one transaction, with the load's
-    ``next_seq`` and (for a file) its resume ``mark``."""
-    conn.execute("ATTACH ':memory:' AS stage")
+def write_batch(conn: sqlite3.Connection, stage: Stage) -> None:
+    """Copy one stage into the store in one transaction."""
+    conn.execute("ATTACH ? AS stage", (stage.uri,))
     try:
-        conn.deserialize(batch.data or b"", name="stage")
         conn.execute("BEGIN IMMEDIATE")
         try:
             while True:
@@ -292,12 +277,13 @@ def write_batch(conn: sqlite3.Connection, batch: StagedBatch, next_seq: int,
                         raise
             conn.execute("INSERT INTO logs_fts(rowid, message, tags) "
                          "SELECT id, message, 's' || hex(service) || ' l' || hex(level) FROM stage.batch")
-            conn.executemany(UPSERTS[0], batch.minutes)
-            conn.executemany(UPSERTS[1], batch.slots)
-            conn.executemany(UPSERTS[2], batch.facets)
-            conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
-            if mark:
-                conn.execute(MARK, mark)
+            minutes, slots, facets = stage.aggregates()
+            conn.executemany(UPSERTS[0], minutes)
+            conn.executemany(UPSERTS[1], slots)
+            conn.executemany(UPSERTS[2], facets)
+            conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (stage.next_seq,))
+            if stage.mark:
+                conn.execute(MARK, stage.mark)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -305,7 +291,6 @@ def write_batch(conn: sqlite3.Connection, batch: StagedBatch, next_seq: int,
             raise
     finally:
         conn.execute("DETACH stage")
-
 
 def fix_id_clashes(conn: sqlite3.Connection) -> int:
     """Give batch rows whose id (same ms, same seq) is already stored a free seq;

@@ -64,8 +64,7 @@ class LogStore(StoreFile):
     ) -> IngestReport:
         """Load JSON Lines (one document per string) and report what happened.
 
-        Lines are parsed ahead (on a helper thread; in worker processes past 50,000 lines)
-        while the previous batch is written; each
+        Lines are parsed on a helper thread while the previous batch is written; each
         batch (``batch_size`` lines) is one transaction holding its lines, FTS entries and
         counts, so concurrent readers see whole batches. Bad lines (invalid JSON, not an
         object, no message, bad timestamp) are counted with their line numbers and never
