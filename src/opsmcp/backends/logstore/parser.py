@@ -29,6 +29,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _UTC = UTC
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape), or lone surrogates
+# orjson reads integers beyond 64 bits as floats (json keeps them exact): such lines go to json.
+_LONG_NUMBER = re.compile("[0-9]{19}")
 
 # Field names, first present wins (issue: common shippers' names map onto ours).
 TIMESTAMP_KEYS = ("@timestamp", "timestamp", "time", "ts")
@@ -168,6 +170,7 @@ def parse_batch(
     cget = counts.get
     loads = json.loads
     fast = _fast_loads or loads
+    long_number = _LONG_NUMBER.search
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once: the C encoder
     encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
     indexed = INDEXED_KEYS
@@ -183,8 +186,10 @@ def parse_batch(
             continue
         try:
             try:
+                if long_number(line):
+                    raise ValueError("a long number: json keeps it exact")
                 doc = fast(line)
-            except ValueError:  # not orjson's JSON (NaN, huge ints, lone surrogates, ...): json's verdict
+            except ValueError:  # not orjson's JSON (NaN, lone surrogates, deep nesting, ...): json's verdict
                 doc = loads(line)
         except ValueError as exc:
             if not line.strip():
