@@ -196,7 +196,7 @@ print(json.dumps({"loaded": r.loaded, "bad": r.bad, "seconds": r.seconds, "cpu":
 
 
 def _cpu() -> float:
-    """CPU seconds of this process and its finished children (the ingest's workers)."""
+    """CPU seconds of this process and its finished children."""
     return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
@@ -279,7 +279,7 @@ def main() -> int:
             assert report.bad == 0, report.summary()
             size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
             print(f"ingest: {report.loaded:,} lines in {report.seconds:.1f} s = {report.lines_per_second:,.0f} "
-                  f"lines/s (CPU with workers {cpu:.1f} s = {report.loaded / cpu:,.0f} lines per CPU-second; "
+                  f"lines/s (CPU {cpu:.1f} s = {report.loaded / cpu:,.0f} lines per CPU-second; "
                   f"load avg now {os.getloadavg()[0]:.1f})")
             print(f"store size: {size / 1e6:.0f} MB ({size / report.loaded:.0f} B/line; JSONL "
                   f"{jsonl.stat().st_size / report.loaded:.0f} B/line; {size / jsonl.stat().st_size:.2f}x)")
