@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from typing import Any
@@ -18,19 +18,11 @@ from typing import Any
 from opsmcp.backends.logbackend import LEVEL_CACHE, normalize_level
 from opsmcp.backends.logstore.schema import MAX_TS_MS, SEQ_BITS, SEQ_MASK
 
-_fast_loads: Callable[[str], Any] | None
-try:  # orjson (optional, ``pip install opsmcp[fast]``) parses ~2x faster; json decides what it rejects
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast_loads = None
-
 MAX_BAD_REPORTED = 50
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _UTC = UTC
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape), or lone surrogates
-# orjson reads integers beyond 64 bits as floats (json keeps them exact): such lines go to json.
-_LONG_NUMBER = re.compile("[0-9]{19}")
 
 # Field names, first present wins (issue: common shippers' names map onto ours).
 TIMESTAMP_KEYS = ("@timestamp", "timestamp", "time", "ts")
@@ -169,8 +161,6 @@ def parse_batch(
         counts = {}
     cget = counts.get
     loads = json.loads
-    fast = _fast_loads or loads
-    long_number = _LONG_NUMBER.search
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once: the C encoder
     encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
     indexed = INDEXED_KEYS
@@ -185,12 +175,7 @@ def parse_batch(
             report.add_bad(source, no, "not valid UTF-8")
             continue
         try:
-            try:
-                if long_number(line):
-                    raise ValueError("a long number: json keeps it exact")
-                doc = fast(line)
-            except ValueError:  # not orjson's JSON (NaN, lone surrogates, deep nesting, ...): json's verdict
-                doc = loads(line)
+            doc = loads(line)
         except ValueError as exc:
             if not line.strip():
                 report.blank += 1
