@@ -20,6 +20,11 @@ Usage::
 
     python scripts/bench_logstore.py                # 1M lines
     python scripts/bench_logstore.py --lines 100000 --runs 20
+    python scripts/bench_logstore.py --lines 200000 --baseline /tmp/ingest-base --ingest-only
+
+``--baseline DIR`` (another checkout, e.g. a clone of main) first loads the same file with
+that checkout's code and with this one, in fresh processes, alternating for
+``--ingest-rounds`` rounds, and prints lines/s, CPU and store size for each and their ratio.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -175,6 +181,65 @@ def timeit_interleaved(fns: list[Callable[[], Any]], runs: int, warmup: int = 3)
     return [(statistics.median(s), _pct(s, 0.95), o) for s, o in zip(samples, outs, strict=True)]
 
 
+LOAD_ONE = """
+import json, os, resource, sys, time
+from pathlib import Path
+from opsmcp.backends.logstore import LogStore
+src, db = sys.argv[1], Path(sys.argv[2])
+for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+    p.unlink(missing_ok=True)
+c0 = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+r = LogStore(db).load_files([src])
+c1 = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(c0, c1))
+size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+print(json.dumps({"loaded": r.loaded, "bad": r.bad, "seconds": r.seconds, "cpu": cpu, "size": size,
+                  "load": os.getloadavg()[0]}))
+"""
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def compare_ingest(jsonl: Path, work: Path, baseline: Path, rounds: int) -> None:
+    """Load ``jsonl`` with the ``baseline`` checkout's code and this one's, alternating
+    (fresh processes, same file), and print a table of lines/s, CPU, size and ratios."""
+    here = Path(__file__).resolve().parents[1] / "src"
+    codes = {"baseline": baseline.resolve() / "src", "new": here}
+    for src in codes.values():
+        if not (src / "opsmcp" / "__init__.py").is_file():
+            raise SystemExit(f"no opsmcp package under {src}")
+    jsonl_size = jsonl.stat().st_size
+    print(f"\ningest, same file, alternating: baseline = {codes['baseline']}, new = {codes['new']}")
+    header = (f"{'round':>5s} {'code':8s} {'lines/s':>9s} {'wall s':>7s} {'CPU s':>6s} {'store/JSONL':>11s} "
+              f"{'load avg':>8s}")
+    print(header)
+    print("-" * len(header))
+    speeds: dict[str, list[float]] = {k: [] for k in codes}
+    for rnd in range(rounds):
+        order = list(codes) if rnd % 2 == 0 else list(reversed(codes))
+        for name in order:
+            env = dict(os.environ, PYTHONPATH=str(codes[name]))
+            out = subprocess.run([sys.executable, "-c", LOAD_ONE, str(jsonl), str(work / f"cmp-{name}.db")],
+                                 env=env, capture_output=True, text=True, check=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            assert r["bad"] == 0
+            speed = r["loaded"] / r["seconds"]
+            speeds[name].append(speed)
+            print(f"{rnd + 1:5d} {name:8s} {speed:9,.0f} {r['seconds']:7.2f} {r['cpu']:6.1f} "
+                  f"{r['size'] / jsonl_size:10.2f}x {r['load']:8.1f}")
+    for name in codes:
+        for p in (work / f"cmp-{name}.db", work / f"cmp-{name}.db-wal", work / f"cmp-{name}.db-shm"):
+            p.unlink(missing_ok=True)
+    ratios = [n / b for n, b in zip(speeds["new"], speeds["baseline"], strict=True)]
+    print(f"median lines/s: baseline {statistics.median(speeds['baseline']):,.0f}, new "
+          f"{statistics.median(speeds['new']):,.0f}; new/baseline per round: "
+          + ", ".join(f"{r:.2f}x" for r in ratios) + f" (median {statistics.median(ratios):.2f}x)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000, help="log lines to generate (default 1,000,000)")
@@ -182,6 +247,9 @@ def main() -> int:
     ap.add_argument("--grep-runs", type=int, default=5, help="timed runs per grep -c (default 5)")
     ap.add_argument("--dir", help="work directory (default: a temporary one, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--baseline", help="another checkout (e.g. a clone of main): compare ingest with its code")
+    ap.add_argument("--ingest-rounds", type=int, default=3, help="alternating rounds for --baseline (default 3)")
+    ap.add_argument("--ingest-only", action="store_true", help="stop after the ingest figures (no queries)")
     ap.add_argument("--queries-only", action="store_true",
                     help="reuse the files of an earlier run in --dir (skip generating and loading)")
     args = ap.parse_args()
@@ -208,16 +276,20 @@ def main() -> int:
 
             # ------------------------------------------------------------ ingest
             store = LogStore(db)
-            c0 = time.process_time()
+            c0 = _cpu()
             report = store.load_files([str(jsonl)])
-            cpu = time.process_time() - c0
+            cpu = _cpu() - c0
             assert report.bad == 0, report.summary()
             size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
             print(f"ingest: {report.loaded:,} lines in {report.seconds:.1f} s = {report.lines_per_second:,.0f} "
-                  f"lines/s (process CPU {cpu:.1f} s = {report.loaded / cpu:,.0f} lines per CPU-second; "
+                  f"lines/s (CPU {cpu:.1f} s = {report.loaded / cpu:,.0f} lines per CPU-second; "
                   f"load avg now {os.getloadavg()[0]:.1f})")
             print(f"store size: {size / 1e6:.0f} MB ({size / report.loaded:.0f} B/line; JSONL "
-                  f"{jsonl.stat().st_size / report.loaded:.0f} B/line)")
+                  f"{jsonl.stat().st_size / report.loaded:.0f} B/line; {size / jsonl.stat().st_size:.2f}x)")
+            if args.baseline:
+                compare_ingest(jsonl, work, Path(args.baseline), args.ingest_rounds)
+        if args.ingest_only:
+            return 0
 
         # ---------------------------------------------------------------- queries
         reader = LogStore(db, readonly=True)
