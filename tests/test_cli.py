@@ -44,7 +44,7 @@ import pytest  # noqa: E402
 from opsmcp.cli import build_parser  # noqa: E402
 
 OPSMCP = str(Path(sys.executable).parent / "opsmcp")
-STOP_BUDGET_S = 5.0  # Ctrl-C to exit: 0.3-0.6 s measured at load 13; the rest is a loaded machine's slack
+STOP_BUDGET_S = 10.0  # Ctrl-C to exit: 0.03-1.2 s measured at load 6-13; >5 s once at load 9 (CI on a busy box)
 START_BUDGET_S = 60.0  # spawn to /healthz on a loaded machine
 
 
