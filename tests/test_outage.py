@@ -124,12 +124,7 @@ async def _drill(tmp_path: Path, break_backend: str) -> dict[str, Any]:
 
 #: Known findings for other owners: (tool, text in the error) -> the finding. A call that
 #: matches is recorded, not failed; the test is then marked xfail with the finding.
-KNOWN = {
-    ("list_queues", "ExceptionGroup"):
-        "queues owner: list_queues fetches queue attributes in a task group, so two BackendUnavailable "
-        "errors arrive as an ExceptionGroup and reach the internal-error path without the endpoint "
-        "(catch it in queues.py with except*, or unwrap groups of OpsError in server._choke)",
-}
+KNOWN: dict[tuple[str, str], str] = {}  # list_queues' ExceptionGroup: fixed by queues.each
 
 
 def _check(found: dict[str, Any]) -> tuple[list[str], set[str]]:
