@@ -9,7 +9,11 @@ bodies and attributes in the source equals what was put in the DLQ; the DLQ ends
 For opsmcp two figures: the move alone (the real call) and preview + move (a real move
 needs the dry run the user approves first).
 
-Usage: python scripts/bench_redrive.py [--sizes 1000 5000] [--rounds 2]
+Stock moto receives in O(queue depth) per message, for any batch size (see
+``scripts/moto_retention_fix.py``), which caps the ratio; ``--moto-fix`` measures both movers
+on a moto without that cost.
+
+Usage: python scripts/bench_redrive.py [--sizes 1000 5000] [--rounds 2] [--moto-fix]
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ import anyio
 os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
 
 
-def start_moto_process() -> tuple[subprocess.Popen[bytes], str]:
-    """A moto server in its own process on a free loopback port; waits until it answers."""
+def start_moto_process(fix: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto server in its own process on a free loopback port; waits until it answers.
+    ``fix``: with :mod:`moto_retention_fix` (receive cost independent of queue depth)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    server = [str(Path(__file__).with_name("moto_retention_fix.py"))] if fix else ["-m", "moto.server"]
+    proc = subprocess.Popen([sys.executable, *server, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -166,8 +172,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000], help="DLQ sizes (messages)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per size")
+    parser.add_argument("--moto-fix", action="store_true",
+                        help="run moto with scripts/moto_retention_fix.py (receive cost independent of depth)")
     args = parser.parse_args()
-    proc, endpoint = start_moto_process()
+    proc, endpoint = start_moto_process(args.moto_fix)
     sqs = client(endpoint)
     rows = []
     try:
@@ -195,7 +203,8 @@ def main() -> None:
     finally:
         proc.kill()
         proc.wait()
-    print(f"redrive throughput, moto server in its own process, {args.rounds} interleaved round(s), medians")
+    moto = "moto with the retention fix" if args.moto_fix else "stock moto"
+    print(f"redrive throughput, {moto} server in its own process, {args.rounds} interleaved round(s), medians")
     print("| messages | naive msg/s | opsmcp move msg/s | ratio | opsmcp preview+move msg/s | ratio | "
           "requests naive / opsmcp | lost | duplicates |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

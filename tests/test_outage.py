@@ -124,12 +124,7 @@ async def _drill(tmp_path: Path, break_backend: str) -> dict[str, Any]:
 
 #: Known findings for other owners: (tool, text in the error) -> the finding. A call that
 #: matches is recorded, not failed; the test is then marked xfail with the finding.
-KNOWN = {
-    ("list_queues", "ExceptionGroup"):
-        "queues owner: list_queues fetches queue attributes in a task group, so two BackendUnavailable "
-        "errors arrive as an ExceptionGroup and reach the internal-error path without the endpoint "
-        "(catch it in queues.py with except*, or unwrap groups of OpsError in server._choke)",
-}
+KNOWN: dict[tuple[str, str], str] = {}  # list_queues' ExceptionGroup: fixed by queues.each
 
 
 def _check(found: dict[str, Any]) -> tuple[list[str], set[str]]:
@@ -175,13 +170,6 @@ async def test_stalled_backend_gives_endpoint_errors_within_5s_then_recovers(tmp
     slowest = _slowest(found)
     print(f"stalled backend: {len(found['during'])} calls during the stall, slowest {slowest:.2f} s")
     problems, known = _check(found)
-    if problems and all("to answer with the backend down" in p for p in problems):
-        known.add(
-            f"queues/aws owner: a stalled backend takes {slowest:.1f} s per call, not {BOUND_SECONDS:.0f} s: "
-            "backends/aws.py retries a read timeout (max_attempts 2 = 3 tries x the 5 s read timeout); "
-            "issue 8 point 8: make the documented timeout the real one"
-        )
-        problems = []
     assert not problems, "\n".join(problems)
     if known:
         pytest.xfail("; ".join(sorted(known)))

@@ -43,6 +43,10 @@ WORKER_THREADS = 40
 #: connection errors); all of them together stay within ``backend_timeout_seconds``.
 READ_ATTEMPTS = 3
 
+#: Share of ``backend_timeout_seconds`` one :func:`aws_call` waits for the backend; the rest
+#: is left for answering, so a stalled backend's tool error arrives within the timeout.
+ANSWER_SHARE = 0.9
+
 _limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("opsmcp_aws_limiter")
 
 
@@ -172,7 +176,7 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
 
 async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking boto3 call ``fn(*args, **kwargs)`` in a worker thread, at most
-    :data:`WORKER_THREADS` at once, and give up after ``backend_timeout_seconds`` in total
+    :data:`WORKER_THREADS` at once, and give up after :data:`ANSWER_SHARE` of ``backend_timeout_seconds`` in total
     (all of botocore's attempts together; the abandoned thread ends by its own socket
     timeout). A call that timed out may still have been applied by the backend: callers of
     non-idempotent calls treat the error as "outcome unknown".
@@ -192,7 +196,9 @@ async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *arg
             raise map_aws_error(exc, clients.endpoint, what) from exc
 
     timeout = clients.settings.backend_timeout_seconds
-    with anyio.move_on_after(timeout):
+    # The call gets ANSWER_SHARE of the bound, the rest is for mapping the error and answering,
+    # so the tool error reaches the client within backend_timeout_seconds.
+    with anyio.move_on_after(timeout * ANSWER_SHARE):
         return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=aws_limiter())
     # Only our own deadline gets here (an outer cancellation propagates out of the block).
     raise BackendUnavailable(f"{clients.endpoint} did not answer within {timeout:g} s to {what}.",

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from opsmcp.backends.aws import AwsClients, aws_call
-from opsmcp.errors import InvalidInput, NotFound, not_found
+from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, not_found
 
 MAX_LIST = 1000  # ListQueues returns at most 1000 per page
 
@@ -93,6 +93,7 @@ class SqsBackend:
 
         Raises:
             NotFound: no such queue; the message lists the closest existing names.
+            BackendUnavailable: the endpoint answered without a URL (or did not answer).
         """
         queue = queue.strip()
         name = queue_name(queue) if queue.startswith(("http://", "https://", "arn:")) else queue
@@ -100,7 +101,10 @@ class SqsBackend:
             resp = await aws_call(self.clients, f"find queue {name!r}", self._sqs.get_queue_url, QueueName=name)
         except NotFound:
             raise not_found("queue", name, await self.all_names(), "list_queues") from None
-        return resp["QueueUrl"]
+        if not resp.get("QueueUrl"):  # seen from a moto server answering while it restarts
+            raise BackendUnavailable(f"{self.clients.endpoint} answered find queue {name!r} without a queue URL.",
+                                     "retry in a moment; if it persists, check the endpoint (AWS_ENDPOINT_URL).")
+        return str(resp["QueueUrl"])
 
     async def attributes(self, url: str) -> dict[str, str]:
         """All attributes of the queue at ``url`` (counts, ARN, RedrivePolicy, FifoQueue...)."""

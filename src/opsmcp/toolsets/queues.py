@@ -14,13 +14,14 @@ its DLQ); a received message stays hidden for its visibility timeout unless rele
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Annotated, Any
 
 import anyio
 from pydantic import BaseModel, Field
 
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
-from opsmcp.errors import InvalidInput, NotFound
+from opsmcp.errors import InvalidInput, NotFound, OpsError
 from opsmcp.toolsets.base import Result, clamp, tool
 from opsmcp.toolsets.dlq_signatures import Correlator, DlqGroup, MessageFacts, group, iso_ms, signatures
 from opsmcp.toolsets.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
@@ -39,6 +40,24 @@ QueueArg = Annotated[str, Field(description="Queue name (e.g. 'order-queue-dlq')
 
 
 # ---------------------------------------------------------------- models --------------
+
+
+async def each(fn: Callable[[str], Coroutine[Any, Any, None]], items: Iterable[str]) -> None:
+    """Run ``fn(item)`` for every item concurrently. When they fail only with
+    :class:`~opsmcp.errors.OpsError` (a backend that is down fails them all), raise the first
+    one, not the task group's ExceptionGroup, so the tool error still names the endpoint."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                tg.start_soon(fn, item)
+    except BaseExceptionGroup as group:
+        ops, rest = group.split(OpsError)
+        if ops is None or rest is not None:
+            raise
+        first: BaseException = ops
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 class QueueInfo(BaseModel):
@@ -138,9 +157,7 @@ class QueueTools:
             with contextlib.suppress(NotFound):  # deleted between list and read: left out
                 attrs[url] = await self.sqs.attributes(url)
 
-        async with anyio.create_task_group() as tg:
-            for url in urls:
-                tg.start_soon(fetch, url)
+        await each(fetch, urls)
         sources: dict[str, list[str]] = {}
         infos = []
         urls = [u for u in urls if u in attrs]
@@ -253,9 +270,7 @@ class QueueTools:
             if policy and policy.get("deadLetterTargetArn") == arn:
                 found.append(queue_name(url))
 
-        async with anyio.create_task_group() as tg:
-            for url in await self.sqs.all_urls():
-                tg.start_soon(check, url)
+        await each(check, await self.sqs.all_urls())
         return sorted(found)
 
     async def _read_all(self, url: str, limit: int, expected: int, seen: dict[str, dict[str, Any]]) -> None:

@@ -49,6 +49,10 @@ from opsmcp.toolsets.base import Result
 MAX_BATCH_BYTES = 256 * 1024
 #: Empty receives in a row after which the DLQ counts as drained (of messages we may take).
 STALE_RECEIVES = 3
+#: Messages an unfiltered dry run of a standard DLQ reads (for ``by_signature`` and samples);
+#: the rest is counted by ApproximateNumberOfMessages. Reading the whole DLQ cost as much as
+#: the move itself (SQS emulators scan the whole queue for every message received).
+PREVIEW_SAMPLE = 100
 #: Receives of only already-seen messages (their hold ran out) that count as one empty receive
 #: while fewer messages than the DLQ reported have been seen.
 WRAP_RECEIVES = 20
@@ -76,7 +80,8 @@ class RedriveResult(Result):
                          "approval names). Real call: messages that matched and were taken for moving.")
     matched_exact: bool = Field(True, description="False when `matched` is an upper bound rather than a count: a "
                                 "FIFO DLQ's messages behind each group's first ones cannot be read without moving "
-                                "them, so its dry run counts them by ApproximateNumberOfMessages.")
+                                "them, and an unfiltered dry run of a standard DLQ reads only a sample; both count "
+                                "the rest by ApproximateNumberOfMessages.")
     moved: int = Field(description="Messages sent to the target and deleted from the DLQ.")
     failed: list[RedriveFailure] = Field(default_factory=list, description="Refused by the target; still in the DLQ.")
     duplicates_possible: list[str] = Field(
@@ -86,17 +91,21 @@ class RedriveResult(Result):
     status: str = Field("complete", description="'dry_run', 'complete', 'partial' (some failed or may be "
                         "duplicated) or 'stopped' (an error ended it early; the counts say what happened before).")
     by_signature: dict[str, int] = Field(default_factory=dict, description="Matched messages per failure signature "
-                                         "(for a FIFO dry run: of the messages it could read).")
+                                         "(for a FIFO or sampled dry run: of the messages it read).")
     sample_message_ids: list[str] = Field(default_factory=list, description="Up to 10 matched message ids.")
 
     def preview_text(self) -> str:
         """What this dry run says would happen, for the user's approval prompt (deterministic)."""
         if self.matched_exact:
             lines = [f"Move {self.matched} message(s) from DLQ {self.queue} to {self.target}."]
-        else:
+        elif self.queue.endswith(".fifo"):  # SQS requires the suffix of every FIFO queue
             read = sum(self.by_signature.values())
             lines = [f"Move up to {self.matched} message(s) from FIFO DLQ {self.queue} to {self.target}, each "
                      f"message group in order (the first {read} read:)"]
+        else:
+            read = sum(self.by_signature.values())
+            lines = [f"Move up to {self.matched} message(s) from DLQ {self.queue} to {self.target} (a sample of "
+                     f"{read} read:)"]
         ranked = sorted(self.by_signature.items(), key=lambda kv: (-kv[1], kv[0]))
         lines += [f"  {count} x {sig}" for sig, count in ranked]
         return "\n".join(lines)
@@ -195,7 +204,8 @@ class Mover:
         Args:
             max_messages: the cap; a real call's cap is the approved preview's ``matched``.
             signature: only messages of this failure signature (None: all).
-            dry_run: receive and count, move nothing.
+            dry_run: receive and count, move nothing (an unfiltered standard DLQ: read a
+                sample of :data:`PREVIEW_SAMPLE`, count the rest by ``visible``).
             visible: the DLQ's ApproximateNumberOfMessages before the call (the FIFO bound).
 
         Backend errors end the move early (status ``stopped``); they are never raised.
@@ -207,11 +217,16 @@ class Mover:
         seen: set[str] = set()
         blocked: set[str] = set()  # FIFO message groups with a held message: the rest of the group waits
         nonmatching_heads = 0
+        # An unfiltered dry run of a standard DLQ matches every message: a sample gives the
+        # signatures, ApproximateNumberOfMessages the count (the move is capped at it anyway).
+        sample = PREVIEW_SAMPLE if dry_run and signature is None and not r.dlq_fifo else None
         try:
             async with anyio.create_task_group() as tg:
                 pending: anyio.Event | None = None  # the one move in flight
                 stale = 0.0
                 while result.matched < max_messages and not self.stopped:
+                    if sample is not None and len(seen) >= sample:
+                        break
                     try:
                         batch = await self.sqs.receive(r.dlq_url, 10, visibility_timeout=self.hold)
                     except OpsError as exc:
@@ -272,7 +287,8 @@ class Mover:
         except OpsError:
             result.remaining = None
         if dry_run:
-            self._finish_dry_run(result, max_messages, signature, visible, nonmatching_heads)
+            self._finish_dry_run(result, max_messages, signature, visible, nonmatching_heads,
+                                 sampled=sample is not None and len(seen) >= sample)
         elif self.stopped:
             result.status = "stopped"
         elif result.failed or result.duplicates_possible:
@@ -282,9 +298,14 @@ class Mover:
         return result
 
     def _finish_dry_run(self, result: RedriveResult, max_messages: int, signature: str | None, visible: int,
-                        nonmatching_heads: int) -> None:
+                        nonmatching_heads: int, sampled: bool = False) -> None:
         result.status = "dry_run"
         read = result.matched
+        if sampled and read < max_messages and read < visible:
+            # Unfiltered: every message matches, so the DLQ's count (capped) is the bound.
+            result.matched, result.matched_exact = min(max_messages, visible), False
+            result.notes.append(f"read a sample of {read} message(s) for the signatures; the DLQ holds ~{visible}. "
+                                f"A real call moves up to {result.matched}.")
         if self.route.dlq_fifo and read < max_messages and read < visible:
             # Behind each group's first messages: unreadable without moving. The bound is what
             # the DLQ holds, less the groups a filter already excludes (their heads do not match).
