@@ -17,6 +17,7 @@ from opsmcp.config import ALL_TOOLSETS
 
 if TYPE_CHECKING:
     from opsmcp.config import Settings
+    from opsmcp.sandbox import Sandbox
     from opsmcp.server import Runtime
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -46,9 +47,6 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the MCP server over stdio or HTTP, on the sandbox when no AWS is configured."""
     from opsmcp.config import aws_configured
-
-    if TYPE_CHECKING:
-        from opsmcp.sandbox import Sandbox
 
     settings = _settings(args)
     if args.transport == "http" and args.host not in LOOPBACK and not (
@@ -117,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.transport == "stdio":
             import anyio
 
+            _stop_stdio_on_sigint(stopping, sandbox)
             anyio.run(server.run_stdio_async)
         else:
             import uvicorn
@@ -141,6 +140,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if interrupted:
         _eprint("opsmcp: stopped (Ctrl-C)")
     return 0
+
+
+def _stop_stdio_on_sigint(stopping: threading.Event, sandbox: Sandbox | None) -> None:
+    """Make Ctrl-C (SIGINT) stop a stdio server at once, whatever it is doing.
+
+    The SDK's stdio transport reads stdin in a worker thread that no cancellation can
+    interrupt, so asyncio's own SIGINT handling (cancel the main task, then wait for it)
+    waits for the client's next line: forever on an idle session. This handler stops the
+    sandbox, says so on stderr and ends the process. Nothing is lost: every audit record is
+    fsynced as it is written, and a write that was in flight keeps an intent without an
+    outcome, which the next start marks ``interrupted``. Only from the main thread (where
+    signal handlers live); elsewhere asyncio's handling stays.
+    """
+    import contextlib
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        stopping.set()
+        try:
+            if sandbox is not None:
+                sandbox.stop()
+        finally:
+            _eprint("opsmcp: stopped (Ctrl-C)")
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            os._exit(0)
+
+    signal.signal(signal.SIGINT, on_sigint)
 
 
 def _prewarm(runtime: Runtime, stopping: threading.Event) -> None:
