@@ -52,9 +52,10 @@ def server_cpu_seconds() -> float:
     return total
 
 
-async def one_start(exe: str) -> tuple[float, float, int, float]:
+async def one_start(exe: str) -> tuple[float, float, int, float, float]:
     """Spawn ``exe serve``; return (s to tools/list, s to the first analyze_dlq answer, messages
-    read, server CPU s at the answer)."""
+    read, server CPU s at the answer, s a second (warm) analyze_dlq takes). The first answer
+    minus a warm call is when the sandbox was ready for the first call."""
     from mcp import Client, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
@@ -70,15 +71,22 @@ async def one_start(exe: str) -> tuple[float, float, int, float]:
             if res.is_error:
                 raise SystemExit(f"{exe}: analyze_dlq failed: {res.content}")
             read = int((res.structured_content or {}).get("messages_read", -1))
-    return listed, answered, read, cpu
+            t1 = time.perf_counter()
+            await client.call_tool("analyze_dlq", {"queue": "order-queue-dlq"})
+            warm = time.perf_counter() - t1
+    return listed, answered, read, cpu, warm
 
 
-def row(label: str, runs: list[tuple[float, float, int, float]]) -> str:
+def row(label: str, runs: list[tuple[float, float, int, float, float]]) -> str:
+    """One table row: medians (ms) over ``runs`` of :func:`one_start`."""
     listed = [r[0] * 1000 for r in runs]
     answered = [r[1] * 1000 for r in runs]
     cpu = [r[3] * 1000 for r in runs]
+    warm = [r[4] * 1000 for r in runs]
+    ready = [(r[1] - r[4]) * 1000 for r in runs]
     return (f"{label:<10} {statistics.median(listed):9.0f} {statistics.median(answered):12.0f} "
-            f"{min(answered):9.0f} {max(answered):9.0f} {statistics.median(cpu):9.0f} {runs[0][2]:9d}")
+            f"{min(answered):9.0f} {max(answered):9.0f} {statistics.median(cpu):9.0f} {runs[0][2]:9d} "
+            f"{statistics.median(warm):9.0f} {statistics.median(ready):9.0f}")
 
 
 async def main() -> None:
@@ -89,14 +97,16 @@ async def main() -> None:
     exes = {"this": OPSMCP}
     if opts.baseline:
         exes = {"baseline": opts.baseline, "this": OPSMCP}
-    results: dict[str, list[tuple[float, float, int, float]]] = {k: [] for k in exes}
+    results: dict[str, list[tuple[float, float, int, float, float]]] = {k: [] for k in exes}
     await one_start(OPSMCP)  # warm the OS file cache (imports) once, not measured
     for _ in range(opts.rounds):
         for label, exe in exes.items():
             results[label].append(await one_start(exe))
     load = os.getloadavg()[0]
     print(f"sandbox start, {opts.rounds} rounds each, {os.cpu_count()} cores, load average {load:.2f}; ms")
-    print(f"{'opsmcp':<10} {'tools/list':>9} {'analyze_dlq':>12} {'min':>9} {'max':>9} {'cpu':>9} {'dead lett':>9}")
+    print(f"{'opsmcp':<10} {'tools/list':>9} {'analyze_dlq':>12} {'min':>9} {'max':>9} {'cpu':>9} {'dead lett':>9} "
+          f"{'warm call':>9} {'ready':>9}")
+    print("(ready = the first analyze_dlq answer minus a warm analyze_dlq: when the first call could start)")
     for label, runs in results.items():
         print(row(label, runs))
     if opts.baseline:
