@@ -111,3 +111,34 @@ def test_two_sandboxes_on_one_data_dir_keep_their_own_log_stores(sandbox_factory
     assert own.exists()
     second.stop()
     assert not own.exists() and shared.exists()  # a per-process store goes with its server
+
+
+def test_the_moto_child_never_keeps_the_servers_own_port():
+    """Regression (a fresh-clone CI run): moto asked the kernel for a free port before the
+    HTTP server bound its own, was handed that very port, and `opsmcp serve` exited with
+    'address already in use'."""
+    from opsmcp.sandbox.process import listen
+
+    ports = iter([43011, 43012])
+    events: list[str] = []
+
+    class FakeServer:
+        def __init__(self) -> None:
+            self.port = next(ports)
+
+        def start(self) -> None:
+            events.append(f"start {self.port}")
+
+        def stop(self) -> None:
+            events.append(f"stop {self.port}")
+
+        def get_host_and_port(self) -> tuple[str, int]:
+            return "127.0.0.1", self.port
+
+    server = listen(FakeServer, avoid_port=43011)
+    assert server.get_host_and_port()[1] == 43012
+    assert events == ["start 43011", "start 43012", "stop 43011"]  # the second starts while the first holds it
+    ports = iter([43013])
+    assert listen(FakeServer, avoid_port=43011).get_host_and_port()[1] == 43013
+    ports = iter([43014])
+    assert listen(FakeServer, avoid_port=None).get_host_and_port()[1] == 43014

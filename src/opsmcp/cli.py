@@ -71,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from opsmcp.sandbox import banner
         from opsmcp.sandbox.process import spawn
 
-        launch = spawn(settings)
+        launch = spawn(settings, avoid_port=args.port if args.transport == "http" else None)
         import opsmcp.server  # noqa: F401 - the SDK's import, while the child imports moto
 
         sandbox = launch.attach()

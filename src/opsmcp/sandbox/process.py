@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -141,8 +142,12 @@ class ProcessSandbox(Sandbox):
         return counts
 
 
-def spawn(settings: Settings) -> Launch:
+def spawn(settings: Settings, avoid_port: int | None = None) -> Launch:
     """Start the moto child (and, with the logs toolset, the log store's child) for ``settings``.
+
+    ``avoid_port``: the port the server itself is about to listen on (HTTP transport). moto
+    asks the kernel for a free port before the server binds its own, so without this it can
+    be handed that very port (seen when the server's port is itself an ephemeral one).
 
     Claims the sandbox's log store (:func:`~opsmcp.sandbox.sandbox_settings`: also sets the
     sandbox's dummy credentials in this process's environment) and returns at once; the
@@ -158,7 +163,8 @@ def spawn(settings: Settings) -> Launch:
         raise OpsError(MISSING_EXTRA)
     started = time.perf_counter()
     now = datetime.now(UTC).replace(microsecond=0)
-    options = {"now": now.isoformat(), "settings": {k: getattr(settings, k) for k in SEED_FIELDS}}
+    options = {"now": now.isoformat(), "settings": {k: getattr(settings, k) for k in SEED_FIELDS},
+               "avoid_port": avoid_port}
     proc = subprocess.Popen([sys.executable, "-m", "opsmcp.sandbox.process", json.dumps(options)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     target, lock = sandbox_settings(settings, "")
@@ -179,8 +185,8 @@ def main(argv: list[str]) -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     options = json.loads(argv[0])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = listen(lambda: ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False),
+                    options.get("avoid_port"))
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     if not _say({"endpoint": endpoint}):
@@ -203,6 +209,20 @@ def main(argv: list[str]) -> int:
         sys.stdin.read()  # until the server closes the pipe: it exited or was killed
     server.stop()
     return 0
+
+
+def listen(make: Callable[[], Any], avoid_port: int | None) -> Any:
+    """Start the server ``make()`` builds (a moto ``ThreadedMotoServer`` on port 0) and return
+    it, started. If the kernel gave it ``avoid_port`` (the opsmcp server's own HTTP port, not
+    yet bound), start a second one while the first still holds that port, and stop the first."""
+    server = make()
+    server.start()
+    if avoid_port is not None and server.get_host_and_port()[1] == avoid_port:
+        other = make()
+        other.start()
+        server.stop()
+        server = other
+    return server
 
 
 def _say(message: dict[str, Any]) -> bool:
