@@ -142,3 +142,27 @@ def test_the_moto_child_never_keeps_the_servers_own_port():
     assert listen(FakeServer, avoid_port=43011).get_host_and_port()[1] == 43013
     ports = iter([43014])
     assert listen(FakeServer, avoid_port=None).get_host_and_port()[1] == 43014
+
+
+def test_orders_table_is_created_over_http_when_motos_internal_signature_changes(fresh_moto):
+    """The in-process adapter calls moto's backend ``create_table`` (not a public API); when a
+    moto release changes its signature, the table is created through the HTTP API instead,
+    and the waiter is then the real one."""
+    import boto3
+
+    from opsmcp.sandbox.inprocess import _Dynamo
+
+    class ChangedBackend:
+        def create_table(self, *args: object, **kwargs: object) -> None:
+            raise TypeError("create_table() got an unexpected keyword argument 'warm_throughput'")
+
+    real = boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    dynamodb = _Dynamo(lambda: real, ChangedBackend())
+    dynamodb.create_table(TableName="orders-x", KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "orderId", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST")
+    waiter = dynamodb.get_waiter("table_exists")
+    assert type(waiter).__name__ != "_NoWait"
+    waiter.wait(TableName="orders-x")
+    assert "orders-x" in real.list_tables()["TableNames"]
