@@ -67,27 +67,6 @@ class ToolStats:
         return self._registry if self._registry is not None else self._build()
 
     @property
-    def calls(self) -> Any:
-        """``opsmcp_tool_calls_total{tool, outcome}`` (a prometheus-client Counter)."""
-        if self._registry is None:
-            self._build()
-        return self._calls
-
-    @property
-    def duration(self) -> Any:
-        """``opsmcp_tool_duration_seconds{tool}`` (a prometheus-client Histogram)."""
-        if self._registry is None:
-            self._build()
-        return self._duration
-
-    @property
-    def backend_errors(self) -> Any:
-        """``opsmcp_backend_errors_total{tool, error}`` (a prometheus-client Counter)."""
-        if self._registry is None:
-            self._build()
-        return self._backend_errors
-
-    @property
     def content_type(self) -> str:
         """The media type of :meth:`render`'s output (Prometheus text exposition format)."""
         from prometheus_client import CONTENT_TYPE_LATEST
@@ -99,10 +78,11 @@ class ToolStats:
         (an OpsError, or a ToolError caused by one, is an anticipated failure)."""
         ops = None if ok else _ops_error(error)
         outcome = "ok" if ok else "tool_error" if ops is not None or error is None else "internal_error"
-        self.calls.labels(tool=tool, outcome=outcome).inc()
-        self.duration.labels(tool=tool).observe(elapsed)
+        _ = self.registry  # the series exist once the registry does (built on first use)
+        self._calls.labels(tool=tool, outcome=outcome).inc()
+        self._duration.labels(tool=tool).observe(elapsed)
         if ops is not None:
-            self.backend_errors.labels(tool=tool, error=type(ops).__name__).inc()
+            self._backend_errors.labels(tool=tool, error=type(ops).__name__).inc()
 
     def render(self) -> bytes:
         """Every series in the Prometheus text exposition format."""
