@@ -25,7 +25,7 @@ from typing import Any
 
 from opsmcp.backends.logstore.parser import IngestReport, parse_batch
 from opsmcp.backends.logstore.rollup import rollup_rows
-from opsmcp.backends.logstore.schema import SEQ_MASK, STAGE_TABLE, UPSERTS
+from opsmcp.backends.logstore.schema import SEQ_MASK, STAGE_TABLES, UPSERTS
 from opsmcp.errors import NotFound, OpsError
 
 Sources = Sequence[tuple[str, Iterable[str]]]
@@ -65,7 +65,10 @@ def resume_points(conn: sqlite3.Connection, files: dict[str, Path]) -> dict[str,
 
 
 class Stage:
-    """One parsed batch in a private in-memory database the writer ATTACHes and copies.
+    """One parsed batch in a private in-memory database the writer ATTACHes and copies:
+    its lines, and its rollup and facet rows (computed here, on the parse thread, so the
+    writer copies them with one set-based statement each instead of a row-by-row
+    ``executemany`` that contends for the GIL with the parser).
 
     Named shared-cache memory databases live while a connection holds them open; the
     parse thread fills one with its own connection and the writer closes it after use.
@@ -76,23 +79,25 @@ class Stage:
     def __init__(self, rows: list[tuple[Any, ...]], counts: dict[tuple[int, str, str], int], read: int,
                  next_seq: int) -> None:
         self.uri = f"file:opsmcp-stage-{uuid.uuid4().hex}?mode=memory&cache=shared"
-        self.rows, self.counts, self.read, self.next_seq = len(rows), counts, read, next_seq
+        self.rows, self.read, self.next_seq = len(rows), read, next_seq
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             self.uri, uri=True, isolation_level=None, check_same_thread=False)
-        self._conn.execute(STAGE_TABLE)
+        for ddl in STAGE_TABLES:
+            self._conn.execute(ddl)
+        minutes, slots, facets = rollup_rows(counts)
         self._conn.execute("BEGIN")
         self._conn.executemany("INSERT INTO batch VALUES (?,?,?,?,?,?,?)", rows)
+        self._conn.executemany("INSERT INTO minutes VALUES (?,?,?,?)", minutes)
+        self._conn.executemany("INSERT INTO slots VALUES (?,?,?,?)", slots)
+        self._conn.executemany("INSERT INTO facets VALUES (?,?,?)", facets)
         self._conn.execute("COMMIT")
 
     @classmethod
     def empty(cls, read: int, next_seq: int) -> Stage:
         stage = cls.__new__(cls)
-        stage.uri, stage.rows, stage.counts, stage.read, stage.next_seq, stage._conn = "", 0, {}, read, next_seq, None
+        stage.uri, stage.rows, stage.read, stage.next_seq, stage._conn = "", 0, read, next_seq, None
         stage.mark = None
         return stage
-    def aggregates(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Rollup and facet rows of this batch (see :func:`rollup_rows`)."""
-        return rollup_rows(self.counts)
 
     def close(self) -> None:
         """Drop the in-memory stage database."""
@@ -277,10 +282,8 @@ def write_batch(conn: sqlite3.Connection, stage: Stage) -> None:
                         raise
             conn.execute("INSERT INTO logs_fts(rowid, message, tags) "
                          "SELECT id, message, 's' || hex(service) || ' l' || hex(level) FROM stage.batch")
-            minutes, slots, facets = stage.aggregates()
-            conn.executemany(UPSERTS[0], minutes)
-            conn.executemany(UPSERTS[1], slots)
-            conn.executemany(UPSERTS[2], facets)
+            for upsert in UPSERTS:  # rollups and facets, staged by the parse thread
+                conn.execute(upsert)
             conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (stage.next_seq,))
             if stage.mark:
                 conn.execute(MARK, stage.mark)

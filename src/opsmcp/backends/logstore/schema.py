@@ -96,15 +96,22 @@ CREATE TABLE IF NOT EXISTS loads(      -- resumable loads: a file (by its head) 
 INSERT OR IGNORE INTO meta VALUES ('schema_version', {SCHEMA_VERSION}), ('next_seq', 0);
 """
 
-STAGE_TABLE = """CREATE TABLE batch(
-    id INTEGER PRIMARY KEY, service TEXT, level TEXT, trace_id TEXT, event_id TEXT, message TEXT, doc TEXT
-)"""
-
-UPSERTS = (
-    ("INSERT INTO rollup_1m(service, level, minute, n) VALUES (?,?,?,?) "
-     "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
-    ("INSERT INTO rollup_15m(service, level, slot, n) VALUES (?,?,?,?) "
-     "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
-    "INSERT INTO facets(kind, value, n) VALUES (?,?,?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+STAGE_TABLES = (
+    "CREATE TABLE batch(id INTEGER PRIMARY KEY, service TEXT, level TEXT, trace_id TEXT, event_id TEXT, "
+    "message TEXT, doc TEXT)",
+    "CREATE TABLE minutes(service TEXT, level TEXT, minute INTEGER, n INTEGER)",
+    "CREATE TABLE slots(service TEXT, level TEXT, slot INTEGER, n INTEGER)",
+    "CREATE TABLE facets(kind TEXT, value TEXT, n INTEGER)",
 )
+"""A stage database's tables: the batch's lines, and its rollup and facet rows."""
 
+#: Set-based upserts of a stage's rollup and facet rows into the store, one statement each
+#: (``WHERE true`` tells SQLite's parser the ON CONFLICT belongs to the INSERT).
+UPSERTS = (
+    ("INSERT INTO rollup_1m(service, level, minute, n) SELECT service, level, minute, n FROM stage.minutes "
+     "WHERE true ON CONFLICT DO UPDATE SET n = n + excluded.n"),
+    ("INSERT INTO rollup_15m(service, level, slot, n) SELECT service, level, slot, n FROM stage.slots "
+     "WHERE true ON CONFLICT DO UPDATE SET n = n + excluded.n"),
+    ("INSERT INTO facets(kind, value, n) SELECT kind, value, n FROM stage.facets "
+     "WHERE true ON CONFLICT DO UPDATE SET n = n + excluded.n"),
+)
