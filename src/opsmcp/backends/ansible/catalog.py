@@ -31,6 +31,9 @@ from opsmcp.errors import InvalidInput, OpsError, not_found
 VarType = Literal["string", "integer", "boolean", "path"]
 Risk = Literal["read", "change", "destructive"]
 
+#: libyaml's safe loader when PyYAML was built with it (the wheels are): the catalog is read
+#: at every server start, and the C loader parses it ~10x faster than the pure-Python one.
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _JINJA_MARKERS = ("{{", "{%", "{#")
 #: Characters a path variable may not hold: shell syntax (command substitution, quoting,
@@ -190,7 +193,7 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
     except OSError as exc:
         raise OpsError(f"Playbook catalog {cat_path} cannot be read: {exc.strerror}.", hint) from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=SAFE_LOADER) or {}
     except yaml.YAMLError as exc:
         raise OpsError(f"Playbook catalog {cat_path} is not valid YAML: {exc}", hint) from None
     if not isinstance(raw, dict):
