@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Where ``opsmcp serve``'s start-up goes beyond the bare SDK server, phase by phase.
+
+In this process, with an AWS endpoint configured (no sandbox): the SDK's own import (which
+the bare server pays too), opsmcp's modules, ``Settings()``, then ``build_server`` split
+into its phases (toolsets built, the SDK's ``MCPServer`` constructed, tools registered:
+``add_tool`` per tool and each toolset's ``check()``, prompts/resources). Wall times in
+ms, medians over ``--runs`` fresh interpreters (the script re-runs itself with
+``--once``). Run ``python -m compileall -q src`` first (what a wheel install does; this
+machine sets ``PYTHONDONTWRITEBYTECODE=1``).
+
+Usage: python scripts/profile_coldstart.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+
+def once() -> dict[str, float]:
+    """One start-up in this interpreter; ``{phase: ms}``."""
+    os.environ.setdefault("OPSMCP_AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    clock = time.perf_counter
+    out: dict[str, float] = {}
+    t0 = clock()
+    import mcp.server  # noqa: F401 - the SDK (the bare server imports it too)
+
+    out["SDK import (bare server too)"] = clock() - t0
+    t0 = clock()
+    import opsmcp.completions as completions
+    import opsmcp.server as server_module
+    from opsmcp.config import Settings
+
+    out["opsmcp modules + pydantic-settings"] = clock() - t0
+    t0 = clock()
+    settings = Settings()
+    out["Settings()"] = clock() - t0
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                out[label] = out.get(label, 0.0) + clock() - start
+
+        setattr(owner, name, wrapper)
+
+    timed(server_module, "build_toolsets", "build_toolsets (imports the toolsets)")
+    timed(server_module, "OpsServer", "MCPServer() (bare server too)")
+    timed(server_module.MCPServer, "add_tool", "add_tool x tools (SDK schema derivation)")
+    timed(completions, "register_prompts_and_resources", "prompts, resources, completions")
+    from opsmcp.toolsets.playbooks import PlaybookTools
+
+    timed(PlaybookTools, "check", "playbooks check (catalog, ansible)")
+    t0 = clock()
+    server_module.build_server(settings)
+    out["build_server total"] = clock() - t0
+    return {k: v * 1000 for k, v in out.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="fresh interpreters (default 5)")
+    ap.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.once:
+        print(json.dumps(once()))
+        return 0
+    runs = [json.loads(subprocess.run([sys.executable, __file__, "--once"], capture_output=True, text=True,
+                                      check=True, timeout=120).stdout) for _ in range(max(1, args.runs))]
+    print(f"== opsmcp start-up phases, ms (median of {len(runs)} fresh interpreters; "
+          f"load {os.getloadavg()[0]:.1f}) ==")
+    for phase in runs[0]:
+        values = [r.get(phase, 0.0) for r in runs]
+        print(f"  {phase:44s} {statistics.median(values):7.1f}   (min {min(values):.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
