@@ -22,9 +22,8 @@ calls in CI), ``OPSMCP_FUZZ_HOSTILE=all`` for the full hostile set (default: a c
 subset), ``OPSMCP_FUZZ_RSS_ROUNDS`` rounds of 1 MB arguments per tool (default 6). The
 benchmark run (docs/reliability.md) uses 300 examples, the full set and 16 rounds.
 
-Findings that belong to other toolsets' owners are listed in :data:`KNOWN`: a call that hits
-one is recorded and the test is marked xfail with the finding, never passed silently; once
-fixed, the test passes without an edit (the xfail is not strict).
+Every internal-error result fails the test (the earlier findings are fixed; see
+docs/reliability.md), and so does RSS growth past the limit.
 """
 
 from __future__ import annotations
@@ -62,13 +61,6 @@ TOOLS = [
     "analyze_dlq", "find_orders", "get_order", "get_trace", "list_metrics", "list_playbooks", "list_queues",
     "log_stats", "peek_messages", "query_metrics", "redrive_dlq", "run_playbook", "search_logs",
 ]
-
-#: Known findings in toolsets this test's owner does not own: (tool, text in the internal
-#: error) -> the finding, for the toolset's owner. Matching calls make the test xfail.
-KNOWN: dict[tuple[str, str], str] = {}  # all earlier findings are fixed (see docs/reliability.md)
-
-#: Known unbounded growth under 1 MB arguments, by tool, for its owner.
-KNOWN_RSS: dict[str, str] = {}
 
 # ------------------------------------------------------------------------------------ hostile values
 
@@ -252,7 +244,7 @@ def fuzz(moto_child: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 class Findings:
-    """Internal errors seen in one test: known ones (xfail) and new ones (fail).
+    """Internal errors seen in one test; any of them fails it.
 
     With ``fail_fast`` (hypothesis) a new one raises at once, so hypothesis shrinks it to a
     minimal example; otherwise every new one is collected and :meth:`settle` lists them all.
@@ -260,27 +252,20 @@ class Findings:
 
     def __init__(self, *, fail_fast: bool = False) -> None:
         self.fail_fast = fail_fast
-        self.known: dict[str, str] = {}
         self.new: list[str] = []
 
     def check(self, tool: str, arguments: dict[str, Any], is_error: bool, text: str) -> None:
-        """Record an internal error in this result (known or new); raise for a new one if fail_fast."""
+        """Record an internal error in this result; raise at once if fail_fast."""
         if not (is_error and any(marker in text for marker in INTERNAL)):
             return
-        for (known_tool, fragment), finding in KNOWN.items():
-            if known_tool == tool and fragment in text:
-                self.known.setdefault(finding, _shown_args(arguments))
-                return
         message = f"{tool}({_shown_args(arguments)}) reached the internal-error path: {text[:400]}"
         if self.fail_fast:
             raise AssertionError(message)
         self.new.append(message)
 
     def settle(self) -> None:
-        """Fail on new findings; mark the test xfail when it met only known ones."""
+        """Fail if any call reached the internal-error path."""
         assert not self.new, f"{len(self.new)} calls reached the internal-error path:\n" + "\n".join(self.new)
-        if self.known:
-            pytest.xfail("; ".join(f"{finding} (e.g. {args})" for finding, args in self.known.items()))
 
 
 def _shown_args(arguments: dict[str, Any]) -> str:
@@ -399,8 +384,6 @@ def test_rss_growth_bounded_under_1mb_arguments(fuzz: types.SimpleNamespace, too
     print(f"{tool}: RSS {grown:+.1f} MiB over {ROUNDS} rounds of 1 MB in {', '.join(props)}")
     assert fuzz.portal.call(fuzz.client.list_tools).tools, "the server still answers"
     findings.settle()
-    if grown > RSS_LIMIT_MIB and tool in KNOWN_RSS:
-        pytest.xfail(f"{KNOWN_RSS[tool]} (measured {grown:+.1f} MiB)")
     assert grown <= RSS_LIMIT_MIB, f"RSS grew by {grown:.1f} MiB over {ROUNDS} rounds of 1 MB arguments"
 
 

@@ -122,23 +122,13 @@ async def _drill(tmp_path: Path, break_backend: str) -> dict[str, Any]:
             "during": during, "after": after}
 
 
-#: Known findings for other owners: (tool, text in the error) -> the finding. A call that
-#: matches is recorded, not failed; the test is then marked xfail with the finding.
-KNOWN: dict[tuple[str, str], str] = {}  # list_queues' ExceptionGroup: fixed by queues.each
-
-
-def _check(found: dict[str, Any]) -> tuple[list[str], set[str]]:
-    """The drill's failures as readable lines (empty: it passed), and the known findings met."""
+def _check(found: dict[str, Any]) -> list[str]:
+    """The drill's failures as readable lines (empty: it passed)."""
     problems = [f"before the outage: {o.tool} failed: {o.text[:200]}" for o in found["healthy"] if o.is_error]
-    known: set[str] = set()
     for o in found["during"]:
         took = o.end - max(o.start, found["broke_at"])
         if took > BOUND_SECONDS:
             problems.append(f"{o.tool} took {took:.1f} s to answer with the backend down (bound {BOUND_SECONDS} s)")
-        matched = [finding for (tool, text), finding in KNOWN.items() if tool == o.tool and text in o.text]
-        if matched:
-            known.update(matched)
-            continue
         if o.start > found["broke_at"] and o.end < found["resumed_at"] and not o.is_error:
             problems.append(f"{o.tool} succeeded with the backend down: {o.text[:100]}")
         if o.is_error and found["endpoint"] not in o.text:
@@ -146,7 +136,7 @@ def _check(found: dict[str, Any]) -> tuple[list[str], set[str]]:
         if "Internal error" in o.text:
             problems.append(f"{o.tool} reached the internal-error path: {o.text[:200]}")
     problems += [f"after recovery: {tool} failed: {text[:200]}" for tool, is_error, text in found["after"] if is_error]
-    return problems, known
+    return problems
 
 
 def _slowest(found: dict[str, Any]) -> float:
@@ -157,11 +147,9 @@ def _slowest(found: dict[str, Any]) -> float:
 async def test_killed_backend_gives_endpoint_errors_within_5s_then_recovers(tmp_path: Path) -> None:
     found = await _drill(tmp_path, "kill")
     print(f"killed backend: {len(found['during'])} calls during the outage, slowest {_slowest(found):.2f} s")
-    problems, known = _check(found)
+    problems = _check(found)
     assert not problems, "\n".join(problems)
     assert len(found["during"]) >= 2 * WORKERS
-    if known:
-        pytest.xfail("; ".join(sorted(known)))
 
 
 @pytest.mark.timeout(300)
@@ -169,7 +157,5 @@ async def test_stalled_backend_gives_endpoint_errors_within_5s_then_recovers(tmp
     found = await _drill(tmp_path, "stop")
     slowest = _slowest(found)
     print(f"stalled backend: {len(found['during'])} calls during the stall, slowest {slowest:.2f} s")
-    problems, known = _check(found)
+    problems = _check(found)
     assert not problems, "\n".join(problems)
-    if known:
-        pytest.xfail("; ".join(sorted(known)))
