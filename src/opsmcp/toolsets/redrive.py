@@ -96,14 +96,13 @@ class RedriveResult(Result):
 
     def preview_text(self) -> str:
         """What this dry run says would happen, for the user's approval prompt (deterministic)."""
+        read = sum(self.by_signature.values())
         if self.matched_exact:
             lines = [f"Move {self.matched} message(s) from DLQ {self.queue} to {self.target}."]
         elif self.queue.endswith(".fifo"):  # SQS requires the suffix of every FIFO queue
-            read = sum(self.by_signature.values())
             lines = [f"Move up to {self.matched} message(s) from FIFO DLQ {self.queue} to {self.target}, each "
                      f"message group in order (the first {read} read:)"]
         else:
-            read = sum(self.by_signature.values())
             lines = [f"Move up to {self.matched} message(s) from DLQ {self.queue} to {self.target} (a sample of "
                      f"{read} read:)"]
         ranked = sorted(self.by_signature.items(), key=lambda kv: (-kv[1], kv[0]))
