@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +34,6 @@ from opsmcp.sandbox import Sandbox  # the package: imported anyway by ``-m opsmc
 
 if TYPE_CHECKING:
     from opsmcp.config import Settings
-
-#: The settings the child's seeding reads (the rest are the server's business).
-SEED_FIELDS = ("aws_region", "orders_table", "orders_status_index", "orders_customer_index", "audit_table",
-               "backend_timeout_seconds")
-
 
 @dataclass
 class SeedSettings:
@@ -54,6 +49,11 @@ class SeedSettings:
     audit_table: str | None
     backend_timeout_seconds: float
     aws_profile: str | None = None
+
+
+#: The settings the server passes to the child: every :class:`SeedSettings` field but the
+#: endpoint (the child's own moto) and the profile (the sandbox uses dummy credentials).
+SEED_FIELDS = tuple(f.name for f in fields(SeedSettings) if f.name not in ("aws_endpoint_url", "aws_profile"))
 
 
 class _Child:
