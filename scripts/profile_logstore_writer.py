@@ -44,21 +44,19 @@ class TimedConnection:
     def __init__(self, conn: Any, times: dict[str, float]) -> None:
         self._conn, self._times = conn, times
 
-    def execute(self, sql: str, *args: Any) -> Any:
+    def _timed(self, run: Any, sql: str, *args: Any) -> Any:
         start = time.perf_counter()
         try:
-            return self._conn.execute(sql, *args)
+            return run(sql, *args)
         finally:
             kind = _kind(sql)
             self._times[kind] = self._times.get(kind, 0.0) + time.perf_counter() - start
 
+    def execute(self, sql: str, *args: Any) -> Any:
+        return self._timed(self._conn.execute, sql, *args)
+
     def executemany(self, sql: str, rows: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self._conn.executemany(sql, rows)
-        finally:
-            kind = _kind(sql)
-            self._times[kind] = self._times.get(kind, 0.0) + time.perf_counter() - start
+        return self._timed(self._conn.executemany, sql, rows)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
