@@ -86,22 +86,20 @@ async def main() -> None:
             shift = i % len(servers)
             for label, command, args in servers[shift:] + servers[:shift]:
                 times[label].append(await time_to_tools_list(command, args, env))
-        ops, bare = times["ops"], times["bare"]
-        ratios = [o / b for o, b in zip(ops, bare, strict=True)]
+        bare = times["bare"]
         print(f"== stdio cold start to the first tools/list answer ({opts.runs} runs each, interleaved) ==")
         print(machine())
-        rows = [["opsmcp serve (AWS endpoint set)", ops], ["bare SDK MCPServer", bare]]
-        if opts.baseline:
-            rows.append([f"baseline {opts.baseline}", times["baseline"]])
+        names = {"ops": "opsmcp serve (AWS endpoint set)", "bare": "bare SDK MCPServer",
+                 "baseline": f"baseline {opts.baseline}"}
         print(table(["server", "median ms", "min ms", "p90 ms"], [
-            [name, statistics.median(t) * 1000, min(t) * 1000, pct(t, .9) * 1000] for name, t in rows]))
-        print(f"ratio opsmcp / bare: median of medians {statistics.median(ops) / statistics.median(bare):.2f}x; "
-              f"median of per-round ratios {statistics.median(ratios):.2f}x (target <= 1.10x)")
-        if opts.baseline:
-            base = times["baseline"]
-            base_ratios = [o / b for o, b in zip(base, bare, strict=True)]
-            print(f"ratio baseline / bare: median of medians {statistics.median(base) / statistics.median(bare):.2f}x; "
-                  f"median of per-round ratios {statistics.median(base_ratios):.2f}x")
+            [names[label], statistics.median(t) * 1000, min(t) * 1000, pct(t, .9) * 1000]
+            for label, t in times.items()]))
+        for label, what, target in (("ops", "opsmcp", " (target <= 1.10x)"), ("baseline", "baseline", "")):
+            if label in times:
+                t = times[label]
+                ratios = [o / b for o, b in zip(t, bare, strict=True)]
+                print(f"ratio {what} / bare: median of medians {statistics.median(t) / statistics.median(bare):.2f}x; "
+                      f"median of per-round ratios {statistics.median(ratios):.2f}x{target}")
         if opts.importtime:
             rows = import_profile(env)
             print("\n== what opsmcp serve imports beyond the bare SDK server (python -X importtime, self ms, "
