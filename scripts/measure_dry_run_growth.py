@@ -17,7 +17,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from opsmcp.toolsets.base import Result, tool
+from opsmcp.results import Result
+from opsmcp.toolsets.base import tool
 
 
 class MoveResult(Result):

@@ -27,7 +27,8 @@ async def measure() -> list[tuple[str, int, int]]:
     from mcp import Client
 
     from opsmcp.config import Settings
-    from opsmcp.sandbox import seed_logs, start_moto
+    from opsmcp.sandbox import start_moto
+    from opsmcp.sandbox.logseed import seed_logs
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
     from opsmcp.server import build_server

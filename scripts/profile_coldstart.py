@@ -36,8 +36,8 @@ def once() -> dict[str, float]:
 
     out["SDK import (bare server too)"] = clock() - t0
     t0 = clock()
-    import opsmcp.completions as completions
     import opsmcp.server as server_module
+    import opsmcp.surface.completions as completions
     from opsmcp.config import Settings
 
     out["opsmcp modules + pydantic-settings"] = clock() - t0

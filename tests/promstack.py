@@ -226,8 +226,8 @@ class OpsmcpHttp:
     def __init__(self, settings: Any, port: int | None = None) -> None:
         import uvicorn
 
-        from opsmcp.http import build_app
         from opsmcp.server import build_server
+        from opsmcp.transport.app import build_app
 
         self.mcp, self.runtime = build_server(settings)
         self.port = port or free_port()

@@ -5,9 +5,9 @@ and the bounded preview cache."""
 from __future__ import annotations
 
 import contextlib
-import types
 import json
 import re
+import types
 from typing import Annotated, Any
 
 import boto3
@@ -17,13 +17,14 @@ from mcp import Client
 from mcp.types import ElicitResult
 from pydantic import Field, SecretStr
 
-from opsmcp.approval import ApprovalTokens, PreviewCache, Shown, args_digest
-from opsmcp.audit import FileAudit
-from opsmcp.identity import caller
+from opsmcp.calls.approval import ApprovalTokens, PreviewCache, Shown, args_digest
+from opsmcp.calls.audit import FileAudit
+from opsmcp.calls.identity import caller
+from opsmcp.results import Result
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server, register_toolset
-from opsmcp.toolsets.base import Result, tool
+from opsmcp.toolsets.base import tool
 
 DLQ = "order-cancellation-queue-dlq"
 TOKEN_IN_NOTES = re.compile(r"approval_token=(\S+)")
@@ -352,7 +353,7 @@ async def test_a_lost_outcome_record_is_reported_in_the_result(tmp_path):
             super().append(record)
 
     server, runtime, _ = _things_server(tmp_path)
-    runtime.audit = LosesOutcomes(runtime.settings.audit_log_path)
+    runtime.trail.sink = LosesOutcomes(runtime.settings.audit_log_path)
     async with Client(server) as client:
         out = await call(client, "move_things")
     assert any("outcome audit record could not be written" in n for n in out["notes"])
@@ -362,7 +363,7 @@ async def test_a_lost_outcome_record_is_reported_in_the_result(tmp_path):
 async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(seeded_writes):
     """Two replicas with one secret and one DynamoDB audit table: a token spent on A is
     refused on B (B's own memory has never seen it; the table's conditional write has)."""
-    from opsmcp.audit import create_audit_table
+    from opsmcp.calls.audit import create_audit_table
 
     settings, sqs = seeded_writes.settings, seeded_writes.sqs
     ddb = boto3.client("dynamodb", endpoint_url=settings.aws_endpoint_url, region_name="us-east-1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 from conftest import make_settings
 
@@ -64,7 +64,7 @@ def test_missing_playbook_catalog_disables_the_toolset_with_a_clear_reason(tmp_p
 
 
 def test_bound_result_cuts_lists_drops_the_cursor_and_fixes_the_count():
-    from opsmcp.server import bound_result
+    from opsmcp.calls.result_size import fit_result as bound_result
     from opsmcp.toolsets.orders import OrderList, OrderSummary
 
     orders = [OrderSummary(order_id=f"id-{i:04d}", status="PENDING", customer_id="c" * 200) for i in range(500)]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from opsmcp.analysis.dlq_signatures import MessageFacts, group, normalize, signatures
 from opsmcp.errors import BackendUnavailable
-from opsmcp.toolsets.dlq_signatures import MessageFacts, group, normalize, signatures
 
 pytestmark = pytest.mark.anyio
 

@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-
-from opsmcp.events import DepthPoller, EventHub
 from conftest import make_settings
 
+from opsmcp.calls.events import DepthPoller, EventHub
 
 # --------------------------------------------------------------------------- the hub alone
 
@@ -103,8 +102,8 @@ def serve_app(settings) -> Iterator[tuple[str, Any]]:
     yields ``(base url, runtime)`` and stops it."""
     import uvicorn
 
-    from opsmcp.http import build_app
     from opsmcp.server import build_server
+    from opsmcp.transport.app import build_app
 
     server, runtime = build_server(settings)
     port = _free_port()

@@ -197,7 +197,7 @@ def fuzz(moto_child: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from conftest import make_settings
     from mcp import Client
 
-    from opsmcp.sandbox import seed_logs
+    from opsmcp.sandbox.logseed import seed_logs
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
     from opsmcp.server import build_server

@@ -23,10 +23,11 @@ import httpx
 import pytest
 import uvicorn
 
+from opsmcp.calls.runtime import Runtime
+from opsmcp.server import build_server
 from opsmcp.cli import main as cli_main
 from opsmcp.config import Settings
-from opsmcp.http import build_app
-from opsmcp.server import Runtime, build_server
+from opsmcp.transport.app import build_app
 
 DEAD_ENDPOINT = "http://127.0.0.1:1"  # connection refused at once
 
@@ -237,8 +238,8 @@ async def test_write_scope_is_checked_in_the_choke_point_and_resolver_too(tmp_pa
     refuse on their own (in-memory client, scopes set for this task)."""
     from mcp import Client
 
-    from opsmcp.identity import READ_SCOPE, scopes
-    from opsmcp.protocol_guard import ProtocolGuard
+    from opsmcp.calls.identity import READ_SCOPE, scopes
+    from opsmcp.surface.tool_visibility import ProtocolGuard
 
     prompts: list[str] = []
 

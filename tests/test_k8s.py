@@ -68,7 +68,7 @@ def test_every_opsmcp_variable_is_a_real_setting() -> None:
 def test_probes_pass_the_host_policy_and_the_secret_parses(tmp_path) -> None:
     """The probes send a Host the Deployment allows (the Host/Origin policy applies to
     probes too), and the Secret's tokens file is one opsmcp reads."""
-    from opsmcp.auth import load_token_entries
+    from opsmcp.transport.auth import load_token_entries
 
     kinds = {d["kind"]: d for d in _docs()}
     container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import sys
 import threading
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -700,7 +700,7 @@ async def test_log_patterns_names_the_incident_templates_as_new(tools, scenario)
 
 
 async def test_log_patterns_samples_big_windows_and_says_so(tools, scenario, monkeypatch):
-    from opsmcp.toolsets import log_patterns as lp
+    from opsmcp.analysis import log_patterns as lp
 
     monkeypatch.setattr(lp, "MAX_MINED_LINES", 1_000)
     monkeypatch.setattr(lp.window_lines, "__defaults__", (1_000,))

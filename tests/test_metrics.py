@@ -10,10 +10,12 @@ from __future__ import annotations
 import socket
 import statistics
 import time
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import make_settings
 
+from opsmcp.analysis.series import percentile
 from opsmcp.backends import cloudwatch
 from opsmcp.backends.aws import AwsClients
 from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
@@ -21,9 +23,6 @@ from opsmcp.sandbox.scenario import HISTORY_HOURS, build_scenario
 from opsmcp.times import iso
 from opsmcp.toolsets.base import marked_tools
 from opsmcp.toolsets.metrics import MetricTools, parse_dimensions
-from opsmcp.toolsets.series import percentile
-
-from conftest import make_settings
 
 REGION = "eu-west-3"  # CloudWatch state in moto is per region: ours alone
 SVC = "OpsMCP/Services"

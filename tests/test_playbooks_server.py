@@ -9,10 +9,10 @@ import pytest
 from conftest import ToolFailed, call, make_settings
 from mcp import Client
 from mcp.types import ElicitResult
-
-from opsmcp.audit import FileAudit
-from opsmcp.server import build_server
 from test_playbooks import marker, test_catalog  # noqa: F401  (fixtures)
+
+from opsmcp.calls.audit import FileAudit
+from opsmcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 

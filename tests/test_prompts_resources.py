@@ -18,9 +18,10 @@ from mcp.types import PromptReference, ResourceTemplateReference, ResourceUpdate
 from pydantic import BaseModel, Field
 
 from opsmcp.catalog import packaged_catalog, packaged_runbooks
-from opsmcp.subscriptions import queue_watch
+from opsmcp.results import Result
 from opsmcp.server import build_server
-from opsmcp.toolsets.base import Result, tool
+from opsmcp.surface.subscriptions import queue_watch
+from opsmcp.toolsets.base import tool
 
 pytestmark = pytest.mark.anyio
 

@@ -258,7 +258,7 @@ async def test_backend_down_is_a_prompt_tool_error(tmp_path):
 
 async def test_analyze_dlq_correlates_with_the_sandbox_logs(seeded):
     """Messages without error attributes are explained by their trace's ERROR lines."""
-    from opsmcp.sandbox import seed_logs
+    from opsmcp.sandbox.logseed import seed_logs
 
     seed_logs(seeded.settings.log_store_path, seeded.scenario)
     out = await call(seeded.client, "analyze_dlq", queue="order-queue-dlq")

@@ -35,7 +35,7 @@ async def _call(client: Client, tool: str, **arguments):
 def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_path) -> None:
     import anyio
 
-    from opsmcp.audit import create_audit_table
+    from opsmcp.calls.audit import create_audit_table
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
 

@@ -11,7 +11,7 @@ from conftest import ToolFailed, call, make_settings
 from mcp import Client
 from mcp.types import ElicitResult
 
-from opsmcp.audit import FileAudit, create_audit_table, redact
+from opsmcp.calls.audit import FileAudit, create_audit_table, redact
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server
@@ -178,7 +178,7 @@ def test_interrupted_writes_are_closed_on_start_up_with_their_last_progress(tmp_
     import subprocess
     import sys
 
-    from opsmcp.audit import HOST
+    from opsmcp.calls.audit import HOST
     from opsmcp.cli import main
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -1,4 +1,4 @@
-"""Trend, anomaly and threshold arithmetic (opsmcp.toolsets.series) on generated series
+"""Trend, anomaly and threshold arithmetic (opsmcp.analysis.series) on generated series
 with known slopes, steps and spikes."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opsmcp.times import iso
-from opsmcp.toolsets.series import (
+from opsmcp.analysis.series import (
     anomalies,
     downsample,
     percentile,
@@ -19,6 +18,7 @@ from opsmcp.toolsets.series import (
     slope_per_hour,
     summarize,
 )
+from opsmcp.times import iso
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

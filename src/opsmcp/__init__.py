@@ -1,3 +1,30 @@
-"""opsmcp: an MCP server that lets agents operate production systems safely."""
+"""opsmcp: an MCP server that lets agents operate production systems safely.
+
+The package by layer, top to bottom; a module imports only from its own layer or below
+(``tests/test_structure.py`` checks it, and that no modules import each other in a loop):
+
+- ``cli`` — the ``opsmcp`` command (serve, sandbox seed, logs load, audit, doctor, token).
+- ``server`` — the composition root: builds backends, toolsets, the audit trail and the
+  runtime, and registers every tool through the one choke point.
+- ``transport/`` — the HTTP surface: the Starlette app (``app``), Host/Origin policy
+  (``origin``), authentication (``auth``), the console page and ``/events`` feed
+  (``console``), the Alertmanager webhook (``webhooks``).
+- ``surface/`` — MCP beyond tools: ``prompts``, ``resources``, ``completions``,
+  ``subscriptions``, which tools an identity sees (``tool_visibility``), how argument
+  errors read (``arg_errors``).
+- ``calls/`` — what every tool call crosses: the choke point (``choke``), the caller
+  (``identity``), approval of writes (``approval``), the audit trail (``audit``), the size
+  budget (``result_size``); and what the server built (``runtime``, ``events``).
+- ``toolsets/`` — one module per domain: queues, orders, logs, metrics, prometheus,
+  alerts, playbooks (``base``: the ``@tool`` mark).
+- ``analysis/`` — domain logic that is not a toolset: the redrive mover, DLQ failure
+  signatures, metric series summaries, log message patterns.
+- ``backends/`` — one adapter per external system (SQS, DynamoDB, CloudWatch, the log
+  engines, Prometheus, the alert store, Ansible); ``sandbox/`` — the embedded moto sandbox.
+- the ground: ``config`` (settings), ``errors``, ``times``, ``telemetry``, ``results``
+  (the base of every tool result), ``catalog/`` (the playbook catalog shipped with opsmcp).
+
+The path of one call and a picture of the layers: ``docs/architecture.md``.
+"""
 
 __version__ = "0.1.0"

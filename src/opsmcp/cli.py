@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from opsmcp.config import ALL_TOOLSETS
 
 if TYPE_CHECKING:
+    from opsmcp.calls.runtime import Runtime
     from opsmcp.config import Settings
     from opsmcp.sandbox import Sandbox
-    from opsmcp.server import Runtime
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -120,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             import uvicorn
 
-            from opsmcp.http import build_app
+            from opsmcp.transport.app import build_app
 
             _eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, "
                    "events at /events (Ctrl-C to stop)")
@@ -234,8 +234,8 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     """Print the last N audit records (oldest first), as text or JSON Lines."""
     import json
 
-    from opsmcp.audit import format_records
     from opsmcp.backends.aws import AwsClients
+    from opsmcp.calls.audit import format_records
     from opsmcp.server import build_audit
 
     settings = _settings(args)
@@ -332,7 +332,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         results.append(("WARN" if why else "OK", f"toolset {name}", f"disabled: {why}" if why else "loaded"))
     if "logs" in runtime.toolsets:
         if settings.log_backend == "opensearch":
-            from opsmcp.backends.logbackend import log_backend_checks
+            from opsmcp.backends.log_factory import log_backend_checks
 
             for c in log_backend_checks(settings):
                 results.append(("FAIL" if not c.ok else "WARN" if c.warning else "OK", c.label, c.detail))
@@ -359,7 +359,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_token_add(args: argparse.Namespace) -> int:
     """Create a token for SUBJECT with --scopes, append its SHA-256 to the tokens file and print
     the token (once: only its hash is kept)."""
-    from opsmcp.auth import add_token
+    from opsmcp.transport.auth import add_token
 
     settings = _settings(args)
     path = Path(args.file) if args.file else settings.tokens_file

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     events_buffer: int = Field(
         256, ge=1, le=100_000, description="Undelivered events one /events client may hold before it is dropped.")
 
-    # --- HTTP identities and browser policy (opsmcp.auth, opsmcp.origin) -----------
+    # --- HTTP identities and browser policy (opsmcp.transport.auth, opsmcp.transport.origin) -----------
     http_token_subject: str = Field("token", description="Subject (audit caller) of OPSMCP_HTTP_TOKEN.")
     tokens_file: Path | None = Field(None, description="JSON Lines of {subject, scopes, sha256}; `opsmcp token add`.")
     jwks_url: str | None = Field(None, description="JWKS URL: accept JWT bearer tokens signed by these keys.")

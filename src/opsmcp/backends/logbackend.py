@@ -3,7 +3,8 @@
 Two engines implement it: the embedded SQLite store (:class:`opsmcp.backends.logstore.LogStore`,
 the default) and OpenSearch (:class:`opsmcp.backends.opensearch.OpenSearchLogs`). The
 toolset never knows which one answers; it reads the neutral result types defined here.
-``OPSMCP_LOG_BACKEND=embedded|opensearch`` selects one (:func:`build_log_backend`).
+``OPSMCP_LOG_BACKEND=embedded|opensearch`` selects one (:func:`opsmcp.backends.log_factory.build_log_backend`);
+this module never imports its implementations.
 
 Every method is synchronous (the toolset calls it off the event loop) and raises only
 :mod:`opsmcp.errors` types: :class:`InvalidInput` for a bad query or cursor,
@@ -20,11 +21,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, UTC
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from opsmcp.config import Settings
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 ERROR_LEVELS = ("ERROR", "CRITICAL", "FATAL")
 COUNT_CAP = 10_000  # full-text matches are counted up to this many
@@ -270,36 +268,3 @@ class LogBackend(Protocol):
 def error_line(ts_ms: int, service: str, level: str, message: str, event_id: str | None) -> dict[str, Any]:
     """One entry of :meth:`LogBackend.error_lines`."""
     return {"timestamp": ms_iso(ts_ms), "service": service, "level": level, "message": message, "event_id": event_id}
-
-
-def build_log_backend(settings: Settings, *, kind: Literal["embedded", "opensearch"] | None = None) -> LogBackend:
-    """The log engine ``settings.log_backend`` names (or ``kind``), ready to query.
-
-    ``embedded``: the SQLite store at ``settings.log_store_path``, read-only.
-    ``opsmcp.backends.opensearch`` is imported only for ``opensearch``.
-
-    Raises:
-        OpsError: OpenSearch selected without ``OPSMCP_OPENSEARCH_URL`` or without opensearch-py.
-    """
-    kind = kind or settings.log_backend
-    if kind == "opensearch":
-        from opsmcp.backends.opensearch import OpenSearchLogs
-
-        return OpenSearchLogs.from_settings(settings)
-    from opsmcp.backends.logstore import LogStore
-
-    return LogStore(settings.log_store_path, readonly=True)
-
-
-def log_backend_checks(settings: Settings) -> list[Check]:
-    """What ``opsmcp doctor`` prints about the selected log engine (never raises)."""
-    from opsmcp.errors import OpsError
-
-    try:
-        backend = build_log_backend(settings)
-    except OpsError as exc:
-        return [Check(f"log backend {settings.log_backend}", False, str(exc))]
-    try:
-        return backend.check()
-    finally:
-        backend.close()

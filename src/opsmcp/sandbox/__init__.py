@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from opsmcp.config import Settings
-    from opsmcp.sandbox.scenario import Scenario
 
 log = logging.getLogger("opsmcp.sandbox")
 
@@ -202,20 +201,6 @@ def sandbox_settings(settings: Settings, endpoint: str) -> tuple[Settings, Any]:
     target = settings.model_copy(update={"aws_endpoint_url": endpoint, "aws_profile": None, "sandbox": True,
                                          "log_store": store})
     return target, lock
-
-
-def seed_logs(path: Path, scenario: Scenario) -> int:
-    """Recreate the log store at ``path`` holding the scenario's log lines; return their count."""
-    from opsmcp.backends.logstore import LogStore
-
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    store = LogStore(path)
-    try:
-        report = store.ingest((line.to_json() for line in scenario.log_lines()), source="sandbox")
-    finally:
-        store.close()
-    return report.loaded
 
 
 def banner(sandbox: Sandbox) -> str:

@@ -16,6 +16,10 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opsmcp.sandbox.scenario import Scenario
 
 
 class LogSeeding:
@@ -57,9 +61,22 @@ def start(path: Path, now: datetime) -> LogSeeding:
     return LogSeeding(proc, path)
 
 
+def seed_logs(path: Path, scenario: Scenario) -> int:
+    """Recreate the log store at ``path`` holding the scenario's log lines; return their count."""
+    from opsmcp.backends.logstore import LogStore
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    store = LogStore(path)
+    try:
+        report = store.ingest((line.to_json() for line in scenario.log_lines()), source="sandbox")
+    finally:
+        store.close()
+    return report.loaded
+
+
 def main(argv: list[str]) -> int:
     """The child: ``STORE NOW`` → recreate STORE with the scenario's lines; print the count."""
-    from opsmcp.sandbox import seed_logs
     from opsmcp.sandbox.scenario import build_scenario
 
     path, now = Path(argv[0]), datetime.fromisoformat(argv[1])

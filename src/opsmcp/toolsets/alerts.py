@@ -4,7 +4,7 @@
 first); ``get_alert`` returns one alert by fingerprint (or a unique prefix of it) with its
 labels, annotations, times, generator URL and how many times it was received. The store
 (:mod:`opsmcp.backends.alertstore`) is shared with the webhook route
-(:mod:`opsmcp.webhooks`), which reaches it through this toolset's ``store``.
+(:mod:`opsmcp.transport.webhooks`), which reaches it through this toolset's ``store``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.alertstore import AlertStore, StoredAlert
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, closest
+from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_time
-from opsmcp.toolsets.base import Result, clamp, tool
+from opsmcp.toolsets.base import tool
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200

@@ -1,8 +1,8 @@
-"""The shape every toolset shares: the ``@tool`` marker and the bounded-result base model.
+"""The shape every toolset shares: the ``@tool`` marker and the parameters the server injects.
 
 A toolset is a plain class whose public ``async`` methods marked with :func:`tool` are
 MCP tools. Each method takes ``Annotated[..., Field(description=...)]`` arguments and
-returns a pydantic model, so the SDK derives the input schema, the output schema and
+returns a pydantic model (a :class:`opsmcp.results.Result`), so the SDK derives the input schema, the output schema and
 ``structuredContent``. Toolsets know nothing of MCP: the server (:mod:`opsmcp.server`)
 reads the marks, wraps every method in its single choke point, and registers it.
 """
@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from opsmcp.errors import InvalidInput
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Parameters the server fills itself; never part of a tool's input schema. ``progress``:
+#: an async (progress, total, message) reporter; ``confirmed``: true only for a real write
+#: the user approved (elicitation, a token or confirm=true).
+INJECTED = ("progress", "confirmed")
 
 
 @dataclass(frozen=True)
@@ -97,35 +98,3 @@ def marked_tools(toolset: object) -> list[tuple[str, Callable[..., Any], ToolMar
         if isinstance(mark, ToolMark):
             found.append((name, getattr(toolset, name), mark))
     return found
-
-
-class Result(BaseModel):
-    """Base of every tool result: bounded, and says so when it was cut.
-
-    ``truncated`` is true when the answer was cut to fit the size budget or a limit;
-    ``next_cursor`` (when set) is passed back as ``cursor`` to get the rest; ``notes``
-    carries warnings and labels (clamped limits, SQS peek side effects) for the model.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    truncated: bool = Field(False, description="True when more data exists than was returned.")
-    next_cursor: str | None = Field(None, description="Pass as `cursor` to continue, when set.")
-    notes: list[str] = Field(default_factory=list, description="Warnings and labels about this result.")
-
-
-def clamp(name: str, value: int, lo: int, hi: int, notes: list[str]) -> int:
-    """``value`` limited to ``lo``..``hi``; a clamped value is labelled in ``notes`` (an
-    out-of-range limit is adjusted, not refused).
-
-    Raises:
-        InvalidInput: ``value`` is not a whole number.
-    """
-    try:
-        asked = int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name}={value!r} is not a whole number.", f"use a number from {lo} to {hi}.") from None
-    got = max(lo, min(hi, asked))
-    if got != asked:
-        notes.append(f"{name}={asked} is outside {lo}-{hi}; clamped to {got}")
-    return got

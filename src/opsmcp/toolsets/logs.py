@@ -31,11 +31,13 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from pydantic import BaseModel, Field
 
-from opsmcp.backends.logbackend import LogBackend, LogRecord, build_log_backend, ms_iso, normalize_level
+from opsmcp.backends.log_factory import build_log_backend
+from opsmcp.backends.logbackend import LogBackend, LogRecord, ms_iso, normalize_level
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError, closest
+from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_time, parse_window, utcnow
-from opsmcp.toolsets.base import Result, clamp, tool
+from opsmcp.toolsets.base import tool
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -254,7 +256,7 @@ class LogTools:
     Args:
         settings: ``log_backend`` and its settings, and ``max_result_bytes``.
         store: the backend to use (built by ``server.build_toolsets``; tests, the
-            sandbox); default: :func:`~opsmcp.backends.logbackend.build_log_backend`.
+            sandbox); default: :func:`~opsmcp.backends.log_factory.build_log_backend`.
     """
 
     def __init__(self, settings: Settings, store: LogBackend | None = None) -> None:
@@ -559,7 +561,7 @@ class LogTools:
 
     def _log_patterns(self, start: str | None, end: str | None, service: str | None, level: str | None,
                       compare_to: str | None, limit: int) -> LogPatternsResult:
-        from opsmcp.toolsets import log_patterns as lp
+        from opsmcp.analysis import log_patterns as lp
 
         notes: list[str] = []
         service = _text_arg("service", service, notes)

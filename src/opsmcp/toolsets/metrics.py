@@ -6,7 +6,7 @@ last fifth of the window, which is how an incident shows up. ``list_metrics`` li
 exists. Unknown namespaces, metric names or dimension sets become :class:`NotFound`
 errors that name the closest existing ones. All CloudWatch calls go through the
 :class:`~opsmcp.backends.cloudwatch.CloudWatchBackend` that ``build_toolsets`` passes in;
-the summary, trend and anomaly arithmetic lives in :mod:`opsmcp.toolsets.series`.
+the summary, trend and anomaly arithmetic lives in :mod:`opsmcp.analysis.series`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from opsmcp.analysis.series import MetricPoint, MetricSummary, downsample, summarize
 from opsmcp.backends.cloudwatch import CloudWatchBackend
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, closest, not_found
+from opsmcp.results import Result, clamp
 from opsmcp.times import iso
-from opsmcp.toolsets.base import Result, clamp, tool
-from opsmcp.toolsets.series import MetricPoint, MetricSummary, downsample, summarize
+from opsmcp.toolsets.base import tool
 
 DEFAULT_DISPLAY_POINTS = 120
 MAX_DISPLAY_POINTS = 500

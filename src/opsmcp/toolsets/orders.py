@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.dynamodb import DynamoBackend
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound
+from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_window
-from opsmcp.toolsets.base import Result, clamp, tool
+from opsmcp.toolsets.base import tool
 
 #: Stored attribute -> OrderSummary field.
 ORDER_FIELDS = {"orderId": "order_id", "orderNumber": "order_number", "orderDate": "order_date", "status": "status",

@@ -35,7 +35,8 @@ from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import TaskEvent
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, WritesDisabled
-from opsmcp.toolsets.base import Result, tool
+from opsmcp.results import Result
+from opsmcp.toolsets.base import tool
 
 log = logging.getLogger(__name__)
 

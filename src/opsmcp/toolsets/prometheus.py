@@ -22,12 +22,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from opsmcp.analysis.series import MetricPoint, MetricSummary, downsample, rnd, summarize
 from opsmcp.backends.prometheus import MAX_POINTS_PER_SERIES, PrometheusBackend
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_time, parse_window
-from opsmcp.toolsets.base import Result, clamp, tool
-from opsmcp.toolsets.series import MetricPoint, MetricSummary, downsample, rnd, summarize
+from opsmcp.toolsets.base import tool
 
 MAX_SERIES = 20  # series per query_promql answer
 MAX_SAMPLES = 100  # samples per promql_instant answer

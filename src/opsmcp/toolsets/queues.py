@@ -20,11 +20,12 @@ from typing import Annotated, Any
 import anyio
 from pydantic import BaseModel, Field
 
+from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, group, iso_ms, signatures
+from opsmcp.analysis.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.errors import InvalidInput, NotFound, OpsError
-from opsmcp.toolsets.base import Result, clamp, tool
-from opsmcp.toolsets.dlq_signatures import Correlator, DlqGroup, MessageFacts, group, iso_ms, signatures
-from opsmcp.toolsets.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
+from opsmcp.results import Result, clamp
+from opsmcp.toolsets.base import tool
 
 __all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueList", "QueueTools", "RedriveFailure", "RedriveResult"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from operator import mul
 from datetime import UTC, datetime, timedelta
+from operator import mul
 
 from pydantic import BaseModel, Field
 

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from opsmcp.backends.alertstore import parse_webhook
 from opsmcp.errors import InvalidInput, OpsError
 
-log = logging.getLogger("opsmcp.webhooks")
+log = logging.getLogger("opsmcp.transport.webhooks")
 
 PATH = "/webhooks/alertmanager"
 
@@ -44,7 +44,7 @@ async def _read_bounded(request: Request, limit: int) -> bytes | None:
 
 
 def alertmanager_route(runtime: Any) -> Route:
-    """The ``POST /webhooks/alertmanager`` route for ``runtime`` (an :class:`opsmcp.server.Runtime`).
+    """The ``POST /webhooks/alertmanager`` route for ``runtime`` (an :class:`opsmcp.calls.runtime.Runtime`).
 
     The store comes from ``runtime.toolsets["alerts"].store`` at request time.
     """

@@ -1,6 +1,6 @@
 """HTTP routes for custom UIs: the ``/events`` SSE feed and the live page at ``/``.
 
-``GET /events`` (sse-starlette) streams the :mod:`opsmcp.events` hub:
+``GET /events`` (sse-starlette) streams the :mod:`opsmcp.calls.events` hub:
 
 - ``?types=queue_depth,alert`` filters by event type (unknown types: 400 naming the allowed ones);
 - ``Last-Event-ID`` (header, or ``?last_event_id=``) resumes after that id from the bounded
@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from opsmcp import __version__
-from opsmcp.events import EVENT_TYPES
+from opsmcp.calls.events import EVENT_TYPES
 
 SNAPSHOT_KEEP = 20  # latest events of each kind in a snapshot
 

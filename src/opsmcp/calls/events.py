@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("opsmcp.events")
+log = logging.getLogger("opsmcp.calls.events")
 
 EVENT_TYPES = ("queue_depth", "dlq_message", "alert", "write", "tool_call")
 
@@ -276,8 +276,8 @@ def queue_sources(queue_tools: Any) -> tuple[QueueLister, DeadLetterReader]:
     counts, harmless in a DLQ without a redrive policy of its own; a DLQ that has one is not
     read. SQS keeps a dead letter's original sent time, so "new" is judged by message id.
     """
+    from opsmcp.analysis.dlq_signatures import MessageFacts, signatures
     from opsmcp.backends.sqs import redrive_policy
-    from opsmcp.toolsets.dlq_signatures import MessageFacts, signatures
 
     async def list_states() -> list[dict[str, Any]]:
         result = await queue_tools.list_queues(limit=1000)

@@ -1,14 +1,14 @@
 """SDK middleware around every inbound MCP request: per-identity tool visibility.
 
 - ``tools/list`` shows the caller only the tools its scopes allow (``ops:read`` for read
-  tools, ``ops:write`` for write tools; see :mod:`opsmcp.identity`).
+  tools, ``ops:write`` for write tools; see :mod:`opsmcp.calls.identity`).
 - ``tools/call`` of a tool the caller may not call is refused as a tool error before the
   SDK resolves arguments, so no approval prompt or preview runs (the choke point checks
   again).
 
 It runs for every transport; stdio callers have every scope, so there it changes nothing.
 Unknown prompts and bad prompt arguments are answered ``-32602`` by
-:func:`opsmcp.prompts.prompt_params_guard`, the one middleware for ``prompts/get``.
+:func:`opsmcp.surface.prompts.prompt_params_guard`, the one middleware for ``prompts/get``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.types import CallToolResult, ListToolsResult, TextContent
 
+from opsmcp.calls.identity import may_call, require_scope
 from opsmcp.errors import OpsError
-from opsmcp.identity import may_call, require_scope
 
 
 class ProtocolGuard(ServerMiddleware[Any]):

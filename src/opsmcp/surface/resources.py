@@ -15,8 +15,8 @@ Unknown names answer JSON-RPC ``-32602`` (the SDK's code for a resource that doe
 exist, as SEP-2164 standardises) with the closest names in the message. A backend failure
 answers ``-32603`` with the reason.
 
-Depth changes are found by :class:`~opsmcp.subscriptions.QueueWatch`
-(:mod:`opsmcp.subscriptions`), reading each subscribed queue every
+Depth changes are found by :class:`~opsmcp.surface.subscriptions.QueueWatch`
+(:mod:`opsmcp.surface.subscriptions`), reading each subscribed queue every
 ``settings.resource_poll_seconds``.
 """
 
@@ -40,11 +40,11 @@ from mcp_types import INVALID_PARAMS
 
 from opsmcp.catalog import packaged_runbooks
 from opsmcp.errors import NotFound, OpsError
-from opsmcp.subscriptions import QUEUE_PREFIX, Depth, QueueWatch, register_subscriptions
+from opsmcp.surface.subscriptions import QUEUE_PREFIX, Depth, QueueWatch, register_subscriptions
 
 if TYPE_CHECKING:
     from opsmcp.backends.sqs import SqsBackend
-    from opsmcp.server import Runtime
+    from opsmcp.calls.runtime import Runtime
     from opsmcp.toolsets.playbooks import PlaybookTools
 
 log = logging.getLogger(__name__)

@@ -41,8 +41,9 @@ with a shared DynamoDB audit table (``OPSMCP_AUDIT_TABLE``) a conditional write 
 once across all replicas.
 
 Every step is audited (``preview``, ``intent``, ``progress``, ``outcome`` records through
-the runtime's audit sink); long writes report progress through the injected ``progress``
-reporter, and the gate records every few reports (:class:`ProgressTrail`).
+the :class:`~opsmcp.calls.audit.AuditTrail` the flow is built with); long writes report
+progress through the injected ``progress`` reporter, and the gate records every few reports
+(:class:`ProgressTrail`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -66,21 +67,18 @@ from mcp.server.mcpserver import AcceptedElicitation, CancelledElicitation, Cont
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from opsmcp.budget import cut_text
+from opsmcp.calls.identity import caller, require_scope
+from opsmcp.calls.result_size import cut_text
 from opsmcp.errors import OpsError
-from opsmcp.identity import caller, require_scope
-from opsmcp.toolsets.base import Result, ToolMark
+from opsmcp.results import Result
+from opsmcp.toolsets.base import INJECTED, ToolMark
 
 if TYPE_CHECKING:
+    from opsmcp.calls.audit import AuditTrail
     from opsmcp.config import Settings
-    from opsmcp.server import Runtime
 
 log = logging.getLogger("opsmcp")
 
-#: Parameters the server fills itself; never part of a tool's input schema. ``progress``:
-#: an async (progress, total, message) reporter; ``confirmed``: true only for a real write
-#: the user approved (elicitation, a token or confirm=true).
-INJECTED = ("progress", "confirmed")
 #: Parameters the approval flow adds to a write tool (the client-facing ``confirm`` and
 #: ``approval_token``, and the two resolver-filled ones).
 FLOW_PARAMS = ("confirm", "approval_token", "approval", "shown")
@@ -329,9 +327,14 @@ class ApprovalFlow:
 
     Args:
         settings: ``write_approval`` (mode), ``approval_secret``, ``approval_ttl_seconds``.
+        trail: where each step is recorded (the audit trail the composition root built).
+        ready: awaited before a preview runs (start-up of the backends, e.g. the sandbox);
+            raises OpsError when they cannot serve.
     """
 
     settings: Settings
+    trail: AuditTrail
+    ready: Callable[[], Awaitable[None]]
     previews: PreviewCache = field(init=False)
     tokens: ApprovalTokens = field(init=False)
 
@@ -348,7 +351,7 @@ class ApprovalFlow:
         self.tokens.clock = clock
 
     # ------------------------------------------------------------------ previews -----
-    async def preview(self, runtime: Runtime, name: str, fn: Callable[..., Any], mark: ToolMark,
+    async def preview(self, name: str, fn: Callable[..., Any], mark: ToolMark,
                       kwargs: dict[str, Any]) -> Shown:
         """The caller's preview of ``kwargs``: reused from the cache when fresh, else ``fn``
         run with ``preview_arg`` true (audited as a ``preview`` record) and cached."""
@@ -359,7 +362,7 @@ class ApprovalFlow:
         args = {k: v for k, v in kwargs.items() if k not in FLOW_PARAMS} | {str(mark.preview_arg): True}
         start = time.perf_counter()
         result = await fn(**args)
-        runtime.audit_record(name, args, real=False, phase="preview", outcome=status_of(result), start=start,
+        self.trail.record(name, args, real=False, phase="preview", outcome=status_of(result), start=start,
                              counts=counts_of(result))
         return self.remember(name, mark, kwargs, result)
 
@@ -380,7 +383,7 @@ class ApprovalFlow:
                 "Approve this change? Nothing happens unless you accept.")
 
     # ------------------------------------------------------------------ signature ----
-    def params(self, name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime,
+    def params(self, name: str, fn: Callable[..., Any], mark: ToolMark,
                tool_params: list[str]) -> list[inspect.Parameter]:
         """The parameters the flow adds to write tool ``name``: ``confirm`` and
         ``approval_token`` (mode ``prompt-or-confirm`` only), and the resolver-filled
@@ -396,8 +399,8 @@ class ApprovalFlow:
             # for start-up and map errors themselves.
             try:
                 require_scope(name, write=True)  # before any preview: a read-only identity learns nothing
-                await runtime.wait_ready()
-                return await self.preview(runtime, name, fn, mark, kwargs)
+                await self.ready()
+                return await self.preview(name, fn, mark, kwargs)
             except OpsError as exc:
                 raise ToolError(str(exc)) from exc
             except Exception as exc:
@@ -438,7 +441,7 @@ class ApprovalFlow:
         ]
 
     # ------------------------------------------------------------------ the gate -----
-    async def gate(self, runtime: Runtime, name: str, fn: Callable[..., Any], mark: ToolMark,
+    async def gate(self, name: str, fn: Callable[..., Any], mark: ToolMark,
                    kwargs: dict[str, Any], start: float, pass_confirmed: bool) -> Any:
         """Run write tool ``name``: approval, intent record, the call (progress audited),
         outcome record. ``kwargs`` are the tool call's arguments including the flow's.
@@ -457,17 +460,17 @@ class ApprovalFlow:
         if real:
             answer = outcome.data if isinstance(outcome, AcceptedElicitation) else None
             if answer == NO_ELICITATION:
-                how, bound = await self._confirmed(runtime, name, fn, mark, kwargs, start, confirmed, token)
+                how, bound = await self._confirmed(name, fn, mark, kwargs, start, confirmed, token)
             elif isinstance(answer, Approval) and answer.approve and isinstance(shown, Shown):
                 how, bound = "elicitation", shown.bound
             elif isinstance(answer, Approval) and answer.approve:  # cannot happen: both come from one resolution
-                runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome="refused: no preview",
+                self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: no preview",
                                      start=start)
                 raise OpsError(f"Not done: the preview the user approved for {name} cannot be found.",
                                "call again; the user will be asked about a fresh preview.")
             else:  # declined, cancelled, or accepted with approve=false
                 action = "cancelled" if isinstance(outcome, CancelledElicitation) else "declined"
-                runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
+                self.trail.record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
                 self.previews.pop(subject, name, digest)
                 raise OpsError(f"The user {action} the change; {name} did nothing.",
                                "ask the user what to do instead, or run a dry run to show the preview again.")
@@ -477,12 +480,12 @@ class ApprovalFlow:
                     raise OpsError(f"Not done: the approved preview of {name} has no bound for {arg}.",
                                    "run the dry run again and ask the user about its preview.")
                 kwargs[arg] = min(kwargs[arg], bound)  # never more than was shown
-        call_id = runtime.audit_record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
+        call_id = self.trail.record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
                                        approval=how)
         call_args = dict(kwargs)
         if real and call_args.get("progress") is not None:
             def trail(counts: dict[str, Any], message: str) -> None:
-                runtime.audit_record(name, kwargs, real=True, phase="progress", outcome="running", start=start,
+                self.trail.record(name, kwargs, real=True, phase="progress", outcome="running", start=start,
                                      call_id=call_id, approval=how, counts=counts, note=message or None, strict=False)
 
             call_args["progress"] = ProgressTrail(call_args["progress"], trail)
@@ -494,7 +497,7 @@ class ApprovalFlow:
             import anyio
 
             ended = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else f"error: {exc}"
-            runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=ended, start=start,
+            self.trail.record(name, kwargs, real=real, phase="outcome", outcome=ended, start=start,
                                  call_id=call_id, approval=how, strict=False)
             raise
         finally:
@@ -502,7 +505,7 @@ class ApprovalFlow:
                 self.previews.pop(subject, name, digest)  # an approval makes one change
         if not real:
             self._hand_out(name, mark, kwargs, result, subject, digest)
-        recorded = runtime.audit_record(name, kwargs, real=real, phase="outcome", outcome=status_of(result),
+        recorded = self.trail.record(name, kwargs, real=real, phase="outcome", outcome=status_of(result),
                                         start=start, call_id=call_id, approval=how, counts=counts_of(result),
                                         strict=False)
         if not recorded and isinstance(result, Result):
@@ -524,7 +527,7 @@ class ApprovalFlow:
                             "the user approved this preview, call again with the same arguments, "
                             f"{mark.preview_arg}=false, confirm=true and this approval_token")
 
-    async def _confirmed(self, runtime: Runtime, name: str, fn: Callable[..., Any], mark: ToolMark,
+    async def _confirmed(self, name: str, fn: Callable[..., Any], mark: ToolMark,
                          kwargs: dict[str, Any], start: float, confirmed: bool, token: str | None
                          ) -> tuple[str, int | None]:
         """The confirm path (a client without elicitation): ``(approval label, bound)``.
@@ -535,7 +538,7 @@ class ApprovalFlow:
         """
         subject, digest = caller.get(), args_digest(name, kwargs, mark.preview_arg)
         if self.mode == "prompt":
-            runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome="refused: needs an approval prompt",
+            self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: needs an approval prompt",
                                  start=start)
             raise OpsError(
                 f"Not done: this server makes real changes only through an approval prompt that the user answers "
@@ -546,9 +549,9 @@ class ApprovalFlow:
         if confirmed and token:
             try:
                 grant = self.tokens.verify(token, name, digest, subject)
-                self.tokens.use(grant, getattr(runtime.audit, "claim_once", None))
+                self.tokens.use(grant, self.trail.claim())
             except OpsError as exc:
-                runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome="refused: approval token",
+                self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: approval token",
                                      start=start, note=exc.message)
                 raise
             return "approval_token", grant.bound
@@ -556,9 +559,9 @@ class ApprovalFlow:
             cached = self.previews.get(subject, name, digest)
             if cached is not None:
                 return "confirm_argument", cached.bound
-        shown = await self.preview(runtime, name, fn, mark, kwargs)
+        shown = await self.preview(name, fn, mark, kwargs)
         new_token = self.tokens.mint(name, digest, shown.bound, subject)
-        runtime.audit_record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation", start=start)
+        self.trail.record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation", start=start)
         raise OpsError(
             f"Not done: {name} with {mark.preview_arg}=false makes a real change and needs the user's approval. "
             f"Preview:\n{shown.summary}",

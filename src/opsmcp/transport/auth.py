@@ -35,11 +35,11 @@ from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from pydantic import AnyHttpUrl
 
+from opsmcp.calls.identity import ALL_SCOPES
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
-from opsmcp.identity import ALL_SCOPES
 
-log = logging.getLogger("opsmcp.auth")
+log = logging.getLogger("opsmcp.transport.auth")
 
 #: Signature algorithms accepted in JWTs: asymmetric only (no "none", no shared-secret HMAC).
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]

@@ -1,19 +1,19 @@
 """One Starlette app for every HTTP transport.
 
 Routes: ``/mcp`` (streamable HTTP), ``/sse`` + ``/messages/`` (legacy SSE), ``/events``
-(the typed SSE feed for custom UIs) and the live page at ``/`` (:mod:`opsmcp.live`),
+(the typed SSE feed for custom UIs) and the live page at ``/`` (:mod:`opsmcp.transport.console`),
 ``/healthz`` (liveness),
 ``/readyz`` (readiness), ``/metrics`` (Prometheus), and with OAuth the RFC 9728 metadata
 at ``/.well-known/oauth-protected-resource/mcp``.
 
 Every request passes, outermost first:
 
-1. :class:`~opsmcp.origin.HostOriginPolicy`: the one Host/Origin policy, on every route and
+1. :class:`~opsmcp.transport.origin.HostOriginPolicy`: the one Host/Origin policy, on every route and
    every bind address (the SDK's own loopback-only check is switched off).
 2. Authentication (when tokens, a tokens file or a JWKS are configured; see
-   :mod:`opsmcp.auth`): the SDK's bearer middleware; every route but the open ones
+   :mod:`opsmcp.transport.auth`): the SDK's bearer middleware; every route but the open ones
    (:data:`OPEN_PATHS`) answers 401 with ``WWW-Authenticate`` without a valid token.
-3. :class:`IdentityMiddleware`: sets :data:`opsmcp.identity.caller` and ``scopes`` for the
+3. :class:`IdentityMiddleware`: sets :data:`opsmcp.calls.identity.caller` and ``scopes`` for the
    choke point, audit records and ``/events``.
 """
 
@@ -32,12 +32,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from opsmcp import __version__, live
-from opsmcp.auth import HttpAuth, build_http_auth
-from opsmcp.identity import ALL_SCOPES, READ_SCOPE, caller, scopes
-from opsmcp.origin import HostOriginPolicy
-from opsmcp.server import Runtime
-from opsmcp.webhooks import alertmanager_route
+from opsmcp import __version__
+from opsmcp.calls.identity import ALL_SCOPES, READ_SCOPE, caller, scopes
+from opsmcp.calls.runtime import Runtime
+from opsmcp.transport import console as live
+from opsmcp.transport.auth import HttpAuth, build_http_auth
+from opsmcp.transport.origin import HostOriginPolicy
+from opsmcp.transport.webhooks import alertmanager_route
 
 #: Routes that answer without a token (probes and the OAuth metadata), still under the Host/Origin policy.
 OPEN_PATHS = ("/healthz", "/readyz", "/", "/static/app.js")  # the page holds no data; its feed needs a token

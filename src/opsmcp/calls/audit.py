@@ -22,17 +22,22 @@ the next record, so the torn line never swallows it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from opsmcp.budget import cap_values, json_size
+from opsmcp.calls.identity import caller
+from opsmcp.calls.result_size import cap_values, cut_text, json_size
 from opsmcp.errors import OpsError
+from opsmcp.toolsets.base import INJECTED
 
 SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|credential|private[-_]?key|"
                         r"auth(orization)?|session[-_]?key|cookie)", re.I)
@@ -44,6 +49,8 @@ MAX_VALUE_CHARS = 2_048
 MAX_RECORD_BYTES = 16_384
 #: This machine's name, recorded with the pid in every record (see :func:`mark_interrupted`).
 HOST = socket.gethostname()
+
+log = logging.getLogger("opsmcp")
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -170,7 +177,7 @@ class FileAudit:
 
     def claim_once(self, key: str, expires_at: float) -> bool:
         """Always True: a file audit means one server process, whose own memory of used
-        approvals (:class:`opsmcp.approval.ApprovalTokens`) is the authority."""
+        approvals (:class:`opsmcp.calls.approval.ApprovalTokens`) is the authority."""
         return True
 
 
@@ -246,6 +253,61 @@ class DynamoAudit:
             raise OpsError(f"Cannot record the approval in DynamoDB table {self.table}: {exc}.",
                            "check OPSMCP_AUDIT_TABLE and AWS access; no write was made.") from exc
         return True
+
+
+class AuditTrail:
+    """What the call pipeline writes to the audit log: one record per step of a write.
+
+    Built once by the composition root from the sink (``None``: audit disabled, records
+    only get their ``call_id``) and a ``publish(type, data)`` callable (the ``/events``
+    hub's), and handed to whoever records writes (the approval flow), so none of them
+    reaches back into the server.
+    """
+
+    def __init__(self, sink: AuditSink | None, publish: Callable[[str, dict[str, Any]], Any] | None = None,
+                 has_listeners: Callable[[], bool] = lambda: True) -> None:
+        self.sink = sink
+        self.publish = publish
+        self.has_listeners = has_listeners
+
+    def record(self, tool: str, arguments: dict[str, Any], *, real: bool, phase: str, outcome: str,
+               start: float, call_id: str | None = None, approval: str | None = None,
+               counts: dict[str, Any] | None = None, note: str | None = None, strict: bool = True) -> str | None:
+        """Append one audit record and return its ``call_id`` (a new one unless given).
+
+        ``arguments`` are redacted (:func:`redact`) and cut by the sink (:func:`bounded`);
+        the server-injected parameters are left out; ``start`` (a ``time.perf_counter()``
+        reading) gives the duration. The record is also published as a ``write`` event.
+
+        Raises:
+            OpsError: the sink could not store it and ``strict`` (the default), so the write
+                does not act; otherwise the failure is logged and ``None`` is returned.
+        """
+        call_id = call_id or uuid.uuid4().hex
+        shown = redact({k: v for k, v in arguments.items() if k not in INJECTED})
+        record = {"time": now_iso(), "call_id": call_id, "phase": phase, "caller": caller.get(), "tool": tool,
+                  "arguments": shown, "dry_run": not real, "outcome": outcome, "approval": approval,
+                  "duration_ms": round((time.perf_counter() - start) * 1000, 1), "pid": os.getpid(), "host": HOST}
+        if counts:
+            record["counts"] = counts
+        if note:
+            record["note"] = note
+        if self.sink is None:
+            return call_id
+        try:
+            self.sink.append(record)
+        except OpsError:
+            if strict:
+                raise
+            log.error("audit record lost: %s", cut_text(json.dumps(record, default=str), 4_000))
+            return None
+        if self.publish is not None and self.has_listeners():
+            self.publish("write", bounded(record))  # the same cut the audit sink applies
+        return call_id
+
+    def claim(self) -> Callable[[str, float], bool] | None:
+        """The sink's ``claim_once`` (one-time approval keys), or None without a sink."""
+        return getattr(self.sink, "claim_once", None)
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,6 +1,6 @@
 """Who is calling: the identity every transport sets before a tool runs.
 
-The HTTP transport (:mod:`opsmcp.http`) sets :data:`caller` to the authenticated subject
+The HTTP transport (:mod:`opsmcp.transport.app`) sets :data:`caller` to the authenticated subject
 (and, where identities carry scopes, :data:`scopes`); stdio leaves the defaults. The server's
 choke point reads them for audit records, the ``/events`` feed and scope checks. Nothing
 here imports a transport or a toolset.

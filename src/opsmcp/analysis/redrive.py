@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends.sqs import SqsBackend
 from opsmcp.errors import InvalidInput, NotFound, OpsError
-from opsmcp.toolsets.base import Result
+from opsmcp.results import Result
 
 #: Total payload of one SendMessageBatch: SQS allows 1 MiB today, 256 KiB before 2025 (and on
 #: older emulators); the smaller bound works everywhere. A bigger single message goes alone.

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from opsmcp.toolsets.base import Result
+from opsmcp.results import Result
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -13,7 +13,7 @@ A browser page can make a victim's browser send requests to opsmcp (a DNS name r
   ``OPSMCP_ALLOWED_ORIGINS``, on every bind address.
 
 Refused requests get ``403`` with a JSON body naming the header and the setting that would
-allow it. The SDK's own (loopback-only) check is switched off by :mod:`opsmcp.http` so
+allow it. The SDK's own (loopback-only) check is switched off by :mod:`opsmcp.transport.app` so
 that this policy is the only one.
 """
 

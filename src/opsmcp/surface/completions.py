@@ -18,11 +18,11 @@ import anyio
 from mcp.server import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
-from opsmcp.prompts import register_prompts
-from opsmcp.resources import register_resources, runbook_names, runbooks_mentioning, sqs_backend
+from opsmcp.surface.prompts import register_prompts
+from opsmcp.surface.resources import register_resources, runbook_names, runbooks_mentioning, sqs_backend
 
 if TYPE_CHECKING:
-    from opsmcp.server import Runtime
+    from opsmcp.calls.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

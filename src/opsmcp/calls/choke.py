@@ -1,0 +1,121 @@
+"""The single choke point every tool call crosses (:func:`choke`).
+
+    validation (the SDK, from the signature; errors rewritten by
+    :class:`opsmcp.server.OpsServer` with :mod:`opsmcp.surface.arg_errors`)
+    → scope check → readiness → approval + audit for writes (:mod:`opsmcp.calls.approval`)
+    → the toolset method → error mapping → size budget (:mod:`opsmcp.calls.result_size`)
+    → compact text + ``structuredContent``
+
+so no toolset repeats error handling, and a failure anywhere becomes a tool error
+(``isError: true``) with a message the model can act on, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import time
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel
+
+from opsmcp.calls.identity import caller, require_scope
+from opsmcp.calls.result_size import fit_result
+from opsmcp.calls.runtime import Runtime
+from opsmcp.errors import OpsError
+from opsmcp.toolsets.base import INJECTED, ToolMark
+
+log = logging.getLogger("opsmcp")
+
+
+def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -> Callable[..., Any]:
+    """Wrap toolset method ``fn`` as the MCP tool ``name``: the single choke point.
+
+    The wrapper keeps ``fn``'s signature (so the SDK derives the same input and output
+    schemas), fills server-injected parameters (``progress``; ``confirmed`` for writes), and
+    maps failures:
+    :class:`OpsError` → tool error with its hint; anything unexpected → tool error naming
+    the exception type, with the traceback logged to stderr. Write tools also get the
+    approval flow and the audit trail (:meth:`ApprovalFlow.gate`). The result is cut to the
+    size budget (:func:`~opsmcp.calls.result_size.fit_result`) and sent as ``structuredContent`` plus
+    the same JSON, compact, as its text (:func:`_tool_result`).
+    """
+    hints = typing.get_type_hints(fn, include_extras=True)
+    signature = inspect.signature(fn)
+    wants = {p for p in INJECTED if p in signature.parameters}
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in signature.parameters.values() if p.name not in INJECTED]
+    budget = runtime.settings.max_result_bytes
+    extra: list[inspect.Parameter] = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
+    if mark.write:
+        extra += runtime.approvals.params(name, fn, mark, [p.name for p in params])
+
+    async def tool_call(ctx: Context, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        ok = False
+        try:
+            require_scope(name, mark.write)
+            await runtime.wait_ready()
+            if "progress" in wants:
+                kwargs["progress"] = _progress_reporter(ctx)
+            if mark.write:
+                result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants)
+            else:
+                result = await fn(**kwargs)
+            ok = True
+            return _tool_result(fit_result(result, budget))
+        except OpsError as exc:
+            raise ToolError(str(exc)) from exc
+        except ToolError:
+            raise
+        except Exception as exc:
+            log.exception("tool %s failed unexpectedly", name)
+            raise ToolError(
+                f"Internal error in {name}: {type(exc).__name__}: {exc}. This is an opsmcp bug; the server log has "
+                "the details. Retrying with other arguments may work."
+            ) from exc
+        finally:
+            elapsed = time.perf_counter() - start
+            runtime.stats.record(name, elapsed, ok, sys.exc_info()[1])
+            if runtime.events.listeners:
+                runtime.publish({"type": "tool_call", "tool": name, "ok": ok, "ms": round(elapsed * 1000, 2),
+                                 "caller": caller.get(), "at": time.time()})
+
+    all_params = params + extra
+    tool_call.__name__ = name
+    tool_call.__qualname__ = name
+    tool_call.__doc__ = inspect.cleandoc(fn.__doc__ or name)
+    tool_call.__signature__ = signature.replace(parameters=all_params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
+    tool_call.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": hints.get("return")}
+    return tool_call
+
+
+def _tool_result(result: Any) -> Any:
+    """A pydantic result as a ``CallToolResult``: ``structuredContent`` and, as the text that
+    many clients hand to the model, the same JSON without indentation (the SDK's default
+    text is indented JSON, 1.3-1.6x larger). Other values pass to the SDK unchanged."""
+    if not isinstance(result, BaseModel):
+        return result
+    return CallToolResult(content=[TextContent(type="text", text=result.model_dump_json(by_alias=True))],
+                          structured_content=result.model_dump(mode="json", by_alias=True))
+
+
+def _progress_reporter(ctx: Context) -> Callable[[float, float | None, str], Any]:
+    """An ``async (progress, total, message)`` callable that sends MCP progress notifications.
+
+    Notification failures (a client that went away) are logged, never raised into the tool.
+    """
+
+    async def report(progress: float, total: float | None = None, message: str = "") -> None:
+        try:
+            await ctx.report_progress(progress, total, message)
+        except Exception:  # progress is best effort; the tool's own result still matters
+            log.debug("progress notification failed", exc_info=True)
+
+    return report
