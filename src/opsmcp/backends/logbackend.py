@@ -1,9 +1,11 @@
 """The log-backend interface: what the logs toolset and the DLQ correlation ask of any engine.
 
-Two engines implement it: the embedded SQLite store (:class:`opsmcp.backends.logstore.LogStore`,
-the default) and OpenSearch (:class:`opsmcp.backends.opensearch.OpenSearchLogs`). The
-toolset never knows which one answers; it reads the neutral result types defined here.
-``OPSMCP_LOG_BACKEND=embedded|opensearch`` selects one (:func:`build_log_backend`).
+Four engines implement it: the embedded SQLite store (:class:`opsmcp.backends.logstore.LogStore`,
+the default), OpenSearch (:class:`opsmcp.backends.opensearch.OpenSearchLogs`), CloudWatch
+Logs (:class:`opsmcp.backends.cloudwatch_logs.CloudWatchLogs`) and Loki
+(:class:`opsmcp.backends.loki.LokiLogs`). The toolset never knows which one answers; it
+reads the neutral result types defined here.
+``OPSMCP_LOG_BACKEND=embedded|opensearch|cloudwatch|loki`` selects one (:func:`build_log_backend`).
 
 Every method is synchronous (the toolset calls it off the event loop) and raises only
 :mod:`opsmcp.errors` types: :class:`InvalidInput` for a bad query or cursor,
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 ERROR_LEVELS = ("ERROR", "CRITICAL", "FATAL")
 COUNT_CAP = 10_000  # full-text matches are counted up to this many
-LOG_BACKENDS = ("embedded", "opensearch")
+LOG_BACKENDS = ("embedded", "opensearch", "cloudwatch", "loki")
 STANDARD_FIELDS = ("@timestamp", "timestamp", "level", "service", "message", "trace_id", "event_id")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -272,16 +274,27 @@ def error_line(ts_ms: int, service: str, level: str, message: str, event_id: str
     return {"timestamp": ms_iso(ts_ms), "service": service, "level": level, "message": message, "event_id": event_id}
 
 
-def build_log_backend(settings: Settings, *, kind: Literal["embedded", "opensearch"] | None = None) -> LogBackend:
+def build_log_backend(settings: Settings, *,
+                      kind: Literal["embedded", "opensearch", "cloudwatch", "loki"] | None = None) -> LogBackend:
     """The log engine ``settings.log_backend`` names (or ``kind``), ready to query.
 
-    ``embedded``: the SQLite store at ``settings.log_store_path``, read-only.
-    ``opsmcp.backends.opensearch`` is imported only for ``opensearch``.
+    ``embedded``: the SQLite store at ``settings.log_store_path``, read-only. Each other
+    engine's package is imported only when it is selected.
 
     Raises:
-        OpsError: OpenSearch selected without ``OPSMCP_OPENSEARCH_URL`` or without opensearch-py.
+        OpsError: OpenSearch selected without ``OPSMCP_OPENSEARCH_URL`` or without opensearch-py;
+            CloudWatch without ``OPSMCP_CLOUDWATCH_LOG_GROUPS``; Loki without ``OPSMCP_LOKI_URL``
+            (or with a malformed selector or field name).
     """
     kind = kind or settings.log_backend
+    if kind == "cloudwatch":
+        from opsmcp.backends.cloudwatch_logs import CloudWatchLogs
+
+        return CloudWatchLogs.from_settings(settings)
+    if kind == "loki":
+        from opsmcp.backends.loki import LokiLogs
+
+        return LokiLogs.from_settings(settings)
     if kind == "opensearch":
         from opsmcp.backends.opensearch import OpenSearchLogs
 
