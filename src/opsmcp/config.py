@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     loki_fields: dict[str, str] = Field(default_factory=dict, description=(
         "JSON field names of Loki log lines where they differ from the defaults: keys level, message, trace_id, "
         "event_id (defaults level, message, trace_id, event_id)."))
+    loki_max_window_hours: float = Field(
+        168.0, gt=0, le=721, description="Longest window one Loki query reads, hours (newest kept).")
     loki_tenant: str | None = Field(None, description="X-Scope-OrgID of multi-tenant Loki.")
     loki_token: SecretStr | None = Field(None, description="Bearer token sent to Loki, if set.")
     loki_username: str | None = Field(None, description="Basic-auth user for Loki, if set.")
