@@ -63,7 +63,7 @@ def parse_log_query(text: str) -> tuple[list[tuple[str, str, str]], list[tuple[A
     text = text.strip()
     if not text.startswith("{"):
         raise ParseError("a log query starts with a stream selector")
-    depth, i = 0, 0
+    i = 0
     in_str = False
     while i < len(text):
         c = text[i]
@@ -237,10 +237,10 @@ class LokiStandIn:
                     return self._send(status, body, "text/plain")
                 return self._send(status, body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._handle("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._handle("POST")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
