@@ -130,6 +130,8 @@ INPUT_CODES = {
     "InvalidParameterValueException",
     "InvalidToken",
     "InvalidNextToken",
+    "MalformedQueryException",  # CloudWatch Logs Insights
+    "InvalidParameterException",  # CloudWatch Logs
 }
 
 
