@@ -126,6 +126,12 @@ def words(text: str) -> list[str]:
     return [w for w in _WORDS.findall(folded) if not w.startswith("_")]
 
 
+def raw_words(text: str) -> list[str]:
+    """``text``'s words as written (no case or diacritic folding), for engines that match
+    them with a case-insensitive regular expression."""
+    return [w for w in _WORDS.findall(text) if not w.startswith("_")]
+
+
 def matches(tree: Tree, message: str) -> bool:
     """Whether ``message`` matches ``tree`` with the embedded store's semantics: a word
     equals one of its words, a prefix starts one, a phrase's words appear in a row."""

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from opsmcp.backends.fulltext import Tree, words
+from opsmcp.backends.fulltext import Tree, raw_words
 from opsmcp.errors import InvalidInput
 
 MAX_INSIGHTS_LIMIT = 10_000  # Logs Insights returns at most 10,000 rows per query
@@ -96,10 +96,11 @@ def level_values(levels: Sequence[str]) -> list[str]:
 
 def text_regex(node: Tree) -> str:
     """The regex (without delimiters) of one word, prefix or phrase node: whole words,
-    case-insensitive, separated by any non-word characters in a phrase."""
-    toks = words(node[1])
+    case-insensitive, separated by any non-word characters in a phrase. Words are matched
+    as written: unlike the embedded store, ``cafe`` does not find ``café``."""
+    toks = raw_words(node[1])
     if not toks:
-        return "(?!)"  # matches nothing: a "phrase" of punctuation has no words (as in the embedded store)
+        return r"\b\B"  # matches nothing (RE2 has no lookahead): a "phrase" of punctuation has no words
     body = r"\W+".join(regex_escape(t) for t in toks)
     tail = "" if node[0] == "prefix" else r"\b"
     return rf"(?i)\b{body}{tail}"

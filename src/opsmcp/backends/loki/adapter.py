@@ -322,7 +322,7 @@ class LokiLogs:
         """Reachable; authorised (labels); the service label has values; one query works."""
         checks: list[Check] = []
         try:
-            self.client.request("GET", "/ready", "readiness")
+            self.client.request("GET", "/ready", "readiness", text=True)
             checks.append(Check("loki", True, f"reachable at {self.client.url}"))
         except OpsError as exc:
             return [Check("loki", False, str(exc))]

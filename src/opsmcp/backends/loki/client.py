@@ -78,8 +78,9 @@ class LokiClient:
         self._http.close()
 
     def request(self, method: str, path: str, what: str, *, params: dict[str, Any] | None = None,
-                json_body: Any = None) -> Any:
-        """One request; the parsed JSON answer (``None`` for an empty body).
+                json_body: Any = None, text: bool = False) -> Any:
+        """One request; the parsed JSON answer (``None`` for an empty body; the body as text
+        with ``text``).
 
         Raises:
             BackendUnavailable: unreachable, timed out, throttled (429) or a 5xx.
@@ -114,6 +115,8 @@ class LokiClient:
         if len(resp.content) > MAX_BODY:
             raise BackendUnavailable(f"Loki's answer to {what} is larger than {MAX_BODY:,} bytes.",
                                      "narrow the window or lower the limit.")
+        if text:
+            return resp.text
         if not resp.content.strip():
             return None
         try:

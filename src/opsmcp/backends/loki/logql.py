@@ -123,6 +123,8 @@ def _needed(tree: Tree) -> list[list[str]]:
     """Regexes of which, per inner list, at least one must match the raw line (a narrowing)."""
     kind = tree[0]
     if kind in ("word", "phrase", "prefix"):
+        if not tree[1].isascii():  # folded, it may not be what the raw line holds: no narrowing
+            return []
         toks = words(tree[1])
         out = []
         for i, t in enumerate(toks):
