@@ -80,6 +80,28 @@ def read_line(raw: str, *, level: str, message: str, trace_id: str, event_id: st
 _TIME_KEYS = ("@timestamp", "timestamp", "time", "ts", "msg", "severity", "svc", "traceId", "eventId")
 
 
+def parse_document(line: str) -> tuple[int, str, str, str, str | None, str | None, dict[str, Any]]:
+    """One JSON Lines line as (epoch ms, service, level, message, trace id, event id, the
+    other fields), read with the embedded store's field names and defaults (the fields read
+    are removed from the document).
+
+    Raises:
+        ValueError: not valid UTF-8, not a JSON object, no message, or a bad timestamp (the reason).
+    """
+    if not line.isascii() and _SURROGATE.search(line):
+        raise ValueError("not valid UTF-8")
+    try:
+        doc = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"invalid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object (one object per line expected)")
+    ms, service, level, message, trace, event = standard_fields(doc)
+    for key in _TIME_KEYS:
+        doc.pop(key, None)
+    return ms, service, level, message, trace, event, doc
+
+
 def documents(paths: Sequence[str], report: IngestReport, counter: ByteCounter,
               names: dict[str, str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """The JSON Lines files' lines (``-`` = stdin) as ``(epoch ms, line, document)``, read
@@ -99,20 +121,10 @@ def documents(paths: Sequence[str], report: IngestReport, counter: ByteCounter,
                 report.blank += 1
                 continue
             try:
-                if not line.isascii() and _SURROGATE.search(line):
-                    raise ValueError("not valid UTF-8")
-                try:
-                    doc = json.loads(line)
-                except ValueError as exc:
-                    raise ValueError(f"invalid JSON ({getattr(exc, 'msg', exc)})") from None
-                if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object (one object per line expected)")
-                ms, service, level, message, trace, event = standard_fields(doc)
+                ms, service, level, message, trace, event, doc = parse_document(line)
             except (ValueError, OverflowError, RecursionError) as exc:
                 report.add_bad(name, no, str(exc) or type(exc).__name__)
                 continue
-            for key in _TIME_KEYS:
-                doc.pop(key, None)
             doc.update({names.get("level", "level"): level, names.get("service", "service"): service,
                         names.get("message", "message"): message})
             if trace is not None:

@@ -274,6 +274,21 @@ def error_line(ts_ms: int, service: str, level: str, message: str, event_id: str
     return {"timestamp": ms_iso(ts_ms), "service": service, "level": level, "message": message, "event_id": event_id}
 
 
+def trace_lines(trace_id: str, recs: list[LogRecord], limit: int, size: int, notes: list[str]) -> TraceLines:
+    """The :class:`TraceLines` of one trace's records (oldest first), ``size`` being how many
+    lines the engine was asked for (reaching it means there may be more, said in ``notes``)."""
+    if len(recs) >= size:
+        notes.append(f"the trace has more than {len(recs):,} lines; counts cover the first {len(recs):,}")
+    services = list(dict.fromkeys(r.service for r in recs))
+    first_error = next((r for r in recs if r.level in ERROR_LEVELS), None)
+    return TraceLines(trace_id, recs[:limit], len(recs), services, first_error, notes)
+
+
+def most_first(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` ordered by count (most first), then name: how facets are listed."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def build_log_backend(settings: Settings, *,
                       kind: Literal["embedded", "opensearch", "cloudwatch", "loki"] | None = None) -> LogBackend:
     """The log engine ``settings.log_backend`` names (or ``kind``), ready to query.

@@ -47,7 +47,9 @@ from opsmcp.backends.logbackend import (
     ms_iso,
     ms_to_datetime,
     normalize_level,
+    most_first,
     to_ms,
+    trace_lines,
 )
 from opsmcp.backends.scancost import ScanUsage, human_bytes
 from opsmcp.backends.timepage import TimeCursor, after, take
@@ -444,12 +446,7 @@ class CloudWatchLogs:
                            f"{', '.join(self.patterns)}.",
                            "check the id (search_logs with a query finds ids in messages), or raise "
                            "OPSMCP_CLOUDWATCH_MAX_WINDOW_HOURS for older traces.")
-        recs = [r[2] for r in rows]
-        if len(recs) >= size:
-            notes.append(f"the trace has more than {len(recs):,} lines; counts cover the first {len(recs):,}")
-        services = list(dict.fromkeys(r.service for r in recs))
-        first_error = next((r for r in recs if r.level in ERROR_LEVELS), None)
-        return TraceLines(tid, recs[:limit], len(recs), services, first_error, notes)
+        return trace_lines(tid, [r[2] for r in rows], limit, size, notes)
 
     def error_lines(self, trace_ids: Sequence[str], *, per_trace: int = 20) -> dict[str, list[dict[str, Any]]]:
         """See :meth:`LogBackend.error_lines`: one Insights query for all ids (insights), or
@@ -537,8 +534,7 @@ class CloudWatchLogs:
                                             include_doc=False, cap=20_000):
                 services[rec.service] = services.get(rec.service, 0) + 1
                 levels[rec.level] = levels.get(rec.level, 0) + 1
-        order = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
-        return order(services), order(levels)
+        return most_first(services), most_first(levels)
 
     def time_bounds(self) -> tuple[datetime, datetime] | None:
         """See :meth:`LogBackend.time_bounds`: from the log streams' first and last event

@@ -37,7 +37,9 @@ from opsmcp.backends.logbackend import (
     ms_iso,
     ms_to_datetime,
     normalize_level,
+    most_first,
     to_ms,
+    trace_lines,
 )
 from opsmcp.backends.loki import logql as lq
 from opsmcp.backends.loki.client import LokiClient
@@ -225,12 +227,7 @@ class LokiLogs:
                            f"{self.max_window_ms / 3_600_000:g} h of {self.base}.",
                            "check the id (search_logs with a query finds ids in messages), or raise "
                            "OPSMCP_LOKI_MAX_WINDOW_HOURS for older traces.")
-        recs = [r[2] for r in rows]
-        notes = [f"the trace has more than {len(recs):,} lines; counts cover the first {len(recs):,}"] \
-            if len(recs) >= size else []
-        first_error = next((r for r in recs if r.level in ERROR_LEVELS), None)
-        services = list(dict.fromkeys(r.service for r in recs))
-        return TraceLines(tid, recs[:limit], len(recs), services, first_error, notes)
+        return trace_lines(tid, [r[2] for r in rows], limit, size, [])
 
     def error_lines(self, trace_ids: Sequence[str], *, per_trace: int = 20) -> dict[str, list[dict[str, Any]]]:
         """See :meth:`LogBackend.error_lines`: one query per :data:`TRACE_IDS_PER_QUERY` ids."""
@@ -302,8 +299,7 @@ class LokiLogs:
         levels: dict[str, int] = {}
         for raw, n in self._count(sel, lq.pipeline(self.fields, extract_level=True), lo, hi, lq.LEVEL).items():
             levels[normalize_level(raw)] = levels.get(normalize_level(raw), 0) + n
-        order = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
-        return order(services), order(levels)
+        return most_first(services), most_first(levels)
 
     def time_bounds(self) -> tuple[datetime, datetime] | None:
         """See :meth:`LogBackend.time_bounds`: the newest and oldest line of the newest window
