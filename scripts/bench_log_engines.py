@@ -71,12 +71,20 @@ Cases = dict[str, tuple[Callable[[], Any], Callable[[], Any]]]
 def cloudwatch_cases(path: Path, tid: str, service: str) -> tuple[Cases, Callable[[], None]]:
     from moto_process import MotoProcess
 
+    moto = MotoProcess().start()
+    try:
+        return _cloudwatch_cases(moto, path, tid, service)
+    except BaseException:
+        moto.stop()  # never leave the server behind when setting up fails
+        raise
+
+
+def _cloudwatch_cases(moto: Any, path: Path, tid: str, service: str) -> tuple[Cases, Callable[[], None]]:
     from opsmcp.backends.cloudwatch_logs import CloudWatchLogs
     from opsmcp.backends.cloudwatch_logs import query as q
     from opsmcp.backends.cloudwatch_logs.load import load_with_settings
     from opsmcp.config import Settings
 
-    moto = MotoProcess().start()
     settings = Settings(aws_endpoint_url=moto.endpoint, log_backend="cloudwatch", cloudwatch_log_groups=["/bench/app"],
                         data_dir=path.parent)
     report = load_with_settings(settings, [str(path)])
