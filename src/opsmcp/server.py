@@ -163,6 +163,8 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     runtime = Runtime(settings=settings, clients=clients, toolsets=build_toolsets(settings, clients),
                       stats=ToolStats(), tools={}, events=hub, trail=trail)
     _wire_poller(runtime)
+    if "logs" in runtime.toolsets:  # what the log engine scanned, in /metrics
+        runtime.stats.watch(runtime.toolsets["logs"].scan_totals)  # type: ignore[attr-defined]
     level = settings.log_level.upper()
     secret = settings.approval_secret
     security = None
