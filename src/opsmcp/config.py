@@ -163,13 +163,26 @@ class Settings(BaseSettings):
     playbook_timeout_seconds: float = Field(300.0, gt=0, description="Wall-clock limit of one playbook run, seconds.")
     audit_log: Path | None = Field(None, description="Audit JSON Lines file; default <data_dir>/audit.jsonl.")
     audit_table: str | None = Field(None, description="DynamoDB table for audit records instead of the file.")
-    write_approval: Literal["prompt-or-confirm", "prompt"] = Field(
-        "prompt-or-confirm", description="How a real write is approved: an approval prompt (elicitation) or, for "
-        "clients without one, confirm=true with the preview's approval token; 'prompt': only the prompt.")
+    write_approval: Literal["prompt", "prompt-or-confirm", "human"] = Field(
+        "prompt", description="How a real write is approved: 'prompt': an approval prompt (elicitation) the user "
+        "answers in the client; 'prompt-or-confirm': also confirm=true with the preview's approval token (the model "
+        "sets it: trusted single-user clients only); 'human': an approval request a person with ops:approve "
+        "approves over HTTP (console, CLI, chat link).")
     approval_secret: SecretStr | None = Field(
         None, description="HMAC key of approval tokens (and of sealed request state); replicas share it. "
         "Random per process when unset.")
     approval_ttl_seconds: float = Field(600.0, gt=0, le=86_400, description="How long an approval token is valid, s.")
+    approval_request_ttl_seconds: float = Field(
+        3600.0, ge=60, le=604_800, description="How long an approval request (mode human) waits for a person, s.")
+    approval_wait_seconds: float = Field(
+        0.0, ge=0, le=600, description="Mode human: how long a write call whose client sent a progress token waits "
+        "for the decision (reporting progress) before it answers pending_approval, s; 0: answer at once.")
+    approval_allow_self: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Identities (subjects) that may approve their own requests, comma separated.")
+    approval_max_pending: int = Field(100, ge=1, le=10_000, description="Most approval requests pending at once.")
+    notify_slack_url: SecretStr | None = Field(None, description="Slack incoming webhook for approvals and alerts.")
+    notify_webhook_url: SecretStr | None = Field(None, description="Generic JSON webhook for approvals and alerts.")
+    notify_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Bound of one notification attempt, s.")
 
     # --- MCP resources --------------------------------------------------------------
     resource_poll_seconds: float = Field(
@@ -187,7 +200,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
         return value
 
-    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -46,8 +46,10 @@ analyze_dlq on a growing DLQ (groups by failure signature with order and trace i
 get_trace / search_logs for the explaining errors → get_order for affected orders → \
 query_metrics for onset and scale. Writes (redrive_dlq, run_playbook) exist only when \
 the operator enabled them; always dry-run first and show the preview to the user. A real \
-write asks the user to approve (or, for clients without approval prompts, takes confirm=true \
-and the preview's approval_token) and never does more than the preview showed."""
+write needs a person's approval and never does more than the preview showed: an approval \
+prompt, or (where the operator allows it) confirm=true with the preview's approval.token, or \
+(status pending_approval) a request a person decides outside this conversation: then poll \
+get_approval(approval_id) and do not repeat the write."""
 
 
 class OpsServer(MCPServer):
@@ -177,6 +179,10 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     server.runtime = runtime
     for toolset_name, toolset in runtime.toolsets.items():
         register_toolset(server, runtime, toolset_name, toolset)
+    if settings.allow_writes and settings.write_approval == "human":
+        from opsmcp.toolsets.approvals import ApprovalTools
+
+        register_toolset(server, runtime, "approvals", ApprovalTools(runtime.approvals.desk.describe))
     if isinstance(runtime.audit, FileAudit):
         runtime.close_interrupted()  # local and quick; a DynamoDB table is checked once backends are ready
     elif runtime.audit is not None:
