@@ -392,15 +392,17 @@ async def test_rotate_log_check_then_real_and_empty_is_a_no_op(
     assert noop.status == "successful" and noop.changed == 0, noop.stdout_tail
     assert snapshot(tmp_path) == before  # neither run changed anything
     would = {t.task for t in dry.tasks if t.status == "changed"}
-    assert would == {"Write the compressed copy", "Truncate the log in place"} and dry.changed == 2
+    assert would == {"Rotate the log"} and dry.changed == 1
     text = dry.preview_text()
     assert "Check-mode preview of playbook 'rotate_log'" in text and f"would rotate {log}" in text
+    assert f"-size: {len(content)}" in text and "+size: 0" in text and "+compressed copy:" in text
     assert any("nothing was changed" in n for n in dry.notes)
 
     real = run_playbook(entry, {"log_file": str(log)}, check=False, timeout_seconds=120)
     assert real.status == "successful" and {t.task for t in real.tasks if t.status == "changed"} == would
     rotated = sorted(log.parent.glob("app.log.*.gz"))
     assert len(rotated) == 1
+    assert f"to {rotated[0]}" in next(t.output for t in real.tasks if t.task == "Plan")  # the file the plan named
     assert gzip.decompress(rotated[0].read_bytes()) == content
     assert log.stat().st_size == 0 and log.stat().st_ino == inode  # truncated in place
     assert sorted(p.name for p in log.parent.iterdir()) == ["app.log", rotated[0].name]  # no .part left

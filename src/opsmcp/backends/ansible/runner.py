@@ -28,6 +28,7 @@ from typing import Any
 
 from opsmcp.backends.ansible.catalog import PlaybookEntry, validate_vars
 from opsmcp.backends.ansible.results import EventCollector, PlaybookRun, TaskEvent
+from opsmcp.catalog import packaged_dir
 from opsmcp.errors import InvalidInput, OpsError
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,10 @@ def _prepare_data_dir(pdd: str) -> None:
 def _run_env(pdd: str) -> dict[str, str]:
     return {
         "PATH": _run_path(),
+        # The shipped modules (opsmcp_*) and their file primitives, for every catalog's
+        # playbooks (the shipped playbooks also find them beside themselves).
+        "ANSIBLE_LIBRARY": str(packaged_dir() / "playbooks" / "library"),
+        "ANSIBLE_MODULE_UTILS": str(packaged_dir() / "playbooks" / "module_utils"),
         "ANSIBLE_CONFIG": os.path.join(pdd, "ansible.cfg"),
         "ANSIBLE_HOME": os.path.join(pdd, "home"),
         "ANSIBLE_LOCAL_TEMP": os.path.join(pdd, "tmp"),
