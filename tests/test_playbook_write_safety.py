@@ -468,8 +468,9 @@ def test_open_dir_refuses_a_symlink_anywhere_in_the_path(safefs, tmp_path: Path)
     os.close(safefs.open_dir(str(tmp_path / "real" / "sub")))
     with pytest.raises(safefs.UnsafePath, match=f"{tmp_path}/link is a symbolic link"):
         safefs.open_dir(str(tmp_path / "link" / "sub"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as missing:
         safefs.open_dir(str(tmp_path / "missing" / "sub"))
+    assert safefs.explain(missing.value, "log_file x") == f"log_file x: {tmp_path}/missing does not exist"
     with pytest.raises(safefs.UnsafePath):
         safefs.open_dir(str(tmp_path / "real" / ".." / "real"))
 

@@ -29,7 +29,7 @@ import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.opsmcp_safefs import UnsafePath, open_dir, walk_files
+from ansible.module_utils.opsmcp_safefs import UnsafePath, explain, open_dir, walk_files
 
 LISTED = 500
 DAY = 86_400
@@ -80,12 +80,8 @@ def main() -> None:
     acting = p["delete"] and not module.check_mode
     try:
         result = cleanup(p["directory"], p["pattern"], p["age_days"], p["recurse"], acting)
-    except FileNotFoundError:
-        module.fail_json(msg=f"{p['directory']} does not exist")
-    except UnsafePath as exc:
-        module.fail_json(msg=f"directory {p['directory']}: {exc}")
-    except OSError as exc:
-        module.fail_json(msg=f"directory {p['directory']} cannot be read: {exc.strerror}")
+    except (OSError, UnsafePath) as exc:
+        module.fail_json(msg=explain(exc, f"directory {p['directory']}"))
     changed = bool(p["delete"] and (result["deleted"] if acting else result["matched"]))
     if p["delete"]:
         result["diff"] = [{"before": {"path": f, "state": "file"}, "after": {"path": f, "state": "absent"}}

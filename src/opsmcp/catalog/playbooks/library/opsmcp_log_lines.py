@@ -20,7 +20,7 @@ import collections
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.opsmcp_safefs import UnsafePath, open_dir, open_file, split_path
+from ansible.module_utils.opsmcp_safefs import UnsafePath, explain, open_dir, open_file, split_path
 
 PIECE = 4_096
 
@@ -58,12 +58,8 @@ def main() -> None:
         module.fail_json(msg=f"lines must be 1..1000; got {p['lines']}")
     try:
         lines, scanned = matching_lines(p["log_file"], p["match"], p["lines"])
-    except FileNotFoundError:
-        module.fail_json(msg=f"log_file {p['log_file']} does not exist or is not a regular file")
-    except UnsafePath as exc:
-        module.fail_json(msg=f"log_file {p['log_file']}: {exc}")
-    except OSError as exc:
-        module.fail_json(msg=f"log_file {p['log_file']} cannot be read: {exc.strerror}")
+    except (OSError, UnsafePath) as exc:
+        module.fail_json(msg=explain(exc, f"log_file {p['log_file']}"))
     module.exit_json(changed=False, lines=lines, scanned_bytes=scanned)
 
 

@@ -34,6 +34,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.opsmcp_safefs import (
     UnsafePath,
     create_temp,
+    explain,
     move_into_place,
     open_dir,
     open_file,
@@ -124,15 +125,11 @@ def main() -> None:
     log_file = module.params["log_file"]
     try:
         result = rotate(log_file, module.check_mode, module.params["timestamp"])
-    except FileNotFoundError:
-        module.fail_json(msg=f"log_file {log_file} does not exist or is not a regular file")
     except FileExistsError as exc:
         module.fail_json(msg=f"{exc.filename} already exists (refused to replace it): the log was not "
                              "truncated; remove that name or try again in a second")
-    except UnsafePath as exc:
-        module.fail_json(msg=f"log_file {log_file}: {exc}")
-    except OSError as exc:
-        module.fail_json(msg=f"rotating {log_file} failed: {exc.strerror}; the log was not truncated")
+    except (OSError, UnsafePath) as exc:
+        module.fail_json(msg=explain(exc, f"log_file {log_file}") + "; the log was not truncated")
     module.exit_json(**result)
 
 

@@ -33,6 +33,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.opsmcp_safefs import (
     UnsafePath,
     create_temp,
+    explain,
     move_into_place,
     open_dir,
     open_file,
@@ -172,12 +173,10 @@ def main() -> None:
             result = stop(p["pid"], p["command"], p["stop_timeout"], module.check_mode)
         else:
             result = start(p["pid_file"], p["command"], module.check_mode)
-    except FileNotFoundError as exc:
-        module.fail_json(msg=str(exc.strerror if exc.filename is None else exc))
-    except (UnsafePath, RuntimeError) as exc:
+    except RuntimeError as exc:
         module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg=f"{p['action']} failed: {exc}")
+    except (OSError, UnsafePath) as exc:
+        module.fail_json(msg=explain(exc, f"pid_file {p['pid_file']}" if p["pid_file"] else f"pid {p['pid']}"))
     module.exit_json(**result)
 
 

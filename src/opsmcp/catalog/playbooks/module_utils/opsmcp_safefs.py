@@ -70,7 +70,7 @@ def open_dir(path: str) -> int:
     Raises:
         UnsafePath: a component is a symbolic link or not a directory, or the path is
             relative or holds ``.``/``..``.
-        FileNotFoundError: a component does not exist.
+        FileNotFoundError: a component does not exist (``filename``: the path up to it).
     """
     if not path.startswith("/") or any(part in (".", "..") for part in path.split("/")):
         raise UnsafePath(f"{path} must be an absolute path without '.' or '..'")
@@ -85,7 +85,7 @@ def open_dir(path: str) -> int:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafePath(f"{walked} is a symbolic link or not a directory (refused)") from None
                 if exc.errno == errno.ENOENT:
-                    raise FileNotFoundError(errno.ENOENT, f"directory {walked} does not exist") from None
+                    raise FileNotFoundError(errno.ENOENT, "does not exist", walked) from None
                 raise
             os.close(fd)
             fd = next_fd
@@ -178,6 +178,16 @@ def remove_quietly(dir_fd: int, name: str) -> None:
     """Unlink ``name`` in ``dir_fd`` if it is still there (removes a name, never follows it)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dir_fd)
+
+
+def explain(exc: OSError | UnsafePath, what: str) -> str:
+    """One line for a module's failure message about ``what`` (e.g. ``log_file /x/app.log``):
+    missing, refused (and why), or the operating system's reason."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{what}: {exc.filename or 'a part of the path'} does not exist"
+    if isinstance(exc, OSError):
+        return f"{what}: {exc.strerror or exc}"
+    return f"{what}: {exc}"
 
 
 def walk_files(
