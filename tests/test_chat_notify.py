@@ -176,6 +176,7 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
             resolved = json.loads(json.dumps(alert).replace('"firing"', '"resolved"'))
             assert http.post("/webhooks/alertmanager", json=resolved, headers=hooks).status_code == 200
             time.sleep(0.5)  # proving a negative: nothing more is sent for a repeat or a resolution
+            assert http.post("/webhooks/approvals", json={}).status_code == 404  # signed callbacks are off
         assert len(r.posts) == 4
         sent = [p[2] for p in r.posts[2:]]
         alert_hook = next(b for b in sent if "type" in b)
@@ -183,3 +184,54 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
         assert alert_hook["console_url"] == "https://ops.example.com/" and "summary" not in json.dumps(alert_hook)
         assert "DLQGrowing" in next(b["text"] for b in sent if "text" in b)
     assert _visible(sqs, DLQ) == 0
+
+
+def test_a_signed_chat_callback_approves_as_the_mapped_identity(fresh_moto, tmp_path) -> None:
+    """A chat bot's HMAC-signed callback: only mapped chat users decide, as their mapped
+    identity (never the requester's), within the timestamp window, once."""
+    from test_events import serve_app
+    from test_human_approval import _mcp_call, _tokens, _visible
+
+    from opsmcp.transport.chat_callback import sign
+
+    tokens = _tokens(tmp_path)
+    secret = b"chat-callback-secret-0123456789"
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"], write_approval="human",
+                             tokens_file=tmp_path / "tokens.jsonl", chat_callback_secret=SecretStr(secret.decode()),
+                             chat_approvers=["U1=lead", "U2=agent"])
+    seed_aws(settings, build_scenario(), metrics=False)
+    sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
+
+    def signed(body: dict[str, Any], at: float | None = None, key: bytes = secret) -> dict[str, Any]:
+        raw = json.dumps(body).encode()
+        stamp = str(int(at if at is not None else time.time()))
+        return {"content": raw, "headers": {"X-Opsmcp-Timestamp": stamp, "X-Opsmcp-Signature": sign(key, stamp, raw),
+                                            "Content-Type": "application/json"}}
+
+    with serve_app(settings) as (base, _), httpx.Client(base_url=base, timeout=60) as http:
+        first = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+                                            max_messages=5))["approval_id"]
+        second = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+                                             max_messages=1))["approval_id"]
+        approve = {"id": first, "action": "approve", "user": "U1"}
+        assert http.post("/webhooks/approvals", **signed(approve, key=b"another-secret")).status_code == 401
+        assert http.post("/webhooks/approvals", **signed(approve, at=time.time() - 3600)).status_code == 401
+        unsigned = http.post("/webhooks/approvals", json=approve)
+        assert unsigned.status_code == 401
+        stranger = http.post("/webhooks/approvals", **signed(dict(approve, user="U9")))
+        assert stranger.status_code == 403 and "OPSMCP_CHAT_APPROVERS" in stranger.json()["error"]
+        itself = http.post("/webhooks/approvals", **signed(dict(approve, user="U2")))
+        assert itself.status_code == 403 and "may not decide it" in itself.json()["error"]
+        once = signed(approve)
+        done = http.post("/webhooks/approvals", **once)
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "done" and done.json()["approver"] == "lead" and done.json()["result"][
+            "moved"] == 5
+        replay = http.post("/webhooks/approvals", **once)
+        assert replay.status_code == 409
+        denied = http.post("/webhooks/approvals", **signed({"id": second, "action": "deny", "user": "U1",
+                                                            "reason": "clicked deny in chat"}))
+        assert denied.status_code == 200 and denied.json()["status"] == "denied"
+        assert http.post("/webhooks/approvals", **signed({"id": second, "action": "drop", "user": "U1"})
+                         ).status_code == 400
+    assert _visible(sqs, DLQ) == 3

@@ -399,3 +399,25 @@ def test_the_cli_lists_shows_approves_and_denies(fresh_moto, tmp_path):
     down = opsmcp("list", url="http://127.0.0.1:9")
     assert down.returncode == 1 and "cannot reach http://127.0.0.1:9" in down.stderr
     assert _visible(sqs, DLQ) == 3
+
+
+async def test_pending_requests_are_bounded_and_an_interrupted_write_is_marked_failed(human):
+    import subprocess
+
+    from opsmcp.calls.audit import HOST
+
+    h = human
+    h.runtime.settings.approval_max_pending = 2
+    async with client_as("agent", h.server) as agent:
+        ids = [(await call(agent, "redrive_dlq", queue=DLQ, dry_run=False, max_messages=n))["approval_id"]
+               for n in (1, 2)]
+        with pytest.raises(ToolFailed, match="2 approval requests are already pending"):
+            await call(agent, "redrive_dlq", queue=DLQ, dry_run=False, max_messages=3)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid whose process has exited: the server that ran the write is gone
+    store = h.runtime.approvals.desk.store
+    store.transition(ids[0], frozenset({"pending"}), {"status": "executing", "approver": "lead",
+                                                      "executor": f"{HOST}:{gone.pid}"})
+    found = await h.runtime.approvals.desk.get(ids[0])
+    assert found is not None and found.status == "failed" and "interrupted" in (found.error or "")
+    assert _visible(h.sqs, DLQ) == 8
