@@ -42,9 +42,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from opsmcp.calls.approval_desk import MAX_REASON_CHARS, ApprovalConflict, ApprovalForbidden
 from opsmcp.calls.identity import APPROVE_SCOPE, READ_SCOPE, caller, scopes
-from opsmcp.errors import NotFound, OpsError
+from opsmcp.transport.approvals_api import decision
 
 PATH = "/webhooks/approvals"
 #: Largest callback body (bytes).
@@ -102,27 +101,16 @@ def chat_callback_route(runtime: Any) -> Route:
             reason = data.get("reason")
         except (ValueError, KeyError, TypeError):
             return _error('body must be {"id", "action", "user", "reason"?}', 400)
-        if action not in ("approve", "deny") or (reason is not None and not isinstance(reason, str)):
-            return _error("action must be approve or deny, reason a string", 400)
-        if reason is not None and len(reason) > MAX_REASON_CHARS:
-            return _error(f"reason is {len(reason)} characters; at most {MAX_REASON_CHARS}", 400)
+        if action not in ("approve", "deny"):
+            return _error("action must be approve or deny", 400)
         identity = approvers(settings.chat_approvers).get(user)
         if identity is None:
             return _error(f"chat user {user[:80]!r} may not decide approvals (not in OPSMCP_CHAT_APPROVERS)", 403)
         who, what = caller.set(identity), scopes.set(frozenset({READ_SCOPE, APPROVE_SCOPE}))
         try:
-            decided = await desk.decide(request_id, action == "approve", reason)
-        except NotFound as exc:
-            return _error(exc.message, 404)
-        except ApprovalForbidden as exc:
-            return _error(str(exc), 403)
-        except ApprovalConflict as exc:
-            return _error(str(exc), 409)
-        except OpsError as exc:
-            return _error(str(exc), 503)
+            return await decision(desk, request_id, action == "approve", reason)
         finally:
             caller.reset(who)
             scopes.reset(what)
-        return JSONResponse(desk.view(decided))
 
     return Route(PATH, receive, methods=["POST"])
