@@ -421,3 +421,24 @@ async def test_pending_requests_are_bounded_and_an_interrupted_write_is_marked_f
     found = await h.runtime.approvals.desk.get(ids[0])
     assert found is not None and found.status == "failed" and "interrupted" in (found.error or "")
     assert _visible(h.sqs, DLQ) == 8
+
+
+async def test_get_approval_answers_hostile_ids_with_a_tool_error(human):
+    """Schema-valid and invalid hostile ids: never a crash, an internal error or a file read."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    hostile = ["\ud800", "apr-" + "\ud800" * 32, "../../../../etc/passwd", "apr-" + "0" * 31 + "\x00",
+               "x" * 1_000_000, "APR-" + "A" * 32, " apr-" + "0" * 32 + " ", "%2e%2e%2f"]
+    h = human
+    async with client_as("agent", h.server) as agent:
+        for value in hostile:
+            try:
+                if value.encode("utf-8", "surrogatepass") != value.encode("utf-8", "replace"):
+                    await h.server.call_tool("get_approval", {"approval_id": value})  # the SDK client cannot send it
+                    raise AssertionError("no error")
+                with pytest.raises(ToolFailed) as failed:
+                    await call(agent, "get_approval", approval_id=value)
+                text = str(failed.value)
+            except ToolError as exc:
+                text = str(exc)
+            assert "Internal error" not in text and ("No approval request" in text or "approval_id" in text), text
