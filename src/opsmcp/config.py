@@ -101,7 +101,8 @@ class Settings(BaseSettings):
 
     # --- logs / metrics -----------------------------------------------------------
     log_store: Path | None = Field(None, description="SQLite log store file; default <data_dir>/logs.db.")
-    log_backend: Literal["embedded", "opensearch"] = Field("embedded", description="Log engine the log tools read.")
+    log_backend: Literal["embedded", "opensearch", "cloudwatch", "loki"] = Field(
+        "embedded", description="Log engine the log tools read.")
     opensearch_url: str | None = Field(None, description="OpenSearch endpoint, e.g. https://search.example:9200.")
     opensearch_index: str = Field("cwl*", description="Index pattern holding the log documents.")
     opensearch_fields: dict[str, str] = Field(default_factory=dict, description=(
@@ -114,6 +115,36 @@ class Settings(BaseSettings):
     opensearch_aws_service: Literal["es", "aoss"] = Field("es", description="SigV4 service: es (domains), aoss.")
     opensearch_verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
     opensearch_ca_certs: Path | None = Field(None, description="CA bundle for the server's certificate.")
+    cloudwatch_log_groups: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "CloudWatch Logs groups the log tools read, comma separated; a name ending in * is a prefix "
+        "(at most 50 groups in all)."))
+    cloudwatch_query: Literal["auto", "insights", "filter"] = Field("auto", description=(
+        "How CloudWatch Logs is searched: insights (Logs Insights, billed per GB scanned), filter "
+        "(FilterLogEvents, read and matched here); auto: insights on AWS, filter on another endpoint "
+        "(moto, LocalStack: no Insights filter/stats)."))
+    cloudwatch_max_window_hours: float = Field(
+        24.0, gt=0, le=24 * 31, description="Longest window one CloudWatch Logs query reads, hours (newest kept).")
+    cloudwatch_max_bytes_scanned: int = Field(
+        5_000_000_000, ge=1_000_000, description="Logs Insights bytes one call may scan before it is stopped.")
+    cloudwatch_query_timeout_seconds: float = Field(
+        30.0, gt=0, le=900, description="Longest wait for one Logs Insights query, seconds (then stop_query).")
+    cloudwatch_fields: dict[str, str] = Field(default_factory=dict, description=(
+        "JSON field names of CloudWatch log lines where they differ from the defaults: keys level, service, "
+        "message, trace_id, event_id (defaults level, service, message, trace_id, event_id)."))
+    loki_url: str | None = Field(None, description="Loki base URL, e.g. http://loki:3100.")
+    loki_selector: str = Field('{service_name=~".+"}', description=(
+        "LogQL stream selector every query starts from (Loki 3 sets service_name at ingest)."))
+    loki_service_label: str = Field("service_name", description="The stream label naming the service.")
+    loki_fields: dict[str, str] = Field(default_factory=dict, description=(
+        "JSON field names of Loki log lines where they differ from the defaults: keys level, message, trace_id, "
+        "event_id (defaults level, message, trace_id, event_id)."))
+    loki_max_window_hours: float = Field(
+        168.0, gt=0, le=721, description="Longest window one Loki query reads, hours (newest kept).")
+    loki_tenant: str | None = Field(None, description="X-Scope-OrgID of multi-tenant Loki.")
+    loki_token: SecretStr | None = Field(None, description="Bearer token sent to Loki, if set.")
+    loki_username: str | None = Field(None, description="Basic-auth user for Loki, if set.")
+    loki_password: SecretStr | None = Field(None, description="Basic-auth password for Loki.")
+    loki_verify_tls: bool = Field(True, description="Verify Loki's TLS certificate.")
 
     # --- Prometheus / Alertmanager (toolsets registered only when configured) ---------
     prometheus_url: str | None = Field(None, description="Prometheus base URL; registers the prometheus toolset.")
@@ -173,7 +204,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
         return value
 
-    @field_validator("allowed_origins", "allowed_hosts", "approval_allow_self", "chat_approvers", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self",
+                     "chat_approvers", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -178,6 +178,8 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
                       stats=ToolStats(), tools={}, events=hub, trail=trail)
     _wire_poller(runtime)
     _wire_chat(runtime)
+    if "logs" in runtime.toolsets:  # what the log engine scanned, in /metrics
+        runtime.stats.watch(runtime.toolsets["logs"].scan_totals)  # type: ignore[attr-defined]
     level = settings.log_level.upper()
     secret = settings.approval_secret
     security = None

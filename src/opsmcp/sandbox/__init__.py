@@ -198,8 +198,12 @@ def sandbox_settings(settings: Settings, endpoint: str) -> tuple[Settings, Any]:
     store, lock = (settings.log_store_path, None)
     if "logs" in settings.toolsets:
         store, lock = _claim_log_store(settings.data_dir)
-    target = settings.model_copy(update={"aws_endpoint_url": endpoint, "aws_profile": None, "sandbox": True,
-                                         "log_store": store})
+    update: dict[str, Any] = {"aws_endpoint_url": endpoint, "aws_profile": None, "sandbox": True, "log_store": store}
+    if settings.log_backend == "cloudwatch" and not settings.cloudwatch_log_groups:
+        from opsmcp.sandbox.seed import SANDBOX_LOG_GROUP_PREFIX
+
+        update["cloudwatch_log_groups"] = [SANDBOX_LOG_GROUP_PREFIX + "*"]  # what the sandbox seeds
+    target = settings.model_copy(update=update)
     return target, lock
 
 
