@@ -1,4 +1,5 @@
-"""The ``opsmcp`` command: serve, sandbox seed, logs load, audit tail, doctor.
+"""The ``opsmcp`` command: serve, sandbox seed, logs load, audit tail, doctor, token add,
+approvals.
 
 Everything human-facing goes to stderr; stdout carries only the MCP stdio wire (serve)
 or the command's own output (audit tail).
@@ -387,6 +388,78 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """``opsmcp approvals list|show|approve|deny``: the approvals HTTP API of a running server
+    (``--url``, default ``OPSMCP_URL``), as the identity of ``--token`` (default ``OPSMCP_TOKEN``).
+
+    Prints one line per request (``--json``: the API's JSON). Exit 0 on success, 1 when the
+    server refuses (not found, not pending, not allowed: its reason on stderr) or cannot be
+    reached."""
+    import json
+    import os
+
+    import httpx
+
+    url = (args.url or os.environ.get("OPSMCP_URL") or "http://127.0.0.1:3001").rstrip("/")
+    token = args.token or os.environ.get("OPSMCP_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    what = args.approvals_command
+    params: dict[str, str] | None = None
+    if what == "list":
+        method, path, body = "GET", "/api/approvals", None
+        params = {"status": "all" if args.all else "pending", "limit": str(args.limit)}
+    else:
+        from urllib.parse import quote
+
+        ident = quote(args.id, safe="")  # an id is never a path
+        method, path = ("GET", f"/api/approvals/{ident}") if what == "show" else (
+            "POST", f"/api/approvals/{ident}/{what}")
+        body = {"reason": args.reason} if what == "deny" else ({} if what == "approve" else None)
+    try:
+        # approve waits for the write to run; the server bounds it (playbook timeout, redrive size)
+        with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30, read=900)) as http:
+            resp = http.request(method, path, params=params, json=body)
+    except httpx.HTTPError as exc:
+        print(f"opsmcp: cannot reach {url}: {exc} (set --url or OPSMCP_URL)", file=sys.stderr)
+        return 1
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"error": resp.text[:500]}
+    if resp.status_code >= 400:
+        print(f"opsmcp: {resp.status_code}: {data.get('error') or data.get('error_description') or data}",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for item in data.get("approvals", [data]):
+        print(_approval_line(item, full=what != "list"))
+    return 0
+
+
+def _approval_line(item: dict[str, Any], full: bool) -> str:
+    """A request (the API's JSON) as text: one line, plus the preview and result when ``full``."""
+    bound = item.get("bound") or {}
+    held = f" {bound.get('argument')}<={bound.get('value')}" if bound else ""
+    who = f" by {item.get('approver')}" if item.get("approver") else ""
+    preview = str(item.get("preview") or "")
+    line = (f"{item.get('id')} {item.get('status')}{who} {item.get('tool')}{held} requested by "
+            f"{item.get('requester')} at {item.get('created_at')}, expires {item.get('expires_at')}: "
+            f"{preview.splitlines()[0] if preview else ''}")
+    if not full:
+        return line
+    extra = [line, preview, f"console: {item.get('console_url')}"]
+    if item.get("reason"):
+        extra.append(f"reason: {item['reason']}")
+    if item.get("result") is not None:
+        counts = {k: v for k, v in item["result"].items() if isinstance(v, (int, str)) and k != "next_cursor"}
+        extra.append("result: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    if item.get("error"):
+        extra.append(f"error: {item['error']}")
+    return "\n".join(extra)
+
+
 def _describe(resp: dict[str, Any]) -> str:
     """One line about a probe answer (ListQueues / DescribeTable)."""
     if "Table" in resp:
@@ -510,10 +583,32 @@ def build_parser() -> argparse.ArgumentParser:
         dest="token_command", required=True, metavar="SUBCOMMAND")
     add = token.add_parser("add", help="create a token for SUBJECT; prints it once, stores only its SHA-256")
     add.add_argument("subject", help="who the token identifies (audit caller), e.g. alice or ci-bot")
-    add.add_argument("--scopes", default="ops:read", help="comma-separated: ops:read, ops:write (default ops:read)")
+    add.add_argument("--scopes", default="ops:read",
+                     help="comma-separated: ops:read, ops:write, ops:approve (default ops:read)")
     add.add_argument("--file", help="tokens file (default OPSMCP_TOKENS_FILE)")
     add.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     add.set_defaults(func=cmd_token_add)
+
+    approvals = sub.add_parser(
+        "approvals", help="approval requests of a running server (OPSMCP_WRITE_APPROVAL=human)",
+        description="List, show, approve or deny the approval requests of a running opsmcp server over HTTP, as "
+                    "the identity of the token given (approve and deny need scope ops:approve).").add_subparsers(
+        dest="approvals_command", required=True, metavar="SUBCOMMAND")
+    listing = approvals.add_parser("list", help="pending requests, newest first")
+    listing.add_argument("--all", action="store_true", help="every request, not only pending ones")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many, 1-500 (default 50)")
+    show = approvals.add_parser("show", help="one request: its preview, bound, status and result")
+    show.add_argument("id", help="the approval id, apr-...")
+    approve = approvals.add_parser("approve", help="approve a request: the write runs now, once, held to its preview")
+    approve.add_argument("id", help="the approval id, apr-...")
+    deny = approvals.add_parser("deny", help="deny a request: nothing changes")
+    deny.add_argument("id", help="the approval id, apr-...")
+    deny.add_argument("--reason", required=True, help="why (at most 500 characters); the requester sees it")
+    for command in (listing, show, approve, deny):
+        command.add_argument("--url", help="the server's base URL (default OPSMCP_URL, else http://127.0.0.1:3001)")
+        command.add_argument("--token", help="bearer token (default OPSMCP_TOKEN)")
+        command.add_argument("--json", action="store_true", help="print the API's JSON")
+        command.set_defaults(func=cmd_approvals)
     return parser
 
 

@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     notify_slack_url: SecretStr | None = Field(None, description="Slack incoming webhook for approvals and alerts.")
     notify_webhook_url: SecretStr | None = Field(None, description="Generic JSON webhook for approvals and alerts.")
     notify_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Bound of one notification attempt, s.")
+    chat_callback_secret: SecretStr | None = Field(
+        None, description="HMAC key of signed chat-bot approval callbacks (POST /webhooks/approvals); off when unset.")
+    chat_approvers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Chat users who may decide by callback: chatuser=identity, comma separated.")
 
     # --- MCP resources --------------------------------------------------------------
     resource_poll_seconds: float = Field(
@@ -200,7 +204,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
         return value
 
-    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self",
+                     "chat_approvers", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -143,6 +143,18 @@ def _wire_poller(runtime: Runtime) -> None:
     hub.on_last_listener = poller.stop
 
 
+def _wire_chat(runtime: Runtime) -> None:
+    """With ``OPSMCP_NOTIFY_SLACK_URL`` / ``OPSMCP_NOTIFY_WEBHOOK_URL``, tell chat about each new
+    approval request and each new firing alert (:class:`~opsmcp.backends.chat.ChatNotifier`)."""
+    from opsmcp.backends.chat import ChatNotifier
+
+    notifier = ChatNotifier.from_settings(runtime.settings)
+    if notifier is None:
+        return
+    runtime.approvals.desk.notify = notifier.approval
+    runtime.events.observers.append(notifier.observe)
+
+
 def build_audit(settings: Settings, clients: AwsClients) -> AuditSink:
     """The audit sink: the DynamoDB table when ``audit_table`` is set, else the JSON Lines file."""
     from opsmcp.calls.audit import DynamoAudit
@@ -165,6 +177,7 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     runtime = Runtime(settings=settings, clients=clients, toolsets=build_toolsets(settings, clients),
                       stats=ToolStats(), tools={}, events=hub, trail=trail)
     _wire_poller(runtime)
+    _wire_chat(runtime)
     if "logs" in runtime.toolsets:  # what the log engine scanned, in /metrics
         runtime.stats.watch(runtime.toolsets["logs"].scan_totals)  # type: ignore[attr-defined]
     level = settings.log_level.upper()

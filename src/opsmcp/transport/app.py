@@ -39,11 +39,14 @@ from opsmcp.calls.runtime import Runtime
 from opsmcp.transport import approvals_api
 from opsmcp.transport import console as live
 from opsmcp.transport.auth import HttpAuth, build_http_auth
+from opsmcp.transport.chat_callback import PATH as CHAT_CALLBACK
+from opsmcp.transport.chat_callback import chat_callback_route
 from opsmcp.transport.origin import HostOriginPolicy
 from opsmcp.transport.webhooks import alertmanager_route
 
 #: Routes that answer without a token (probes and the OAuth metadata), still under the Host/Origin policy.
-OPEN_PATHS = ("/healthz", "/readyz", "/", "/static/app.js")  # the page holds no data; its feed needs a token
+OPEN_PATHS = ("/healthz", "/readyz", "/", "/static/app.js",  # the page holds no data; its feed needs a token
+              CHAT_CALLBACK)  # signed by the chat bot (HMAC), not a bearer token; 404 unless configured
 OPEN_PREFIXES = ("/.well-known/oauth-protected-resource",)
 #: Routes that show tool activity: they need ``ops:read``.
 READ_PATHS = ("/events", "/metrics")
@@ -152,6 +155,7 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
             resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],
             scopes_supported=sorted(ALL_SCOPES), resource_name="opsmcp"))
     app.router.routes.append(alertmanager_route(runtime))  # POST /webhooks/alertmanager
+    app.router.routes.append(chat_callback_route(runtime))  # POST /webhooks/approvals (signed chat callbacks)
     gated: ASGIApp = AuthGate(app, auth)
     if settings.allowed_origins:  # browsers on the configured origins may call /events and /mcp
         gated = cors(gated, settings.allowed_origins)
