@@ -33,8 +33,10 @@ How the approval reaches the call, and where its bound comes from:
   the call refuses and returns a fresh preview with a token. It never proceeds uncapped.
 
 Several replicas: the token is self-contained, so a preview on one replica and the approved
-call on another work when the replicas share ``OPSMCP_APPROVAL_SECRET`` (random per process
-when unset, which suits one process). The same secret keys the SDK's sealing of
+call on another work when the replicas share ``OPSMCP_APPROVAL_SECRET``; when it is unset, a
+server with writes uses the data directory's ``approval.secret`` (generated once, 0600:
+:mod:`opsmcp.calls.secret_file`), so every process of one installation verifies the tokens
+of the others (clients that start a server per call). The same secret keys the SDK's sealing of
 ``request_state``, so a stateless elicitation round may also land on another replica. A
 token is single-use: each process remembers the tokens it accepted until they expire, and
 with a shared DynamoDB audit table (``OPSMCP_AUDIT_TABLE``) a conditional write claims it
@@ -342,8 +344,10 @@ class ApprovalFlow:
         secret = self.settings.approval_secret
         self.mode = self.settings.write_approval
         self.previews = PreviewCache()
-        self.tokens = ApprovalTokens(secret.get_secret_value().encode() if secret else None,
-                                     self.settings.approval_ttl_seconds)
+        material = secret.get_secret_value().encode() if secret else None
+        if material is None and self.settings.allow_writes:  # every process of this data dir verifies tokens
+            material = _stored_secret(self.settings)
+        self.tokens = ApprovalTokens(material, self.settings.approval_ttl_seconds)
 
     def set_clock(self, clock: Callable[[], float]) -> None:
         """Use ``clock`` (seconds) for preview ages and token expiry (tests move it)."""
@@ -568,3 +572,15 @@ class ApprovalFlow:
             f"show this preview to the user; if they agree, call again with the same arguments, confirm=true and "
             f"approval_token=\"{new_token}\" (valid {int(self.tokens.ttl)} s); the change is held to this preview.",
         )
+
+
+def _stored_secret(settings: Settings) -> bytes | None:
+    """The data directory's approval secret (:func:`opsmcp.calls.secret_file.stored_secret`);
+    None (a random key for this process) when it cannot be read or written, said in the log."""
+    from opsmcp.calls.secret_file import stored_secret
+
+    try:
+        return stored_secret(settings.data_dir)
+    except (OSError, OpsError) as exc:
+        log.warning("approval tokens verify only in this process: %s", exc)
+        return None
