@@ -405,13 +405,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             results.append(("FAIL", label, str(exc)))
 
     async def checks() -> None:
+        clients = runtime.clients  # each client made inside the probe: an unusable profile is a FAIL line
         if "queues" in runtime.toolsets:
-            sqs = runtime.clients.client("sqs")
-            await probe("sqs", "list queues", sqs.list_queues, MaxResults=1000)
+            await probe("sqs", "list queues", lambda: clients.client("sqs").list_queues(MaxResults=1000))
         if "orders" in runtime.toolsets:
-            ddb = runtime.clients.client("dynamodb")
-            await probe("orders table", f"describe table {settings.orders_table}", ddb.describe_table,
-                        TableName=settings.orders_table)
+            await probe("orders table", f"describe table {settings.orders_table}",
+                        lambda: clients.client("dynamodb").describe_table(TableName=settings.orders_table))
 
     if not on_sandbox:
         from opsmcp.backends.aws import credentials_problem
