@@ -17,6 +17,7 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
+pytestmark = pytest.mark.anyio
 OPSMCP = str(Path(sys.executable).parent / "opsmcp")
 BUDGET_S = 120.0
 

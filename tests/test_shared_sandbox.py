@@ -19,10 +19,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from mcp import Client, StdioServerParameters
 
 from conftest import call
 
+pytestmark = pytest.mark.anyio
 OPSMCP = str(Path(sys.executable).parent / "opsmcp")
 BUDGET_S = 120.0  # a sandbox start, or stop, on a loaded 2-core machine
 
