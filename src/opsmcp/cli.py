@@ -102,7 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             error = None
             try:
                 built.wait()
-                _prewarm(holder["runtime"], stopping)  # while the sandbox seeds: off the first call's path
+                if not seeding.seeded_at_join:  # while the sandbox seeds: off the first call's path
+                    _prewarm(holder["runtime"], stopping)  # (a seeded one: each call makes only its own client)
                 seeding.wait_seeded()
                 _eprint(banner(seeding))
             except Exception as exc:

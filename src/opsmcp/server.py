@@ -93,7 +93,7 @@ def unknown_tool(name: str, runtime: Runtime) -> str:
     callable_ = sorted(t for t, mark in runtime.tools.items() if may_call(mark.write))
     near = closest(name, callable_, n=3)
     hint = f" Did you mean {', '.join(near)}?" if near else ""
-    return f"Unknown tool: {name[:100]!r}.{hint} The tools on this server: {', '.join(callable_)}."
+    return f"Unknown tool: {name[:100]}.{hint} The tools on this server: {', '.join(callable_)}."
 
 
 def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]:

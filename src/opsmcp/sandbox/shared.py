@@ -71,6 +71,7 @@ class SharedSandbox:
     queues: list[str] = field(default_factory=list)
     seconds: float = 0.0
     audit_table: str | None = None  # this server's audit table, missing from the sandbox: created at seeding
+    seeded_at_join: bool = False  # the sandbox was already seeded when this server joined it
 
     def wait_seeded(self, timeout: float = SEED_TIMEOUT) -> dict[str, int]:
         """Wait until the sandbox is seeded; return what it holds (the banner's counts).
@@ -149,7 +150,8 @@ class Joining:
         audit_table = self.settings.audit_table if self.settings.audit_table != seed.get("audit_table") else None
         return SharedSandbox(files=self.files, users=self.users, endpoint=endpoint, settings=settings,
                              started_here=self.proc is not None, pid=self.pid, started=self.started,
-                             proc=self.proc, audit_table=audit_table)
+                             proc=self.proc, audit_table=audit_table,
+                             seeded_at_join=state.get("state") == "ready")
 
 
 def join(settings: Settings) -> Joining:
