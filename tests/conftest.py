@@ -49,6 +49,17 @@ def stop_shared_sandboxes(request):
             stop(state.parent.parent)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def stop_module_sandboxes(tmp_path_factory):
+    """At the end of the run: stop the shared sandboxes of servers that module- or
+    session-scoped fixtures started under ``tmp_path_factory`` directories."""
+    yield
+    from opsmcp.sandbox.shared import stop
+
+    for state in tmp_path_factory.getbasetemp().rglob("sandbox/state.json"):
+        stop(state.parent.parent)
+
+
 @pytest.fixture(scope="session")
 def anyio_backend():
     """asyncio only."""
