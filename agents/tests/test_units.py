@@ -109,7 +109,8 @@ def test_usable_answers_and_garbage() -> None:
     assert not usable_answer("<think>only thinking</think>")
     assert not usable_answer('{"name": "list_queues", "arguments": {}}')
     assert not usable_answer('[{"name": "get_trace", "parameters": {"trace_id": "t"}}]')
-    assert not usable_answer("<|im_start|>assistant<|im_end|>")
+    assert not usable_answer("<|im_start|><|im_end|>")
+    assert usable_answer("ok")
     assert usable_answer('{"answer": "the order queue failed on db timeouts"}')  # JSON, but not a tool call
 
 

@@ -116,9 +116,9 @@ _WORD = re.compile(r"[^\W\d_]{2,}")
 def usable_answer(text: str) -> bool:
     """True when ``text`` reads as an answer to the operator.
 
-    Not usable: nothing; fewer than three words of letters; a tool call the model wrote as
-    text instead of making it (a JSON object with ``name`` and ``arguments``/``parameters``);
-    or chat-template markup (``<tool_call>``, ``<|im_start|>``) with too few words besides.
+    Not usable: nothing, or no word of letters; a tool call the model wrote as text instead
+    of making it (a JSON object with ``name`` and ``arguments``/``parameters``); or
+    chat-template markup (``<tool_call>``, ``<|im_start|>``) with no word besides.
     Small models produce these when they are given too many tools or too little room.
     """
     body = clean_answer(text)
@@ -132,7 +132,7 @@ def usable_answer(text: str) -> bool:
         if calls and all(isinstance(c, dict) and "name" in c and ({"arguments", "parameters"} & set(c))
                          for c in calls):
             return False
-    return len(_WORD.findall(_MARKUP.sub(" ", body))) >= 3
+    return bool(_WORD.search(_MARKUP.sub(" ", body)))
 
 
 def cited_steps(answer: str, n_steps: int) -> list[int]:
