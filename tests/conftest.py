@@ -132,16 +132,19 @@ async def call(client, tool: str, /, **arguments):
 
 
 async def real_redrive(client, **arguments):
-    """The flow a client without elicitation follows: a dry run (the preview shown to the
-    user), then the same call with dry_run=false and confirm=true. Returns the real result."""
-    await call(client, "redrive_dlq", **arguments)
-    return await call(client, "redrive_dlq", **arguments, dry_run=False, confirm=True)
+    """The flow a client without elicitation follows on a ``prompt-or-confirm`` server: a dry
+    run (the preview shown to the user), then the same call with dry_run=false, confirm=true
+    and the preview's approval token. Returns the real result."""
+    preview = await call(client, "redrive_dlq", **arguments)
+    return await call(client, "redrive_dlq", **arguments, dry_run=False, confirm=True,
+                      approval_token=preview["approval"]["token"])
 
 
 @pytest.fixture
 async def seeded(fresh_moto, tmp_path):
     """A fresh moto server seeded with the sandbox scenario, and an in-memory MCP client
-    of a server with writes enabled. Yields a namespace: client, settings, scenario, sqs, ddb."""
+    of a server with writes enabled (approval mode ``prompt-or-confirm``). Yields a
+    namespace: client, settings, scenario, sqs, ddb."""
     import types
 
     import boto3
@@ -151,7 +154,7 @@ async def seeded(fresh_moto, tmp_path):
     from opsmcp.sandbox.seed import seed_aws
     from opsmcp.server import build_server
 
-    settings = make_settings(fresh_moto, tmp_path, allow_writes=True)
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, write_approval="prompt-or-confirm")
     scenario = build_scenario()
     seed_aws(settings, scenario, metrics=False)
     server, runtime = build_server(settings)

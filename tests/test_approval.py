@@ -20,14 +20,13 @@ from pydantic import Field, SecretStr
 from opsmcp.calls.approval import ApprovalTokens, PreviewCache, Shown, args_digest
 from opsmcp.calls.audit import FileAudit
 from opsmcp.calls.identity import caller
-from opsmcp.results import Result
+from opsmcp.results import WriteResult
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server, register_toolset
 from opsmcp.toolsets.base import tool
 
 DLQ = "order-cancellation-queue-dlq"
-TOKEN_IN_NOTES = re.compile(r"approval_token=(\S+)")
 TOKEN_IN_ERROR = re.compile(r'approval_token="([^"]+)"')
 
 
@@ -77,7 +76,8 @@ def _answering(prompts: list[str], before_answer: Any = None):
 @pytest.fixture
 def seeded_writes(fresh_moto, tmp_path):
     """A seeded moto server and a writes-enabled server on it whose approval clock the test moves."""
-    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"])
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"],
+                             write_approval="prompt-or-confirm")
     seed_aws(settings, build_scenario(), metrics=False)
     server, runtime = build_server(settings)
     clock = Clock()
@@ -149,7 +149,7 @@ async def test_dry_run_token_moves_at_most_the_preview_on_another_replica(seeded
     other, _ = build_server(settings.model_copy(update=dict(approval_secret=SecretStr("t" * 40))))
     async with Client(a) as on_a:
         preview = await call(on_a, "redrive_dlq", queue=DLQ)
-    token = TOKEN_IN_NOTES.search(" ".join(preview["notes"])).group(1)  # type: ignore[union-attr]
+    token = preview["approval"]["token"]
     _late_dead_letters(sqs)
     async with Client(other) as on_other:
         with pytest.raises(ToolFailed, match="approval_token is not valid"):
@@ -169,7 +169,7 @@ async def test_another_caller_cannot_use_a_preview_or_a_token(seeded_writes):
     settings, server, sqs = w.settings, w.server, w.sqs
     async with as_caller("alice", server) as alice:
         preview = await call(alice, "redrive_dlq", queue=DLQ)
-    token = TOKEN_IN_NOTES.search(" ".join(preview["notes"])).group(1)  # type: ignore[union-attr]
+    token = preview["approval"]["token"]
     async with as_caller("bob", server) as bob:
         with pytest.raises(ToolFailed, match="issued to another caller"):
             await call(bob, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True, approval_token=token)
@@ -213,7 +213,7 @@ def test_token_and_cache_units():
     tokens = ApprovalTokens(b"k" * 32, ttl=60, clock=clock)
     digest = args_digest("redrive_dlq", {"queue": "q", "dry_run": True, "confirm": True}, "dry_run")
     assert digest == args_digest("redrive_dlq", {"queue": "q", "dry_run": False}, "dry_run")
-    grant = tokens.verify(tokens.mint("redrive_dlq", digest, 8, "alice"), "redrive_dlq", digest, "alice")
+    grant = tokens.verify(tokens.mint("redrive_dlq", digest, 8, "alice")[0], "redrive_dlq", digest, "alice")
     assert grant.bound == 8
     cache = PreviewCache(max_entries=5, max_age=120, clock=clock)
     for i in range(50):
@@ -246,7 +246,7 @@ async def test_prompt_mode_refuses_confirm_and_needs_an_answered_prompt(seeded_w
 
 # ----------------------------------------------------------------- a fake write tool ---
 
-class MoveResult(Result):
+class MoveResult(WriteResult):
     """What move_things did (or would do)."""
 
     matched: int = Field(description="Things that match.")
@@ -293,6 +293,7 @@ class Things:
 
 
 def _things_server(tmp_path: Any, **overrides: Any) -> tuple[Any, Any, Things]:
+    overrides.setdefault("write_approval", "prompt-or-confirm")
     settings = make_settings("http://127.0.0.1:9", tmp_path, allow_writes=True, toolsets=[], **overrides)
     server, runtime = build_server(settings)
     things = Things()
@@ -322,7 +323,7 @@ async def test_long_write_writes_progress_records(tmp_path):
     things.reports = 25
     async with Client(server) as client:
         preview = await call(client, "move_things")
-        token = TOKEN_IN_NOTES.search(" ".join(preview["notes"])).group(1)  # type: ignore[union-attr]
+        token = preview["approval"]["token"]
         out = await call(client, "move_things", dry_run=False, confirm=True, approval_token=token)
     assert out["moved"] == 8
     progress = [r for r in FileAudit(runtime.settings.audit_log_path).tail(50) if r["phase"] == "progress"]
@@ -373,7 +374,7 @@ async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(see
     b, _ = build_server(shared)
     async with Client(a) as on_a:
         preview = await call(on_a, "redrive_dlq", queue=DLQ, max_messages=3)
-        token = TOKEN_IN_NOTES.search(" ".join(preview["notes"])).group(1)  # type: ignore[union-attr]
+        token = preview["approval"]["token"]
         real = dict(queue=DLQ, max_messages=3, dry_run=False, confirm=True, approval_token=token)
         assert (await call(on_a, "redrive_dlq", **real))["moved"] == 3
     async with Client(b) as on_b:
@@ -420,3 +421,96 @@ async def test_a_stateless_approval_round_may_land_on_another_replica(seeded_wri
     async with Client(b, elicitation_callback=_answering([])) as on_b:
         out = await on_b.call_tool("redrive_dlq", args, input_responses=answers, request_state=first.request_state)
     assert not out.is_error and out.structured_content["moved"] == 8  # type: ignore[index]
+
+
+# ----------------------------------------------------------------- issue 19: approval safety
+
+async def test_a_token_stays_spent_after_a_restart_with_the_file_audit(seeded_writes):
+    """A token used once is refused by a new server process on the same data dir (a restart,
+    or another process sharing the file audit): the claim lives beside the audit file."""
+    settings, sqs = seeded_writes.settings, seeded_writes.sqs
+    shared = settings.model_copy(update=dict(approval_secret=SecretStr("s" * 40)))
+    before, _ = build_server(shared)
+    async with Client(before) as client:
+        preview = await call(client, "redrive_dlq", queue=DLQ, max_messages=3)
+        real = dict(queue=DLQ, max_messages=3, dry_run=False, confirm=True, approval_token=preview["approval"]["token"])
+        assert (await call(client, "redrive_dlq", **real))["moved"] == 3
+    after, _ = build_server(shared)  # the restarted server: empty memory, same data dir
+    async with Client(after) as client:
+        with pytest.raises(ToolFailed, match="already used"):
+            await call(client, "redrive_dlq", **real)
+    assert _visible(sqs, DLQ) == 5
+    assert len(list(FileAudit(settings.audit_log_path).claims.iterdir())) == 1
+
+
+def test_file_audit_claims_are_atomic_and_pruned_after_expiry(tmp_path):
+    import time
+
+    one, two = FileAudit(tmp_path / "audit.jsonl"), FileAudit(tmp_path / "audit.jsonl")
+    later = time.time() + 600
+    assert one.claim_once("n1", later) and not two.claim_once("n1", later) and not one.claim_once("n1", later)
+    assert two.claim_once("n2", time.time() - 1)  # already expired: pruned by a later claim
+    one._prune_claims(now=time.time() + 120)  # pruning runs at most once a minute
+    assert len(list(one.claims.iterdir())) == 1
+
+
+async def test_a_preview_of_nothing_approves_nothing(seeded_writes):
+    """An empty DLQ previews "0"; three messages arrive; the user accepts the prompt: nothing
+    moves (it used to clamp the bound of 0 to 1 and move one). The confirm path hands out
+    no token for it, and a token bound to 0 moves nothing either."""
+    w = seeded_writes
+    sqs = w.sqs
+    dlq_url = sqs.create_queue(QueueName="empty-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.create_queue(QueueName="empty", Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": "3"})})
+    preview = await _call_plain(w.server, queue="empty-dlq")
+    assert preview["matched"] == 0 and preview["approval"] is None
+    assert any("nothing to approve" in n for n in preview["notes"])
+    prompts: list[str] = []
+    async with Client(w.server, elicitation_callback=_answering(prompts)) as client:
+        await call(client, "redrive_dlq", queue="empty-dlq")  # the preview the user saw: 0
+        for i in range(3):
+            sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps({"late": i}))
+        with pytest.raises(ToolFailed, match="nothing to change"):
+            await call(client, "redrive_dlq", queue="empty-dlq", dry_run=False)
+    assert prompts == [] and _visible(sqs, "empty-dlq") == 3
+    # A token bound to 0 (minted as the confirm path would for a preview of 0) moves nothing.
+    digest = args_digest("redrive_dlq", {"queue": "empty-dlq", "target": None, "max_messages": 1000,
+                                         "signature": None}, "dry_run")
+    token, _ = w.runtime.approvals.tokens.mint("redrive_dlq", digest, 0, "stdio")
+    async with Client(w.server) as client:
+        with pytest.raises(ToolFailed, match="nothing to change"):
+            await call(client, "redrive_dlq", queue="empty-dlq", dry_run=False, confirm=True, approval_token=token)
+    assert _visible(sqs, "empty-dlq") == 3 and _visible(sqs, "empty") == 0
+
+
+async def _call_plain(server: Any, **arguments: Any) -> dict[str, Any]:
+    async with Client(server) as client:
+        return await call(client, "redrive_dlq", **arguments)
+
+
+async def test_confirm_without_a_token_sent_twice_changes_nothing(seeded_writes):
+    """The first refusal used to store a preview that the second identical call then used."""
+    w = seeded_writes
+    async with Client(w.server) as client:
+        for _ in range(2):
+            with pytest.raises(ToolFailed, match=r"(?s)needs the user's approval.*approval_token of the preview"):
+                await call(client, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True)
+        preview = await call(client, "redrive_dlq", queue=DLQ)  # a dry run does not count as approval either
+        with pytest.raises(ToolFailed, match="needs the user's approval"):
+            await call(client, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True)
+    assert preview["matched"] == 8 and _visible(w.sqs, DLQ) == 8
+
+
+async def test_the_approval_token_is_a_structured_field_of_the_result(seeded_writes):
+    w = seeded_writes
+    async with Client(w.server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        schema = tools["redrive_dlq"].output_schema
+        preview = await call(client, "redrive_dlq", queue=DLQ)
+    assert "approval" in schema["properties"]  # type: ignore[index]
+    offer = preview["approval"]
+    assert set(offer) == {"token", "expires_at", "bound"} and offer["bound"] == 8
+    assert offer["token"].startswith("opsa1.") and offer["expires_at"].endswith("Z")
+    assert not any(offer["token"] in n for n in preview["notes"])  # not text the client must parse

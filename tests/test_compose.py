@@ -68,6 +68,9 @@ def test_services_dependencies_and_mounts(compose):
                 assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no healthcheck"
         for volume in svc.get("volumes") or []:
             source = volume.split(":")[0]
+            if source == "/var/run/docker.sock":  # promtail reads the containers' logs through it
+                assert name == "promtail" and volume.endswith(":ro")
+                continue
             if source.startswith("."):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
             else:
@@ -197,3 +200,14 @@ def test_localstack_hooks_are_executable_bash_that_calls_opsmcp():
     template = json.loads((ROOT / "localstack" / "opensearch" / "index-template.json").read_text())
     mapping = template["template"]["mappings"]["properties"]
     assert all(mapping[k]["type"] == "keyword" for k in ("trace_id", "event_id", "order_id"))
+
+
+def test_promtail_ships_to_the_loki_service_with_the_service_label(compose):
+    config = yaml.safe_load((ROOT / "deploy" / "promtail" / "config.yml").read_text())
+    assert [c["url"] for c in config["clients"]] == ["http://loki:3100/loki/api/v1/push"]
+    labels = {r["target_label"] for job in config["scrape_configs"] for r in job["relabel_configs"]}
+    assert Settings().loki_service_label in labels  # the label opsmcp's Loki backend filters services on
+    env = compose["services"]["opsmcp"]["environment"]
+    assert env["OPSMCP_LOKI_URL"] == "http://loki:3100" == compose["services"]["loki-seed"]["environment"][
+        "OPSMCP_LOKI_URL"]
+    assert "3100:3100" in compose["services"]["loki"]["ports"]

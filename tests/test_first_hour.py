@@ -182,8 +182,7 @@ async def test_a_token_from_one_process_is_accepted_by_another_of_the_same_data_
     args = {"queue": "order-cancellation-queue-dlq"}
     async with Client(first) as one:
         preview = (await one.call_tool("redrive_dlq", args)).structured_content
-    note = next(n for n in preview["notes"] if n.startswith("approval_token="))
-    token = note.split("=", 1)[1].split(" ", 1)[0]
+    token = preview["approval"]["token"]
     real = {**args, "dry_run": False, "confirm": True, "approval_token": token}
     async with Client(other) as three:
         refused = await three.call_tool("redrive_dlq", real)

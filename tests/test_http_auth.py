@@ -332,7 +332,7 @@ async def test_oauth_resource_server_with_jwks(tmp_path):
             assert meta.status_code == 200
             assert meta.json()["resource"] == "https://ops.example/mcp"
             assert [s.rstrip("/") for s in meta.json()["authorization_servers"]] == [issuer]  # SDK adds a slash
-            assert set(meta.json()["scopes_supported"]) == {"ops:read", "ops:write"}
+            assert set(meta.json()["scopes_supported"]) == {"ops:read", "ops:write", "ops:approve"}
             evil_meta = httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp",
                                   headers={"Origin": "http://evil.example"}, timeout=10)
             assert evil_meta.status_code == 403

@@ -100,7 +100,9 @@ async def _redrive(env: dict[str, str], data_dir: Path, dlq: str,
                             tg.cancel_scope.cancel()  # the call in flight can never answer now
 
                         tg.start_soon(killer)
-                    result = await client.call_tool("redrive_dlq", {"queue": dlq, "dry_run": False, "confirm": True})
+                    token = (preview.structured_content or {})["approval"]["token"]
+                    result = await client.call_tool("redrive_dlq", {"queue": dlq, "dry_run": False, "confirm": True,
+                                                                    "approval_token": token})
                     tg.cancel_scope.cancel()
                     if not killed:
                         assert not result.is_error, result.content
@@ -118,7 +120,8 @@ async def test_sigkill_mid_redrive_loses_nothing(fresh_moto, tmp_path, name, fif
     original = Counter(fill(sqs, dlq_url, n, groups=groups))
     env = {**os.environ, "AWS_ENDPOINT_URL": fresh_moto, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1", "OPSMCP_ALLOW_WRITES": "true",
-           "OPSMCP_TOOLSETS": "queues", "OPSMCP_REDRIVE_HOLD_SECONDS": str(HOLD)}
+           "OPSMCP_TOOLSETS": "queues", "OPSMCP_REDRIVE_HOLD_SECONDS": str(HOLD),
+           "OPSMCP_WRITE_APPROVAL": "prompt-or-confirm"}
     dlq = dlq_url.rsplit("/", 1)[-1]
     data_dir = tmp_path / "data"
     rng = random.Random(f"{os.environ.get('OPSMCP_DRILL_SEED', time.time_ns())}-{name}")

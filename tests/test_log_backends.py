@@ -5,11 +5,16 @@
   range, bool, sort on one key and terms aggregations only, so full text, stats and
   search_after paging are skipped there with that reason);
 - ``opensearch``: a real cluster at ``OPSMCP_TEST_OPENSEARCH_URL`` (skipped when unset),
-  each run in its own index, deleted afterwards.
+  each run in its own index, deleted afterwards;
+- ``cloudwatch``: CloudWatch Logs in a moto server of its own (a child process), read in
+  ``filter`` mode (FilterLogEvents matched here: moto runs only Insights' fields/sort/limit;
+  the Insights requests are pinned in tests/test_cloudwatch_logs_query.py);
+- ``loki``: the Loki stand-in (tests/loki_standin.py: a loopback server answering Loki's
+  documented API shapes for the LogQL opsmcp sends).
 
 Data: the vendored ops_agent fixture logs (three failure stories) plus lines whose trace
 ids share UUID segments with the fixture's, and 120 lines of one service for paging, all
-loaded with ``opsmcp logs load`` (``--to opensearch`` for the OpenSearch engines).
+loaded with ``opsmcp logs load`` (``--to opensearch|cloudwatch|loki`` for the other engines).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from unittest.mock import patch
 
 import pytest
@@ -72,7 +78,8 @@ def _openmock_patches() -> list:
     ]
 
 
-ENGINES = ["embedded", "openmock", "opensearch"]
+ENGINES = ["embedded", "openmock", "opensearch", "cloudwatch", "loki"]
+CW_GROUP = "/opsmcp/test/app"
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("engine", ENGINES, indirect=True, scope="module")]
 
 
@@ -91,6 +98,22 @@ def engine(request, tmp_path_factory, fixtures_dir_module) -> Iterator[SimpleNam
         if kind == "embedded":
             settings = Settings(data_dir=tmp, log_store=tmp / "logs.db")
             assert main(["logs", "load", str(jsonl), "--store", str(tmp / "logs.db"), "--quiet"]) == 0
+        elif kind == "cloudwatch":
+            from moto_process import MotoProcess
+
+            moto = stack.enter_context(_moto_child())
+            settings = Settings(data_dir=tmp, log_backend="cloudwatch", aws_endpoint_url=moto.endpoint,
+                                cloudwatch_log_groups=["/opsmcp/test/*"])
+            with patch.dict(os.environ, {"AWS_ENDPOINT_URL": moto.endpoint}):
+                assert main(["logs", "load", str(jsonl), "--to", "cloudwatch", "--group", CW_GROUP, "--quiet"]) == 0
+            assert isinstance(moto, MotoProcess)
+        elif kind == "loki":
+            from loki_standin import running
+
+            standin = stack.enter_context(running())
+            settings = Settings(data_dir=tmp, log_backend="loki", loki_url=standin.url)
+            with patch.dict(os.environ, {"OPSMCP_LOKI_URL": standin.url}):
+                assert main(["logs", "load", str(jsonl), "--to", "loki", "--quiet"]) == 0
         else:
             if kind == "openmock":
                 for p in _openmock_patches():
@@ -103,12 +126,24 @@ def engine(request, tmp_path_factory, fixtures_dir_module) -> Iterator[SimpleNam
                 assert main(["logs", "load", str(jsonl), "--to", "opensearch", "--index", index, "--quiet"]) == 0
         tools = LogTools(settings)
         try:
-            yield SimpleNamespace(kind=kind, settings=settings, tools=tools, now=now,
+            yield SimpleNamespace(kind=kind, settings=settings, tools=tools, now=now, jsonl=jsonl,
                                   cannot=OPENMOCK_CANNOT if kind == "openmock" else {})
         finally:
             if kind == "opensearch":
                 tools.store.client.indices.delete(index=settings.opensearch_index)  # type: ignore[attr-defined]
             tools.store.close()
+
+
+@contextmanager
+def _moto_child() -> Iterator[Any]:
+    """A moto server of the engine's own: the session's is reset by other tests."""
+    from moto_process import MotoProcess
+
+    moto = MotoProcess().start()
+    try:
+        yield moto
+    finally:
+        moto.stop()
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +168,13 @@ async def test_analyze_dlq_finds_the_three_failure_stories(engine, fresh_moto, t
 
     from opsmcp.server import build_server
 
-    extra = {k: getattr(engine.settings, k) for k in ("log_backend", "opensearch_url", "opensearch_index")}
+    extra = {k: getattr(engine.settings, k) for k in ("log_backend", "opensearch_url", "opensearch_index",
+                                                      "cloudwatch_log_groups", "loki_url")}
     settings = make_settings(fresh_moto, tmp_path, toolsets=["queues", "orders", "logs"],
                              log_store=engine.settings.log_store_path, **extra)
+    if engine.kind == "cloudwatch":  # the lines into this moto too: the queues and the logs share one endpoint
+        with patch.dict(os.environ, {"AWS_ENDPOINT_URL": fresh_moto}):
+            assert main(["logs", "load", str(engine.jsonl), "--to", "cloudwatch", "--group", CW_GROUP, "--quiet"]) == 0
     load_fixture_into(fresh_moto, fixtures_dir, settings)
     server, runtime = build_server(settings)
     assert "logs" not in runtime.disabled

@@ -47,7 +47,7 @@ async def test_real_run_needs_approval_and_reports_progress(tmp_path):
     async with Client(server) as plain:
         preview = await call(plain, "run_playbook", **args)  # check mode: no approval needed
         assert sorted(p.name for p in target.iterdir()) == ["fresh.log", "old0.log", "old1.log", "old2.log"]
-        with pytest.raises(ToolFailed, match="confirm=true"):
+        with pytest.raises(ToolFailed, match="only through an approval prompt"):
             await call(plain, "run_playbook", **args, check=False)
         assert len(list(target.iterdir())) == 4
     assert preview["status"] == "successful"
@@ -79,14 +79,15 @@ async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog,
     from test_playbooks import marked
 
     settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"],
-                             playbook_catalog=test_catalog.path)
+                             playbook_catalog=test_catalog.path, write_approval="prompt-or-confirm")
     server, _ = build_server(settings)
     async with Client(server) as client, anyio.create_task_group() as tg:
         args = {"name": "slow", "extra_vars": {"seconds": 39}}
-        await call(client, "run_playbook", **args)  # the check-mode preview (the sleep is skipped)
+        preview = await call(client, "run_playbook", **args)  # the check-mode preview (the sleep is skipped)
 
         async def run() -> None:
-            await client.call_tool("run_playbook", dict(args, check=False, confirm=True))
+            token = preview["approval"]["token"]
+            await client.call_tool("run_playbook", dict(args, check=False, confirm=True, approval_token=token))
 
         tg.start_soon(run)
         with anyio.fail_after(60):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 
@@ -201,15 +202,16 @@ async def test_redrive_crash_between_send_and_delete_loses_nothing(seeded):
 
 
 async def test_confirm_needs_a_preview_and_the_move_is_capped_at_it(seeded):
-    """confirm=true without a preview of the same arguments only returns the preview; after
-    one, the real move never does more than the preview showed, even if the DLQ grew."""
+    """confirm=true without the preview's token only returns the preview (and a token); with
+    it, the real move never does more than the preview showed, even if the DLQ grew."""
     dlq = "order-cancellation-queue-dlq"
-    with pytest.raises(ToolFailed, match=r"(?s)Move 8 message.*confirm=true"):
+    with pytest.raises(ToolFailed, match=r"(?s)Move 8 message.*confirm=true") as needs:
         await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+    token = re.search(r'approval_token="([^"]+)"', str(needs.value)).group(1)  # type: ignore[union-attr]
     assert _counts(seeded.sqs, dlq) == (8, 0)
     for n in range(3):  # three more dead letters arrive after the user saw "Move 8"
         seeded.sqs.send_message(QueueUrl=_url(seeded.sqs, dlq), MessageBody=json.dumps({"late": n}))
-    res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+    res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True, approval_token=token)
     assert res["moved"] == 8 and res["status"] == "complete" and res["remaining"] == 3
     # the approval is used up: the next real call needs a fresh preview
     with pytest.raises(ToolFailed, match=r"(?s)Move 3 message.*confirm=true"):
@@ -220,7 +222,7 @@ async def test_redrive_stops_and_reports_what_moved_when_the_dlq_fails_midway(se
     """An error in the middle of a real redrive returns what already moved (status stopped)."""
     client = seeded.runtime.clients.client("sqs")
     dlq = "order-queue-dlq"
-    await call(seeded.client, "redrive_dlq", queue=dlq)  # the preview
+    token = (await call(seeded.client, "redrive_dlq", queue=dlq))["approval"]["token"]  # the preview
     receives = {"n": 0}
 
     def flaky(**_):
@@ -230,7 +232,7 @@ async def test_redrive_stops_and_reports_what_moved_when_the_dlq_fails_midway(se
 
     client.meta.events.register("before-call.sqs.ReceiveMessage", flaky)
     try:
-        res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True)
+        res = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True, approval_token=token)
     finally:
         client.meta.events.unregister("before-call.sqs.ReceiveMessage", flaky)
     assert res["status"] == "stopped" and res["moved"] == 20 and any("stopped early" in n for n in res["notes"])

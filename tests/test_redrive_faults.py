@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -295,14 +296,17 @@ async def test_one_approved_call_moves_a_whole_fifo_dlq_in_group_order(fresh_mot
     sqs = _sqs(fresh_moto)
     dlq, (src,) = make_pair(sqs, "pay", fifo=True)
     fill(sqs, dlq, 300, groups=6)
-    server, _ = build_server(make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"]))
+    server, _ = build_server(make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"],
+                                           write_approval="prompt-or-confirm"))
     async with Client(server) as client:
         preview = await call(client, "redrive_dlq", queue="pay-dlq.fifo")
         assert preview["matched"] == 300 and not preview["matched_exact"]
-        with pytest.raises(ToolFailed, match=r"Move up to 300 message\(s\) from FIFO DLQ pay-dlq.fifo"):
+        with pytest.raises(ToolFailed, match=r"Move up to 300 message\(s\) from FIFO DLQ pay-dlq.fifo") as needs:
             await call(client, "redrive_dlq", queue="pay-dlq.fifo", dry_run=False)  # shows the preview
+        token = re.search(r'approval_token="([^"]+)"', str(needs.value)).group(1)  # type: ignore[union-attr]
         fill(sqs, dlq, 5, groups=1, tag="late")  # late arrivals after the preview: not approved, not moved
-        res = await call(client, "redrive_dlq", queue="pay-dlq.fifo", dry_run=False, confirm=True)
+        res = await call(client, "redrive_dlq", queue="pay-dlq.fifo", dry_run=False, confirm=True,
+                         approval_token=token)
     assert res["moved"] == 300 and res["status"] == "complete" and res["remaining"] == 5
     arrived = drain_queue(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])
     per_group: dict[str, list[int]] = {}

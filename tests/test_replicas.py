@@ -5,8 +5,6 @@ redrive on replica B; nothing depends on per-process state."""
 
 from __future__ import annotations
 
-import re
-
 import boto3
 from conftest import make_settings
 from mcp import Client
@@ -15,7 +13,6 @@ from test_events import serve_app
 
 DLQ = "order-cancellation-queue-dlq"
 SOURCE = "order-cancellation-queue"
-TOKEN_IN_NOTES = re.compile(r"approval_token=(\S+)")
 BEARER = {"Authorization": "Bearer replica-test-token"}
 
 
@@ -45,7 +42,7 @@ def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_pa
     create_audit_table(ddb, "opsmcp-audit")
     sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
     shared = dict(allow_writes=True, approval_secret=SecretStr("r" * 40), audit_table="opsmcp-audit",
-                  http_token="replica-test-token", toolsets=["queues", "orders"])
+                  http_token="replica-test-token", toolsets=["queues", "orders"], write_approval="prompt-or-confirm")
     a_settings = make_settings(fresh_moto, tmp_path / "a", **shared)
     b_settings = make_settings(fresh_moto, tmp_path / "b", **shared)
     before = _visible(sqs, DLQ)
@@ -67,7 +64,7 @@ def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_pa
             # Preview on A; the approved real move on B, held to what A's preview showed.
             preview = await _call(on_a, "redrive_dlq", queue=DLQ, max_messages=5)
             assert preview["matched"] == 5
-            token = TOKEN_IN_NOTES.search(" ".join(preview["notes"])).group(1)  # type: ignore[union-attr]
+            token = preview["approval"]["token"]
             real = dict(queue=DLQ, max_messages=5, dry_run=False, confirm=True, approval_token=token)
             moved = await _call(on_b, "redrive_dlq", **real)
             assert moved["moved"] == 5 and moved["status"] == "complete"

@@ -4,6 +4,7 @@ and the annotation contract of every tool."""
 from __future__ import annotations
 
 import json
+import re
 
 import boto3
 import pytest
@@ -98,15 +99,17 @@ async def test_elicitation_accept_decline_cancel(fresh_moto, tmp_path, answer, m
         assert final["outcome"] in ("declined", "cancelled")
 
 
-async def test_without_elicitation_capability_confirm_is_required(seeded):
-    with pytest.raises(ToolFailed, match=r"(?s)needs the user's approval.*Move 8 message.*confirm=true"):
-        await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
-    assert _visible(seeded.sqs, "order-cancellation-queue-dlq") == 8
-    out = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
+async def test_without_elicitation_capability_confirm_and_the_token_are_required(seeded):
+    dlq = "order-cancellation-queue-dlq"
+    with pytest.raises(ToolFailed, match=r"(?s)needs the user's approval.*Move 8 message.*confirm=true") as needs:
+        await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False)
+    assert _visible(seeded.sqs, dlq) == 8
+    token = re.search(r'approval_token="([^"]+)"', str(needs.value)).group(1)  # type: ignore[union-attr]
+    out = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True, approval_token=token)
     assert out["moved"] == 8
     records = FileAudit(seeded.settings.audit_log_path).tail(100)
     outcomes = [(r["outcome"], r["approval"]) for r in records if r["phase"] == "outcome"]
-    assert ("needs_confirmation", None) in outcomes and ("complete", "confirm_argument") in outcomes
+    assert ("needs_confirmation", None) in outcomes and ("complete", "approval_token") in outcomes
 
 
 async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):

@@ -76,7 +76,7 @@ async def test_audit_table_on_the_sandbox_records_a_write(sandbox_factory, tmp_p
 
     from opsmcp.server import build_server
 
-    sandbox = sandbox_factory(tmp_path, audit_table="ops-audit", allow_writes=True)
+    sandbox = sandbox_factory(tmp_path, audit_table="ops-audit", allow_writes=True, write_approval="prompt-or-confirm")
     server, runtime = build_server(sandbox.settings)  # clients exist before seeding, as in `opsmcp serve`
     runtime.ready.clear()
     sandbox.seed()

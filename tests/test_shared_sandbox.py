@@ -51,8 +51,7 @@ def wait_gone(pid: int) -> None:
 
 
 def token_of(dry_run: dict) -> str:
-    note = next(n for n in dry_run["notes"] if n.startswith("approval_token="))
-    return note.split("=", 1)[1].split(" ", 1)[0]
+    return dry_run["approval"]["token"]
 
 
 async def test_two_stdio_servers_share_one_sandbox_and_the_last_one_stops_it(tmp_path):

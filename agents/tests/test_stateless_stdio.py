@@ -60,8 +60,7 @@ async def _default_get_tools_redrive(server_cmd: str, isolated_env: Path, monkey
     preview = await _call(tools["redrive_dlq"], {"queue": queue})
     assert preview["dry_run"] is True and preview["matched"] == 8
     sandbox = _sandbox_pid(data)
-    note = next(n for n in preview["notes"] if n.startswith("approval_token="))
-    token = note.split("=", 1)[1].split(" ", 1)[0]
+    token = preview["approval"]["token"]
 
     moved = await _call(tools["redrive_dlq"], {"queue": queue, "dry_run": False, "confirm": True,
                                                "approval_token": token})

@@ -348,11 +348,24 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_logs_load(args: argparse.Namespace) -> int:
-    """Load JSON Lines log files (or stdin) into the embedded log store or OpenSearch (--to)."""
+    """Load JSON Lines log files (or stdin) into the embedded log store, OpenSearch, CloudWatch
+    Logs or Loki (--to)."""
     from opsmcp.backends.logstore import LogStore
 
     settings = _settings(args)
-    if (args.to or settings.log_backend) == "opensearch":
+    target = args.to or settings.log_backend
+    if target in ("cloudwatch", "loki"):
+        if target == "cloudwatch":
+            from opsmcp.backends.cloudwatch_logs.load import load_with_settings as load_cloudwatch
+
+            report = load_cloudwatch(settings, args.files, group=args.group, show_progress=not args.quiet)
+        else:
+            from opsmcp.backends.loki.load import load_with_settings as load_loki
+
+            report = load_loki(settings, args.files, show_progress=not args.quiet)
+        print(report.summary(), file=sys.stderr)
+        return 0 if report.loaded or report.skipped or not report.bad else 1
+    if target == "opensearch":
         from opsmcp.backends.opensearch.load import load_with_settings
 
         report = load_with_settings(settings, args.files, index=args.index, show_progress=not args.quiet)
@@ -439,7 +452,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         why = runtime.disabled.get(name)
         results.append(("WARN" if why else "OK", f"toolset {name}", f"disabled: {why}" if why else "loaded"))
     if "logs" in runtime.toolsets:
-        if settings.log_backend == "opensearch":
+        if settings.log_backend != "embedded":
             from opsmcp.backends.log_factory import log_backend_checks
 
             for c in log_backend_checks(settings):
@@ -598,8 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "or <data dir>/sandbox-logs.db on the sandbox; OPSMCP_LOG_STORE)")
     load.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
-    load.add_argument("--to", choices=["embedded", "opensearch"], help="log backend (default OPSMCP_LOG_BACKEND)")
+    load.add_argument("--to", choices=["embedded", "opensearch", "cloudwatch", "loki"],
+                      help="log backend (default OPSMCP_LOG_BACKEND)")
     load.add_argument("--index", help="OpenSearch index to write (default: from OPSMCP_OPENSEARCH_INDEX, cwl-opsmcp)")
+    load.add_argument("--group", help="CloudWatch Logs group to write (default: the first named group of "
+                                      "OPSMCP_CLOUDWATCH_LOG_GROUPS, else /opsmcp/logs)")
     load.set_defaults(func=cmd_logs_load)
 
     audit = sub.add_parser("audit", help="the write audit log").add_subparsers(

@@ -106,7 +106,8 @@ class Settings(BaseSettings):
 
     # --- logs / metrics -----------------------------------------------------------
     log_store: Path | None = Field(None, description="SQLite log store file; default <data_dir>/logs.db.")
-    log_backend: Literal["embedded", "opensearch"] = Field("embedded", description="Log engine the log tools read.")
+    log_backend: Literal["embedded", "opensearch", "cloudwatch", "loki"] = Field(
+        "embedded", description="Log engine the log tools read.")
     opensearch_url: str | None = Field(None, description="OpenSearch endpoint, e.g. https://search.example:9200.")
     opensearch_index: str = Field("cwl*", description="Index pattern holding the log documents.")
     opensearch_fields: dict[str, str] = Field(default_factory=dict, description=(
@@ -119,6 +120,36 @@ class Settings(BaseSettings):
     opensearch_aws_service: Literal["es", "aoss"] = Field("es", description="SigV4 service: es (domains), aoss.")
     opensearch_verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
     opensearch_ca_certs: Path | None = Field(None, description="CA bundle for the server's certificate.")
+    cloudwatch_log_groups: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "CloudWatch Logs groups the log tools read, comma separated; a name ending in * is a prefix "
+        "(at most 50 groups in all)."))
+    cloudwatch_query: Literal["auto", "insights", "filter"] = Field("auto", description=(
+        "How CloudWatch Logs is searched: insights (Logs Insights, billed per GB scanned), filter "
+        "(FilterLogEvents, read and matched here); auto: insights on AWS, filter on another endpoint "
+        "(moto, LocalStack: no Insights filter/stats)."))
+    cloudwatch_max_window_hours: float = Field(
+        24.0, gt=0, le=24 * 31, description="Longest window one CloudWatch Logs query reads, hours (newest kept).")
+    cloudwatch_max_bytes_scanned: int = Field(
+        5_000_000_000, ge=1_000_000, description="Logs Insights bytes one call may scan before it is stopped.")
+    cloudwatch_query_timeout_seconds: float = Field(
+        30.0, gt=0, le=900, description="Longest wait for one Logs Insights query, seconds (then stop_query).")
+    cloudwatch_fields: dict[str, str] = Field(default_factory=dict, description=(
+        "JSON field names of CloudWatch log lines where they differ from the defaults: keys level, service, "
+        "message, trace_id, event_id (defaults level, service, message, trace_id, event_id)."))
+    loki_url: str | None = Field(None, description="Loki base URL, e.g. http://loki:3100.")
+    loki_selector: str = Field('{service_name=~".+"}', description=(
+        "LogQL stream selector every query starts from (Loki 3 sets service_name at ingest)."))
+    loki_service_label: str = Field("service_name", description="The stream label naming the service.")
+    loki_fields: dict[str, str] = Field(default_factory=dict, description=(
+        "JSON field names of Loki log lines where they differ from the defaults: keys level, message, trace_id, "
+        "event_id (defaults level, message, trace_id, event_id)."))
+    loki_max_window_hours: float = Field(
+        168.0, gt=0, le=721, description="Longest window one Loki query reads, hours (newest kept).")
+    loki_tenant: str | None = Field(None, description="X-Scope-OrgID of multi-tenant Loki.")
+    loki_token: SecretStr | None = Field(None, description="Bearer token sent to Loki, if set.")
+    loki_username: str | None = Field(None, description="Basic-auth user for Loki, if set.")
+    loki_password: SecretStr | None = Field(None, description="Basic-auth password for Loki.")
+    loki_verify_tls: bool = Field(True, description="Verify Loki's TLS certificate.")
 
     # --- Prometheus / Alertmanager (toolsets registered only when configured) ---------
     prometheus_url: str | None = Field(None, description="Prometheus base URL; registers the prometheus toolset.")
@@ -137,13 +168,26 @@ class Settings(BaseSettings):
     playbook_timeout_seconds: float = Field(300.0, gt=0, description="Wall-clock limit of one playbook run, seconds.")
     audit_log: Path | None = Field(None, description="Audit JSON Lines file; default <data_dir>/audit.jsonl.")
     audit_table: str | None = Field(None, description="DynamoDB table for audit records instead of the file.")
-    write_approval: Literal["prompt-or-confirm", "prompt"] = Field(
-        "prompt-or-confirm", description="How a real write is approved: an approval prompt (elicitation) or, for "
-        "clients without one, confirm=true with the preview's approval token; 'prompt': only the prompt.")
+    write_approval: Literal["prompt", "prompt-or-confirm", "human"] = Field(
+        "prompt", description="How a real write is approved: 'prompt': an approval prompt (elicitation) the user "
+        "answers in the client; 'prompt-or-confirm': also confirm=true with the preview's approval token (the model "
+        "sets it: trusted single-user clients only); 'human': an approval request a person with ops:approve "
+        "approves over HTTP (console, CLI, chat link).")
     approval_secret: SecretStr | None = Field(
         None, description="HMAC key of approval tokens (and of sealed request state); replicas share it. "
         "When unset, one generated into <data_dir>/approval.secret (0600) on first use by a server with writes.")
     approval_ttl_seconds: float = Field(600.0, gt=0, le=86_400, description="How long an approval token is valid, s.")
+    approval_request_ttl_seconds: float = Field(
+        3600.0, ge=60, le=604_800, description="How long an approval request (mode human) waits for a person, s.")
+    approval_wait_seconds: float = Field(
+        0.0, ge=0, le=600, description="Mode human: how long a write call whose client sent a progress token waits "
+        "for the decision (reporting progress) before it answers pending_approval, s; 0: answer at once.")
+    approval_allow_self: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Identities (subjects) that may approve their own requests, comma separated.")
+    approval_max_pending: int = Field(100, ge=1, le=10_000, description="Most approval requests pending at once.")
+    notify_slack_url: SecretStr | None = Field(None, description="Slack incoming webhook for approvals and alerts.")
+    notify_webhook_url: SecretStr | None = Field(None, description="Generic JSON webhook for approvals and alerts.")
+    notify_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Bound of one notification attempt, s.")
 
     # --- MCP resources --------------------------------------------------------------
     resource_poll_seconds: float = Field(
@@ -161,7 +205,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
         return value
 
-    @field_validator("allowed_origins", "allowed_hosts", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

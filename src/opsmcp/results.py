@@ -27,6 +27,26 @@ class Result(BaseModel):
     notes: list[str] = Field(default_factory=list, description="Warnings and labels about this result.")
 
 
+class ApprovalOffer(BaseModel):
+    """How the change a preview describes can be approved (set by the server's approval flow
+    on a write tool's preview, never by the tool itself)."""
+
+    token: str | None = Field(None, description="OPSMCP_WRITE_APPROVAL=prompt-or-confirm: pass it as approval_token "
+                              "with confirm=true after the user approved this preview. None in other modes.")
+    expires_at: str = Field(description="When the token (or the pending approval request) expires, ISO-8601 UTC.")
+    bound: int | None = Field(None, description="The most the approved change may do (redrive: messages); None "
+                              "when the tool has no numeric bound.")
+
+
+class WriteResult(Result):
+    """Base of a write tool's result: the envelope plus how its change gets approved."""
+
+    approval: ApprovalOffer | None = Field(None, description="After a preview: how to approve this change (the "
+                                           "approval token, its expiry and bound). None when nothing needs one.")
+    approval_id: str | None = Field(None, description="OPSMCP_WRITE_APPROVAL=human: the approval request this call "
+                                    "created (status 'pending_approval'); poll get_approval(approval_id).")
+
+
 def clamp(name: str, value: int, lo: int, hi: int, notes: list[str]) -> int:
     """``value`` limited to ``lo``..``hi``; a clamped value is labelled in ``notes`` (an
     out-of-range limit is adjusted, not refused).

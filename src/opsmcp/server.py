@@ -47,8 +47,10 @@ analyze_dlq on a growing DLQ (groups by failure signature with order and trace i
 get_trace / search_logs for the explaining errors → get_order for affected orders → \
 query_metrics for onset and scale. Writes (redrive_dlq, run_playbook) exist only when \
 the operator enabled them; always dry-run first and show the preview to the user. A real \
-write asks the user to approve (or, for clients without approval prompts, takes confirm=true \
-and the preview's approval_token) and never does more than the preview showed."""
+write needs a person's approval and never does more than the preview showed: an approval \
+prompt, or (where the operator allows it) confirm=true with the preview's approval.token, or \
+(status pending_approval) a request a person decides outside this conversation: then poll \
+get_approval(approval_id) and do not repeat the write."""
 
 
 class OpsServer(MCPServer):
@@ -216,6 +218,8 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
                       stats=ToolStats(), tools={}, events=hub, trail=trail)
     _wire_poller(runtime)
     runtime.backend_check = backend_check(runtime)
+    if "logs" in runtime.toolsets:  # what the log engine scanned, in /metrics
+        runtime.stats.watch(runtime.toolsets["logs"].scan_totals)  # type: ignore[attr-defined]
     level = settings.log_level.upper()
     secret = settings.approval_secret
     security = None
@@ -228,6 +232,10 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     server.runtime = runtime
     for toolset_name, toolset in runtime.toolsets.items():
         register_toolset(server, runtime, toolset_name, toolset)
+    if settings.allow_writes and settings.write_approval == "human":
+        from opsmcp.toolsets.approvals import ApprovalTools
+
+        register_toolset(server, runtime, "approvals", ApprovalTools(runtime.approvals.desk.describe))
     if isinstance(runtime.audit, FileAudit):
         runtime.close_interrupted()  # local and quick; a DynamoDB table is checked once backends are ready
     elif runtime.audit is not None:

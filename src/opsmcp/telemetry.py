@@ -10,11 +10,17 @@ Series:
 - ``opsmcp_tool_duration_seconds{tool}``: latency histogram of every call.
 - ``opsmcp_backend_errors_total{tool, error}``: anticipated failures by
   :class:`~opsmcp.errors.OpsError` subclass (``BackendUnavailable``, ``NotFound``...).
+- ``opsmcp_log_queries_total{backend}``, ``opsmcp_log_bytes_scanned_total{backend}``,
+  ``opsmcp_log_records_scanned_total{backend}``, ``opsmcp_log_records_matched_total{backend}``,
+  ``opsmcp_log_queries_stopped_total{backend}``: what the log engine read (CloudWatch Logs
+  Insights bills per GB scanned), from the backend's :class:`~opsmcp.backends.scancost.ScanUsage`
+  (:meth:`ToolStats.watch`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opsmcp.errors import OpsError
@@ -44,6 +50,12 @@ class ToolStats:
     def __init__(self) -> None:
         self._registry: Any = None
         self._lock = threading.Lock()
+        self._scan_sources: list[Callable[[], Iterable[Any]]] = []
+
+    def watch(self, source: Callable[[], Iterable[Any]]) -> None:
+        """Export what ``source()`` returns (:class:`~opsmcp.backends.scancost.ScanTotals`, one
+        per log backend) as the ``opsmcp_log_*`` counters, read at each scrape."""
+        self._scan_sources.append(source)
 
     def _build(self) -> Any:
         with self._lock:
@@ -58,6 +70,7 @@ class ToolStats:
                 self._backend_errors = Counter("opsmcp_backend_errors",
                                                "Anticipated tool failures by OpsError class.", ["tool", "error"],
                                                registry=registry)
+                registry.register(_ScanCollector(self._scan_sources))
                 self._registry = registry
             return self._registry
 
@@ -89,3 +102,29 @@ class ToolStats:
         from prometheus_client import generate_latest
 
         return bytes(generate_latest(self.registry))
+
+
+class _ScanCollector:
+    """The ``opsmcp_log_*`` counters, read from the watched backends at each scrape."""
+
+    SERIES = (("queries", "opsmcp_log_queries", "Log engine queries."),
+              ("bytes_scanned", "opsmcp_log_bytes_scanned", "Bytes the log engine scanned (Insights bills them)."),
+              ("records_scanned", "opsmcp_log_records_scanned", "Log records (lines) the log engine scanned."),
+              ("records_matched", "opsmcp_log_records_matched", "Log records the log engine matched."),
+              ("stopped", "opsmcp_log_queries_stopped", "Log engine queries stopped by a bound or a cancelled call."))
+
+    def __init__(self, sources: list[Callable[[], Iterable[Any]]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        totals = [t for source in self.sources for t in source()]
+        for attr, name, doc in self.SERIES:
+            family = CounterMetricFamily(name, doc, labels=["backend"])
+            for t in totals:
+                family.add_metric([t.backend], float(getattr(t, attr)))
+            yield family
+
+    def describe(self) -> Iterable[Any]:
+        return []

@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends.sqs import SqsBackend
 from opsmcp.errors import InvalidInput, NotFound, OpsError
-from opsmcp.results import Result
+from opsmcp.results import WriteResult
 
 #: Total payload of one SendMessageBatch: SQS allows 1 MiB today, 256 KiB before 2025 (and on
 #: older emulators); the smaller bound works everywhere. A bigger single message goes alone.
@@ -70,7 +70,7 @@ class RedriveFailure(BaseModel):
     error: str = Field(description="Why the target refused it.")
 
 
-class RedriveResult(Result):
+class RedriveResult(WriteResult):
     """Result of redrive_dlq (a dry run or a real move)."""
 
     queue: str = Field(description="The DLQ.")
@@ -89,7 +89,8 @@ class RedriveResult(Result):
         "not deleted); a later redrive sends them again.")
     remaining: int | None = Field(description="ApproximateNumberOfMessages left in the DLQ afterwards (None: unknown).")
     status: str = Field("complete", description="'dry_run', 'complete', 'partial' (some failed or may be "
-                        "duplicated) or 'stopped' (an error ended it early; the counts say what happened before).")
+                        "duplicated), 'stopped' (an error ended it early; the counts say what happened before) or "
+                        "'pending_approval' (a real call waiting for a person's approval: nothing moved yet).")
     by_signature: dict[str, int] = Field(default_factory=dict, description="Matched messages per failure signature "
                                          "(for a FIFO or sampled dry run: of the messages it read).")
     sample_message_ids: list[str] = Field(default_factory=list, description="Up to 10 matched message ids.")

@@ -221,6 +221,8 @@ INPUT_CODES = {
     "InvalidParameterValueException",
     "InvalidToken",
     "InvalidNextToken",
+    "MalformedQueryException",  # CloudWatch Logs Insights
+    "InvalidParameterException",  # CloudWatch Logs
 }
 
 
@@ -267,6 +269,23 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
             return InvalidInput(f"Failed to {what}: {message} ({code}).")
         return OpsError(f"{endpoint} refused to {what}: {message} ({code}).")
     return OpsError(f"Failed to {what}: {type(exc).__name__}: {exc}.")
+
+
+def aws_call_sync(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run the blocking boto3 call ``fn(*args, **kwargs)`` here, for code that already runs in
+    a worker thread (the log backends: the toolset calls them off the event loop). Bounded
+    by the client's own connect/read timeouts (``backend_timeout_seconds``) and its
+    :data:`READ_ATTEMPTS`; errors mapped as in :func:`aws_call`.
+
+    Raises:
+        OpsError: any botocore failure, mapped by :func:`map_aws_error`.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except OpsError:
+        raise
+    except Exception as exc:  # botocore raises many unrelated types; map them all
+        raise map_aws_error(exc, clients.endpoint, what) from exc
 
 
 async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

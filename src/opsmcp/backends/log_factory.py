@@ -14,16 +14,27 @@ if TYPE_CHECKING:
     from opsmcp.config import Settings
 
 
-def build_log_backend(settings: Settings, *, kind: Literal["embedded", "opensearch"] | None = None) -> LogBackend:
+def build_log_backend(settings: Settings, *,
+                      kind: Literal["embedded", "opensearch", "cloudwatch", "loki"] | None = None) -> LogBackend:
     """The log engine ``settings.log_backend`` names (or ``kind``), ready to query.
 
-    ``embedded``: the SQLite store at ``settings.log_store_path``, read-only.
-    ``opsmcp.backends.opensearch`` is imported only for ``opensearch``.
+    ``embedded``: the SQLite store at ``settings.log_store_path``, read-only. Each other
+    engine's package is imported only when it is selected.
 
     Raises:
-        OpsError: OpenSearch selected without ``OPSMCP_OPENSEARCH_URL`` or without opensearch-py.
+        OpsError: OpenSearch selected without ``OPSMCP_OPENSEARCH_URL`` or without opensearch-py;
+            CloudWatch without ``OPSMCP_CLOUDWATCH_LOG_GROUPS``; Loki without ``OPSMCP_LOKI_URL``
+            (or with a malformed selector or field name).
     """
     kind = kind or settings.log_backend
+    if kind == "cloudwatch":
+        from opsmcp.backends.cloudwatch_logs import CloudWatchLogs
+
+        return CloudWatchLogs.from_settings(settings)
+    if kind == "loki":
+        from opsmcp.backends.loki import LokiLogs
+
+        return LokiLogs.from_settings(settings)
     if kind == "opensearch":
         from opsmcp.backends.opensearch import OpenSearchLogs
 

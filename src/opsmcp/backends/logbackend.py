@@ -1,10 +1,13 @@
 """The log-backend interface: what the logs toolset and the DLQ correlation ask of any engine.
 
-Two engines implement it: the embedded SQLite store (:class:`opsmcp.backends.logstore.LogStore`,
-the default) and OpenSearch (:class:`opsmcp.backends.opensearch.OpenSearchLogs`). The
-toolset never knows which one answers; it reads the neutral result types defined here.
-``OPSMCP_LOG_BACKEND=embedded|opensearch`` selects one (:func:`opsmcp.backends.log_factory.build_log_backend`);
-this module never imports its implementations.
+Four engines implement it: the embedded SQLite store (:class:`opsmcp.backends.logstore.LogStore`,
+the default), OpenSearch (:class:`opsmcp.backends.opensearch.OpenSearchLogs`), CloudWatch
+Logs (:class:`opsmcp.backends.cloudwatch_logs.CloudWatchLogs`) and Loki
+(:class:`opsmcp.backends.loki.LokiLogs`). The toolset never knows which one answers; it
+reads the neutral result types defined here.
+``OPSMCP_LOG_BACKEND=embedded|opensearch|cloudwatch|loki`` selects one
+(:func:`opsmcp.backends.log_factory.build_log_backend`); this module never imports its
+implementations.
 
 Every method is synchronous (the toolset calls it off the event loop) and raises only
 :mod:`opsmcp.errors` types: :class:`InvalidInput` for a bad query or cursor,
@@ -26,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 ERROR_LEVELS = ("ERROR", "CRITICAL", "FATAL")
 COUNT_CAP = 10_000  # full-text matches are counted up to this many
-LOG_BACKENDS = ("embedded", "opensearch")
+LOG_BACKENDS = ("embedded", "opensearch", "cloudwatch", "loki")
 STANDARD_FIELDS = ("@timestamp", "timestamp", "level", "service", "message", "trace_id", "event_id")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -268,3 +271,18 @@ class LogBackend(Protocol):
 def error_line(ts_ms: int, service: str, level: str, message: str, event_id: str | None) -> dict[str, Any]:
     """One entry of :meth:`LogBackend.error_lines`."""
     return {"timestamp": ms_iso(ts_ms), "service": service, "level": level, "message": message, "event_id": event_id}
+
+
+def trace_lines(trace_id: str, recs: list[LogRecord], limit: int, size: int, notes: list[str]) -> TraceLines:
+    """The :class:`TraceLines` of one trace's records (oldest first), ``size`` being how many
+    lines the engine was asked for (reaching it means there may be more, said in ``notes``)."""
+    if len(recs) >= size:
+        notes.append(f"the trace has more than {len(recs):,} lines; counts cover the first {len(recs):,}")
+    services = list(dict.fromkeys(r.service for r in recs))
+    first_error = next((r for r in recs if r.level in ERROR_LEVELS), None)
+    return TraceLines(trace_id, recs[:limit], len(recs), services, first_error, notes)
+
+
+def most_first(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` ordered by count (most first), then name: how facets are listed."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -21,6 +21,7 @@ the next record, so the torn line never swallows it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +48,9 @@ REDACTED = "***redacted***"
 MAX_VALUE_CHARS = 2_048
 #: Largest audit record (bytes of JSON); a larger one keeps only its argument names.
 MAX_RECORD_BYTES = 16_384
+#: ``phase`` values of DynamoDB audit-table items that are not audit records: approval-token
+#: claims and approval requests (:mod:`opsmcp.calls.approval_store`).
+NOT_RECORDS = ("claimed", "request")
 #: This machine's name, recorded with the pid in every record (see :func:`mark_interrupted`).
 HOST = socket.gethostname()
 
@@ -123,6 +127,7 @@ class FileAudit:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._pruned = 0.0
 
     def append(self, record: dict[str, Any]) -> None:
         """Append ``record`` (:func:`bounded`) as one line and fsync it. When the file does not
@@ -175,10 +180,49 @@ class FileAudit:
                 if isinstance(record, dict):
                     yield record
 
+    @property
+    def claims(self) -> Path:
+        """The directory of one-time approval claims, beside the audit file."""
+        return self.path.parent / "approval-claims"
+
     def claim_once(self, key: str, expires_at: float) -> bool:
-        """Always True: a file audit means one server process, whose own memory of used
-        approvals (:class:`opsmcp.calls.approval.ApprovalTokens`) is the authority."""
+        """Claim the one-time approval ``key``: create ``approval-claims/<sha256(key)>`` with
+        ``O_CREAT|O_EXCL`` (atomic on one file system, so it holds across restarts and across
+        processes sharing the data dir); False when the file exists. The file's mtime is
+        set to ``expires_at``; expired claims are removed on later claims.
+
+        Raises:
+            OpsError: the claim cannot be written (the write then does not act).
+        """
+        name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        try:
+            self.claims.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._prune_claims()
+            fd = os.open(self.claims / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise OpsError(f"Cannot record the approval in {self.claims}: {exc.strerror or exc}.",
+                           "fix the data directory's permissions; no write was made.") from exc
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.utime(self.claims / name, (expires_at, expires_at))
         return True
+
+    def _prune_claims(self, now: float | None = None) -> None:
+        """Remove claims whose expiry (mtime) has passed; at most once a minute."""
+        now = time.time() if now is None else now
+        if now - self._pruned < 60:
+            return
+        self._pruned = now
+        for entry in os.scandir(self.claims):
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < now:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
 
 
 class DynamoAudit:
@@ -220,7 +264,7 @@ class DynamoAudit:
         while True:
             resp = self.client.scan(**kwargs)
             items += [json.loads(i["record"]["S"]) for i in resp.get("Items", [])
-                      if i.get("phase", {}).get("S") != "claimed"]  # approval claims are not records
+                      if i.get("phase", {}).get("S") not in NOT_RECORDS]
             if "LastEvaluatedKey" not in resp:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
@@ -272,12 +316,14 @@ class AuditTrail:
 
     def record(self, tool: str, arguments: dict[str, Any], *, real: bool, phase: str, outcome: str,
                start: float, call_id: str | None = None, approval: str | None = None,
-               counts: dict[str, Any] | None = None, note: str | None = None, strict: bool = True) -> str | None:
+               counts: dict[str, Any] | None = None, note: str | None = None, strict: bool = True,
+               approver: str | None = None) -> str | None:
         """Append one audit record and return its ``call_id`` (a new one unless given).
 
         ``arguments`` are redacted (:func:`redact`) and cut by the sink (:func:`bounded`);
         the server-injected parameters are left out; ``start`` (a ``time.perf_counter()``
-        reading) gives the duration. The record is also published as a ``write`` event.
+        reading) gives the duration; ``approver``: who approved it (mode human). The record is
+        also published as a ``write`` event.
 
         Raises:
             OpsError: the sink could not store it and ``strict`` (the default), so the write
@@ -292,6 +338,8 @@ class AuditTrail:
             record["counts"] = counts
         if note:
             record["note"] = note
+        if approver:
+            record["approver"] = approver
         if self.sink is None:
             return call_id
         try:

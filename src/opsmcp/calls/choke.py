@@ -25,6 +25,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
+from opsmcp.calls.approval import asked_for_progress
 from opsmcp.calls.identity import caller, require_scope
 from opsmcp.calls.result_size import fit_result
 from opsmcp.calls.runtime import Runtime
@@ -65,7 +66,8 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
             if "progress" in wants:
                 kwargs["progress"] = _progress_reporter(ctx)
             if mark.write:
-                result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants)
+                waiting = _progress_reporter(ctx) if asked_for_progress(ctx) else None
+                result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants, waiting)
             else:
                 result = await fn(**kwargs)
             ok = True

@@ -10,7 +10,9 @@ Event types (``type`` field, also the SSE ``event:`` name):
   letters not reported before (from a sample of the DLQ; see :func:`queue_sources`);
 - ``alert``: an Alertmanager alert received by the webhook;
 - ``write``: an audit record of a write tool (already redacted);
-- ``tool_call``: one tool call (tool, ok, milliseconds, caller).
+- ``tool_call``: one tool call (tool, ok, milliseconds, caller);
+- ``approval``: an approval request changed status (``id``, ``status``, ``tool``,
+  ``requester``, ``approver``; ``OPSMCP_WRITE_APPROVAL=human``).
 
 Every event gets an increasing integer id. A listener that reconnects with
 ``Last-Event-ID`` gets the events after that id still in the bounded history. A listener
@@ -30,7 +32,7 @@ from typing import Any
 
 log = logging.getLogger("opsmcp.calls.events")
 
-EVENT_TYPES = ("queue_depth", "dlq_message", "alert", "write", "tool_call")
+EVENT_TYPES = ("queue_depth", "dlq_message", "alert", "write", "tool_call", "approval")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ import contextvars
 READ_SCOPE = "ops:read"
 #: Scope that allows write tools (only where writes are enabled).
 WRITE_SCOPE = "ops:write"
-ALL_SCOPES = frozenset({READ_SCOPE, WRITE_SCOPE})
+#: Scope that allows deciding approval requests (``OPSMCP_WRITE_APPROVAL=human``).
+APPROVE_SCOPE = "ops:approve"
+ALL_SCOPES = frozenset({READ_SCOPE, WRITE_SCOPE, APPROVE_SCOPE})
 
 #: The caller's subject: the authenticated HTTP subject, else ``"stdio"``.
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("opsmcp_caller", default="stdio")

@@ -150,10 +150,14 @@ def sandbox_target(settings: Settings, endpoint: str, seed: dict[str, Any]) -> S
     os.environ.update(SANDBOX_CREDENTIALS)
     os.environ.pop("AWS_PROFILE", None)
     os.environ.pop("AWS_SESSION_TOKEN", None)
-    adopted = {k: v for k, v in seed.items() if k in ADOPTED}
-    target = settings.model_copy(update={**adopted, "aws_endpoint_url": endpoint, "aws_profile": None,
-                                         "sandbox": True, "log_store": sandbox_log_store(settings.data_dir)})
-    return target
+    update: dict[str, Any] = {k: v for k, v in seed.items() if k in ADOPTED}
+    update.update(aws_endpoint_url=endpoint, aws_profile=None, sandbox=True,
+                  log_store=sandbox_log_store(settings.data_dir))
+    if settings.log_backend == "cloudwatch" and not settings.cloudwatch_log_groups:
+        from opsmcp.sandbox.seed import SANDBOX_LOG_GROUP_PREFIX
+
+        update["cloudwatch_log_groups"] = [SANDBOX_LOG_GROUP_PREFIX + "*"]  # what the sandbox seeds
+    return settings.model_copy(update=update)
 
 
 def banner(sandbox: Any) -> str:

@@ -8,7 +8,8 @@ about 5x faster than going through the HTTP API (see ``scripts/bench_sandbox.py`
 :class:`InProcessClients` looks like :class:`~opsmcp.backends.aws.AwsClients` to the
 seeders in :mod:`.seed`: it hands out small adapters whose bulk methods
 (``create_queue``, ``get_queue_attributes``, ``send_message_batch``, ``list_tables``,
-``create_table`` and its waiter, ``batch_write_item``, ``put_metric_data``) call the backend
+``create_table`` and its waiter, ``batch_write_item``, ``put_metric_data``, and the log
+groups, streams and events of ``OPSMCP_LOG_BACKEND=cloudwatch``) call the backend
 with the same arguments the HTTP layer would pass; any other method goes to a real boto3
 client over HTTP.
 Only for the embedded server: an external endpoint (LocalStack, a moto server elsewhere)
@@ -103,6 +104,22 @@ class _CloudWatch(_Passthrough):
         return {}
 
 
+class _Logs(_Passthrough):
+    """Log groups, streams and events written into moto's CloudWatch Logs backend."""
+
+    def create_log_group(self, logGroupName: str) -> dict[str, Any]:
+        self._backend.create_log_group(logGroupName, {})
+        return {}
+
+    def create_log_stream(self, logGroupName: str, logStreamName: str) -> dict[str, Any]:
+        self._backend.create_log_stream(logGroupName, logStreamName)
+        return {}
+
+    def put_log_events(self, logGroupName: str, logStreamName: str, logEvents: list[dict[str, Any]]) -> dict[str, Any]:
+        self._backend.put_log_events(logGroupName, logStreamName, logEvents)
+        return {}
+
+
 class _NoWait:
     """A waiter for a state moto's backend is already in."""
 
@@ -128,6 +145,7 @@ class InProcessClients(AwsClients):
     def __init__(self, settings: Settings) -> None:
         from moto.cloudwatch.models import cloudwatch_backends
         from moto.dynamodb.models import dynamodb_backends
+        from moto.logs.models import logs_backends
         from moto.sqs.models import sqs_backends
 
         super().__init__(settings)
@@ -136,6 +154,7 @@ class InProcessClients(AwsClients):
             "sqs": (_Sqs, sqs_backends[ACCOUNT_ID][region]),
             "dynamodb": (_Dynamo, dynamodb_backends[ACCOUNT_ID][region]),
             "cloudwatch": (_CloudWatch, cloudwatch_backends[ACCOUNT_ID][region]),
+            "logs": (_Logs, logs_backends[ACCOUNT_ID][region]),
         }
 
     def client(self, service: str, *, retries: bool = True) -> Any:

@@ -49,6 +49,7 @@ class SeedSettings:
     audit_table: str | None
     backend_timeout_seconds: float
     aws_profile: str | None = None
+    log_backend: str = "embedded"  # "cloudwatch": the log lines go into moto's CloudWatch Logs too
 
 
 #: The settings a server passes to the sandbox: every :class:`SeedSettings` field but the

@@ -139,7 +139,40 @@ def seed_aws(settings: Settings, scenario: Scenario, *, metrics: bool = True,
         from opsmcp.backends.cloudwatch import put_series_sync
 
         counts["metric_points"] = put_series_sync(clients, scenario.metric_series())
+    if getattr(settings, "log_backend", "embedded") == "cloudwatch":  # the log lines into CloudWatch Logs too
+        counts["log_events"] = seed_log_groups(clients.client("logs"), scenario)
     return counts
+
+
+#: The sandbox's CloudWatch Logs groups: one per service, ``/opsmcp/sandbox/<service>``.
+SANDBOX_LOG_GROUP_PREFIX = "/opsmcp/sandbox/"
+
+
+def seed_log_groups(logs: Any, scenario: Scenario) -> int:
+    """Put the scenario's log lines into CloudWatch Logs, one group per service
+    (``/opsmcp/sandbox/<service>``, stream ``seed``), as JSON messages without the time
+    (the event's timestamp); return how many events were put."""
+    from opsmcp.backends.cloudwatch_logs.load import batches
+    from opsmcp.backends.logbackend import to_ms
+
+    by_service: dict[str, list[tuple[int, str]]] = {}
+    for line in scenario.log_lines():
+        doc = json.loads(line.to_json())
+        doc.pop("@timestamp", None)
+        by_service.setdefault(line.service, []).append((to_ms(line.timestamp), json.dumps(doc, separators=(",", ":"))))
+    put = 0
+    for service, events in by_service.items():
+        group = SANDBOX_LOG_GROUP_PREFIX + service
+        try:
+            logs.create_log_group(logGroupName=group)
+            logs.create_log_stream(logGroupName=group, logStreamName="seed")
+        except Exception as exc:  # a second seed of the same endpoint: the group is there
+            if "AlreadyExists" not in f"{type(exc).__name__} {exc}":
+                raise
+        for batch in batches(events):
+            logs.put_log_events(logGroupName=group, logStreamName="seed", logEvents=batch)
+            put += len(batch)
+    return put
 
 
 def seeded_state(settings: Settings, scenario: Scenario, clients: AwsClients | None = None) -> str | None:

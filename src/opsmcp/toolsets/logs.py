@@ -288,6 +288,12 @@ class LogTools:
             raise self._error or OpsError("No log backend is configured.")
         return self._store
 
+    def scan_totals(self) -> list[Any]:
+        """What the backend has read so far (:class:`~opsmcp.backends.scancost.ScanTotals`), for
+        ``/metrics``; empty for an engine that does not count (or is not built yet)."""
+        usage = getattr(self._store, "usage", None)
+        return [usage.snapshot()] if usage is not None else []
+
     def check(self) -> None:
         """Called by the server at start-up: raises why the backend could not be built."""
         if self._error is not None:

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.from_thread
@@ -35,7 +35,7 @@ from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import TaskEvent
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, WritesDisabled
-from opsmcp.results import Result
+from opsmcp.results import Result, WriteResult
 from opsmcp.toolsets.base import tool
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,13 @@ class PlaybookList(Result):
     playbooks: list[PlaybookInfo] = Field(description="Every catalog entry, in catalog order.")
 
 
-class PlaybookRunResult(Result, backend.PlaybookRun):
+class PlaybookRunResult(WriteResult, backend.PlaybookRun):
     """Outcome of one playbook run; in check mode nothing was changed. The fields are the
     backend's :class:`~opsmcp.backends.ansible.PlaybookRun` plus the result envelope."""
+
+    status: Literal["successful", "failed", "timeout", "canceled", "pending_approval"] = Field(  # type: ignore[assignment]
+        description="successful, failed, timeout or canceled; pending_approval: a real run waiting for a person's "
+        "approval (OPSMCP_WRITE_APPROVAL=human), the fields show its check-mode preview.")
 
     def preview_text(self, limit: int = 2_000) -> str:
         """A short, deterministic summary for approval prompts: what ran (or would), what

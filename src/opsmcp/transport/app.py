@@ -4,7 +4,8 @@ Routes: ``/mcp`` (streamable HTTP), ``/sse`` + ``/messages/`` (legacy SSE), ``/e
 (the typed SSE feed for custom UIs) and the live page at ``/`` (:mod:`opsmcp.transport.console`),
 ``/healthz`` (liveness),
 ``/readyz`` (readiness: start-up done and a cheap backend call answers), ``/metrics``
-(Prometheus), and with OAuth the RFC 9728 metadata
+(Prometheus), ``/api/approvals`` (approval requests, :mod:`opsmcp.transport.approvals_api`),
+and with OAuth the RFC 9728 metadata
 at ``/.well-known/oauth-protected-resource/mcp``.
 
 Every request passes, outermost first:
@@ -36,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from opsmcp import __version__
 from opsmcp.calls.identity import ALL_SCOPES, READ_SCOPE, caller, scopes
 from opsmcp.calls.runtime import Runtime
+from opsmcp.transport import approvals_api
 from opsmcp.transport import console as live
 from opsmcp.transport.auth import HttpAuth, build_http_auth
 from opsmcp.transport.origin import HostOriginPolicy
@@ -148,6 +150,7 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
         Route("/metrics", metrics, methods=["GET"]),
     ])
     app.router.routes.extend(live.routes(runtime))  # /events, the live page at / and its script
+    app.router.routes.extend(approvals_api.routes(runtime))  # /api/approvals
     if auth is not None and auth.oauth is not None and auth.oauth.resource_server_url is not None:
         app.router.routes.extend(create_protected_resource_routes(
             resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],

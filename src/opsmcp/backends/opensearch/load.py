@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from opsmcp.backends.jsonline import parse_document
 from opsmcp.backends.logbackend import ms_iso
 from opsmcp.backends.logstore.ingest import ByteCounter
-from opsmcp.backends.logstore.parser import _SURROGATE, IngestReport, standard_fields
+from opsmcp.backends.logstore.parser import IngestReport
 from opsmcp.backends.opensearch.query import Fields
 from opsmcp.errors import NotFound, OpsError
 
@@ -55,17 +55,7 @@ def to_document(line: str, f: Fields) -> dict[str, Any]:
     Raises:
         ValueError: not a JSON object, no message, a bad timestamp, or invalid UTF-8 (the reason).
     """
-    if not line.isascii() and _SURROGATE.search(line):
-        raise ValueError("not valid UTF-8")
-    try:
-        doc = json.loads(line)
-    except ValueError as exc:
-        raise ValueError(f"invalid JSON ({getattr(exc, 'msg', exc)})") from None
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object (one object per line expected)")
-    ms, service, level, message, trace, event = standard_fields(doc)
-    for key in ("@timestamp", "timestamp", "time", "ts", "msg", "severity", "svc", "traceId", "eventId"):
-        doc.pop(key, None)
+    ms, service, level, message, trace, event, doc = parse_document(line)
     doc.update({f.timestamp: ms_iso(ms), f.level: level, f.service: service, f.message: message})
     if trace is not None:
         doc[f.trace_id] = trace

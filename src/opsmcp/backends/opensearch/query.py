@@ -15,19 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from opsmcp.backends import fulltext
 from opsmcp.backends.logbackend import ERROR_LEVELS, ms_iso
 from opsmcp.errors import InvalidInput
 
-FTS_EXAMPLES = (
-    'valid examples: timeout (a word) · "connection timeout" (a phrase) · '
-    "payment AND declined · gateway OR timeout · timeout NOT retry · time* (a prefix) · "
-    "(gateway OR timeout) AND payment; operators in capitals."
-)
 SQS_FLAGS = "AND|OR|NOT|PHRASE|PREFIX|PRECEDENCE|WHITESPACE|ESCAPE"
 MAX_RESULT_WINDOW = 10_000  # OpenSearch's index.max_result_window: never page with `from` beyond it
 _LEVEL_SPELLINGS = {"WARN": ("WARNING",), "ERROR": ("ERR",), "CRITICAL": ("CRIT",), "FATAL": ("EMERG",)}
-_TOKEN = re.compile(r'"(?:[^"]|"")*"|[()]|[^\s()"]+')
-_WORD = re.compile(r"^[\w\u0080-\U0010ffff]+$")
 
 
 @dataclass(frozen=True)
@@ -128,78 +122,6 @@ def resolve_mapping(f: Fields, mappings: dict[str, Any]) -> Mapping:
 # --------------------------------------------------------------------------- full text
 
 
-def _parse(tokens: list[str], query: str) -> tuple[Any, int]:
-    """Recursive descent over the tools' query grammar; returns (tree, next position).
-
-    Tree nodes: ``("or", [..])``, ``("and", [..])``, ``("not", a, b)`` (a AND NOT b),
-    ``("phrase", text)``, ``("word", text)``, ``("prefix", text)``.
-    """
-
-    def fail(why: str) -> InvalidInput:
-        return InvalidInput(f"Cannot parse the full-text query {query!r}: {why}.", FTS_EXAMPLES)
-
-    pos = 0
-
-    def peek() -> str | None:
-        return tokens[pos] if pos < len(tokens) else None
-
-    def unary() -> Any:
-        nonlocal pos
-        tok = peek()
-        if tok is None:
-            raise fail("it ends where a word was expected")
-        if tok in ("AND", "OR", "NOT") or tok == ")":
-            raise fail(f"{tok!r} where a word was expected")
-        if tok == "NEAR" or tok.startswith("NEAR/"):
-            raise InvalidInput(f"The OpenSearch log backend cannot run NEAR queries ({query!r}).",
-                               'use a "phrase" or words joined by AND.')
-        pos += 1
-        if tok == "(":
-            tree = or_expr()
-            if peek() != ")":
-                raise fail("unbalanced parentheses")
-            pos += 1
-            return tree
-        if tok.startswith('"'):
-            return ("phrase", tok[1:-1].replace('""', '"'))
-        if tok.lower().startswith("message:") and len(tok) > 8:
-            tok = tok[8:]
-        if tok.endswith("*") and len(tok) > 1:
-            core = tok[:-1]
-            return ("prefix", core) if _WORD.match(core) else ("phrase", core)
-        return ("word", tok) if _WORD.match(tok) else ("phrase", tok)
-
-    def not_expr() -> Any:
-        nonlocal pos
-        tree = unary()
-        while peek() == "NOT":
-            pos += 1
-            tree = ("not", tree, unary())
-        return tree
-
-    def and_expr() -> Any:
-        nonlocal pos
-        parts = [not_expr()]
-        while peek() not in (None, ")", "OR"):
-            if peek() == "AND":
-                pos += 1
-            parts.append(not_expr())
-        return parts[0] if len(parts) == 1 else ("and", parts)
-
-    def or_expr() -> Any:
-        nonlocal pos
-        parts = [and_expr()]
-        while peek() == "OR":
-            pos += 1
-            parts.append(and_expr())
-        return parts[0] if len(parts) == 1 else ("or", parts)
-
-    tree = or_expr()
-    if pos != len(tokens):
-        raise fail("unbalanced parentheses" if tokens[pos] == ")" else f"unexpected {tokens[pos]!r}")
-    return tree, pos
-
-
 def _escape(word: str) -> str:
     return re.sub(r'([+|\-"*()~\\])', r"\\\1", word)
 
@@ -230,13 +152,7 @@ def simple_query(query: str) -> str:
         InvalidInput: unbalanced quotes or parentheses, a dangling operator, or NEAR
             (which simple_query_string cannot express).
     """
-    text = query.strip()
-    if text.count('"') % 2:
-        raise InvalidInput(f"Cannot parse the full-text query {query!r}: unbalanced quotes.", FTS_EXAMPLES)
-    tokens = _TOKEN.findall(text)
-    if not tokens:
-        raise InvalidInput(f"The full-text query {query!r} has no words.", FTS_EXAMPLES)
-    tree, _ = _parse(tokens, query)
+    tree = fulltext.parse(query, engine="OpenSearch")
     out = _emit(tree)
     return out[1:-1] if out.startswith("(") and out.endswith(")") and tree[0] in ("and", "or") else out
 
