@@ -40,6 +40,13 @@ def stop_sandboxes(under: Path) -> None:
             continue  # already gone
 
 
+@pytest.fixture(autouse=True, scope="session")
+def stop_module_sandboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the run: stop the sandboxes of servers that module-scoped fixtures started."""
+    yield
+    stop_sandboxes(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test: no AWS or agent settings from the outside; a fresh opsmcp data dir (its
