@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         list(ALL_TOOLSETS), description="Toolsets to register, comma separated."
     )
     sandbox: bool = Field(False, description="Force the embedded moto sandbox.")
+    sandbox_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the embedded sandbox's moto server (default: a free one).")
+    sandbox_idle_seconds: float = Field(
+        600.0, ge=0, le=86_400, description="How long the shared sandbox outlives the last `opsmcp serve` "
+        "using it, seconds (clients that start a server per call find the same sandbox again).")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the log store and audit log live.")
     max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
     http_token: str | None = Field(None, description="Bearer token required on HTTP transports, if set.")
@@ -170,7 +175,7 @@ class Settings(BaseSettings):
         "approves over HTTP (console, CLI, chat link).")
     approval_secret: SecretStr | None = Field(
         None, description="HMAC key of approval tokens (and of sealed request state); replicas share it. "
-        "Random per process when unset.")
+        "When unset, one generated into <data_dir>/approval.secret (0600) on first use by a server with writes.")
     approval_ttl_seconds: float = Field(600.0, gt=0, le=86_400, description="How long an approval token is valid, s.")
     approval_request_ttl_seconds: float = Field(
         3600.0, ge=60, le=604_800, description="How long an approval request (mode human) waits for a person, s.")

@@ -39,8 +39,10 @@ and a bound of 0 approves nothing.
   HTTP, and the write then runs in that server process through :meth:`ApprovalFlow.run_approved`.
 
 Several replicas: the token is self-contained, so a preview on one replica and the approved
-call on another work when the replicas share ``OPSMCP_APPROVAL_SECRET`` (random per process
-when unset, which suits one process). The same secret keys the SDK's sealing of
+call on another work when the replicas share ``OPSMCP_APPROVAL_SECRET``; when it is unset, a
+server with writes uses the data directory's ``approval.secret`` (generated once, 0600:
+:mod:`opsmcp.calls.secret_file`), so every process of one installation verifies the tokens
+of the others (clients that start a server per call). The same secret keys the SDK's sealing of
 ``request_state``, so a stateless elicitation round may also land on another replica. A
 token is single-use: the audit sink claims it once (a claim file created with ``O_EXCL``
 beside the audit file, or a conditional write to the DynamoDB audit table), so it stays
@@ -254,8 +256,10 @@ class ApprovalFlow:
         secret = self.settings.approval_secret
         self.mode = self.settings.write_approval
         self.previews = PreviewCache()
-        self.tokens = ApprovalTokens(secret.get_secret_value().encode() if secret else None,
-                                     self.settings.approval_ttl_seconds)
+        material = secret.get_secret_value().encode() if secret else None
+        if material is None and self.settings.allow_writes:  # every process of this data dir verifies tokens
+            material = _stored_secret(self.settings)
+        self.tokens = ApprovalTokens(material, self.settings.approval_ttl_seconds)
         store = self.store or store_for(self.trail.sink, self.settings.data_dir)
         self.desk = ApprovalDesk(self.settings, self.trail, store, execute=self.run_approved)
 
@@ -654,3 +658,15 @@ def asked_for_progress(ctx: Context) -> bool:
                 return True
         outbound = getattr(outbound, "_inner", None)
     return False
+
+
+def _stored_secret(settings: Settings) -> bytes | None:
+    """The data directory's approval secret (:func:`opsmcp.calls.secret_file.stored_secret`);
+    None (a random key for this process) when it cannot be read or written, said in the log."""
+    from opsmcp.calls.secret_file import stored_secret
+
+    try:
+        return stored_secret(settings.data_dir)
+    except (OSError, OpsError) as exc:
+        log.warning("approval tokens verify only in this process: %s", exc)
+        return None

@@ -3,8 +3,9 @@
 Routes: ``/mcp`` (streamable HTTP), ``/sse`` + ``/messages/`` (legacy SSE), ``/events``
 (the typed SSE feed for custom UIs) and the live page at ``/`` (:mod:`opsmcp.transport.console`),
 ``/healthz`` (liveness),
-``/readyz`` (readiness), ``/metrics`` (Prometheus), ``/api/approvals`` (approval requests,
-:mod:`opsmcp.transport.approvals_api`), and with OAuth the RFC 9728 metadata
+``/readyz`` (readiness: start-up done and a cheap backend call answers), ``/metrics``
+(Prometheus), ``/api/approvals`` (approval requests, :mod:`opsmcp.transport.approvals_api`),
+and with OAuth the RFC 9728 metadata
 at ``/.well-known/oauth-protected-resource/mcp``.
 
 Every request passes, outermost first:
@@ -136,6 +137,9 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
 
     async def readyz(request: Request) -> Response:
         ready, reason = _ready(runtime)
+        if ready and runtime.backend_check is not None:  # the backends answer (credentials, endpoint)
+            failed = await runtime.backend_check()
+            ready, reason = failed is None, failed or reason
         body = {"status": "ready" if ready else "not ready", "reason": reason, "disabled_toolsets": runtime.disabled}
         return JSONResponse(body, status_code=200 if ready else 503)
 
