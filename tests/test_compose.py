@@ -148,9 +148,11 @@ def test_dockerfile_instructions():
     last_user = max(i for i, (k, _) in enumerate(instructions) if k == "USER")
     assert all(k not in ("RUN",) for k, _ in instructions[last_user:]), "nothing runs as root after USER"
     run = " ".join(v for k, v in instructions if k == "RUN")
-    assert "pip install" in run and "sandbox" not in run and "[" not in run.split("pip install", 1)[1]
+    # compose runs the image with OPSMCP_LOG_BACKEND=opensearch: the image has that extra, not the sandbox
+    assert "pip install" in run and "sandbox" not in run
+    assert re.findall(r"\[([a-z,]+)\]", run.split("pip install", 1)[1]) == ["opensearch"], run
     assert ("EXPOSE", "3001") in instructions
-    assert any(k == "HEALTHCHECK" and "/healthz" in v for k, v in instructions)
+    assert any(k == "HEALTHCHECK" and "/readyz" in v for k, v in instructions)  # readiness, not liveness
     assert json.loads(next(v for k, v in instructions if k == "ENTRYPOINT")) == ["opsmcp"]
     for k, v in instructions:
         if k == "COPY" and not v.startswith("--from"):
@@ -268,3 +270,58 @@ async def test_alert_rules_read_series_opsmcp_exports_and_fire(fresh_moto, tmp_p
     out = subprocess.run(["promtool", "test", "rules", str(tmp_path / "rules_test.yml")], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_env_file_asks_each_secret_once_and_compose_passes_it_on(compose):
+    """Regression: the example asked for the OpenSearch admin password twice
+    (OPENSEARCH_INITIAL_ADMIN_PASSWORD and OPSMCP_OPENSEARCH_PASSWORD), which had to match."""
+    example = (ROOT / "deploy" / "opsmcp.env.example").read_text()
+    asked = re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.M)
+    assert sorted(asked) == ["OPENSEARCH_INITIAL_ADMIN_PASSWORD", "OPSMCP_HTTP_TOKEN"], asked
+    opsmcp = compose["services"]["opsmcp"]
+    assert opsmcp["entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert 'OPSMCP_OPENSEARCH_PASSWORD="$$OPENSEARCH_INITIAL_ADMIN_PASSWORD" exec opsmcp "$$@"' in opsmcp["entrypoint"]
+
+
+def test_healthchecks_ask_what_each_service_needs(compose, tmp_path):
+    """Regression: opsmcp's healthcheck asked /healthz (liveness) where /readyz says whether it
+    can serve; Dashboards' called /api/status without credentials while the security plugin is
+    on (401 forever). Dashboards cannot run here: its healthcheck command runs on this host
+    against a loopback server that answers /api/status as the security plugin does (401
+    without admin's basic auth) and must pass; without credentials it would fail."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    opsmcp = compose["services"]["opsmcp"]["healthcheck"]["test"]
+    assert "/readyz" in opsmcp[-1] and "/healthz" not in opsmcp[-1]
+    password = "Str0ng!pass"
+    seen: list[str] = []
+
+    class Status(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            seen.append(auth)
+            ok = self.path == "/api/status" and auth == "Basic " + base64.b64encode(
+                f"admin:{password}".encode()).decode()
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Status)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        kind, command = compose["services"]["opensearch-dashboards"]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL" and "localhost:5601" in command
+        command = command.replace("$$", "$").replace("localhost:5601", f"127.0.0.1:{httpd.server_address[1]}")
+        env = {"PATH": "/usr/bin:/bin", "OPENSEARCH_INITIAL_ADMIN_PASSWORD": password}
+        out = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, (seen, out.stderr)
+        out = subprocess.run(["sh", "-c", command], env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": "wrong"},
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0  # the check can fail: a 401 is unhealthy
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
