@@ -313,7 +313,7 @@ def start(workdir: Path, *, hooks: Path | None = None, port: int | None = None, 
 
 def main(argv: list[str] | None = None) -> int:
     """``install`` (exit 0 when installed or reused, 3 when this host cannot run it) or
-    ``serve`` (foreground until Ctrl-C)."""
+    ``serve`` (foreground until Ctrl-C or SIGTERM, then LocalStack is stopped)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("install", help="install LocalStack and DynamoDB Local (idempotent)")
@@ -328,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"LocalStack {'reused' if done.reused else 'installed'} in {done.home} "
                   f"({time.monotonic() - t:.0f} s)")
             return 0
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # SIGTERM too; and SIGINT even where a shell ignored it
+
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
         with tempfile.TemporaryDirectory(prefix="opsmcp-localstack-") as tmp:
             ls = start(Path(tmp), hooks=args.hooks, port=args.port)
             print(f"LocalStack at {ls.url} (started in {ls.started_in:.1f} s; log {ls.log}); Ctrl-C stops it",

@@ -169,8 +169,8 @@ def send_entries(sqs: Any, url: str, entries: list[dict[str, Any]], *, have: int
     """Send ``entries[have:]`` to the queue at ``url`` in batches of 10; return how many were sent.
 
     With ``check`` (a client that reads the queue), a failed batch is retried (see
-    :func:`_retrying`) unless the queue's depth shows it landed; entries the queue refused
-    one by one (``Failed``) are sent again, alone.
+    :func:`_retrying`) unless the queue's depth shows it landed; a retry after a partial
+    failure (the answer's ``Failed`` entries) sends only the refused entries.
 
     Raises:
         OpsError: a batch still failed after :data:`SEED_ATTEMPTS` attempts.
@@ -190,7 +190,7 @@ def send_entries(sqs: Any, url: str, entries: list[dict[str, Any]], *, have: int
                 raise OpsError(f"the queue refused {len(pending)} of the seeded messages: {resp['Failed']}")
 
         def landed(url: str = url, after: int = after) -> bool:
-            return check is not None and queue_depth(check, url) >= after
+            return queue_depth(check, url) >= after
 
         name = url.rsplit("/", 1)[-1]
         if check is None:
@@ -199,8 +199,6 @@ def send_entries(sqs: Any, url: str, entries: list[dict[str, Any]], *, have: int
             _retrying(f"send {len(batch)} messages to {name}", send, landed, endpoint)
         sent += len(batch)
     return sent
-
-
 
 
 def _decimals(value: Any) -> Any:
