@@ -451,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed = sandbox.add_parser("seed", help="seed the incident scenario into an AWS-compatible endpoint",
                               description="Seed the sandbox's incident (queues, DLQs, orders, metrics) into an "
                                           "AWS-compatible endpoint and its log lines into the configured log store. "
-                                          "A second run does nothing; --reset replaces the scenario.")
+                                          "Parts already there are kept and missing or partial ones completed, so "
+                                          "a second run finishes a failed one and leaves a complete one alone; "
+                                          "--reset replaces the scenario.")
     seed.add_argument("--endpoint-url", required=True, help="the endpoint, e.g. http://localhost:4566 (LocalStack)")
     seed.add_argument("--region", default=None, help="AWS region (default AWS_REGION, else us-east-1)")
     seed.add_argument("--reset", action="store_true",
