@@ -212,7 +212,7 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     clients = seed_clients(settings)
     if args.reset:
         remove_seeded(settings, scenario, clients)
-    results = resume_seed(settings, scenario, clients)
+    results = resume_seed(settings, scenario, clients, purged=args.reset)
     store = settings.log_store_path
     if "logs" in settings.toolsets:
         results.append(seed_logs(store, scenario, reset=args.reset))

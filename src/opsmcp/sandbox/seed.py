@@ -319,13 +319,15 @@ def count_items(ddb: Any, table: str) -> int:
 
 
 def resume_seed(settings: Settings, scenario: Scenario, clients: AwsClients | None = None,
-                *, metrics: bool = True) -> list[PartResult]:
+                *, metrics: bool = True, purged: bool = False) -> list[PartResult]:
     """Seed what of the scenario is missing at the endpoint, part by part (see the module doc).
 
     queues: created when missing. messages: a queue holding fewer than its seeded messages
     gets the rest (those it holds are taken as the first ones sent). orders: written again
     (idempotent puts) when the table holds fewer. metrics: each series ListMetrics does not
-    show is put. Returns one :class:`PartResult` per AWS part, in :data:`PARTS` order.
+    show is put. ``purged``: the queues were just purged (:func:`remove_seeded`; SQS may take
+    up to 60 s to finish a purge), so every message is sent without counting what is left.
+    Returns one :class:`PartResult` per AWS part, in :data:`PARTS` order.
 
     Raises:
         OpsError: a part could not be written after :data:`SEED_ATTEMPTS` attempts; the
@@ -342,7 +344,7 @@ def resume_seed(settings: Settings, scenario: Scenario, clients: AwsClients | No
     entries = queue_entries(scenario)
     msgs = PartResult("messages", sum(len(e) for e in entries.values()))
     for queue, batch in entries.items():
-        have = min(queue_depth(sqs, urls[queue]), len(batch))
+        have = 0 if purged else min(queue_depth(sqs, urls[queue]), len(batch))
         msgs.found += have
         msgs.written += send_entries(sqs_once, urls[queue], batch, have=have, check=sqs, endpoint=endpoint)
     results.append(msgs)
