@@ -209,7 +209,8 @@ def main() -> None:
                     ops_req.append(requests)
                     dups += check_and_clean(sqs, source, dlq_url, expected)
                     print(f"  n={n}: naive {naive[-1]:.1f} msg/s, opsmcp move {move[-1]:.1f} msg/s "
-                          f"(preview+move {both[-1]:.1f}); load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+                          f"(preview+move {both[-1]:.1f}); requests {naive_req[-1]} / {ops_req[-1]}; "
+                          f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
                 rows.append((n, naive, move, both, naive_req, ops_req, dups))
     finally:
         if proc is not None:
