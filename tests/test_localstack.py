@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -198,20 +198,16 @@ class Stack:
     init: dict[str, Any]
     opensearch: OpenSearchStandIn
     image: DockerfileVenv
-    work: Path
     hook_env: dict[str, str]
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("localstack")
-    t0 = time.monotonic()
     try:
         lh.install()
     except lh.Unavailable as exc:
         _unavailable(str(exc))
-    installed = time.monotonic() - t0
     image = DockerfileVenv(work / "image").start()  # in the background while the hooks run
     opensearch = OpenSearchStandIn()
     port = lh.free_port()
@@ -223,12 +219,9 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     }
     ls = None
     try:
-        t = time.monotonic()
         ls = lh.start(work, hooks=ROOT / "localstack" / "ready.d", port=port, env=hook_env)
-        started = time.monotonic() - t
         init = ls.wait_for_hooks(HOOKS_BUDGET)
-        seconds = {"install": installed, "start": started, "hooks": time.monotonic() - t - started}
-        yield Stack(ls, init, opensearch, image, work, hook_env, seconds)
+        yield Stack(ls, init, opensearch, image, hook_env)
     except lh.Unavailable as exc:
         pytest.fail(str(exc))
     finally:
