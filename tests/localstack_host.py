@@ -265,8 +265,9 @@ def start(workdir: Path, *, hooks: Path | None = None, port: int | None = None, 
     port) with its filesystem under ``workdir``; wait until ``/_localstack/health`` answers.
 
     Args:
-        hooks: a ``ready.d`` directory (e.g. the repository's ``localstack/ready.d``): LocalStack
-            itself runs its scripts once it is ready; :meth:`LocalStack.wait_for_hooks` waits.
+        hooks: a ``ready.d`` directory (e.g. the repository's ``localstack/ready.d``), copied into
+            LocalStack's init directory: LocalStack itself runs its scripts once it is ready;
+            :meth:`LocalStack.wait_for_hooks` waits for them.
         env: extra environment for LocalStack and so for the hooks it runs.
 
     Raises:
@@ -286,7 +287,7 @@ def start(workdir: Path, *, hooks: Path | None = None, port: int | None = None, 
     init = fs / "etc" / "localstack" / "init"
     init.mkdir(parents=True, exist_ok=True)
     if hooks is not None and not (init / "ready.d").exists():
-        (init / "ready.d").symlink_to(hooks.resolve())
+        shutil.copytree(hooks, init / "ready.d")  # a copy: the scripts as they were at start
     full = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE_", "COVERAGE_", "VIRTUAL_ENV"))}
     full.update(OVERRIDE_IN_DOCKER="0", GATEWAY_SERVER="hypercorn", GATEWAY_LISTEN=f"127.0.0.1:{port}",
                 DNS_ADDRESS="0", FILESYSTEM_ROOT=str(fs), SERVICES=services, DISABLE_EVENTS="1",
