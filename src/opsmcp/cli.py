@@ -283,41 +283,38 @@ def _prewarm(runtime: Runtime, stopping: threading.Event) -> None:
 def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     """Seed the incident scenario into an AWS-compatible endpoint and the configured log store.
 
-    A second run finds the scenario there and does nothing (``--reset`` replaces it).
-    Without AWS credentials the sandbox's dummy ones are used: the endpoint is explicit.
+    Each part (queues, messages, orders, metrics, logs) is looked at first and only what is
+    missing is written, so a seed that failed half-way is finished by the next run and a
+    complete one is left alone; one line says per part what was found and written.
+    ``--reset`` replaces the queues' messages, the orders and the log lines (metric points
+    cannot be deleted: series already there are kept). Without AWS credentials the
+    sandbox's dummy ones are used: the endpoint is explicit.
     """
     import os
 
-    from opsmcp.backends.logstore import LogStore
     from opsmcp.sandbox import SANDBOX_CREDENTIALS, eprint
     from opsmcp.sandbox.scenario import build_scenario
-    from opsmcp.sandbox.seed import remove_seeded, seed_aws, seeded_state
+    from opsmcp.sandbox.seed import PartResult, remove_seeded, resume_seed, seed_clients, seed_logs
 
     settings = _settings(args, aws_endpoint_url=args.endpoint_url, aws_region=args.region)
     if not (settings.aws_profile or os.environ.get("AWS_ACCESS_KEY_ID")):
         os.environ.update(SANDBOX_CREDENTIALS)  # LocalStack and moto accept any; never real ones
     scenario = build_scenario()
-    from opsmcp.backends.aws import AwsClients
-
-    clients = AwsClients(settings)
+    clients = seed_clients(settings)
     if args.reset:
         remove_seeded(settings, scenario, clients)
-    else:
-        found = seeded_state(settings, scenario, clients)
-        if found:
-            eprint(f"opsmcp: {args.endpoint_url} already holds the scenario ({found}); nothing seeded. "
-                   "Use --reset to replace it.")
-            return 0
-    counts = seed_aws(settings, scenario, clients=clients)
+    results = resume_seed(settings, scenario, clients, purged=args.reset)
     store = settings.log_store_path
     if "logs" in settings.toolsets:
-        with LogStore(store) as logs:
-            if args.reset and logs.exists():
-                logs.reset()  # the story's times are relative to now: the old lines would not match
-            counts["log_lines"] = logs.ingest((line.to_json() for line in scenario.log_lines()),
-                                              source="sandbox seed").loaded
-    eprint(f"seeded {args.endpoint_url}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
-           + (f"; log lines into {store}" if "log_lines" in counts else ""))
+        results.append(seed_logs(store, scenario, reset=args.reset))
+    else:
+        results.append(PartResult("logs", 0, skipped="the logs toolset is off"))
+    done = all(r.status in ("present", "skipped") for r in results)
+    eprint((f"opsmcp: {args.endpoint_url} already holds the scenario; nothing seeded: "
+            if done else f"seeded {args.endpoint_url}: ")
+           + "; ".join(r.describe() for r in results)
+           + (f"; log lines in {store}" if "logs" in settings.toolsets else "")
+           + (". Use --reset to replace it." if done else ""))
     return 0
 
 
@@ -662,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed = sandbox.add_parser("seed", help="seed the incident scenario into an AWS-compatible endpoint",
                               description="Seed the sandbox's incident (queues, DLQs, orders, metrics) into an "
                                           "AWS-compatible endpoint and its log lines into the configured log store. "
-                                          "A second run does nothing; --reset replaces the scenario.")
+                                          "Parts already there are kept and missing or partial ones completed, so "
+                                          "a second run finishes a failed one and leaves a complete one alone; "
+                                          "--reset replaces the scenario.")
     seed.add_argument("--endpoint-url", required=True, help="the endpoint, e.g. http://localhost:4566 (LocalStack)")
     seed.add_argument("--region", default=None, help="AWS region (default AWS_REGION, else us-east-1)")
     seed.add_argument("--reset", action="store_true",
