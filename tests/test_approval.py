@@ -18,7 +18,7 @@ from mcp.types import ElicitResult
 from pydantic import Field, SecretStr
 
 from opsmcp.calls.approval import ApprovalTokens, PreviewCache, Shown, args_digest
-from opsmcp.calls.audit import FileAudit
+from opsmcp.calls.audit import FileAudit, read_tail
 from opsmcp.calls.identity import caller
 from opsmcp.results import Result
 from opsmcp.sandbox.scenario import build_scenario
@@ -160,7 +160,7 @@ async def test_dry_run_token_moves_at_most_the_preview_on_another_replica(seeded
         with pytest.raises(ToolFailed, match="already used"):
             await call(on_b, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True, approval_token=token)
     assert _visible(sqs, DLQ) == 3
-    outcomes = [r for r in FileAudit(settings.audit_log_path).tail(50) if r["phase"] == "outcome"]
+    outcomes = [r for r in read_tail(settings.audit_log_path, 50) if r["phase"] == "outcome"]
     assert ("complete", "approval_token") in [(r["outcome"], r["approval"]) for r in outcomes]
 
 
@@ -180,7 +180,7 @@ async def test_another_caller_cannot_use_a_preview_or_a_token(seeded_writes):
     async with as_caller("alice", server) as alice:
         out = await call(alice, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True, approval_token=token)
     assert out["moved"] == 8
-    records = FileAudit(settings.audit_log_path).tail(50)
+    records = read_tail(settings.audit_log_path, 50)
     assert {r["caller"] for r in records} == {"alice", "bob"}
 
 
@@ -204,7 +204,7 @@ async def test_tampered_expired_and_mismatched_tokens_are_refused(seeded_writes)
         with pytest.raises(ToolFailed, match="approval_token expired"):
             await call(client, "redrive_dlq", **real, approval_token=token)
     assert _visible(sqs, DLQ) == 8
-    refused = [r for r in FileAudit(settings.audit_log_path).tail(50) if r["outcome"] == "refused: approval token"]
+    refused = [r for r in read_tail(settings.audit_log_path, 50) if r["outcome"] == "refused: approval token"]
     assert len(refused) == 3 and all(r["note"] for r in refused)
 
 
@@ -310,7 +310,7 @@ async def test_huge_dry_runs_keep_the_audit_log_and_the_preview_cache_bounded(tm
             await call(client, "move_things", signature=f"{i:04d}" + "x" * 1_000_000)
     size = runtime.settings.audit_log_path.stat().st_size
     assert size < 2_000_000, size
-    records = FileAudit(runtime.settings.audit_log_path).tail(2)
+    records = read_tail(runtime.settings.audit_log_path, 2)
     assert records[-1]["cut"] >= 1 and "[cut: " in records[-1]["arguments"]["signature"]
     cache = runtime.approvals.previews
     assert len(cache) == 50
@@ -325,7 +325,7 @@ async def test_long_write_writes_progress_records(tmp_path):
         token = TOKEN_IN_NOTES.search(" ".join(preview["notes"])).group(1)  # type: ignore[union-attr]
         out = await call(client, "move_things", dry_run=False, confirm=True, approval_token=token)
     assert out["moved"] == 8
-    progress = [r for r in FileAudit(runtime.settings.audit_log_path).tail(50) if r["phase"] == "progress"]
+    progress = [r for r in read_tail(runtime.settings.audit_log_path, 50) if r["phase"] == "progress"]
     assert [r["counts"]["progress"] for r in progress] == [1, 10, 20]
     assert progress[-1]["counts"]["total"] == 25 and progress[-1]["note"] == "moved 20"
 
@@ -347,17 +347,17 @@ async def test_a_lost_outcome_record_is_reported_in_the_result(tmp_path):
     from opsmcp.errors import OpsError
 
     class LosesOutcomes(FileAudit):
-        def append(self, record: dict[str, Any]) -> None:
+        async def append(self, record: dict[str, Any]) -> None:
             if record["phase"] == "outcome":
                 raise OpsError("disk full")
-            super().append(record)
+            await super().append(record)
 
     server, runtime, _ = _things_server(tmp_path)
     runtime.trail.sink = LosesOutcomes(runtime.settings.audit_log_path)
     async with Client(server) as client:
         out = await call(client, "move_things")
     assert any("outcome audit record could not be written" in n for n in out["notes"])
-    assert [r["phase"] for r in FileAudit(runtime.settings.audit_log_path).tail(5)] == ["intent"]
+    assert [r["phase"] for r in read_tail(runtime.settings.audit_log_path, 5)] == ["intent"]
 
 
 async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(seeded_writes):
@@ -380,7 +380,7 @@ async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(see
         with pytest.raises(ToolFailed, match="already used"):
             await call(on_b, "redrive_dlq", **real)
     assert _visible(sqs, DLQ) == 5
-    phases = [r["phase"] for r in runtime_a.audit.tail(100)]  # type: ignore[union-attr]
+    phases = [r["phase"] for r in await runtime_a.audit.tail(100)]  # type: ignore[union-attr]
     assert "claimed" not in phases and phases.count("outcome") >= 3
 
 

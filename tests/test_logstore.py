@@ -22,7 +22,8 @@ from opsmcp.backends.logstore import SEQ_BITS, LogStore, fts_query, ms_iso, norm
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, OpsError
 from opsmcp.sandbox.scenario import build_scenario
-from opsmcp.toolsets.logs import LogTools, parse_interval
+from opsmcp.times import parse_duration
+from opsmcp.toolsets.logs import LogTools
 
 NOW = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 
@@ -402,7 +403,7 @@ async def test_log_stats_tool_onset_and_clamps(tools, scenario):
         await tools.log_stats(start="2026-11-21T15:00:00Z", end="2026-11-21T14:00:00Z")
     with pytest.raises(InvalidInput):
         await tools.log_stats(interval="soon")
-    assert parse_interval("5m") == 300 and parse_interval(90) == 90 and parse_interval("1h") == 3600
+    assert parse_duration("5m") == 300 and parse_duration(90) == 90 and parse_duration("1h") == 3600
 
 
 # --------------------------------------------------------------------------- toolset

@@ -11,7 +11,7 @@ from mcp import Client
 from mcp.types import ElicitResult
 from test_playbooks import marker, test_catalog  # noqa: F401  (fixtures)
 
-from opsmcp.calls.audit import FileAudit
+from opsmcp.calls.audit import read_tail
 from opsmcp.server import build_server
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +57,7 @@ async def test_real_run_needs_approval_and_reports_progress(tmp_path):
     assert [p.name for p in target.iterdir()] == ["fresh.log"]
     assert len(prompts) == 1 and "cleanup_old_files" in prompts[0]
     assert progress and any(m for _, _, m in progress)
-    outcome = [r for r in FileAudit(settings.audit_log_path).tail(20) if r["phase"] == "outcome"][-1]
+    outcome = [r for r in read_tail(settings.audit_log_path, 20) if r["phase"] == "outcome"][-1]
     assert outcome["approval"] == "elicitation" and outcome["dry_run"] is False
 
 
@@ -97,5 +97,5 @@ async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog,
         while marked(marker):
             await anyio.sleep(0.05)
     with anyio.fail_after(10):
-        while not any(r.get("outcome") == "cancelled" for r in FileAudit(settings.audit_log_path).tail(10)):
+        while not any(r.get("outcome") == "cancelled" for r in read_tail(settings.audit_log_path, 10)):
             await anyio.sleep(0.05)

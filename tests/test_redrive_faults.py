@@ -85,7 +85,8 @@ def visible(sqs: Any, url: str) -> tuple[int, int]:
 
 
 def tools(endpoint: str, tmp_path: Any, **overrides: Any) -> QueueTools:
-    return QueueTools(SqsBackend(AwsClients(make_settings(endpoint, tmp_path, **overrides))))
+    settings = make_settings(endpoint, tmp_path, **overrides)
+    return QueueTools(settings, SqsBackend(AwsClients(settings)))
 
 
 class StallingProxy:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import boto3
 import pytest
 from conftest import ToolFailed, call, make_settings
 from mcp import Client
 from mcp.types import ElicitResult
 
-from opsmcp.calls.audit import FileAudit, create_audit_table, redact
+from opsmcp.calls.audit import FileAudit, create_audit_table, read_tail, redact
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server
@@ -88,7 +89,7 @@ async def test_elicitation_accept_decline_cancel(fresh_moto, tmp_path, answer, m
     assert len(prompts) == 1 and "Move 8 message(s) from DLQ order-cancellation-queue-dlq" in prompts[0]
     assert _visible(sqs, "order-cancellation-queue-dlq") == 8 - moved
     assert _visible(sqs, "order-cancellation-queue") == moved
-    records = FileAudit(settings.audit_log_path).tail(50)
+    records = read_tail(settings.audit_log_path, 50)
     final = [r for r in records if r["phase"] == "outcome"][-1]
     assert final["tool"] == "redrive_dlq" and final["dry_run"] is False
     if moved:
@@ -104,14 +105,14 @@ async def test_without_elicitation_capability_confirm_is_required(seeded):
     assert _visible(seeded.sqs, "order-cancellation-queue-dlq") == 8
     out = await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
     assert out["moved"] == 8
-    records = FileAudit(seeded.settings.audit_log_path).tail(100)
+    records = read_tail(seeded.settings.audit_log_path, 100)
     outcomes = [(r["outcome"], r["approval"]) for r in records if r["phase"] == "outcome"]
     assert ("needs_confirmation", None) in outcomes and ("complete", "confirm_argument") in outcomes
 
 
 async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):
     await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq")
-    records = FileAudit(seeded.settings.audit_log_path).tail(10)
+    records = read_tail(seeded.settings.audit_log_path, 10)
     assert [r["phase"] for r in records] == ["intent", "outcome"]
     assert all(r["dry_run"] and r["caller"] == "stdio" and r["tool"] == "redrive_dlq" for r in records)
     assert records[1]["counts"]["matched"] == 8 and records[1]["duration_ms"] >= 0
@@ -142,7 +143,7 @@ async def test_audit_records_can_go_to_dynamodb(fresh_moto, tmp_path):
     server, runtime = build_server(settings)
     async with Client(server) as client:
         await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq")
-    items = runtime.audit.tail(10)
+    items = await runtime.audit.tail(10)
     assert [i["phase"] for i in items] == ["intent", "outcome"] and items[1]["counts"]["matched"] == 8
     assert not settings.audit_log_path.exists()
 
@@ -152,8 +153,9 @@ def test_audit_tail_command(tmp_path, capsys):
 
     audit = FileAudit(tmp_path / "audit.jsonl")
     for n in range(5):
-        audit.append({"time": f"t{n}", "call_id": str(n), "phase": "outcome", "caller": "stdio", "tool": "redrive_dlq",
-                      "arguments": {"queue": "q", "token": "***redacted***"}, "dry_run": True, "outcome": "ok"})
+        anyio.run(audit.append, {"time": f"t{n}", "call_id": str(n), "phase": "outcome", "caller": "stdio",
+                                 "tool": "redrive_dlq", "arguments": {"queue": "q", "token": "***redacted***"},
+                                 "dry_run": True, "outcome": "ok"})
     assert main(["audit", "tail", "-n", "2", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and "id=3" in out[0] and "id=4" in out[1] and "DRY-RUN" in out[1]
@@ -161,14 +163,14 @@ def test_audit_tail_command(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip())["call_id"] == "4"
 
 
-def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
+async def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
     path = tmp_path / "audit.jsonl"
     audit = FileAudit(path)
-    audit.append({"time": "t1", "call_id": "1", "phase": "intent", "tool": "redrive_dlq"})
+    await audit.append({"time": "t1", "call_id": "1", "phase": "intent", "tool": "redrive_dlq"})
     with open(path, "ab") as fh:
         fh.write(b'{"time":"t2","call_id":"torn","pha')  # the server was killed mid-write
-    audit.append({"time": "t3", "call_id": "2", "phase": "intent", "tool": "redrive_dlq"})
-    records = audit.tail(5)
+    await audit.append({"time": "t3", "call_id": "2", "phase": "intent", "tool": "redrive_dlq"})
+    records = await audit.tail(5)
     assert [r.get("call_id") for r in records] == ["1", None, "2"]
     assert records[1]["unreadable"].startswith('{"time":"t2"')
 
@@ -186,23 +188,24 @@ def test_interrupted_writes_are_closed_on_start_up_with_their_last_progress(tmp_
     audit = FileAudit(tmp_path / "audit.jsonl")
     base = {"caller": "stdio", "tool": "redrive_dlq", "arguments": {"queue": "order-queue-dlq"}, "dry_run": False,
             "approval": "elicitation", "host": HOST, "pid": gone.pid}
-    audit.append(base | {"time": "t1", "call_id": "killed", "phase": "intent", "outcome": "started"})
-    for n in (10, 200):
-        audit.append(base | {"time": f"t{n}", "call_id": "killed", "phase": "progress", "outcome": "running",
-                             "counts": {"progress": n, "total": 2000}})
-    audit.append(base | {"time": "t3", "call_id": "finished", "phase": "intent", "outcome": "started"})
-    audit.append(base | {"time": "t4", "call_id": "finished", "phase": "outcome", "outcome": "complete"})
-    audit.append(base | {"time": "t5", "call_id": "running", "phase": "intent", "outcome": "started",
-                         "pid": os.getpid()})  # a live process: still running, left alone
-    audit.append(base | {"time": "t6", "call_id": "elsewhere", "phase": "intent", "outcome": "started",
-                         "host": "another-replica"})
+    records = [base | {"time": "t1", "call_id": "killed", "phase": "intent", "outcome": "started"}]
+    records += [base | {"time": f"t{n}", "call_id": "killed", "phase": "progress", "outcome": "running",
+                        "counts": {"progress": n, "total": 2000}} for n in (10, 200)]
+    records += [base | {"time": "t3", "call_id": "finished", "phase": "intent", "outcome": "started"},
+                base | {"time": "t4", "call_id": "finished", "phase": "outcome", "outcome": "complete"},
+                base | {"time": "t5", "call_id": "running", "phase": "intent", "outcome": "started",
+                        "pid": os.getpid()},  # a live process: still running, left alone
+                base | {"time": "t6", "call_id": "elsewhere", "phase": "intent", "outcome": "started",
+                        "host": "another-replica"}]
+    for record in records:
+        anyio.run(audit.append, record)
     settings = make_settings("http://127.0.0.1:9", tmp_path, toolsets=[])
     build_server(settings)
-    closed = [r for r in audit.tail(50) if r.get("outcome") == "interrupted"]
+    closed = [r for r in anyio.run(audit.tail, 50) if r.get("outcome") == "interrupted"]
     assert [r["call_id"] for r in closed] == ["killed"]
     assert closed[0]["counts"] == {"progress": 200, "total": 2000} and "t200" in closed[0]["note"]
     build_server(settings)  # a second start finds nothing left to close
-    assert len([r for r in audit.tail(50) if r.get("outcome") == "interrupted"]) == 1
+    assert len([r for r in anyio.run(audit.tail, 50) if r.get("outcome") == "interrupted"]) == 1
     assert main(["audit", "tail", "-n", "1", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "outcome=interrupted" in out and '"progress": 200' in out and "id=killed" in out

@@ -234,12 +234,14 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     """Print the last N audit records (oldest first), as text or JSON Lines."""
     import json
 
+    import anyio
+
     from opsmcp.backends.aws import AwsClients
     from opsmcp.calls.audit import format_records
     from opsmcp.server import build_audit
 
     settings = _settings(args)
-    records = build_audit(settings, AwsClients(settings)).tail(args.n)
+    records = anyio.run(build_audit(settings, AwsClients(settings)).tail, args.n)
     if args.json:
         print("\n".join(json.dumps(r, default=str) for r in records))
     elif records:

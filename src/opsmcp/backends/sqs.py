@@ -114,6 +114,13 @@ class SqsBackend:
         )
         return resp.get("Attributes", {})
 
+    async def dead_letter_sources(self, url: str) -> list[str]:
+        """URLs of the queues whose RedrivePolicy targets the queue at ``url``
+        (ListDeadLetterSourceQueues, its first page)."""
+        resp = await aws_call(self.clients, f"list the source queues of {queue_name(url)}",
+                              self._sqs.list_dead_letter_source_queues, QueueUrl=url)
+        return list(resp.get("queueUrls", []))
+
     async def receive(self, url: str, max_messages: int, visibility_timeout: int,
                       wait_seconds: int = 0) -> list[dict[str, Any]]:
         """ReceiveMessage with every system and message attribute.

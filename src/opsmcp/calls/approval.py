@@ -279,7 +279,7 @@ class ApprovalTokens:
                                   "this call's; call with exactly the arguments of the approved dry run.", again)
         return Grant(bound=bound if isinstance(bound, int) else None, nonce=nonce, expires_at=expires)
 
-    def use(self, grant: Grant, claim: Callable[[str, float], bool] | None = None) -> None:
+    async def use(self, grant: Grant, claim: Callable[[str, float], Awaitable[bool]] | None = None) -> None:
         """Spend ``grant`` once: remembered here until it expires and, when ``claim`` is
         given (a shared audit table's ``claim_once``), claimed across replicas.
 
@@ -293,7 +293,7 @@ class ApprovalTokens:
                 raise ApprovalRefused("Not done: this approval_token was already used; one approval makes one "
                                       "change.", "run the dry run again and ask the user about the new preview.")
             self._used[grant.nonce] = grant.expires_at
-        if claim is not None and not claim(grant.nonce, grant.expires_at):
+        if claim is not None and not await claim(grant.nonce, grant.expires_at):
             raise ApprovalRefused("Not done: this approval_token was already used (on another replica).",
                                   "run the dry run again and ask the user about the new preview.")
 
@@ -305,7 +305,7 @@ class ProgressTrail:
     first report, then every ``every`` reports or ``seconds`` seconds, whichever comes first.
     """
 
-    def __init__(self, inner: Callable[..., Any], write: Callable[[dict[str, Any], str], None],
+    def __init__(self, inner: Callable[..., Any], write: Callable[[dict[str, Any], str], Awaitable[None]],
                  every: int = 10, seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner, self.write, self.every, self.seconds, self.clock = inner, write, every, seconds, clock
         self.reports = 0
@@ -318,7 +318,8 @@ class ProgressTrail:
         now = self.clock()
         if self.reports == 1 or self.reports % self.every == 0 or now - self.last_written >= self.seconds:
             self.last_written = now
-            self.write({"progress": progress, "total": total, "reports": self.reports}, cut_text(message or "", 200))
+            await self.write({"progress": progress, "total": total, "reports": self.reports},
+                             cut_text(message or "", 200))
 
 
 @dataclass
@@ -362,7 +363,7 @@ class ApprovalFlow:
         args = {k: v for k, v in kwargs.items() if k not in FLOW_PARAMS} | {str(mark.preview_arg): True}
         start = time.perf_counter()
         result = await fn(**args)
-        self.trail.record(name, args, real=False, phase="preview", outcome=status_of(result), start=start,
+        await self.trail.record(name, args, real=False, phase="preview", outcome=status_of(result), start=start,
                              counts=counts_of(result))
         return self.remember(name, mark, kwargs, result)
 
@@ -464,13 +465,13 @@ class ApprovalFlow:
             elif isinstance(answer, Approval) and answer.approve and isinstance(shown, Shown):
                 how, bound = "elicitation", shown.bound
             elif isinstance(answer, Approval) and answer.approve:  # cannot happen: both come from one resolution
-                self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: no preview",
+                await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: no preview",
                                      start=start)
                 raise OpsError(f"Not done: the preview the user approved for {name} cannot be found.",
                                "call again; the user will be asked about a fresh preview.")
             else:  # declined, cancelled, or accepted with approve=false
                 action = "cancelled" if isinstance(outcome, CancelledElicitation) else "declined"
-                self.trail.record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
+                await self.trail.record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
                 self.previews.pop(subject, name, digest)
                 raise OpsError(f"The user {action} the change; {name} did nothing.",
                                "ask the user what to do instead, or run a dry run to show the preview again.")
@@ -480,12 +481,12 @@ class ApprovalFlow:
                     raise OpsError(f"Not done: the approved preview of {name} has no bound for {arg}.",
                                    "run the dry run again and ask the user about its preview.")
                 kwargs[arg] = min(kwargs[arg], bound)  # never more than was shown
-        call_id = self.trail.record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
+        call_id = await self.trail.record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
                                        approval=how)
         call_args = dict(kwargs)
         if real and call_args.get("progress") is not None:
-            def trail(counts: dict[str, Any], message: str) -> None:
-                self.trail.record(name, kwargs, real=True, phase="progress", outcome="running", start=start,
+            async def trail(counts: dict[str, Any], message: str) -> None:
+                await self.trail.record(name, kwargs, real=True, phase="progress", outcome="running", start=start,
                                      call_id=call_id, approval=how, counts=counts, note=message or None, strict=False)
 
             call_args["progress"] = ProgressTrail(call_args["progress"], trail)
@@ -497,7 +498,7 @@ class ApprovalFlow:
             import anyio
 
             ended = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else f"error: {exc}"
-            self.trail.record(name, kwargs, real=real, phase="outcome", outcome=ended, start=start,
+            await self.trail.record(name, kwargs, real=real, phase="outcome", outcome=ended, start=start,
                                  call_id=call_id, approval=how, strict=False)
             raise
         finally:
@@ -505,7 +506,7 @@ class ApprovalFlow:
                 self.previews.pop(subject, name, digest)  # an approval makes one change
         if not real:
             self._hand_out(name, mark, kwargs, result, subject, digest)
-        recorded = self.trail.record(name, kwargs, real=real, phase="outcome", outcome=status_of(result),
+        recorded = await self.trail.record(name, kwargs, real=real, phase="outcome", outcome=status_of(result),
                                         start=start, call_id=call_id, approval=how, counts=counts_of(result),
                                         strict=False)
         if not recorded and isinstance(result, Result):
@@ -538,8 +539,8 @@ class ApprovalFlow:
         """
         subject, digest = caller.get(), args_digest(name, kwargs, mark.preview_arg)
         if self.mode == "prompt":
-            self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: needs an approval prompt",
-                                 start=start)
+            await self.trail.record(name, kwargs, real=True, phase="outcome",
+                                    outcome="refused: needs an approval prompt", start=start)
             raise OpsError(
                 f"Not done: this server makes real changes only through an approval prompt that the user answers "
                 f"(OPSMCP_WRITE_APPROVAL=prompt), and this client cannot show one (it declared no elicitation "
@@ -549,9 +550,9 @@ class ApprovalFlow:
         if confirmed and token:
             try:
                 grant = self.tokens.verify(token, name, digest, subject)
-                self.tokens.use(grant, self.trail.claim())
+                await self.tokens.use(grant, self.trail.claim())
             except OpsError as exc:
-                self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: approval token",
+                await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: approval token",
                                      start=start, note=exc.message)
                 raise
             return "approval_token", grant.bound
@@ -561,7 +562,7 @@ class ApprovalFlow:
                 return "confirm_argument", cached.bound
         shown = await self.preview(name, fn, mark, kwargs)
         new_token = self.tokens.mint(name, digest, shown.bound, subject)
-        self.trail.record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation", start=start)
+        await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation", start=start)
         raise OpsError(
             f"Not done: {name} with {mark.preview_arg}=false makes a real change and needs the user's approval. "
             f"Preview:\n{shown.summary}",

@@ -34,9 +34,9 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.log_factory import build_log_backend
 from opsmcp.backends.logbackend import LogBackend, LogRecord, ms_iso, normalize_level
 from opsmcp.config import Settings
-from opsmcp.errors import InvalidInput, OpsError, closest
+from opsmcp.errors import InvalidInput, OpsError, did_you_mean
 from opsmcp.results import Result, clamp
-from opsmcp.times import iso, parse_time, parse_window, utcnow
+from opsmcp.times import iso, parse_duration, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import tool
 
 DEFAULT_LIMIT = 50
@@ -49,9 +49,6 @@ MAX_BUCKETS = 240
 MAX_GROUPS = 25
 MAX_KNOWN_LISTED = 30
 _NICE_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|m|min|mins|h|hr|hrs|d)?\s*$", re.I)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
-                 "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
 
 MAX_QUERY_CHARS = 1000
 MAX_NAME_CHARS = 200
@@ -157,22 +154,6 @@ class LogPatternsResult(Result):
 # --------------------------------------------------------------------------- helpers
 
 
-def parse_interval(value: int | float | str | None) -> float | None:
-    """A bucket width: seconds as a number, or '30s', '5m', '1h', '1d'. Returns seconds."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _INTERVAL.match(str(value))
-        if not m:
-            raise InvalidInput(f"Cannot read interval={value!r}.", "use seconds (300) or '30s', '5m', '1h', '1d'.")
-        seconds = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "s").lower()]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidInput(f"interval must be positive, got {value!r}.", "use e.g. '5m' or 300.")
-    return seconds
-
-
 def _nice(seconds: float) -> int:
     return next((n for n in _NICE_SECONDS if n >= seconds), math.ceil(seconds / 86400) * 86400)
 
@@ -189,8 +170,8 @@ def _known_note(kind: str, wanted: str, known: dict[str, int]) -> str:
         return f"unknown {kind} {wanted!r}: the log store is empty"
     shown = [f"{k} ({n:,})" for k, n in list(known.items())[:MAX_KNOWN_LISTED]]
     more = f" and {len(known) - MAX_KNOWN_LISTED} more" if len(known) > MAX_KNOWN_LISTED else ""
-    near = closest(normalize_level(wanted) if kind == "level" else wanted, known)
-    mean = f"; did you mean {', '.join(repr(n) for n in near[:3])}?" if near else ""
+    mean = did_you_mean(normalize_level(wanted) if kind == "level" else wanted, known, 3)
+    mean = f"; {mean}" if mean else ""
     return f"unknown {kind} {wanted!r}{mean} Known {kind}s (lines): {', '.join(shown)}{more}"
 
 
@@ -469,7 +450,7 @@ class LogTools:
         notes: list[str] = []
         service = _text_arg("service", service, notes)
         level = _text_arg("level", level, notes)
-        seconds = parse_interval(interval)
+        seconds = parse_duration(interval, name="interval")
         now = utcnow()
         bounds = self.store.time_bounds()
         if start is None and end is None and bounds is not None:
@@ -636,5 +617,5 @@ class LogTools:
 
 __all__ = [
     "LogHit", "LogPattern", "LogPatternsResult", "LogStatsResult", "LogTools", "SearchLogsResult", "StatsGroup",
-    "TraceResult", "parse_interval",
+    "TraceResult",
 ]

@@ -21,7 +21,6 @@ Write safety, in two layers:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import TaskEvent
+from opsmcp.backends.ansible.reader import CatalogReader
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, WritesDisabled
 from opsmcp.results import Result
@@ -88,15 +88,14 @@ class PlaybookTools:
     """The ``playbooks`` toolset.
 
     Args:
-        settings: reads ``playbook_catalog`` (re-read when the file changes),
-            ``playbook_timeout_seconds`` and ``max_result_bytes``.
+        settings: ``playbook_timeout_seconds`` and ``max_result_bytes``.
+        catalog: the catalog reader (built by the composition root and shared with the
+            playbook resources); default: a reader of ``settings.playbook_catalog``.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, catalog: CatalogReader | None = None) -> None:
         self.settings = settings
-        self._catalog: backend.Catalog | None = None
-        self._catalog_mtime: float | None = None
-        self._lock = threading.Lock()
+        self._reader = catalog or CatalogReader(settings.playbook_catalog)
 
     # ------------------------------------------------------------------ catalog
 
@@ -106,16 +105,7 @@ class PlaybookTools:
         Raises:
             OpsError: the catalog file is missing or invalid (names the file).
         """
-        path = self.settings.playbook_catalog
-        try:
-            mtime = os.stat(path).st_mtime
-        except OSError:
-            mtime = None
-        with self._lock:
-            if self._catalog is None or mtime != self._catalog_mtime:
-                self._catalog = backend.load_catalog(path)
-                self._catalog_mtime = mtime
-            return self._catalog
+        return self._reader()
 
     def check(self) -> None:
         """Start-up check for the server and ``opsmcp doctor``: the catalog loads and
