@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import promstack
-from conftest import ToolFailed, call
+from helpers import ToolFailed, call
 from opsmcp.backends.alertstore import DynamoAlertStore, FileAlertStore, IncomingAlert, parse_webhook
 from opsmcp.backends.aws import AwsClients
 from opsmcp.config import Settings

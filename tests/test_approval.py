@@ -8,23 +8,21 @@ import contextlib
 import json
 import re
 import types
-from typing import Annotated, Any
+from typing import Any
 
 import boto3
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import call, make_settings, Things, ToolFailed
 from mcp import Client
 from mcp.types import ElicitResult
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from opsmcp.calls.approval import ApprovalTokens, PreviewCache, Shown, args_digest
 from opsmcp.calls.audit import FileAudit, read_tail
 from opsmcp.calls.identity import caller
-from opsmcp.results import Result
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server, register_toolset
-from opsmcp.toolsets.base import tool
 
 DLQ = "order-cancellation-queue-dlq"
 TOKEN_IN_NOTES = re.compile(r"approval_token=(\S+)")
@@ -245,52 +243,6 @@ async def test_prompt_mode_refuses_confirm_and_needs_an_answered_prompt(seeded_w
 
 
 # ----------------------------------------------------------------- a fake write tool ---
-
-class MoveResult(Result):
-    """What move_things did (or would do)."""
-
-    matched: int = Field(description="Things that match.")
-    moved: int = Field(description="Things moved.")
-    status: str = Field(description="dry_run or complete.")
-    echo: str = Field("", description="The signature, echoed.")
-
-    def preview_text(self) -> str:
-        return f"Move {self.matched} thing(s) of {self.echo}"
-
-
-class Things:
-    """A write toolset with no backend: counts what it would move; can fail on purpose."""
-
-    def __init__(self) -> None:
-        self.available = 8
-        self.fail: Exception | None = None
-        self.reports = 0
-
-    @tool(title="Move things", read_only=False, destructive=True, idempotent=False, write=True,
-          preview_arg="dry_run", preview_bound=("max_items", "matched"))
-    async def move_things(
-        self,
-        max_items: Annotated[int, Field(description="At most this many, 1-100.", ge=1, le=100)] = 50,
-        signature: Annotated[str | None, Field(description="Only things of this signature, e.g. 'timeout'.")] = None,
-        dry_run: Annotated[bool, Field(description="true: only report.")] = True,
-        progress: Any = None,
-    ) -> MoveResult:
-        """Move things (a test tool)."""
-        if self.fail is not None:
-            raise self.fail
-        n = min(max_items, self.available)
-        if not dry_run:
-            for i in range(self.reports):
-                await progress(i + 1, self.reports, f"moved {i + 1}")
-            self.available -= n
-        return MoveResult(matched=n, moved=0 if dry_run else n, status="dry_run" if dry_run else "complete",
-                          echo=signature or "")
-
-    @tool(title="Boom", read_only=True)
-    async def boom(self) -> MoveResult:
-        """Always fails unexpectedly (a test tool)."""
-        raise RuntimeError("kaboom")
-
 
 def _things_server(tmp_path: Any, **overrides: Any) -> tuple[Any, Any, Things]:
     settings = make_settings("http://127.0.0.1:9", tmp_path, allow_writes=True, toolsets=[], **overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from conftest import make_settings
+from helpers import make_settings
 
 from opsmcp.config import Settings
 from opsmcp.sandbox.scenario import MAX_RECEIVE_COUNT, build_scenario

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from unittest.mock import patch
 
 import pytest
-from conftest import call, make_settings
+from helpers import call, make_settings
 
 from opsmcp.cli import main
 from opsmcp.config import Settings
@@ -113,7 +113,7 @@ def engine(request, tmp_path_factory, fixtures_dir_module) -> Iterator[SimpleNam
 
 @pytest.fixture(scope="module")
 def fixtures_dir_module() -> Path:
-    from conftest import FIXTURES
+    from helpers import FIXTURES
 
     return FIXTURES
 
@@ -129,7 +129,7 @@ def needs(engine: SimpleNamespace, feature: str) -> None:
 
 async def test_analyze_dlq_finds_the_three_failure_stories(engine, fresh_moto, tmp_path, fixtures_dir):
     from mcp import Client
-    from test_fixtures import load_fixture_into
+    from helpers import load_fixture_into
 
     from opsmcp.server import build_server
 

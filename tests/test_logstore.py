@@ -593,7 +593,7 @@ async def mcp_client(tmp_path, scenario_store):
 
 
 async def test_tools_over_mcp(mcp_client, scenario):
-    from conftest import ToolFailed, call
+    from helpers import ToolFailed, call
 
     listed = {t.name: t for t in (await mcp_client.list_tools()).tools}
     assert {"search_logs", "get_trace", "log_stats"} <= set(listed)
@@ -644,7 +644,7 @@ async def test_lone_surrogates_are_clear_tool_errors(mcp_client, tools):
 
 
 async def test_huge_interval_is_clamped_not_an_internal_error(mcp_client):
-    from conftest import call
+    from helpers import call
 
     out = await call(mcp_client, "log_stats", start="-6h", interval=9223372036854775808)
     assert any("longer than the longest window" in n for n in out["notes"])

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+from helpers import marked
 import yaml
 
 from opsmcp.backends import ansible as backend
@@ -32,7 +32,6 @@ from opsmcp.errors import InvalidInput, NotFound, OpsError, WritesDisabled
 from opsmcp.toolsets.playbooks import PlaybookRunResult, PlaybookTools, _fit, _to_result
 
 CATALOG = packaged_catalog()
-MARKER_ENV = "OPSMCP_TEST_MARKER"
 DAY = 86_400
 
 
@@ -91,19 +90,6 @@ def sleepers(arg: str) -> list[int]:
     return found
 
 
-def marked(marker: str) -> list[int]:
-    """Pids of live processes started with ``OPSMCP_TEST_MARKER=<marker>`` in their
-    environment: the processes of this test's own runs, never another test's or user's."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(MARKER_ENV) == marker and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
 def wait_until(cond, timeout: float = 5.0) -> bool:
     """Poll ``cond`` until it is true or ``timeout`` seconds pass."""
     end = time.monotonic() + timeout
@@ -112,71 +98,6 @@ def wait_until(cond, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return cond()
-
-
-@pytest.fixture
-def marker() -> str:
-    """A marker unique to this test: the slow playbook's sleep carries it in its environment."""
-    return uuid.uuid4().hex
-
-
-@pytest.fixture
-def test_catalog(tmp_path: Path, marker: str) -> backend.Catalog:
-    """A tiny test-only catalog: a slow playbook (its sleep is tagged with ``marker``) and
-    one that fails mid-way."""
-    (tmp_path / "slow.yml").write_text(
-        textwrap.dedent(
-            f"""\
-            - hosts: all
-              gather_facts: false
-              tasks:
-                - name: Before
-                  ansible.builtin.debug: {{msg: starting}}
-                - name: Sleep
-                  ansible.builtin.command: "sleep {{{{ seconds }}}}"
-                  environment: {{{MARKER_ENV}: "{marker}"}}
-                - name: After
-                  ansible.builtin.debug: {{msg: never}}
-            """
-        )
-    )
-    (tmp_path / "fails.yml").write_text(
-        textwrap.dedent(
-            """\
-            - hosts: all
-              gather_facts: false
-              tasks:
-                - name: Write marker
-                  ansible.builtin.copy: {content: "step 1\\n", dest: "{{ marker }}"}
-                - name: Break here
-                  ansible.builtin.command: "sh -c 'echo disk on fire >&2; exit 3'"
-                - name: Never runs
-                  ansible.builtin.debug: {msg: unreachable}
-            """
-        )
-    )
-    (tmp_path / "catalog.yml").write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            defaults: {{targets: [localhost], allowed_roots: ["{tmp_path}"]}}
-            playbooks:
-              - name: slow
-                file: slow.yml
-                risk: read
-                description: Sleeps.
-                vars:
-                  seconds: {{type: integer, min: 1, max: 60, default: 30}}
-              - name: fails_midway
-                file: fails.yml
-                risk: change
-                description: Writes a marker, then fails.
-                vars:
-                  marker: {{type: path, required: true}}
-            """
-        )
-    )
-    return load_catalog(tmp_path / "catalog.yml")
 
 
 # --------------------------------------------------------------------------- catalog

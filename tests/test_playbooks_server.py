@@ -6,10 +6,9 @@ import os
 import time
 
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import ToolFailed, call, make_settings
 from mcp import Client
 from mcp.types import ElicitResult
-from test_playbooks import marker, test_catalog  # noqa: F401  (fixtures)
 
 from opsmcp.calls.audit import read_tail
 from opsmcp.server import build_server
@@ -72,11 +71,11 @@ async def test_secret_named_variable_is_redacted_in_the_audit_log(tmp_path):
     assert "sk-live-123456" not in text and "hunter2" not in text and "***redacted***" in text
 
 
-async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog, marker):  # noqa: F811
+async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog, marker):
     """Cancelling the tools/call on the client stops the ansible run (its sleep dies) and the
     audit trail records how the write ended."""
     import anyio
-    from test_playbooks import marked
+    from helpers import marked
 
     settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"],
                              playbook_catalog=test_catalog.path)

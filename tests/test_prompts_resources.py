@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference, ResourceUpdatedNotification

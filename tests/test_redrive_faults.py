@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import boto3
 import pytest
-from conftest import ToolFailed, call, drain_queue, make_settings
+from helpers import call, drain_queue, fill, make_pair, make_settings, ToolFailed
 
 from opsmcp.backends.aws import AwsClients
 from opsmcp.backends.sqs import SqsBackend
@@ -37,46 +37,6 @@ pytestmark = pytest.mark.anyio
 
 def _sqs(endpoint: str) -> Any:
     return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-
-
-def make_pair(sqs: Any, name: str, *, fifo: bool = False, sources: int = 1) -> tuple[str, list[str]]:
-    """A DLQ ``name-dlq`` and ``sources`` source queues whose RedrivePolicy targets it."""
-    suffix = ".fifo" if fifo else ""
-    attrs = {"FifoQueue": "true"} if fifo else {}
-    dlq = sqs.create_queue(QueueName=f"{name}-dlq{suffix}", Attributes=attrs)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 3})
-    names = []
-    for i in range(sources):
-        src = f"{name}{'' if i == 0 else f'-{i}'}{suffix}"
-        sqs.create_queue(QueueName=src, Attributes={**attrs, "RedrivePolicy": policy})
-        names.append(src)
-    return dlq, names
-
-
-def fill(sqs: Any, url: str, n: int, *, groups: int = 0, tag: str = "") -> list[tuple[str, str]]:
-    """``n`` JSON messages with attributes; FIFO: round-robin over ``groups`` groups, numbered per group.
-    Returns each message's (body, attributes as sorted JSON)."""
-    entries = []
-    keys = []
-    for i in range(n):
-        body = {"n": i, "orderId": f"o-{i}"}
-        entry: dict[str, Any] = {"Id": str(len(entries)), "MessageAttributes": {
-            "ErrorCode": {"DataType": "String", "StringValue": "Boom" if i % 3 else "Other"}}}
-        if groups:
-            g = i % groups
-            body |= {"group": f"g{g}", "seq": i // groups}
-            entry |= {"MessageGroupId": f"g{g}", "MessageDeduplicationId": f"d{tag}{i}"}
-        entry["MessageBody"] = json.dumps(body)
-        entries.append(entry)
-        keys.append((entry["MessageBody"], json.dumps({k: v["StringValue"] for k, v in
-                                                        entry["MessageAttributes"].items()}, sort_keys=True)))
-        if len(entries) == 10:
-            sqs.send_message_batch(QueueUrl=url, Entries=entries)
-            entries = []
-    if entries:
-        sqs.send_message_batch(QueueUrl=url, Entries=entries)
-    return keys
 
 
 def visible(sqs: Any, url: str) -> tuple[int, int]:

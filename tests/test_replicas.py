@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 
 import boto3
-from conftest import make_settings
+from helpers import make_settings
 from mcp import Client
 from pydantic import SecretStr
-from test_events import serve_app
+from helpers import serve_app
 
 DLQ = "order-cancellation-queue-dlq"
 SOURCE = "order-cancellation-queue"

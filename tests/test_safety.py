@@ -8,7 +8,7 @@ import json
 import anyio
 import boto3
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import ToolFailed, call, make_settings
 from mcp import Client
 from mcp.types import ElicitResult
 

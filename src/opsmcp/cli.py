@@ -48,7 +48,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the MCP server over stdio or HTTP, on the sandbox when no AWS is configured."""
     from opsmcp.config import aws_configured
 
+    from opsmcp import tracing
+    from opsmcp.logsetup import configure
+
     settings = _settings(args)
+    configure(settings.log_level, settings.log_format)  # every logger, uvicorn's included
+    tracing.start()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set and the otel extra installed
     if args.transport == "http" and args.host not in LOOPBACK and not (
             settings.http_token or settings.tokens_file or settings.jwks_url):
         print(f"opsmcp: refusing to serve HTTP on {args.host} without a token: anyone who can reach it could call "
@@ -125,14 +130,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, "
                    "events at /events (Ctrl-C to stop)")
             app = build_app(server, runtime, host=args.host, port=args.port)
-            config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
-                                    timeout_graceful_shutdown=1)
+            # log_config=None: uvicorn's loggers keep the handler configure() set up, at OPSMCP_LOG_LEVEL
+            config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, lifespan="on",
+                                    log_level=settings.log_level.lower(), timeout_graceful_shutdown=1)
             uvicorn.Server(config).run()  # re-raises a caught SIGINT as KeyboardInterrupt after shutdown
             interrupted = True  # returned: uvicorn stopped on a signal it caught (SIGINT while SIGINT is ignored)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         stopping.set()
+        tracing.flush()  # the process ends with os._exit: export the buffered spans first
         if boot_thread is not None:
             boot_thread.join(timeout=0.5)  # let seeding notice; never hold up the exit for long
         if sandbox is not None:
@@ -157,12 +164,15 @@ def _stop_stdio_on_sigint(stopping: threading.Event, sandbox: Sandbox | None) ->
     import os
     import signal
 
+    from opsmcp import tracing
+
     if threading.current_thread() is not threading.main_thread():
         return
 
     def on_sigint(signum: int, frame: object) -> None:
         stopping.set()
         try:
+            tracing.flush(1.0)
             if sandbox is not None:
                 sandbox.stop()
         finally:
@@ -392,17 +402,19 @@ def main(argv: list[str] | None = None) -> int:
     missing file, a missing extra) print one line on stderr and exit 1 or 2; nothing
     prints a traceback unless ``OPSMCP_LOG_LEVEL=DEBUG``.
     """
+    import os
+
+    from opsmcp.logsetup import configure
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # From the environment until the settings are read (serve configures again from them).
+    configure(os.environ.get("OPSMCP_LOG_LEVEL", "WARNING"), os.environ.get("OPSMCP_LOG_FORMAT", "text"))
     code = _run(args)
     if argv is None and args.command == "serve":
         # The console script: everything that must survive is already on disk (audit records
         # are fsynced as written; the sandbox is disposable). Skip interpreter teardown, which
         # takes seconds after a server run (freeing moto, botocore and pydantic state), so
         # Ctrl-C stops the server within a second.
-        import os
-
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the log store and audit log live.")
     max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
     http_token: str | None = Field(None, description="Bearer token required on HTTP transports, if set.")
-    log_level: str = Field("WARNING", description="stderr log level: DEBUG, INFO, WARNING, ERROR.")
+    log_level: str = Field("WARNING", description="stderr log level of every logger (uvicorn's too): DEBUG (adds "
+                           "backend calls), INFO (one line per tool call), WARNING, ERROR.")
+    log_format: Literal["text", "json"] = Field("text", description="stderr log format: text, or json (one object "
+                                                "per line, for log shippers).")
     events_poll_seconds: float = Field(
         5.0, ge=0.2, le=3600, description="How often /events polls queue depths while someone listens, seconds.")
     events_heartbeat_seconds: float = Field(15.0, ge=1, le=300, description="/events heartbeat interval, seconds.")

@@ -20,7 +20,9 @@ Two facts shape the clients:
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +31,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
+from opsmcp.logsetup import backend_call_line, backends_log
 
 if TYPE_CHECKING:
     from opsmcp.config import Settings
@@ -174,6 +177,12 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
     return OpsError(f"Failed to {what}: {type(exc).__name__}: {exc}.")
 
 
+def _service_of(fn: Any) -> str:
+    """The AWS service of a bound boto3 client method (``sqs``, ``dynamodb``...)."""
+    meta = getattr(getattr(fn, "__self__", None), "meta", None)
+    return str(getattr(getattr(meta, "service_model", None), "service_name", "aws"))
+
+
 async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking boto3 call ``fn(*args, **kwargs)`` in a worker thread, at most
     :data:`WORKER_THREADS` at once, and give up after :data:`ANSWER_SHARE` of ``backend_timeout_seconds`` in total
@@ -188,12 +197,20 @@ async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *arg
     """
 
     def run() -> T:
+        start = time.perf_counter()
+        outcome = "ok"
         try:
             return fn(*args, **kwargs)
-        except OpsError:
+        except OpsError as exc:
+            outcome = type(exc).__name__
             raise
         except Exception as exc:  # botocore raises many unrelated types; map them all
+            outcome = type(exc).__name__
             raise map_aws_error(exc, clients.endpoint, what) from exc
+        finally:
+            if backends_log.isEnabledFor(logging.DEBUG):
+                backend_call_line(_service_of(fn), f"{getattr(fn, '__name__', 'call')}: {what}",
+                                  time.perf_counter() - start, outcome)
 
     timeout = clients.settings.backend_timeout_seconds
     # The call gets ANSWER_SHARE of the bound, the rest is for mapping the error and answering,

@@ -21,9 +21,11 @@ service under ``unknown``), and the result's notes say so.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import re
 import threading
+import time
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -35,6 +37,7 @@ from opsmcp.backends.log_factory import build_log_backend
 from opsmcp.backends.logbackend import LogBackend, LogRecord, ms_iso, normalize_level
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError, did_you_mean
+from opsmcp.logsetup import backend_call_line, backends_log
 from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_duration, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import tool
@@ -275,7 +278,19 @@ class LogTools:
             raise self._error
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+        """Run a blocking step (which queries the log backend) in a worker thread; at DEBUG,
+        log the step and its duration as a backend call."""
+        if not backends_log.isEnabledFor(logging.DEBUG):
+            return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            backend_call_line(f"logs:{self.settings.log_backend}", getattr(fn, "__name__", "query").lstrip("_"),
+                              time.perf_counter() - started, outcome)
 
     # ------------------------------------------------------------------ search_logs
     @tool(title="Search logs", read_only=True, idempotent=True, open_world=False)
