@@ -28,26 +28,60 @@ def _visible(sqs, name):
                ["Attributes"]["ApproximateNumberOfMessages"])
 
 
-async def test_every_tool_has_all_four_annotations_and_writes_do_not_claim_read_only(tmp_path):
+#: The contract every client sees: (readOnlyHint, destructiveHint, idempotentHint, openWorldHint).
+#: A change here is a change of what clients may assume (auto-approval, retries): make it on purpose.
+HINTS = {
+    "analyze_dlq": (False, False, False, True),  # receives (raises receive counts): not read-only
+    "find_orders": (True, False, True, True),
+    "get_alert": (True, False, True, False),
+    "get_order": (True, False, True, True),
+    "get_trace": (True, False, True, False),
+    "label_values": (True, False, True, True),
+    "list_alerts": (True, False, True, False),
+    "list_metrics": (True, False, True, True),
+    "list_playbooks": (True, False, True, False),
+    "list_prometheus_metrics": (True, False, True, True),
+    "list_queues": (True, False, True, True),
+    "log_patterns": (True, False, True, False),
+    "log_stats": (True, False, True, False),
+    "peek_messages": (False, False, False, True),  # receives: not read-only
+    "promql_instant": (True, False, True, True),
+    "query_metrics": (True, False, True, True),
+    "query_promql": (True, False, True, True),
+    "redrive_dlq": (False, True, False, True),
+    "run_playbook": (False, True, False, True),
+    "search_logs": (True, False, True, False),
+}
+
+
+async def test_every_tool_announces_the_hints_of_the_contract_and_writes_only_with_writes_on(tmp_path):
+    """Each listed tool's four annotations are exactly those of :data:`HINTS` (not merely
+    present: the SDK fills absent ones with null, and the registration could map a mark to the
+    wrong hint); write tools are listed only with writes enabled; every tool has an output
+    schema and a description for each argument."""
     for allow in (False, True):
-        server, runtime = build_server(make_settings("http://127.0.0.1:9", tmp_path, allow_writes=allow))
+        settings = make_settings("http://127.0.0.1:9", tmp_path, allow_writes=allow,
+                                 prometheus_url="http://127.0.0.1:9", alertmanager_url="http://127.0.0.1:9")
+        server, runtime = build_server(settings)
         async with Client(server) as client:
             tools = (await client.list_tools()).tools
-        names = {t.name for t in tools}
-        assert names & WRITE_TOOLS if allow else not (names & WRITE_TOOLS), names
+        assert {t.name for t in tools} == set(HINTS) - (set() if allow else WRITE_TOOLS), runtime.disabled
         for t in tools:
             a = t.annotations
-            assert a is not None, t.name
-            for hint in ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint"):
-                assert getattr(a, hint) is not None, f"{t.name} lacks {hint}"
+            got = (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint)
+            assert got == HINTS[t.name], t.name
             assert t.output_schema, f"{t.name} has no output schema"
             for pname, prop in t.input_schema.get("properties", {}).items():
                 assert prop.get("description"), f"{t.name}.{pname} has no description"
-            if runtime.tools[t.name].write or t.name in WRITE_TOOLS:
-                assert a.read_only_hint is False and a.destructive_hint is True, t.name
-            # peek and analyze raise receive counts: they must not claim to be read-only
-            if t.name in ("peek_messages", "analyze_dlq"):
-                assert a.read_only_hint is False
+
+
+def test_a_write_tool_mark_that_claims_read_only_or_lacks_a_preview_fails_at_import():
+    from opsmcp.toolsets.base import tool
+
+    with pytest.raises(ValueError, match="cannot be read_only"):
+        tool(title="x", write=True, read_only=True, preview_arg="dry_run")
+    with pytest.raises(ValueError, match="needs a preview_arg"):
+        tool(title="x", write=True, read_only=False)
 
 
 def _client(server, answer=None, log=None, mode="auto"):

@@ -68,7 +68,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from opsmcp.calls.identity import caller, require_scope
-from opsmcp.calls.result_size import cut_text
+from opsmcp.result_size import cut_text
 from opsmcp.errors import OpsError
 from opsmcp.results import Result
 from opsmcp.toolsets.base import INJECTED, ToolMark

@@ -38,7 +38,7 @@ import anyio.to_thread
 
 from opsmcp.backends.aws import AwsClients, aws_call
 from opsmcp.calls.identity import caller
-from opsmcp.calls.result_size import cap_values, cut_text, json_size
+from opsmcp.result_size import cap_values, cut_text, json_size
 from opsmcp.errors import OpsError
 from opsmcp.times import now_iso
 from opsmcp.toolsets.base import INJECTED

@@ -3,7 +3,7 @@
     validation (the SDK, from the signature; errors rewritten by
     :class:`opsmcp.server.OpsServer` with :mod:`opsmcp.surface.arg_errors`)
     → scope check → readiness → approval + audit for writes (:mod:`opsmcp.calls.approval`)
-    → the toolset method → error mapping → size budget (:mod:`opsmcp.calls.result_size`)
+    → the toolset method → error mapping → size budget (:mod:`opsmcp.result_size`)
     → compact text + ``structuredContent`` → one INFO log line (:mod:`opsmcp.logsetup`)
 
 so no toolset repeats error handling, and a failure anywhere becomes a tool error
@@ -26,7 +26,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from opsmcp.calls.identity import caller, require_scope
-from opsmcp.calls.result_size import fit_result, json_size
+from opsmcp.result_size import fit_result, json_size
 from opsmcp.calls.runtime import Runtime
 from opsmcp.errors import OpsError
 from opsmcp.logsetup import calls_log, tool_call_line
@@ -48,7 +48,7 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     :class:`OpsError` → tool error with its hint; anything unexpected → tool error naming
     the exception type, with the traceback logged to stderr. Write tools also get the
     approval flow and the audit trail (:meth:`ApprovalFlow.gate`). The result is cut to the
-    size budget (:func:`~opsmcp.calls.result_size.fit_result`) and sent as ``structuredContent`` plus
+    size budget (:func:`~opsmcp.result_size.fit_result`) and sent as ``structuredContent`` plus
     the same JSON, compact, as its text (:func:`_tool_result`).
     """
     hints = typing.get_type_hints(fn, include_extras=True)

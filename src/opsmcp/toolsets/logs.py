@@ -38,6 +38,7 @@ from opsmcp.backends.logbackend import LogBackend, LogRecord, ms_iso, normalize_
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError, did_you_mean
 from opsmcp.logsetup import backend_call_line, backends_log
+from opsmcp.result_size import take_within
 from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_duration, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import tool
@@ -346,17 +347,17 @@ class LogTools:
         notes += page.notes
         if not page.hits and self._unknown_filters(service, level, notes):
             return SearchLogsResult(total=0, returned=0, hits=[], notes=notes)
+        next_cursor, truncated = page.next_cursor, page.next_cursor is not None
+        kept, over = take_within(page.hits, self.budget, lambda r: _size(r, include_fields), used=300)
+        if over and kept[-1].cursor:  # stop where a cursor continues; else the choke point's cut applies
+            next_cursor, truncated = kept[-1].cursor, True
+            notes.append(f"stopped at {len(kept)} hits to fit the {self.settings.max_result_bytes}-byte result "
+                         "budget; pass next_cursor for more")
+        else:
+            kept = page.hits
         hits: list[LogHit] = []
-        size, cut_msgs, next_cursor, truncated = 300, 0, page.next_cursor, page.next_cursor is not None
-        for i, rec in enumerate(page.hits):
-            size += _size(rec, include_fields)
-            if size > self.budget and hits and page.hits[i - 1].cursor:
-                next_cursor = page.hits[i - 1].cursor
-                truncated = True
-                budget = self.settings.max_result_bytes
-                notes.append(f"stopped at {len(hits)} hits to fit the {budget}-byte result budget; "
-                             "pass next_cursor for more")
-                break
+        cut_msgs = 0
+        for rec in kept:
             hit, cut = _hit(rec, include_fields)
             cut_msgs += cut
             hits.append(hit)
@@ -413,14 +414,13 @@ class LogTools:
         notes += tr.notes
         if tr.trace_id != trace_id:
             notes.append(f"matched trace_id {tr.trace_id!r} (normalised from {trace_id!r})")
+        kept, over = take_within(tr.lines, self.budget, lambda r: _size(r, False), used=600)
+        if over:
+            notes.append(f"stopped at {len(kept)} lines to fit the {self.settings.max_result_bytes}-byte result "
+                         "budget")
         lines: list[LogHit] = []
-        size, cut_msgs = 600, 0
-        for rec in tr.lines:
-            size += _size(rec, False)
-            if size > self.budget and lines:
-                budget = self.settings.max_result_bytes
-                notes.append(f"stopped at {len(lines)} lines to fit the {budget}-byte result budget")
-                break
+        cut_msgs = 0
+        for rec in kept:
             hit, cut = _hit(rec, False)
             cut_msgs += cut
             lines.append(hit)
