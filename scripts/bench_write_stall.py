@@ -1,7 +1,9 @@
 """Benchmark: how much a long write stalls the other sessions of one server.
 
-One streamable-HTTP session calls ``list_queues`` in a loop and records each call's latency
-while, on a second session of the same ``opsmcp serve --transport http --allow-writes``:
+One streamable-HTTP session calls a read tool in a loop (``--read``: ``list_queues``, which
+reads SQS, or ``list_playbooks``, which reads only the catalog, so its latency is the event
+loop's own delay) and records each call's latency while, on a second session of the same
+``opsmcp serve --transport http --allow-writes``:
 
 - ``idle``: nothing else runs (the baseline of the same server, same run);
 - ``redrive``: a real ``redrive_dlq`` of ``--messages`` dead letters (dry run, then the
@@ -21,7 +23,7 @@ costs the same at any depth), so the redrive is long because it is large, not be
 slows down. Every round checks that the redrive lost nothing.
 
 Usage: python scripts/bench_write_stall.py [--base DIR] [--tree DIR] [--messages 3000] [--rounds 3]
-       [--audit file|dynamodb]
+       [--audit file|dynamodb] [--read list_queues|list_playbooks]
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_redrive import check_and_clean, client, make_queues, start_moto_process  # noqa: E402
-from benchlib import OPSMCP, HttpServer, free_port, machine, pct, table  # noqa: E402
+from bench_redrive import check_and_clean, client, make_queues, start_moto_process
+from benchlib import OPSMCP, HttpServer, free_port, machine, pct, table
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = re.compile(r"approval_token=(\S+)")
@@ -73,8 +75,8 @@ async def approved(session: Any, tool: str, args: dict[str, Any], flag: str) -> 
     return time.perf_counter() - start
 
 
-async def reads_during(url: str, writer: Any, idle_seconds: float) -> tuple[list[float], float]:
-    """Latencies (ms) of ``list_queues`` calls on their own session while ``writer`` (an async
+async def reads_during(url: str, writer: Any, idle_seconds: float, read: str) -> tuple[list[float], float]:
+    """Latencies (ms) of ``read`` calls on their own session while ``writer`` (an async
     callable taking a session, or None for ``idle_seconds`` of nothing) runs on another."""
     from mcp import Client
 
@@ -82,15 +84,16 @@ async def reads_during(url: str, writer: Any, idle_seconds: float) -> tuple[list
     done = anyio.Event()
     took = 0.0
     async with Client(url) as reader, Client(url) as other:
-        await reader.call_tool("list_queues", {"prefix": "bench"})  # warm: clients, boto3
+        args = {"prefix": "bench"} if read == "list_queues" else {}
+        await reader.call_tool(read, args)  # warm: clients, boto3, the catalog
 
         async def read() -> None:
             while not done.is_set():
                 start = time.perf_counter()
-                result = await reader.call_tool("list_queues", {"prefix": "bench"})
+                result = await reader.call_tool(read, args)
                 latencies.append((time.perf_counter() - start) * 1000)
                 if result.is_error:
-                    raise RuntimeError(f"list_queues failed: {result.content}")
+                    raise RuntimeError(f"{read} failed: {result.content}")
 
         async def write() -> None:
             nonlocal took
@@ -111,7 +114,10 @@ async def reads_during(url: str, writer: Any, idle_seconds: float) -> tuple[list
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, help="another source tree to compare with (its src/ or the tree)")
-    parser.add_argument("--tree", type=Path, default=ROOT, help="the source tree measured as 'this' (default: this one)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the source tree measured as 'this' (default: here)")
+    parser.add_argument("--read", default="list_queues", choices=["list_queues", "list_playbooks"],
+                        help="the read call timed: list_queues (SQS) or list_playbooks (no backend: only the "
+                             "event loop's own delays)")
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--audit", choices=["file", "dynamodb"], default="file")
@@ -148,7 +154,7 @@ async def main() -> None:
                         return await approved(session, "run_playbook", {"name": "collect_diagnostics"}, "check")
 
                     for phase, writer in (("idle", None), ("redrive", redrive), ("playbook", playbook)):
-                        lat, took = await reads_during(server.url, writer, opts.idle_seconds)
+                        lat, took = await reads_during(server.url, writer, opts.idle_seconds, opts.read)
                         results.setdefault((label, phase), []).append(
                             (statistics.median(lat), pct(lat, .99), max(lat), len(lat), took))
                         loads.append(os.getloadavg()[0])
@@ -158,7 +164,7 @@ async def main() -> None:
     finally:
         proc.kill()
         proc.wait()
-    print(f"== list_queues latency on one session while another writes (audit: {opts.audit}, "
+    print(f"== {opts.read} latency on one session while another writes (audit: {opts.audit}, "
           f"{opts.messages} messages, {opts.rounds} rounds) ==\n{machine()}; "
           f"1-min load during the runs {min(loads):.1f}-{max(loads):.1f}")
     rows = []

@@ -26,14 +26,30 @@ os.environ.update(
 
 from helpers import FIXTURES, MARKER_ENV, make_settings  # after the fake credentials
 
+#: The quick tier (``scripts/test --quick``, ``pytest -m quick``): unit tests and tests of the
+#: server in memory (mcp.Client on build_server, the session's in-process moto server, SQLite
+#: files); no child processes, no real Prometheus/Alertmanager/Chromium/ansible runs, no
+#: sockets beyond moto's. The full tier (``scripts/test``, what CI runs) runs everything.
+QUICK_MODULES = frozenset({
+    "test_budget", "test_times", "test_dlq_signatures", "test_series", "test_structure", "test_opensearch_query",
+    "test_logstore", "test_readme", "test_config", "test_server_answers", "test_orders", "test_queues",
+    "test_approval", "test_prompts_resources", "test_tracing", "test_sdk_seams", "test_logging",
+})
+
+
 def pytest_collection_modifyitems(items):
     """Run every ``async def`` test on anyio's asyncio backend (fixtures set up and torn
-    down in the test's own task, which the MCP client's task groups require)."""
+    down in the test's own task, which the MCP client's task groups require); mark the tests
+    of :data:`QUICK_MODULES` ``quick`` (not those also marked ``slow`` or ``process``)."""
     import inspect
 
     for item in items:
         if inspect.iscoroutinefunction(getattr(item, "function", None)):
             item.add_marker(pytest.mark.anyio)
+        module = getattr(item, "module", None)
+        if (module is not None and module.__name__.rpartition(".")[2] in QUICK_MODULES
+                and not item.get_closest_marker("slow") and not item.get_closest_marker("process")):
+            item.add_marker(pytest.mark.quick)
 
 
 @pytest.fixture(scope="session")

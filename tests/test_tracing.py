@@ -127,6 +127,7 @@ class Receiver:
         self.http.server_close()
 
 
+@pytest.mark.process
 async def test_a_real_server_exports_its_spans_over_otlp_http(fresh_moto: str, tmp_path: Path) -> None:
     receiver = Receiver()
     try:

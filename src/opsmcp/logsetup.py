@@ -28,6 +28,8 @@ from opsmcp.times import iso
 #: Loggers of the HTTP server that keep handlers of their own unless pointed at ours.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The mcp SDK's logger of tool calls ("Tool 'x' failed: <message>").
+SDK_TOOL_LOGGER = "mcp.server.mcpserver.server"
 #: Structured fields a record may carry (``extra={"fields": {...}}``), shown as key=value in text.
 FIELDS = "fields"
 
@@ -89,6 +91,9 @@ def configure(level: str | None = "WARNING", fmt: str | None = "text") -> None:
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+    # The SDK logs each failed tool call at INFO with the error's text, which may quote an
+    # argument; opsmcp's own line (tool_call_line) says the same without values. DEBUG shows both.
+    logging.getLogger(SDK_TOOL_LOGGER).setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)
 
 
 def tool_call_line(tool: str, *, caller: str | None, seconds: float, outcome: str, request_id: Any,

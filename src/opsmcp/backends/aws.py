@@ -209,8 +209,9 @@ async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *arg
             raise map_aws_error(exc, clients.endpoint, what) from exc
         finally:
             if backends_log.isEnabledFor(logging.DEBUG):
-                backend_call_line(_service_of(fn), f"{getattr(fn, '__name__', 'call')}: {what}",
-                                  time.perf_counter() - start, outcome)
+                # the API operation only: ``what`` names queues and keys a caller chose
+                backend_call_line(_service_of(fn), getattr(fn, "__name__", "call"), time.perf_counter() - start,
+                                  outcome)
 
     timeout = clients.settings.backend_timeout_seconds
     # The call gets ANSWER_SHARE of the bound, the rest is for mapping the error and answering,
