@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -30,7 +30,7 @@ def _default_data_dir() -> Path:
 
 
 def _default_catalog() -> Path:
-    """The catalog shipped inside the package (``opsmcp/catalog/catalog.yml``)."""
+    """The catalog shipped with opsmcp (``tools/catalog.yml``; in a wheel, ``opsmcp/tools/``)."""
     from opsmcp.catalog import packaged_catalog
 
     return packaged_catalog()
@@ -131,7 +131,10 @@ class Settings(BaseSettings):
     )
 
     # --- playbooks / audit --------------------------------------------------------
-    playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks.")
+    catalog_dir: Path | None = Field(None, description="A team's own catalog directory (catalog.yml, playbooks/, "
+                                     "runbooks/), instead of the one shipped with opsmcp (tools/ in the repository).")
+    playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks "
+                                   "(default: catalog.yml of OPSMCP_CATALOG_DIR, else the shipped one).")
     playbook_timeout_seconds: float = Field(300.0, gt=0, description="Wall-clock limit of one playbook run, seconds.")
     audit_log: Path | None = Field(None, description="Audit JSON Lines file; default <data_dir>/audit.jsonl.")
     audit_table: str | None = Field(None, description="DynamoDB table for audit records instead of the file.")
@@ -158,6 +161,13 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
         return value
+
+    @model_validator(mode="after")
+    def _catalog_in_catalog_dir(self) -> Settings:
+        """OPSMCP_CATALOG_DIR names the catalog unless OPSMCP_PLAYBOOK_CATALOG is given too."""
+        if self.catalog_dir is not None and "playbook_catalog" not in self.model_fields_set:
+            self.playbook_catalog = self.catalog_dir / "catalog.yml"
+        return self
 
     @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod
