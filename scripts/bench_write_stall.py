@@ -87,7 +87,7 @@ async def reads_during(url: str, writer: Any, idle_seconds: float, read: str) ->
         args = {"prefix": "bench"} if read == "list_queues" else {}
         await reader.call_tool(read, args)  # warm: clients, boto3, the catalog
 
-        async def read() -> None:
+        async def reads() -> None:
             while not done.is_set():
                 start = time.perf_counter()
                 result = await reader.call_tool(read, args)
@@ -106,7 +106,7 @@ async def reads_during(url: str, writer: Any, idle_seconds: float, read: str) ->
                 done.set()
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(read)
+            tg.start_soon(reads)
             tg.start_soon(write)
     return latencies, took
 

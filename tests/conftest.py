@@ -33,7 +33,7 @@ from helpers import FIXTURES, MARKER_ENV, make_settings  # after the fake creden
 QUICK_MODULES = frozenset({
     "test_budget", "test_times", "test_dlq_signatures", "test_series", "test_structure", "test_opensearch_query",
     "test_logstore", "test_readme", "test_config", "test_server_answers", "test_orders", "test_queues",
-    "test_approval", "test_prompts_resources", "test_tracing", "test_sdk_seams", "test_logging",
+    "test_approval", "test_prompts_resources", "test_tracing", "test_sdk_seams", "test_logging", "test_aws_calls",
 })
 
 

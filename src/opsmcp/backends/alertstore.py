@@ -274,7 +274,7 @@ class DynamoAlertStore:
 
     async def _call(self, what: str, operation: str, **kwargs: Any) -> Any:
         """One DynamoDB call through :func:`~opsmcp.backends.aws.aws_call` (bounded, mapped)."""
-        return await aws_call(self.clients, what, getattr(self.clients.client("dynamodb"), operation), **kwargs)
+        return await aws_call(self.clients, what, getattr(self.clients.lazy("dynamodb"), operation), **kwargs)
 
     async def record(self, incoming: list[IncomingAlert]) -> list[Change]:
         """Upsert each alert; return what changed (from the item's previous state)."""

@@ -116,6 +116,35 @@ class AwsClients:
             return self._clients[key]
 
 
+    def lazy(self, service: str, *, retries: bool = True) -> LazyClient:
+        """The client of ``service`` as a :class:`LazyClient`: ``lazy("sqs").list_queues`` is a
+        callable that creates the client (the first time) in the thread that calls it, so
+        passing it to :func:`aws_call` never creates a client on the event loop (loading a
+        service model takes hundreds of ms, during which every session would wait)."""
+        return LazyClient(self, service, retries)
+
+
+class LazyClient:
+    """The operations of one service's shared client, resolved when called (see
+    :meth:`AwsClients.lazy`). Each attribute is a callable with the operation's
+    ``__name__`` and the ``service`` it belongs to."""
+
+    def __init__(self, clients: AwsClients, service: str, retries: bool) -> None:
+        self._clients, self.service, self._retries = clients, service, retries
+
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        if operation.startswith("_"):
+            raise AttributeError(operation)
+        clients, service, retries = self._clients, self.service, self._retries
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(clients.client(service, retries=retries), operation)(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = operation
+        call.service = service  # type: ignore[attr-defined]
+        return call
+
+
 NOT_FOUND_CODES = {
     "AWS.SimpleQueueService.NonExistentQueue",
     "QueueDoesNotExist",
@@ -178,7 +207,10 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
 
 
 def _service_of(fn: Any) -> str:
-    """The AWS service of a bound boto3 client method (``sqs``, ``dynamodb``...)."""
+    """The AWS service of a :class:`LazyClient` operation or a bound boto3 client method
+    (``sqs``, ``dynamodb``...)."""
+    if isinstance(getattr(fn, "service", None), str):
+        return str(fn.service)
     meta = getattr(getattr(fn, "__self__", None), "meta", None)
     return str(getattr(getattr(meta, "service_model", None), "service_name", "aws"))
 

@@ -48,7 +48,7 @@ class SqsBackend:
 
     @property
     def _sqs(self) -> Any:
-        return self.clients.client("sqs")
+        return self.clients.lazy("sqs")  # the client is made in the worker thread, never on the loop
 
     async def list_urls(self, prefix: str | None = None, limit: int = MAX_LIST,
                         token: str | None = None) -> tuple[list[str], str | None]:
@@ -165,7 +165,7 @@ class SqsBackend:
             InvalidInput, NotFound: SQS rejected the whole request (nothing was sent).
             OpsError: anything else, e.g. a timeout; the batch may or may not have been sent.
         """
-        once = self.clients.client("sqs", retries=False)
+        once = self.clients.lazy("sqs", retries=False)
         resp = await aws_call(
             self.clients, f"send to {queue_name(url)}", once.send_message_batch, QueueUrl=url, Entries=entries
         )

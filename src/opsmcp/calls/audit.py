@@ -231,7 +231,7 @@ class DynamoAudit:
         }
         try:
             await aws_call(self.clients, f"write an audit record to {self.table}",
-                           self.clients.client("dynamodb").put_item, TableName=self.table, Item=item)
+                           self.clients.lazy("dynamodb").put_item, TableName=self.table, Item=item)
         except OpsError as exc:
             raise OpsError(f"Cannot write audit record to DynamoDB table {self.table}: {exc.message}",
                            "check OPSMCP_AUDIT_TABLE and AWS access; no write was made.") from exc
@@ -242,7 +242,7 @@ class DynamoAudit:
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
             resp = await aws_call(self.clients, f"read the audit table {self.table}",
-                                  self.clients.client("dynamodb").scan, **kwargs)
+                                  self.clients.lazy("dynamodb").scan, **kwargs)
             items += [json.loads(i["record"]["S"]) for i in resp.get("Items", [])
                       if i.get("phase", {}).get("S") != "claimed"]  # approval claims are not records
             if "LastEvaluatedKey" not in resp:
@@ -264,7 +264,7 @@ class DynamoAudit:
         """
         try:
             await aws_call(
-                self.clients, f"record an approval in {self.table}", self.clients.client("dynamodb").put_item,
+                self.clients, f"record an approval in {self.table}", self.clients.lazy("dynamodb").put_item,
                 TableName=self.table,
                 Item={"call_id": {"S": f"approval:{key}"}, "phase": {"S": "claimed"},
                       "time": {"S": now_iso()}, "tool": {"S": "-"}, "expires_at": {"N": str(int(expires_at))},
