@@ -106,16 +106,7 @@ def http_server(tmp_path: Path, *flags: str, token: str | None = None):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"server exited: {proc.stderr.read()}"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:  # the sandbox is up
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server was not ready (/readyz) within 60 s"
-            time.sleep(0.1)  # polling for readiness with a deadline, not timing
+        wait_answering(f"{base}/readyz", proc, 60)  # the sandbox is up
         yield base
     finally:
         proc.terminate()
@@ -123,6 +114,22 @@ def http_server(tmp_path: Path, *flags: str, token: str | None = None):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def wait_answering(url: str, proc: subprocess.Popen[Any], seconds: float = 60.0) -> None:
+    """Poll ``GET url`` until it answers 200 (with a deadline, not a sleep); fail when the
+    server process ``proc`` exits first (its stderr, if piped, in the message) or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, f"server exited: {proc.stderr.read() if proc.stderr else proc.returncode}"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {seconds:.0f} s"
+        time.sleep(0.1)
+
 
 READY_BUDGET_S = 120.0  # spawn to a seeded sandbox on a loaded 2-core machine
 

@@ -8,12 +8,10 @@ import json
 import logging
 import os
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from helpers import OPSMCP, ToolFailed, call, free_port, make_settings
+from helpers import OPSMCP, ToolFailed, call, free_port, make_settings, wait_answering
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -94,16 +92,7 @@ def test_the_level_and_format_hold_for_uvicorn(tmp_path: Path, level: str, uvico
         proc = subprocess.Popen([OPSMCP, "serve", "--transport", "http", "--port", str(port)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, errlog.read_text()
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not answer /healthz within 60 s"
-                time.sleep(0.1)  # readiness poll with a deadline
+            wait_answering(f"http://127.0.0.1:{port}/healthz", proc)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
