@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -49,12 +50,12 @@ TOKEN = re.compile(r"approval_token=(\S+)")
 AUDIT_TABLE = "opsmcp-audit-bench"
 
 
-def serve(src: Path, endpoint: str, audit: str) -> HttpServer:
+def serve(src: Path, endpoint: str, audit: str, data_dir: str) -> HttpServer:
     """``opsmcp serve`` importing opsmcp from ``src``, writes enabled, on a free port."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSMCP_")}
     env.update(PYTHONPATH=str(src), AWS_ENDPOINT_URL=endpoint, OPSMCP_TOOLSETS="queues,playbooks",
-               OPSMCP_DATA_DIR=tempfile.mkdtemp(prefix="opsmcp-stall-"))
+               OPSMCP_DATA_DIR=data_dir)
     if audit == "dynamodb":
         env["OPSMCP_AUDIT_TABLE"] = AUDIT_TABLE
     return HttpServer([OPSMCP, "serve", "--transport", "http", "--port", str(port), "--allow-writes"], env, port)
@@ -144,7 +145,8 @@ async def main() -> None:
         for _ in range(opts.rounds):
             for label, src in variants:
                 source, dlq, dlq_url, expected = make_queues(sqs, opts.messages)
-                server = serve(src, endpoint, opts.audit)
+                data_dir = tempfile.mkdtemp(prefix="opsmcp-stall-")
+                server = serve(src, endpoint, opts.audit, data_dir)
                 try:
                     async def redrive(session: Any, dlq: str = dlq) -> float:
                         return await approved(session, "redrive_dlq",
@@ -160,6 +162,7 @@ async def main() -> None:
                         loads.append(os.getloadavg()[0])
                 finally:
                     server.stop()
+                    shutil.rmtree(data_dir, ignore_errors=True)
                 check_and_clean(sqs, source, dlq_url, expected)
     finally:
         proc.kill()
