@@ -252,6 +252,7 @@ def _things_server(tmp_path: Any, **overrides: Any) -> tuple[Any, Any, Things]:
     return server, runtime, things
 
 
+@pytest.mark.slow  # 75 MB of arguments: the full tier only
 async def test_huge_dry_runs_keep_the_audit_log_and_the_preview_cache_bounded(tmp_path):
     """75 dry runs with distinct 1 MB signatures: the audit file stays under 2 MB (values cut
     at 2 KB and marked), the cache keeps only short previews, and its size stays bounded."""
