@@ -1,10 +1,12 @@
 # opsmcp over streamable HTTP: a slim Python image, a non-root user, the opensearch extra
 # (compose.yaml sets OPSMCP_LOG_BACKEND=opensearch), no sandbox extra (the container talks to
-# real backends; compose.yaml wires LocalStack, OpenSearch, Prometheus and Alertmanager). The playbook catalog ships inside the package. Build: docker build -t opsmcp:local .
+# real backends; compose.yaml wires LocalStack, OpenSearch, Prometheus and Alertmanager). The
+# playbook catalog (tools/) ships inside the package. Build: docker build -t opsmcp:local .
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY tools ./tools
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ".[opensearch]"
 

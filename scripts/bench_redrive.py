@@ -154,7 +154,7 @@ def opsmcp_move(endpoint: str, data_dir: Path, dlq: str) -> tuple[float, float, 
     counter = Counting()
     for c in (clients.client("sqs"), clients.client("sqs", retries=False)):
         c.meta.events.register("before-send.sqs", counter)
-    tools = QueueTools(SqsBackend(clients))
+    tools = QueueTools(settings, SqsBackend(clients))
 
     async def run() -> tuple[float, float, int]:
         t0 = time.perf_counter()

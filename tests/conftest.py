@@ -1,4 +1,5 @@
-"""Shared fixtures: a real moto server over HTTP on a free loopback port, and Settings for it.
+"""Shared fixtures: a real moto server over HTTP on a free loopback port, a seeded server with
+its client, and the playbook tests' catalog. Plain helpers live in ``helpers.py``.
 
 Tests talk to AWS APIs only through this server (never in-process mocks), so the
 boto3 clients, timeouts and error mapping are exercised as in production.
@@ -7,6 +8,8 @@ boto3 clients, timeouts and error mapping are exercised as in production.
 from __future__ import annotations
 
 import os
+import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +24,32 @@ os.environ.update(
     AWS_EC2_METADATA_DISABLED="true",
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ops_agent"
+from helpers import FIXTURES, MARKER_ENV, make_settings  # after the fake credentials
+
+#: The quick tier (``scripts/test --quick``, ``pytest -m quick``): unit tests and tests of the
+#: server in memory (mcp.Client on build_server, the session's in-process moto server, SQLite
+#: files); no child processes, no real Prometheus/Alertmanager/Chromium/ansible runs, no
+#: sockets beyond moto's. The full tier (``scripts/test``, what CI runs) runs everything.
+QUICK_MODULES = frozenset({
+    "test_budget", "test_times", "test_dlq_signatures", "test_series", "test_structure", "test_opensearch_query",
+    "test_logstore", "test_readme", "test_config", "test_server_answers", "test_orders", "test_queues",
+    "test_approval", "test_prompts_resources", "test_tracing", "test_sdk_seams", "test_logging", "test_aws_calls",
+})
 
 
 def pytest_collection_modifyitems(items):
     """Run every ``async def`` test on anyio's asyncio backend (fixtures set up and torn
-    down in the test's own task, which the MCP client's task groups require)."""
+    down in the test's own task, which the MCP client's task groups require); mark the tests
+    of :data:`QUICK_MODULES` ``quick`` (not those also marked ``slow`` or ``process``)."""
     import inspect
 
     for item in items:
         if inspect.iscoroutinefunction(getattr(item, "function", None)):
             item.add_marker(pytest.mark.anyio)
+        module = getattr(item, "module", None)
+        if (module is not None and module.__name__.rpartition(".")[2] in QUICK_MODULES
+                and not item.get_closest_marker("slow") and not item.get_closest_marker("process")):
+            item.add_marker(pytest.mark.quick)
 
 
 @pytest.fixture(autouse=True)
@@ -88,56 +106,11 @@ def fresh_moto(moto_endpoint: str) -> Iterator[str]:
     yield moto_endpoint
 
 
-def make_settings(endpoint: str, data_dir: Path, **overrides):
-    """Settings pointing every AWS client at ``endpoint`` with data under ``data_dir``."""
-    from opsmcp.config import Settings
-
-    return Settings(aws_endpoint_url=endpoint, aws_region="us-east-1", data_dir=data_dir, **overrides)
-
-
-def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Receive and delete every message of the queue at ``url`` (a boto3 SQS client ``sqs``);
-    return them in receive order, with all attributes and message attributes. Each message
-    is deleted right after it is received (300 s visibility, so none reappears meanwhile)."""
-    out: list[dict[str, Any]] = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300,
-                                  MessageAttributeNames=["All"], AttributeNames=["All"]).get("Messages", [])
-        if not got:
-            return out
-        for m in got:
-            out.append(m)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-
-
 @pytest.fixture
 def fixtures_dir() -> Path:
     """The ops_agent fixture directory (tests/fixtures/ops_agent)."""
     assert FIXTURES.is_dir(), f"fixtures missing at {FIXTURES}"
     return FIXTURES
-
-
-class ToolFailed(AssertionError):
-    """A tool call returned isError: the text is the tool error message."""
-
-
-async def call(client, tool: str, /, **arguments):
-    """Call ``tool``; return its structuredContent, or raise ToolFailed with the error text."""
-    result = await client.call_tool(tool, arguments)
-    text = " ".join(getattr(c, "text", "") for c in result.content)
-    if result.is_error:
-        raise ToolFailed(text)
-    assert result.structured_content is not None, f"{tool} returned no structuredContent: {text[:200]}"
-    return result.structured_content
-
-
-async def real_redrive(client, **arguments):
-    """The flow a client without elicitation follows on a ``prompt-or-confirm`` server: a dry
-    run (the preview shown to the user), then the same call with dry_run=false, confirm=true
-    and the preview's approval token. Returns the real result."""
-    preview = await call(client, "redrive_dlq", **arguments)
-    return await call(client, "redrive_dlq", **arguments, dry_run=False, confirm=True,
-                      approval_token=preview["approval"]["token"])
 
 
 @pytest.fixture
@@ -164,3 +137,80 @@ async def seeded(fresh_moto, tmp_path):
             sqs=boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1"),
             ddb=boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1"),
         )
+
+
+@pytest.fixture
+def marker() -> str:
+    """A marker unique to this test: the slow playbook's sleep carries it in its environment."""
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def test_catalog(tmp_path: Path, marker: str) -> Any:
+    """A tiny test-only catalog: a slow playbook (its sleep is tagged with ``marker``) and
+    one that fails mid-way."""
+    from opsmcp.backends.ansible import load_catalog
+
+    (tmp_path / "slow.yml").write_text(
+        textwrap.dedent(
+            f"""\
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - name: Before
+                  ansible.builtin.debug: {{msg: starting}}
+                - name: Sleep
+                  ansible.builtin.command: "sleep {{{{ seconds }}}}"
+                  environment: {{{MARKER_ENV}: "{marker}"}}
+                - name: After
+                  ansible.builtin.debug: {{msg: never}}
+            """
+        )
+    )
+    (tmp_path / "fails.yml").write_text(
+        textwrap.dedent(
+            """\
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - name: Write marker
+                  ansible.builtin.copy: {content: "step 1\\n", dest: "{{ marker }}"}
+                - name: Break here
+                  ansible.builtin.command: "sh -c 'echo disk on fire >&2; exit 3'"
+                - name: Never runs
+                  ansible.builtin.debug: {msg: unreachable}
+            """
+        )
+    )
+    (tmp_path / "catalog.yml").write_text(
+        textwrap.dedent(
+            f"""\
+            version: 1
+            defaults: {{targets: [localhost], allowed_roots: ["{tmp_path}"]}}
+            playbooks:
+              - name: slow
+                file: slow.yml
+                risk: read
+                description: Sleeps.
+                vars:
+                  seconds: {{type: integer, min: 1, max: 60, default: 30}}
+              - name: fails_midway
+                file: fails.yml
+                risk: change
+                description: Writes a marker, then fails.
+                vars:
+                  marker: {{type: path, required: true}}
+            """
+        )
+    )
+    return load_catalog(tmp_path / "catalog.yml")
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    """The playbook catalog shipped with opsmcp, loaded (``tools/catalog.yml``)."""
+    from opsmcp.backends.ansible import load_catalog
+    from opsmcp.catalog import packaged_catalog
+
+    return load_catalog(packaged_catalog())
+

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import promstack
-from conftest import ToolFailed, call
+from helpers import ToolFailed, call
 from opsmcp.backends.alertstore import DynamoAlertStore, FileAlertStore, IncomingAlert, parse_webhook
 from opsmcp.backends.aws import AwsClients
 from opsmcp.config import Settings
@@ -70,27 +70,27 @@ def test_parse_webhook_validates_and_normalises():
             parse_webhook(bad)
 
 
-def test_file_store_dedups_and_drops_oldest_resolved_first(tmp_path):
+async def test_file_store_dedups_and_drops_oldest_resolved_first(tmp_path):
     store = FileAlertStore(tmp_path / "alerts.json", max_stored=10)
-    [change] = store.record(parse_webhook(_payload(_alert("f0"))))
+    [change] = await store.record(parse_webhook(_payload(_alert("f0"))))
     assert change.kind == "new"
-    [change] = store.record(parse_webhook(_payload(_alert("f0"))))
+    [change] = await store.record(parse_webhook(_payload(_alert("f0"))))
     assert change.kind == "repeat" and change.alert.received_count == 2
-    [change] = store.record(parse_webhook(_payload(_alert("f0", status="resolved"))))
+    [change] = await store.record(parse_webhook(_payload(_alert("f0", status="resolved"))))
     assert change.kind == "resolved"
     for i in range(1, 8):  # r1..r7 resolved, oldest first
-        store.record(parse_webhook(_payload(_alert(f"r{i}", status="resolved"))))
+        await store.record(parse_webhook(_payload(_alert(f"r{i}", status="resolved"))))
     for i in range(5):
-        store.record(parse_webhook(_payload(_alert(f"x{i}"))))
-    kept = {a.fingerprint for a in store.all()}
+        await store.record(parse_webhook(_payload(_alert(f"x{i}"))))
+    kept = {a.fingerprint for a in await store.all()}
     assert len(kept) == 10
     assert {f"x{i}" for i in range(5)} <= kept  # every firing alert kept
     assert not {"f0", "r1", "r2"} & kept  # the three oldest resolved dropped
     again = FileAlertStore(tmp_path / "alerts.json", max_stored=10)  # persisted
-    assert {a.fingerprint for a in again.all()} == kept
+    assert {a.fingerprint for a in await again.all()} == kept
 
 
-def test_dynamo_store_on_moto(fresh_moto):
+async def test_dynamo_store_on_moto(fresh_moto):
     settings = Settings(aws_endpoint_url=fresh_moto, aws_region="us-east-1")
     boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1").create_table(
         TableName="alerts", BillingMode="PAY_PER_REQUEST",
@@ -98,14 +98,15 @@ def test_dynamo_store_on_moto(fresh_moto):
         AttributeDefinitions=[{"AttributeName": "fingerprint", "AttributeType": "S"}],
     )
     store = DynamoAlertStore(AwsClients(settings), "alerts", max_stored=10)
-    kinds = [c.kind for c in store.record(parse_webhook(_payload(_alert("d1", severity="critical"), _alert("d2"))))]
+    changes = await store.record(parse_webhook(_payload(_alert("d1", severity="critical"), _alert("d2"))))
+    kinds = [c.kind for c in changes]
     assert kinds == ["new", "new"]
-    [change] = store.record(parse_webhook(_payload(_alert("d1", status="resolved", severity="critical"))))
+    [change] = await store.record(parse_webhook(_payload(_alert("d1", status="resolved", severity="critical"))))
     assert change.kind == "resolved" and change.alert.received_count == 2
-    got = store.get("d1")
+    got = await store.get("d1")
     assert got is not None and got.status == "resolved" and got.labels["severity"] == "critical"
     assert got.received_count == 2 and got.first_received <= got.last_received
-    assert {a.fingerprint for a in store.all()} == {"d1", "d2"}
+    assert {a.fingerprint for a in await store.all()} == {"d1", "d2"}
 
 
 async def test_tools_filter_sort_and_find_by_prefix(tmp_path):
@@ -115,9 +116,10 @@ async def test_tools_filter_sort_and_find_by_prefix(tmp_path):
 
     settings = Settings(data_dir=tmp_path, alertmanager_url="http://127.0.0.1:9", toolsets=["alerts"])
     server, runtime = build_server(settings)
-    store = runtime.toolsets["alerts"].store  # type: ignore[attr-defined]
-    store.record([IncomingAlert(**parse_webhook(_payload(_alert("aaaa1111", severity="critical")))[0].model_dump()),
-                  *parse_webhook(_payload(_alert("bbbb2222", status="resolved", severity="warning")))])
+    store = runtime.alerts
+    first = parse_webhook(_payload(_alert("aaaa1111", severity="critical")))[0]
+    await store.record([IncomingAlert(**first.model_dump()),
+                        *parse_webhook(_payload(_alert("bbbb2222", status="resolved", severity="warning")))])
     async with Client(server) as client:
         out = await call(client, "list_alerts")
         assert [a["fingerprint"] for a in out["alerts"]] == ["aaaa1111", "bbbb2222"] and out["firing"] == 1
@@ -172,11 +174,12 @@ async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path)
             prom, _ = promstack.start_prometheus(tmp_path / "prom", end=end, rules=RULES,
                                                  alertmanager=f"127.0.0.1:{am_port}")
             try:
-                store = ops.runtime.toolsets["alerts"].store  # type: ignore[attr-defined]
+                store = ops.runtime.alerts
                 # both rules fire; Alertmanager re-sends the group every 2 s: repeats, one record each
-                got = _wait(lambda: (len(store.all()) == 2 and all(a.received_count >= 2 for a in store.all())))
-                assert got, f"alerts received: {[a.model_dump() for a in store.all()]}"
-                names = {a.labels["alertname"]: a for a in store.all()}
+                got = _wait(lambda: (len(store.snapshot()) == 2
+                                     and all(a.received_count >= 2 for a in store.snapshot())))
+                assert got, f"alerts received: {[a.model_dump() for a in store.snapshot()]}"
+                names = {a.labels["alertname"]: a for a in store.snapshot()}
                 assert set(names) == {"DLQGrowing", "ErrorRateHigh"}
                 dlq = names["DLQGrowing"]
                 assert dlq.status == "firing" and dlq.labels["severity"] == "critical"
@@ -186,11 +189,11 @@ async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path)
                 start = datetime.now(UTC) - timedelta(minutes=1)
                 manual = {"labels": {"alertname": "ManualCheck", "severity": "info"}, "startsAt": iso(start)}
                 httpx.post(f"{am.url}/api/v2/alerts", json=[manual], timeout=5).raise_for_status()
-                assert _wait(lambda: any(a.labels.get("alertname") == "ManualCheck" for a in store.all()))
+                assert _wait(lambda: any(a.labels.get("alertname") == "ManualCheck" for a in store.snapshot()))
                 resolved = dict(manual, endsAt=iso(datetime.now(UTC) - timedelta(seconds=1)))
                 httpx.post(f"{am.url}/api/v2/alerts", json=[resolved], timeout=5).raise_for_status()
                 assert _wait(lambda: any(a.labels.get("alertname") == "ManualCheck" and a.status == "resolved"
-                                         for a in store.all()))
+                                         for a in store.snapshot()))
             finally:
                 promstack.stop(prom.proc)
         finally:
@@ -201,7 +204,7 @@ async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path)
     assert {e["alertname"] for e in new} == {"DLQGrowing", "ErrorRateHigh", "ManualCheck"}
     assert ("ManualCheck", "resolved") in changes
     # a new opsmcp process on the same data dir has every alert, counts and state
-    before = {a.fingerprint: a for a in FileAlertStore(settings.data_dir / "alerts.json").all()}
+    before = {a.fingerprint: a for a in await FileAlertStore(settings.data_dir / "alerts.json").all()}
     server, _ = build_server(settings)
     async with Client(server) as client:
         out = await call(client, "list_alerts", limit=10)

@@ -8,24 +8,22 @@ import contextlib
 import json
 import re
 import types
-from typing import Annotated, Any
+from typing import Any
 
 import boto3
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import Things, ToolFailed, call, make_settings, visible
 from mcp import Client
 from mcp.types import ElicitResult
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from opsmcp.calls.approval import PreviewCache, Shown, args_digest
 from opsmcp.calls.approval_tokens import ApprovalTokens
-from opsmcp.calls.audit import FileAudit
+from opsmcp.calls.audit import FileAudit, read_tail
 from opsmcp.calls.identity import caller
-from opsmcp.results import WriteResult
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server, register_toolset
-from opsmcp.toolsets.base import tool
 
 DLQ = "order-cancellation-queue-dlq"
 TOKEN_IN_ERROR = re.compile(r'approval_token="([^"]+)"')
@@ -41,10 +39,6 @@ class Clock:
         return self.now
 
 
-def _visible(sqs: Any, name: str) -> int:
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-               ["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def _late_dead_letters(sqs: Any, n: int = 3) -> None:
@@ -105,7 +99,7 @@ async def test_legacy_answer_after_120_s_is_held_to_the_preview_seen(seeded_writ
         out = await call(client, "redrive_dlq", queue=DLQ, dry_run=False)
     assert len(prompts) == 1 and "Move 8 message(s)" in prompts[0] and "at most 8 (matched)" in prompts[0]
     assert out["moved"] == 8 and out["remaining"] == 3
-    assert _visible(sqs, DLQ) == 3
+    assert visible(sqs, DLQ) == 3
 
 
 async def test_stateless_round_after_120_s_asks_again_when_the_preview_changed(seeded_writes):
@@ -125,7 +119,7 @@ async def test_stateless_round_after_120_s_asks_again_when_the_preview_changed(s
         assert client.protocol_version != "2025-11-25"
         out = await call(client, "redrive_dlq", queue=DLQ, dry_run=False, max_messages=100)
     assert [re.search(r"Move (\d+)", p).group(1) for p in prompts] == ["8", "11"]  # type: ignore[union-attr]
-    assert out["moved"] == 11 and _visible(sqs, DLQ) == 0
+    assert out["moved"] == 11 and visible(sqs, DLQ) == 0
 
 
 async def test_stateless_round_within_the_cache_moves_what_was_shown(seeded_writes):
@@ -135,7 +129,7 @@ async def test_stateless_round_within_the_cache_moves_what_was_shown(seeded_writ
     async with Client(server, elicitation_callback=_answering(prompts, lambda n: _late_dead_letters(sqs))) as client:
         out = await call(client, "redrive_dlq", queue=DLQ, dry_run=False)
     assert len(prompts) == 1 and "Move 8" in prompts[0]
-    assert out["moved"] == 8 and _visible(sqs, DLQ) == 3
+    assert out["moved"] == 8 and visible(sqs, DLQ) == 3
 
 
 # ----------------------------------------------------------------- tokens -------------
@@ -160,8 +154,8 @@ async def test_dry_run_token_moves_at_most_the_preview_on_another_replica(seeded
         assert out["moved"] == 8 and out["remaining"] == 3
         with pytest.raises(ToolFailed, match="already used"):
             await call(on_b, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True, approval_token=token)
-    assert _visible(sqs, DLQ) == 3
-    outcomes = [r for r in FileAudit(settings.audit_log_path).tail(50) if r["phase"] == "outcome"]
+    assert visible(sqs, DLQ) == 3
+    outcomes = [r for r in read_tail(settings.audit_log_path, 50) if r["phase"] == "outcome"]
     assert ("complete", "approval_token") in [(r["outcome"], r["approval"]) for r in outcomes]
 
 
@@ -177,11 +171,11 @@ async def test_another_caller_cannot_use_a_preview_or_a_token(seeded_writes):
         # alice's cached preview does not approve bob's confirm=true either: bob gets his own preview
         with pytest.raises(ToolFailed, match=r"(?s)needs the user's approval.*Move 8"):
             await call(bob, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True)
-    assert _visible(sqs, DLQ) == 8
+    assert visible(sqs, DLQ) == 8
     async with as_caller("alice", server) as alice:
         out = await call(alice, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True, approval_token=token)
     assert out["moved"] == 8
-    records = FileAudit(settings.audit_log_path).tail(50)
+    records = read_tail(settings.audit_log_path, 50)
     assert {r["caller"] for r in records} == {"alice", "bob"}
 
 
@@ -204,8 +198,8 @@ async def test_tampered_expired_and_mismatched_tokens_are_refused(seeded_writes)
         clock.now += runtime.settings.approval_ttl_seconds + 1
         with pytest.raises(ToolFailed, match="approval_token expired"):
             await call(client, "redrive_dlq", **real, approval_token=token)
-    assert _visible(sqs, DLQ) == 8
-    refused = [r for r in FileAudit(settings.audit_log_path).tail(50) if r["outcome"] == "refused: approval token"]
+    assert visible(sqs, DLQ) == 8
+    refused = [r for r in read_tail(settings.audit_log_path, 50) if r["outcome"] == "refused: approval token"]
     assert len(refused) == 3 and all(r["note"] for r in refused)
 
 
@@ -239,59 +233,13 @@ async def test_prompt_mode_refuses_confirm_and_needs_an_answered_prompt(seeded_w
         assert not any("approval_token" in n for n in preview["notes"])
         with pytest.raises(ToolFailed, match=r"only through an approval prompt.*cannot show one"):
             await call(client, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True)
-    assert _visible(sqs, DLQ) == 8
+    assert visible(sqs, DLQ) == 8
     prompts: list[str] = []
     async with Client(server, elicitation_callback=_answering(prompts)) as client:
         assert (await call(client, "redrive_dlq", queue=DLQ, dry_run=False))["moved"] == 8
 
 
 # ----------------------------------------------------------------- a fake write tool ---
-
-class MoveResult(WriteResult):
-    """What move_things did (or would do)."""
-
-    matched: int = Field(description="Things that match.")
-    moved: int = Field(description="Things moved.")
-    status: str = Field(description="dry_run or complete.")
-    echo: str = Field("", description="The signature, echoed.")
-
-    def preview_text(self) -> str:
-        return f"Move {self.matched} thing(s) of {self.echo}"
-
-
-class Things:
-    """A write toolset with no backend: counts what it would move; can fail on purpose."""
-
-    def __init__(self) -> None:
-        self.available = 8
-        self.fail: Exception | None = None
-        self.reports = 0
-
-    @tool(title="Move things", read_only=False, destructive=True, idempotent=False, write=True,
-          preview_arg="dry_run", preview_bound=("max_items", "matched"))
-    async def move_things(
-        self,
-        max_items: Annotated[int, Field(description="At most this many, 1-100.", ge=1, le=100)] = 50,
-        signature: Annotated[str | None, Field(description="Only things of this signature, e.g. 'timeout'.")] = None,
-        dry_run: Annotated[bool, Field(description="true: only report.")] = True,
-        progress: Any = None,
-    ) -> MoveResult:
-        """Move things (a test tool)."""
-        if self.fail is not None:
-            raise self.fail
-        n = min(max_items, self.available)
-        if not dry_run:
-            for i in range(self.reports):
-                await progress(i + 1, self.reports, f"moved {i + 1}")
-            self.available -= n
-        return MoveResult(matched=n, moved=0 if dry_run else n, status="dry_run" if dry_run else "complete",
-                          echo=signature or "")
-
-    @tool(title="Boom", read_only=True)
-    async def boom(self) -> MoveResult:
-        """Always fails unexpectedly (a test tool)."""
-        raise RuntimeError("kaboom")
-
 
 def _things_server(tmp_path: Any, **overrides: Any) -> tuple[Any, Any, Things]:
     overrides.setdefault("write_approval", "prompt-or-confirm")
@@ -302,6 +250,7 @@ def _things_server(tmp_path: Any, **overrides: Any) -> tuple[Any, Any, Things]:
     return server, runtime, things
 
 
+@pytest.mark.slow  # 75 MB of arguments: the full tier only
 async def test_huge_dry_runs_keep_the_audit_log_and_the_preview_cache_bounded(tmp_path):
     """75 dry runs with distinct 1 MB signatures: the audit file stays under 2 MB (values cut
     at 2 KB and marked), the cache keeps only short previews, and its size stays bounded."""
@@ -312,7 +261,7 @@ async def test_huge_dry_runs_keep_the_audit_log_and_the_preview_cache_bounded(tm
             await call(client, "move_things", signature=f"{i:04d}" + "x" * 1_000_000)
     size = runtime.settings.audit_log_path.stat().st_size
     assert size < 2_000_000, size
-    records = FileAudit(runtime.settings.audit_log_path).tail(2)
+    records = read_tail(runtime.settings.audit_log_path, 2)
     assert records[-1]["cut"] >= 1 and "[cut: " in records[-1]["arguments"]["signature"]
     cache = runtime.approvals.previews
     assert len(cache) == 50
@@ -327,7 +276,7 @@ async def test_long_write_writes_progress_records(tmp_path):
         token = preview["approval"]["token"]
         out = await call(client, "move_things", dry_run=False, confirm=True, approval_token=token)
     assert out["moved"] == 8
-    progress = [r for r in FileAudit(runtime.settings.audit_log_path).tail(50) if r["phase"] == "progress"]
+    progress = [r for r in read_tail(runtime.settings.audit_log_path, 50) if r["phase"] == "progress"]
     assert [r["counts"]["progress"] for r in progress] == [1, 10, 20]
     assert progress[-1]["counts"]["total"] == 25 and progress[-1]["note"] == "moved 20"
 
@@ -349,17 +298,17 @@ async def test_a_lost_outcome_record_is_reported_in_the_result(tmp_path):
     from opsmcp.errors import OpsError
 
     class LosesOutcomes(FileAudit):
-        def append(self, record: dict[str, Any]) -> None:
+        async def append(self, record: dict[str, Any]) -> None:
             if record["phase"] == "outcome":
                 raise OpsError("disk full")
-            super().append(record)
+            await super().append(record)
 
     server, runtime, _ = _things_server(tmp_path)
     runtime.trail.sink = LosesOutcomes(runtime.settings.audit_log_path)
     async with Client(server) as client:
         out = await call(client, "move_things")
     assert any("outcome audit record could not be written" in n for n in out["notes"])
-    assert [r["phase"] for r in FileAudit(runtime.settings.audit_log_path).tail(5)] == ["intent"]
+    assert [r["phase"] for r in read_tail(runtime.settings.audit_log_path, 5)] == ["intent"]
 
 
 async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(seeded_writes):
@@ -381,8 +330,8 @@ async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(see
     async with Client(b) as on_b:
         with pytest.raises(ToolFailed, match="already used"):
             await call(on_b, "redrive_dlq", **real)
-    assert _visible(sqs, DLQ) == 5
-    phases = [r["phase"] for r in runtime_a.audit.tail(100)]  # type: ignore[union-attr]
+    assert visible(sqs, DLQ) == 5
+    phases = [r["phase"] for r in await runtime_a.audit.tail(100)]  # type: ignore[union-attr]
     assert "claimed" not in phases and phases.count("outcome") >= 3
 
 
@@ -394,7 +343,7 @@ async def test_elicitation_works_with_a_configured_secret(seeded_writes):
     prompts: list[str] = []
     async with Client(server, elicitation_callback=_answering(prompts)) as client:
         assert (await call(client, "redrive_dlq", queue=DLQ, dry_run=False))["moved"] == 8
-    assert len(prompts) == 1 and _visible(sqs, DLQ) == 0
+    assert len(prompts) == 1 and visible(sqs, DLQ) == 0
 
 
 async def test_a_stateless_approval_round_may_land_on_another_replica(seeded_writes):
@@ -418,7 +367,7 @@ async def test_a_stateless_approval_round_may_land_on_another_replica(seeded_wri
     async with Client(other, elicitation_callback=_answering([])) as on_other:
         with pytest.raises(MCPError):
             await on_other.call_tool("redrive_dlq", args, input_responses=answers, request_state=first.request_state)
-    assert _visible(sqs, DLQ) == 8
+    assert visible(sqs, DLQ) == 8
     async with Client(b, elicitation_callback=_answering([])) as on_b:
         out = await on_b.call_tool("redrive_dlq", args, input_responses=answers, request_state=first.request_state)
     assert not out.is_error and out.structured_content["moved"] == 8  # type: ignore[index]
@@ -440,7 +389,7 @@ async def test_a_token_stays_spent_after_a_restart_with_the_file_audit(seeded_wr
     async with Client(after) as client:
         with pytest.raises(ToolFailed, match="already used"):
             await call(client, "redrive_dlq", **real)
-    assert _visible(sqs, DLQ) == 5
+    assert visible(sqs, DLQ) == 5
     assert len(list(FileAudit(settings.audit_log_path).claims.iterdir())) == 1
 
 
@@ -449,8 +398,8 @@ def test_file_audit_claims_are_atomic_and_pruned_after_expiry(tmp_path):
 
     one, two = FileAudit(tmp_path / "audit.jsonl"), FileAudit(tmp_path / "audit.jsonl")
     later = time.time() + 600
-    assert one.claim_once("n1", later) and not two.claim_once("n1", later) and not one.claim_once("n1", later)
-    assert two.claim_once("n2", time.time() - 1)  # already expired: pruned by a later claim
+    assert one._claim("n1", later) and not two._claim("n1", later) and not one._claim("n1", later)
+    assert two._claim("n2", time.time() - 1)  # already expired: pruned by a later claim
     one._prune_claims(now=time.time() + 120)  # pruning runs at most once a minute
     assert len(list(one.claims.iterdir())) == 1
 
@@ -475,7 +424,7 @@ async def test_a_preview_of_nothing_approves_nothing(seeded_writes):
             sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps({"late": i}))
         with pytest.raises(ToolFailed, match="nothing to change"):
             await call(client, "redrive_dlq", queue="empty-dlq", dry_run=False)
-    assert prompts == [] and _visible(sqs, "empty-dlq") == 3
+    assert prompts == [] and visible(sqs, "empty-dlq") == 3
     # A token bound to 0 (minted as the confirm path would for a preview of 0) moves nothing.
     digest = args_digest("redrive_dlq", {"queue": "empty-dlq", "target": None, "max_messages": 1000,
                                          "signature": None}, "dry_run")
@@ -483,7 +432,7 @@ async def test_a_preview_of_nothing_approves_nothing(seeded_writes):
     async with Client(w.server) as client:
         with pytest.raises(ToolFailed, match="nothing to change"):
             await call(client, "redrive_dlq", queue="empty-dlq", dry_run=False, confirm=True, approval_token=token)
-    assert _visible(sqs, "empty-dlq") == 3 and _visible(sqs, "empty") == 0
+    assert visible(sqs, "empty-dlq") == 3 and visible(sqs, "empty") == 0
 
 
 async def _call_plain(server: Any, **arguments: Any) -> dict[str, Any]:
@@ -501,7 +450,7 @@ async def test_confirm_without_a_token_sent_twice_changes_nothing(seeded_writes)
         preview = await call(client, "redrive_dlq", queue=DLQ)  # a dry run does not count as approval either
         with pytest.raises(ToolFailed, match="needs the user's approval"):
             await call(client, "redrive_dlq", queue=DLQ, dry_run=False, confirm=True)
-    assert preview["matched"] == 8 and _visible(w.sqs, DLQ) == 8
+    assert preview["matched"] == 8 and visible(w.sqs, DLQ) == 8
 
 
 async def test_the_approval_token_is_a_structured_field_of_the_result(seeded_writes):

@@ -1,9 +1,9 @@
-"""The size-budget helpers (opsmcp.calls.result_size) that results, prompts and audit records share."""
+"""The size-budget helpers (opsmcp.result_size) that results, prompts and audit records share."""
 
 from __future__ import annotations
 
 from opsmcp.calls.audit import MAX_RECORD_BYTES, bounded
-from opsmcp.calls.result_size import cap_values, cut_text, json_size, take_within
+from opsmcp.result_size import cap_values, cut_text, json_size, take_within
 
 
 def test_cut_text_keeps_head_or_tail_and_says_how_much_was_cut():

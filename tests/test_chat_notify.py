@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import boto3
 import httpx
-from conftest import make_settings
+from helpers import make_settings
 from pydantic import SecretStr
 
 from opsmcp.backends.chat import ChatNotifier, slack_text
@@ -139,10 +139,10 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
     """The simulated chat path: the notification's link names the request; a person with
     ops:approve follows it (the console's approve call) and the write runs once. A new
     firing alert is sent too; a repeat and a resolution are not."""
-    from test_events import serve_app
-    from test_human_approval import _mcp_call, _tokens, _visible
+    from helpers import serve_app
+    from helpers import mcp_call, team_tokens, visible
 
-    tokens = _tokens(tmp_path)
+    tokens = team_tokens(tmp_path)
     with receiver() as r:
         settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues", "alerts"],
                                  write_approval="human", tokens_file=tmp_path / "tokens.jsonl",
@@ -152,7 +152,7 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
         seed_aws(settings, build_scenario(), metrics=False)
         sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
         with serve_app(settings) as (base, _), httpx.Client(base_url=base, timeout=60) as http:
-            pending = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False))
+            pending = anyio.run(lambda: mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False))
             posts = r.wait_for(2)
             slack = next(p[2]["text"] for p in posts if p[0] == "/slack")
             link = re.search(r"<(https://ops\.example\.com/#/approvals/(apr-[0-9a-f]{32}))\|", slack)
@@ -183,18 +183,18 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
         assert alert_hook["type"] == "alert" and alert_hook["alertname"] == "DLQGrowing"
         assert alert_hook["console_url"] == "https://ops.example.com/" and "summary" not in json.dumps(alert_hook)
         assert "DLQGrowing" in next(b["text"] for b in sent if "text" in b)
-    assert _visible(sqs, DLQ) == 0
+    assert visible(sqs, DLQ) == 0
 
 
 def test_a_signed_chat_callback_approves_as_the_mapped_identity(fresh_moto, tmp_path) -> None:
     """A chat bot's HMAC-signed callback: only mapped chat users decide, as their mapped
     identity (never the requester's), within the timestamp window, once."""
-    from test_events import serve_app
-    from test_human_approval import _mcp_call, _tokens, _visible
+    from helpers import serve_app
+    from helpers import mcp_call, team_tokens, visible
 
     from opsmcp.transport.chat_callback import sign
 
-    tokens = _tokens(tmp_path)
+    tokens = team_tokens(tmp_path)
     secret = b"chat-callback-secret-0123456789"
     settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"], write_approval="human",
                              tokens_file=tmp_path / "tokens.jsonl", chat_callback_secret=SecretStr(secret.decode()),
@@ -209,9 +209,9 @@ def test_a_signed_chat_callback_approves_as_the_mapped_identity(fresh_moto, tmp_
                                             "Content-Type": "application/json"}}
 
     with serve_app(settings) as (base, _), httpx.Client(base_url=base, timeout=60) as http:
-        first = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+        first = anyio.run(lambda: mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
                                             max_messages=5))["approval_id"]
-        second = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+        second = anyio.run(lambda: mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
                                              max_messages=1))["approval_id"]
         approve = {"id": first, "action": "approve", "user": "U1"}
         assert http.post("/webhooks/approvals", **signed(approve, key=b"another-secret")).status_code == 401
@@ -234,4 +234,4 @@ def test_a_signed_chat_callback_approves_as_the_mapped_identity(fresh_moto, tmp_
         assert denied.status_code == 200 and denied.json()["status"] == "denied"
         assert http.post("/webhooks/approvals", **signed({"id": second, "action": "drop", "user": "U1"})
                          ).status_code == 400
-    assert _visible(sqs, DLQ) == 3
+    assert visible(sqs, DLQ) == 3

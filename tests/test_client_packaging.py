@@ -27,7 +27,7 @@ import jsonschema
 import pytest
 from mcp import Client, StdioServerParameters
 
-from test_packaging import _build_wheel
+from helpers import build_wheel
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ async def test_mcpb_bundle_validates_packs_and_its_entry_point_serves(tmp_path: 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build_wheel(tmp_path_factory.mktemp("oneliner"))
+    return build_wheel(tmp_path_factory.mktemp("oneliner"))
 
 
 @pytest.mark.timeout(900)

@@ -26,7 +26,7 @@ from unittest.mock import patch
 import anyio
 import pytest
 from botocore.stub import Stubber
-from conftest import call, make_settings
+from helpers import call, make_settings
 from hypothesis import given, settings as hsettings, strategies as st
 from mcp import Client
 

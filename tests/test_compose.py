@@ -244,7 +244,7 @@ async def test_alert_rules_read_series_opsmcp_exports_and_fire(fresh_moto, tmp_p
     from mcp import Client
     from prometheus_client.parser import text_string_to_metric_families
 
-    from conftest import make_settings
+    from helpers import make_settings
     from opsmcp.server import build_server
 
     server, runtime = build_server(make_settings(fresh_moto, tmp_path, toolsets=["queues"]))

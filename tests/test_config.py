@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from conftest import make_settings
+from helpers import make_settings
 
 from opsmcp.config import Settings
 from opsmcp.sandbox.scenario import MAX_RECEIVE_COUNT, build_scenario
@@ -45,7 +45,7 @@ def test_scenario_is_deterministic_and_rich_enough():
     assert any(d.attributes.get("ErrorCode") for d in a.dead_letters)
     assert any(not d.attributes and d.trace_id for d in a.dead_letters)
     assert any(q.fifo and q.dlq for q in a.queues) and sum(1 for q in a.queues if q.dlq) >= 2
-    assert MAX_RECEIVE_COUNT == 3
+    assert {q.dlq for q in a.queues if q.dlq} == {d.queue for d in a.dead_letters}  # every dead letter's DLQ is wired
     order_ids = {o["orderId"] for o in a.orders}
     traces = {o["traceId"] for o in a.orders}
     assert all(d.order_id in order_ids and d.trace_id in traces for d in a.dead_letters if d.cause != "poison")
@@ -64,7 +64,7 @@ def test_missing_playbook_catalog_disables_the_toolset_with_a_clear_reason(tmp_p
 
 
 def test_bound_result_cuts_lists_drops_the_cursor_and_fixes_the_count():
-    from opsmcp.calls.result_size import fit_result as bound_result
+    from opsmcp.result_size import fit_result as bound_result
     from opsmcp.toolsets.orders import OrderList, OrderSummary
 
     orders = [OrderSummary(order_id=f"id-{i:04d}", status="PENDING", customer_id="c" * 200) for i in range(500)]
@@ -82,3 +82,15 @@ def test_http_on_a_public_address_needs_a_token(monkeypatch, capsys):
     monkeypatch.delenv("OPSMCP_HTTP_TOKEN", raising=False)
     assert main(["serve", "--transport", "http", "--host", "0.0.0.0"]) == 2
     assert "OPSMCP_HTTP_TOKEN" in capsys.readouterr().err
+
+
+async def test_the_seeded_sources_send_to_their_dlq_after_max_receive_count_receives(seeded):
+    """What the scenario promises (MAX_RECEIVE_COUNT) is what SQS was told: each source's
+    RedrivePolicy, read back through list_queues."""
+    from helpers import call
+
+    queues = {q["name"]: q for q in (await call(seeded.client, "list_queues"))["queues"]}
+    sources = [q for q in seeded.scenario.queues if q.dlq]
+    assert sources
+    for spec in sources:
+        assert (queues[spec.name]["dlq"], queues[spec.name]["max_receive_count"]) == (spec.dlq, MAX_RECEIVE_COUNT)

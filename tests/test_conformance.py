@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_e2e import http_server
+from helpers import http_server
 
 HERE = Path(__file__).parent / "conformance"
 BIN = HERE / "node_modules" / ".bin"

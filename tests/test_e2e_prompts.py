@@ -12,7 +12,7 @@ import os
 import subprocess
 
 import pytest
-from test_e2e import INSPECTOR, OPSMCP, READY_BUDGET_S, clean_env, http_server, inspector_env
+from helpers import INSPECTOR, OPSMCP, READY_BUDGET_S, clean_env, http_server, inspector_env
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -4,19 +4,16 @@ slow-client drop; against a real moto server and the real Starlette app over loo
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings
+from helpers import make_settings, send_dead_letters, serve_app
 
 from opsmcp.calls.events import DepthPoller, EventHub
+from helpers import Feed
 
 # --------------------------------------------------------------------------- the hub alone
 
@@ -90,75 +87,6 @@ async def _until(cond, timeout: float = 10.0) -> None:
 # --------------------------------------------------------------------------- over HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve_app(settings) -> Iterator[tuple[str, Any]]:
-    """The real HTTP app for ``settings`` under uvicorn on a free loopback port (in a thread);
-    yields ``(base url, runtime)`` and stops it."""
-    import uvicorn
-
-    from opsmcp.server import build_server
-    from opsmcp.transport.app import build_app
-
-    server, runtime = build_server(settings)
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(build_app(server, runtime), host="127.0.0.1", port=port, log_level="warning",
-                                       lifespan="on"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", runtime
-    finally:
-        uv.should_exit = True
-        thread.join(15)
-
-
-class Feed:
-    """An SSE client over httpx that collects ``(id, event, data)`` frames."""
-
-    def __init__(self, client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> None:
-        self._cm = client.stream("GET", url, headers=headers or {})
-        self.response = self._cm.__enter__()
-        self._lines = self.response.iter_lines()
-        self.events: list[tuple[str | None, str, Any]] = []
-
-    def next(self) -> tuple[str | None, str, Any]:
-        ident, kind, data = None, "message", []
-        for line in self._lines:
-            if line == "":
-                if data:
-                    frame = (ident, kind, json.loads("\n".join(data)))
-                    self.events.append(frame)
-                    return frame
-                continue
-            if line.startswith("id:"):
-                ident = line[3:].strip()
-            elif line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
-        raise EOFError("stream ended")
-
-    def until(self, pred, limit: int = 500) -> tuple[str | None, str, Any]:
-        for _ in range(limit):
-            frame = self.next()
-            if pred(frame):
-                return frame
-        raise AssertionError(f"no matching event among {limit}")
-
-    def close(self) -> None:
-        self._cm.__exit__(None, None, None)
-
-
 @pytest.fixture
 def seeded_moto(fresh_moto, tmp_path):
     from opsmcp.sandbox.scenario import build_scenario
@@ -167,18 +95,6 @@ def seeded_moto(fresh_moto, tmp_path):
     settings = make_settings(fresh_moto, tmp_path, events_poll_seconds=0.3, toolsets=["queues"])
     seed_aws(settings, build_scenario(), metrics=False)
     return settings
-
-
-def _send_dead_letters(endpoint: str, queue: str, n: int) -> None:
-    import boto3
-
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    for i in range(n):
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"orderId": f"ord-new-{i}", "type": "OrderCreated"}),
-                         MessageAttributes={"ErrorCode": {"DataType": "String", "StringValue": "Timeout"},
-                                            "ErrorMessage": {"DataType": "String",
-                                                             "StringValue": f"Inventory timed out after {i}ms"}})
 
 
 def test_feed_snapshot_depths_dead_letters_resume_and_filters(seeded_moto, fresh_moto) -> None:
@@ -191,7 +107,7 @@ def test_feed_snapshot_depths_dead_letters_resume_and_filters(seeded_moto, fresh
         first = feed.until(lambda f: f[1] == "queue_depth" and f[2]["queue"] == "order-queue-dlq")
         before = first[2]["visible"]
         assert _eventually(lambda: "order-queue-dlq" in runtime.poller.seen)  # its letters so far are known
-        _send_dead_letters(fresh_moto, "order-queue-dlq", 3)
+        send_dead_letters(fresh_moto, "order-queue-dlq", 3)
         grown = feed.until(lambda f: f[1] == "queue_depth" and f[2]["queue"] == "order-queue-dlq"
                            and f[2]["visible"] + f[2]["in_flight"] >= before + 3)
         dead = feed.until(lambda f: f[1] == "dlq_message")

@@ -137,14 +137,14 @@ def test_token_add_as_the_readme_shows_it_uses_the_data_dir(tmp_path):
 
 async def test_an_unknown_tool_names_the_closest_ones(fresh_moto, tmp_path):
     """Before: 'Unknown tool: list_queue', suggesting nothing (prompts and resources did)."""
-    from conftest import make_settings
+    from helpers import make_settings
     from opsmcp.server import build_server
 
     server, _ = build_server(make_settings(fresh_moto, tmp_path))
     async with Client(server) as client:
         res = await client.call_tool("list_queue", {})
         text = res.content[0].text
-        assert res.is_error and "Did you mean list_queues" in text and "analyze_dlq" in text, text
+        assert res.is_error and "Did you mean 'list_queues'" in text and "analyze_dlq" in text, text
         res = await client.call_tool("redrive_dlq", {"queue": "x"})  # exists, but writes are off: says so
         assert res.is_error and "--allow-writes" in res.content[0].text
 
@@ -169,7 +169,7 @@ async def test_a_token_from_one_process_is_accepted_by_another_of_the_same_data_
     """Two servers of one installation (no OPSMCP_APPROVAL_SECRET): the preview's token from
     the first confirms the write on the second. Before: 'approval_token is not valid (...
     another OPSMCP_APPROVAL_SECRET)'. A server of another data dir still refuses it."""
-    from conftest import make_settings
+    from helpers import make_settings
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
     from opsmcp.server import build_server

@@ -5,36 +5,14 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
-from conftest import call, make_settings
+from helpers import call, load_fixture_into, make_settings
 from mcp import Client
 
 from opsmcp.server import build_server
-from opsmcp.sandbox.seed import create_orders_table, put_orders
 from datetime import UTC
 
 pytestmark = pytest.mark.anyio
-
-
-def load_fixture_into(endpoint: str, fixtures_dir, settings) -> dict:
-    """Create the fixture's queues (DLQ + RedrivePolicy maxReceiveCount 3), send its DLQ
-    messages and put its orders; return {dlq name: [bodies]}."""
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-    for pair in json.loads((fixtures_dir / "queues.json").read_text()):
-        dlq_url = sqs.create_queue(QueueName=pair["dlqName"])["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sqs.create_queue(QueueName=pair["source"], Attributes={
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "3"})})
-    sent: dict[str, list[dict]] = {}
-    for msg in json.loads((fixtures_dir / "dlq_messages.json").read_text()):
-        url = sqs.get_queue_url(QueueName=msg["queue"])["QueueUrl"]
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(msg["body"]))
-        sent.setdefault(msg["queue"], []).append(msg["body"])
-    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-    create_orders_table(ddb, settings)
-    put_orders(ddb, settings.orders_table, json.loads((fixtures_dir / "orders.json").read_text()))
-    return sent
 
 
 async def test_tools_find_the_fixture_dlq_messages_and_orders(fresh_moto, tmp_path, fixtures_dir):

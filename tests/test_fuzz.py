@@ -194,7 +194,7 @@ def fuzz(moto_child: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     server with every toolset, driven from sync tests through an anyio blocking portal
     (hypothesis's ``given`` does not run async tests)."""
     from anyio.from_thread import start_blocking_portal
-    from conftest import make_settings
+    from helpers import make_settings
     from mcp import Client
 
     from opsmcp.sandbox.logseed import seed_logs

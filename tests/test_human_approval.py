@@ -16,25 +16,20 @@ import anyio
 import boto3
 import httpx
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import ToolFailed, call, make_settings
 from mcp import Client
 from mcp.types import ElicitResult
 from pydantic import SecretStr
 
-from opsmcp.calls.audit import FileAudit
+from opsmcp.calls.audit import read_tail
 from opsmcp.calls.identity import ALL_SCOPES, caller, scopes
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server
+from helpers import mcp_call, team_tokens, visible
 
 DLQ = "order-cancellation-queue-dlq"
 SOURCE = "order-cancellation-queue"
-
-
-def _visible(sqs: Any, name: str) -> int:
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-               ["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def _late_dead_letters(sqs: Any, n: int = 3) -> None:
@@ -99,7 +94,7 @@ async def test_the_requester_alone_changes_nothing(human):
             with pytest.raises(ToolFailed, match=r"No approval request|approval_id"):
                 await call(agent, "get_approval", approval_id=forged)
         assert (await call(agent, "get_approval", approval_id=sorted(ids)[0]))["status"] == "pending"
-    assert len(ids) == 4 and _visible(h.sqs, DLQ) == 8
+    assert len(ids) == 4 and visible(h.sqs, DLQ) == 8
     desk = h.runtime.approvals.desk
     with acting_as("agent"):  # its own identity, even with ops:approve, may not approve its requests
         for request_id in ids:
@@ -108,7 +103,7 @@ async def test_the_requester_alone_changes_nothing(human):
     with acting_as("agent-without-approve", frozenset({"ops:read", "ops:write"})), \
             pytest.raises(Exception, match="needs scope ops:approve"):
         await desk.decide(sorted(ids)[0], True)
-    assert _visible(h.sqs, DLQ) == 8 and _visible(h.sqs, SOURCE) == 0
+    assert visible(h.sqs, DLQ) == 8 and visible(h.sqs, SOURCE) == 0
     assert {r.status for r in await desk.list("all")} == {"pending"}
 
 
@@ -126,12 +121,12 @@ async def test_an_approval_runs_the_previewed_write_once_held_to_its_bound(human
         with pytest.raises(Exception, match="is done by lead"):
             await desk.decide(request_id, False, "too late")
     assert done.status == "done" and done.approver == "lead" and done.result["moved"] == 8
-    assert done.result["remaining"] == 3 and _visible(h.sqs, DLQ) == 3
+    assert done.result["remaining"] == 3 and visible(h.sqs, DLQ) == 3
     async with client_as("agent", h.server) as agent:
         seen = await call(agent, "get_approval", approval_id=request_id)
     assert seen["status"] == "done" and seen["result"]["moved"] == 8 and seen["approver"] == "lead"
     assert seen["bound"] == {"argument": "max_messages", "value": 8}
-    records = [r for r in FileAudit(h.settings.audit_log_path).tail(100) if r["call_id"] == request_id]
+    records = [r for r in read_tail(h.settings.audit_log_path, 100) if r["call_id"] == request_id]
     assert "progress" in [r["phase"] for r in records]  # the write's progress is audited
     records = [r for r in records if r["phase"] != "progress"]
     assert [r["phase"] for r in records] == ["requested", "approved", "intent", "outcome"]
@@ -158,8 +153,8 @@ async def test_a_denied_or_expired_request_says_so_and_changes_nothing(human):
         assert seen["status"] == "expired" and "EXPIRED" in seen["notes"][0]
         with acting_as("lead"), pytest.raises(Exception, match="is expired"):
             await desk.decide(second, True)
-    assert _visible(h.sqs, DLQ) == 8
-    phases = [(r["phase"], r["call_id"]) for r in FileAudit(h.settings.audit_log_path).tail(100)]
+    assert visible(h.sqs, DLQ) == 8
+    phases = [(r["phase"], r["call_id"]) for r in read_tail(h.settings.audit_log_path, 100)]
     assert ("denied", first) in phases and ("expired", second) in phases
     assert not any(p == "intent" and c in (first, second) for p, c in phases)
 
@@ -173,7 +168,7 @@ async def test_pending_requests_survive_a_restart(human):
         assert (await call(agent, "get_approval", approval_id=request_id))["status"] == "pending"
     with acting_as("lead"):
         done = await runtime.approvals.desk.decide(request_id, True)
-    assert done.status == "done" and done.result["moved"] == 5 and _visible(h.sqs, DLQ) == 3
+    assert done.status == "done" and done.result["moved"] == 5 and visible(h.sqs, DLQ) == 3
 
 
 async def test_a_preview_of_nothing_makes_no_request(human):
@@ -258,36 +253,19 @@ def test_two_stores_on_one_data_dir_let_one_of_two_racing_approvers_win(human):
     for t in threads:
         t.join(120)
     assert sorted(outcomes.values()) == ["ApprovalConflict", "done"], outcomes
-    assert _visible(h.sqs, DLQ) == 2 and _visible(h.sqs, SOURCE) == 6
-    intents = [r for r in FileAudit(h.settings.audit_log_path).tail(100)
+    assert visible(h.sqs, DLQ) == 2 and visible(h.sqs, SOURCE) == 6
+    intents = [r for r in read_tail(h.settings.audit_log_path, 100)
                if r["phase"] == "intent" and r["call_id"] == request_id]
     assert len(intents) == 1
 
 
 # ----------------------------------------------------------------- over HTTP -------------
 
-def _tokens(tmp_path: Any) -> dict[str, str]:
-    from opsmcp.transport.auth import add_token
-
-    path = tmp_path / "tokens.jsonl"
-    return {name: add_token(path, name, scopes) for name, scopes in {
-        "agent": ["ops:read", "ops:write"], "lead": ["ops:read", "ops:approve"], "viewer": ["ops:read"],
-        "solo": ["ops:read", "ops:write", "ops:approve"]}.items()}
-
-
-async def _mcp_call(url: str, token: str, tool: str, **arguments: Any) -> dict[str, Any]:
-    import httpx2
-    from mcp.client.streamable_http import streamable_http_client
-
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http, \
-            Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
-        return await call(client, tool, **arguments)
-
 
 def test_the_http_api_lists_shows_approves_and_denies(fresh_moto, tmp_path):
-    from test_events import Feed, serve_app
+    from helpers import Feed, serve_app
 
-    tokens = _tokens(tmp_path)
+    tokens = team_tokens(tmp_path)
     settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"], write_approval="human",
                              tokens_file=tmp_path / "tokens.jsonl", public_url="https://ops.example.com")
     seed_aws(settings, build_scenario(), metrics=False)
@@ -295,12 +273,12 @@ def test_the_http_api_lists_shows_approves_and_denies(fresh_moto, tmp_path):
     bearer = {name: {"Authorization": f"Bearer {t}"} for name, t in tokens.items()}
     with serve_app(settings) as (base, _), httpx.Client(base_url=base, timeout=60) as http:
         feed = Feed(http, f"{base}/events?types=approval", headers=bearer["viewer"])
-        pending = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+        pending = anyio.run(lambda: mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
                                               signature=None, target=None))
         request_id = pending["approval_id"]
-        denied_id = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+        denied_id = anyio.run(lambda: mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
                                                 max_messages=1))["approval_id"]
-        solo_id = anyio.run(lambda: _mcp_call(base, tokens["solo"], "redrive_dlq", queue=DLQ, dry_run=False,
+        solo_id = anyio.run(lambda: mcp_call(base, tokens["solo"], "redrive_dlq", queue=DLQ, dry_run=False,
                                               max_messages=1))["approval_id"]
         listed = http.get("/api/approvals", headers=bearer["viewer"]).json()["approvals"]
         assert [r["id"] for r in listed] == [solo_id, denied_id, request_id]  # newest first
@@ -340,9 +318,9 @@ def test_the_http_api_lists_shows_approves_and_denies(fresh_moto, tmp_path):
         assert [s for i, s in statuses if i == request_id] == ["pending", "approved", "executing", "done"]
         assert (denied_id, "denied") in statuses
         feed.close()
-        polled = anyio.run(lambda: _mcp_call(base, tokens["agent"], "get_approval", approval_id=request_id))
+        polled = anyio.run(lambda: mcp_call(base, tokens["agent"], "get_approval", approval_id=request_id))
         assert polled["status"] == "done" and polled["result"]["remaining"] == 3
-    assert _visible(sqs, DLQ) == 3 and _visible(sqs, SOURCE) == 8
+    assert visible(sqs, DLQ) == 3 and visible(sqs, SOURCE) == 8
 
 
 def test_the_cli_lists_shows_approves_and_denies(fresh_moto, tmp_path):
@@ -352,9 +330,9 @@ def test_the_cli_lists_shows_approves_and_denies(fresh_moto, tmp_path):
     import subprocess
     import sys
 
-    from test_events import serve_app
+    from helpers import serve_app
 
-    tokens = _tokens(tmp_path)
+    tokens = team_tokens(tmp_path)
     settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"], write_approval="human",
                              tokens_file=tmp_path / "tokens.jsonl")
     seed_aws(settings, build_scenario(), metrics=False)
@@ -367,9 +345,9 @@ def test_the_cli_lists_shows_approves_and_denies(fresh_moto, tmp_path):
                               capture_output=True, text=True, timeout=120, check=False)
 
     with serve_app(settings) as (base, _):
-        first = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+        first = anyio.run(lambda: mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
                                             max_messages=5))["approval_id"]
-        second = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+        second = anyio.run(lambda: mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
                                              max_messages=1))["approval_id"]
         listed = opsmcp("list")
         assert listed.returncode == 0, listed.stderr
@@ -398,7 +376,7 @@ def test_the_cli_lists_shows_approves_and_denies(fresh_moto, tmp_path):
         assert unknown.returncode == 1 and "404" in unknown.stderr
     down = opsmcp("list", url="http://127.0.0.1:9")
     assert down.returncode == 1 and "cannot reach http://127.0.0.1:9" in down.stderr
-    assert _visible(sqs, DLQ) == 3
+    assert visible(sqs, DLQ) == 3
 
 
 async def test_pending_requests_are_bounded_and_an_interrupted_write_is_marked_failed(human):
@@ -420,7 +398,7 @@ async def test_pending_requests_are_bounded_and_an_interrupted_write_is_marked_f
                                                       "executor": f"{HOST}:{gone.pid}"})
     found = await h.runtime.approvals.desk.get(ids[0])
     assert found is not None and found.status == "failed" and "interrupted" in (found.error or "")
-    assert _visible(h.sqs, DLQ) == 8
+    assert visible(h.sqs, DLQ) == 8
 
 
 async def test_get_approval_answers_hostile_ids_with_a_tool_error(human):

@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 import boto3
 import pytest
-from conftest import drain_queue
-from test_redrive_faults import fill, make_pair
+from helpers import drain_queue
+from helpers import fill, make_pair
 
 pytestmark = pytest.mark.anyio
 

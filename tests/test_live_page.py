@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
-from test_events import _send_dead_letters, serve_app
+from helpers import make_settings
+from helpers import send_dead_letters, serve_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -85,7 +85,7 @@ def test_live_page_shows_new_dlq_depth(browser, fresh_moto, tmp_path) -> None:
         before = _depth(browser, "order-queue-dlq")
         assert before, "the seeded DLQ should hold dead letters"
         _wait(lambda: "order-queue-dlq" in runtime.poller.seen, 15, "the poller's baseline")
-        _send_dead_letters(fresh_moto, "order-queue-dlq", 4)
+        send_dead_letters(fresh_moto, "order-queue-dlq", 4)
         _wait(lambda: _depth(browser, "order-queue-dlq") == before + 4, 15, f"depth {before + 4}")
         _wait(lambda: _cell(browser, "order-queue", 5) == str(before + 4), 15, "the source queue's DLQ depth")
         _wait(lambda: "Inventory timed out" in browser.find_element(By.ID, "groups").text, 15, "the new failure group")

@@ -48,7 +48,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from conftest import call, real_redrive
+from helpers import call, real_redrive
 
 import localstack_host as lh
 import promstack

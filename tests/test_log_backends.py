@@ -31,7 +31,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from conftest import call, make_settings
+from helpers import call, make_settings
 
 from opsmcp.cli import main
 from opsmcp.config import Settings
@@ -148,7 +148,7 @@ def _moto_child() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def fixtures_dir_module() -> Path:
-    from conftest import FIXTURES
+    from helpers import FIXTURES
 
     return FIXTURES
 
@@ -164,7 +164,7 @@ def needs(engine: SimpleNamespace, feature: str) -> None:
 
 async def test_analyze_dlq_finds_the_three_failure_stories(engine, fresh_moto, tmp_path, fixtures_dir):
     from mcp import Client
-    from test_fixtures import load_fixture_into
+    from helpers import load_fixture_into
 
     from opsmcp.server import build_server
 

@@ -22,7 +22,8 @@ from opsmcp.backends.logstore import SEQ_BITS, LogStore, fts_query, ms_iso, norm
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, OpsError
 from opsmcp.sandbox.scenario import build_scenario
-from opsmcp.toolsets.logs import LogTools, parse_interval
+from opsmcp.times import parse_duration
+from opsmcp.toolsets.logs import LogTools
 
 NOW = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 
@@ -402,7 +403,7 @@ async def test_log_stats_tool_onset_and_clamps(tools, scenario):
         await tools.log_stats(start="2026-11-21T15:00:00Z", end="2026-11-21T14:00:00Z")
     with pytest.raises(InvalidInput):
         await tools.log_stats(interval="soon")
-    assert parse_interval("5m") == 300 and parse_interval(90) == 90 and parse_interval("1h") == 3600
+    assert parse_duration("5m") == 300 and parse_duration(90) == 90 and parse_duration("1h") == 3600
 
 
 # --------------------------------------------------------------------------- toolset
@@ -592,7 +593,7 @@ async def mcp_client(tmp_path, scenario_store):
 
 
 async def test_tools_over_mcp(mcp_client, scenario):
-    from conftest import ToolFailed, call
+    from helpers import ToolFailed, call
 
     listed = {t.name: t for t in (await mcp_client.list_tools()).tools}
     assert {"search_logs", "get_trace", "log_stats"} <= set(listed)
@@ -643,7 +644,7 @@ async def test_lone_surrogates_are_clear_tool_errors(mcp_client, tools):
 
 
 async def test_huge_interval_is_clamped_not_an_internal_error(mcp_client):
-    from conftest import call
+    from helpers import call
 
     out = await call(mcp_client, "log_stats", start="-6h", interval=9223372036854775808)
     assert any("longer than the longest window" in n for n in out["notes"])

@@ -25,7 +25,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
-from conftest import call, make_settings
+from helpers import call, make_settings
 from hypothesis import given, settings as hsettings, strategies as st
 from loki_standin import parse_log_query, running
 from mcp import Client

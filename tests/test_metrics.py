@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 
 from opsmcp.analysis.series import percentile
 from opsmcp.backends import cloudwatch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ToolFailed, call
+from helpers import ToolFailed, call
 
 pytestmark = pytest.mark.anyio
 

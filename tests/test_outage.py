@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 from moto_process import MotoProcess
 
 BOUND_SECONDS = 5.0

@@ -19,37 +19,18 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
+from helpers import build_wheel
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _build_wheel(where: Path) -> Path:
-    src = where / "src-copy"
-    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    try:
-        import setuptools
-
-        isolated = int(setuptools.__version__.split(".")[0]) < 77  # the build backend pyproject asks for
-    except ImportError:
-        isolated = True
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(where / "dist"), str(src)]
-    if not isolated:
-        cmd.insert(5, "--no-build-isolation")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (wheel,) = (where / "dist").glob("opsmcp-*.whl")
-    return wheel
-
-
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the built wheel installed; returns its directory."""
     where = tmp_path_factory.mktemp("wheel")
-    wheel = _build_wheel(where)
+    wheel = build_wheel(where)
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     out = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
@@ -89,13 +70,13 @@ print(json.dumps({"module": opsmcp.__file__, "catalog": str(path), "names": cat.
     got = json.loads(run.stdout)
     site = str(wheel_venv)
     assert got["module"].startswith(site), got  # the wheel's opsmcp, not the source tree
-    assert got["catalog"].startswith(site) and got["catalog"].endswith("opsmcp/catalog/catalog.yml")
+    assert got["catalog"].startswith(site) and got["catalog"].endswith("opsmcp/tools/catalog.yml")
     assert got["names"] == ["collect_diagnostics", "cleanup_old_files", "rotate_log", "restart_worker"]
     assert all(f.startswith(site) for f in got["files"])
     assert {"collect_diagnostics.md", "restart_worker.md", "order-db-timeout.md"} <= set(got["runbooks"])
 
     custom = tmp_path / "custom.yml"
-    shutil.copy(ROOT / "src" / "opsmcp" / "catalog" / "playbooks" / "rotate_log.yml", tmp_path / "rotate.yml")
+    shutil.copy(ROOT / "tools" / "playbooks" / "rotate_log.yml", tmp_path / "rotate.yml")
     custom.write_text("playbooks:\n  - {name: only_this, file: rotate.yml, description: d, risk: change,"
                       " vars: {log_file: {type: path, required: true}}}\n")
     run = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", script], cwd=tmp_path,
@@ -103,6 +84,38 @@ print(json.dumps({"module": opsmcp.__file__, "catalog": str(path), "names": cat.
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout)["names"] == ["only_this"]
+
+    team = tmp_path / "team"  # a team's own catalog directory: its catalog and its runbooks first
+    (team / "runbooks").mkdir(parents=True)
+    shutil.copy(tmp_path / "rotate.yml", team / "rotate.yml")
+    shutil.copy(custom, team / "catalog.yml")
+    (team / "runbooks" / "rotate_log.md").write_text("# Our own rotate_log runbook\n")
+    run = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", script + _RUNBOOK], cwd=tmp_path,
+                         env=_env(tmp_path, OPSMCP_CATALOG_DIR=str(team)), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, second = run.stdout.splitlines()
+    assert json.loads(first)["catalog"] == str(team / "catalog.yml") and json.loads(first)["names"] == ["only_this"]
+    assert second == str(team / "runbooks" / "rotate_log.md")
+
+
+#: Appended to the script above: which file serves opsmcp://runbooks/rotate_log.
+_RUNBOOK = """
+from opsmcp.surface.resources import runbook_files
+print(runbook_files(path)["rotate_log"])
+"""
+
+
+def test_the_package_list_names_every_package_of_the_source_tree() -> None:
+    """pyproject lists the packages (find cannot add the mapped opsmcp.tools): a new folder
+    under src/opsmcp that is not listed would be missing from the wheel."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    src = ROOT / "src"
+    found = {".".join(d.relative_to(src).parts) for d in (src / "opsmcp").rglob("*")
+             if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))} | {"opsmcp"}
+    assert set(config["packages"]) == found | {"opsmcp.tools"}
+    assert config["package-dir"]["opsmcp.tools"] == "tools" and (ROOT / "tools" / "catalog.yml").is_file()
 
 
 async def test_installed_server_lists_playbooks_over_stdio(wheel_venv: Path, tmp_path: Path) -> None:
@@ -120,7 +133,7 @@ async def test_installed_server_lists_playbooks_over_stdio(wheel_venv: Path, tmp
         names = [p["name"] for p in listed.structured_content["playbooks"]]
         assert names == ["collect_diagnostics", "cleanup_old_files", "rotate_log", "restart_worker"]
         catalog = await client.read_resource("opsmcp://playbooks/catalog")
-        packaged = (ROOT / "src" / "opsmcp" / "catalog" / "catalog.yml").read_text()
+        packaged = (ROOT / "tools" / "catalog.yml").read_text()
         assert catalog.contents[0].text == packaged
         runbook = await client.read_resource("opsmcp://runbooks/rotate_log")
         assert runbook.contents[0].text.startswith("# ")

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_playbooks import catalog, make_old, sleepers  # noqa: F401  (fixture)
+from helpers import make_old, sleepers
 
 from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import VarSpec, run_playbook
@@ -70,7 +70,7 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
     return root, outside
 
 
-def only_root(catalog: backend.Catalog, name: str, root: Path) -> backend.PlaybookEntry:  # noqa: F811
+def only_root(catalog: backend.Catalog, name: str, root: Path) -> backend.PlaybookEntry:
     """The shipped entry with ``root`` as its only allowed root."""
     return catalog.get(name).model_copy(update={"allowed_roots": [str(root)]})
 
@@ -133,7 +133,7 @@ def kill_workers(pids: list[int]) -> None:
 # --------------------------------------------------------------------------- restart_worker
 
 
-def test_restart_worker_never_writes_through_planted_links(catalog, dirs) -> None:  # noqa: F811
+def test_restart_worker_never_writes_through_planted_links(catalog, dirs) -> None:
     """A symlink at ``<pid_file>.out`` and at the old temp name ``<pid_file>.part`` before the
     run, a hard link at ``.out`` planted between the check and the act: all are replaced,
     none is written through."""
@@ -172,7 +172,7 @@ def test_restart_worker_never_writes_through_planted_links(catalog, dirs) -> Non
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
-def test_restart_worker_refuses_a_linked_pid_file(catalog, dirs, kind: str) -> None:  # noqa: F811
+def test_restart_worker_refuses_a_linked_pid_file(catalog, dirs, kind: str) -> None:
     """A pid file that is a link to another service's pid file is refused: that service's
     process (running the same command) is not stopped, its pid file not touched."""
     root, outside = dirs
@@ -198,7 +198,7 @@ def test_restart_worker_refuses_a_linked_pid_file(catalog, dirs, kind: str) -> N
 # --------------------------------------------------------------------------- rotate_log
 
 
-def test_rotate_log_never_writes_through_planted_part_names(catalog, dirs) -> None:  # noqa: F811
+def test_rotate_log_never_writes_through_planted_part_names(catalog, dirs) -> None:
     """122 symlinks at ``app.log.<UTC second>.gz.part`` (every name the old playbook could
     use in the next two minutes): the copy goes to an unpredictable name instead."""
     root, outside = dirs
@@ -223,7 +223,7 @@ def test_rotate_log_never_writes_through_planted_part_names(catalog, dirs) -> No
     assert sorted(p.name for p in root.iterdir()) == sorted(["app.log", rotated[0].name, *planted])
 
 
-def test_rotate_log_keeps_the_log_when_the_rotated_name_is_taken(catalog, dirs) -> None:  # noqa: F811
+def test_rotate_log_keeps_the_log_when_the_rotated_name_is_taken(catalog, dirs) -> None:
     """Links planted at every ``app.log.<UTC second>.gz`` name: the rotation fails without
     truncating the log (the old playbook skipped the copy and truncated anyway)."""
     root, outside = dirs
@@ -242,7 +242,7 @@ def test_rotate_log_keeps_the_log_when_the_rotated_name_is_taken(catalog, dirs) 
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
-def test_rotate_log_refuses_a_linked_log(catalog, dirs, kind: str) -> None:  # noqa: F811
+def test_rotate_log_refuses_a_linked_log(catalog, dirs, kind: str) -> None:
     root, outside = dirs
     victim = Victim(outside / "victim.log", "victim data\n")
     plant(root / "app.log", kind, victim.path)
@@ -254,7 +254,7 @@ def test_rotate_log_refuses_a_linked_log(catalog, dirs, kind: str) -> None:  # n
         assert "refused" in (run.message or "")
 
 
-def test_rotate_log_swapped_for_a_link_during_real_runs(catalog, dirs) -> None:  # noqa: F811
+def test_rotate_log_swapped_for_a_link_during_real_runs(catalog, dirs) -> None:
     """A thread swaps the log for a symlink to the victim and back, every ~2 ms, while real
     rotations run (validation included; five runs get past it) and a writer appends to the
     real log before each. Every run rotates the real log or refuses; the victim is never
@@ -314,7 +314,7 @@ def test_rotate_log_swapped_for_a_link_during_real_runs(catalog, dirs) -> None: 
 # --------------------------------------------------------------------------- cleanup_old_files
 
 
-def test_cleanup_refuses_a_symlinked_directory(catalog, dirs) -> None:  # noqa: F811
+def test_cleanup_refuses_a_symlinked_directory(catalog, dirs) -> None:
     root, outside = dirs
     (outside / "logs").mkdir()
     victims = [outside / "logs" / f"old{i}.log" for i in range(3)]
@@ -329,7 +329,7 @@ def test_cleanup_refuses_a_symlinked_directory(catalog, dirs) -> None:  # noqa: 
 
 
 def test_cleanup_never_enters_a_directory_link_even_one_swapped_in_after_the_listing(
-    catalog, dirs, tmp_path: Path  # noqa: F811
+    catalog, dirs, tmp_path: Path
 ) -> None:
     """``logs/sub`` is a real directory when the files are listed and a symlink to a
     directory of victims (same names) when they are deleted; ``logs/link.log`` is a symlink
@@ -370,7 +370,7 @@ def test_cleanup_never_enters_a_directory_link_even_one_swapped_in_after_the_lis
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
-def test_collect_diagnostics_never_reads_through_a_link(catalog, dirs, kind: str) -> None:  # noqa: F811
+def test_collect_diagnostics_never_reads_through_a_link(catalog, dirs, kind: str) -> None:
     """collect_diagnostics writes no file; what it reads is the log, and a link there (to a
     file outside the roots) is refused rather than read."""
     root, outside = dirs
@@ -546,7 +546,7 @@ def test_the_modules_ship_as_package_data() -> None:
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    globs = pyproject["tool"]["setuptools"]["package-data"]["opsmcp.catalog"]
+    globs = pyproject["tool"]["setuptools"]["package-data"]["opsmcp.tools"]
     shipped = [p for sub in ("library", "module_utils") for p in (packaged_dir() / "playbooks" / sub).glob("*.py")]
     assert len(shipped) == 5
     for path in shipped:

@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 
 import anyio
-import psutil
 import pytest
+from helpers import marked
 import yaml
 
 from opsmcp.backends import ansible as backend
@@ -30,18 +30,13 @@ from opsmcp.catalog import packaged_catalog
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, OpsError, WritesDisabled
 from opsmcp.toolsets.playbooks import PlaybookRunResult, PlaybookTools, _fit, _to_result
+from helpers import make_old, sleepers
 
 CATALOG = packaged_catalog()
-MARKER_ENV = "OPSMCP_TEST_MARKER"
 DAY = 86_400
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def catalog() -> backend.Catalog:
-    return load_catalog(CATALOG)
 
 
 def entry_for(catalog: backend.Catalog, name: str, root: Path) -> PlaybookEntry:
@@ -77,33 +72,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return snap
 
 
-def make_old(path: Path, days: float) -> None:
-    t = time.time() - days * DAY
-    os.utime(path, (t, t))
-
-
-def sleepers(arg: str) -> list[int]:
-    """Pids of live processes whose command line is exactly ``sleep <arg>``."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        if proc.info["cmdline"] == ["sleep", arg] and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc.pid)
-    return found
-
-
-def marked(marker: str) -> list[int]:
-    """Pids of live processes started with ``OPSMCP_TEST_MARKER=<marker>`` in their
-    environment: the processes of this test's own runs, never another test's or user's."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(MARKER_ENV) == marker and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
 def wait_until(cond, timeout: float = 5.0) -> bool:
     """Poll ``cond`` until it is true or ``timeout`` seconds pass."""
     end = time.monotonic() + timeout
@@ -112,71 +80,6 @@ def wait_until(cond, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return cond()
-
-
-@pytest.fixture
-def marker() -> str:
-    """A marker unique to this test: the slow playbook's sleep carries it in its environment."""
-    return uuid.uuid4().hex
-
-
-@pytest.fixture
-def test_catalog(tmp_path: Path, marker: str) -> backend.Catalog:
-    """A tiny test-only catalog: a slow playbook (its sleep is tagged with ``marker``) and
-    one that fails mid-way."""
-    (tmp_path / "slow.yml").write_text(
-        textwrap.dedent(
-            f"""\
-            - hosts: all
-              gather_facts: false
-              tasks:
-                - name: Before
-                  ansible.builtin.debug: {{msg: starting}}
-                - name: Sleep
-                  ansible.builtin.command: "sleep {{{{ seconds }}}}"
-                  environment: {{{MARKER_ENV}: "{marker}"}}
-                - name: After
-                  ansible.builtin.debug: {{msg: never}}
-            """
-        )
-    )
-    (tmp_path / "fails.yml").write_text(
-        textwrap.dedent(
-            """\
-            - hosts: all
-              gather_facts: false
-              tasks:
-                - name: Write marker
-                  ansible.builtin.copy: {content: "step 1\\n", dest: "{{ marker }}"}
-                - name: Break here
-                  ansible.builtin.command: "sh -c 'echo disk on fire >&2; exit 3'"
-                - name: Never runs
-                  ansible.builtin.debug: {msg: unreachable}
-            """
-        )
-    )
-    (tmp_path / "catalog.yml").write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            defaults: {{targets: [localhost], allowed_roots: ["{tmp_path}"]}}
-            playbooks:
-              - name: slow
-                file: slow.yml
-                risk: read
-                description: Sleeps.
-                vars:
-                  seconds: {{type: integer, min: 1, max: 60, default: 30}}
-              - name: fails_midway
-                file: fails.yml
-                risk: change
-                description: Writes a marker, then fails.
-                vars:
-                  marker: {{type: path, required: true}}
-            """
-        )
-    )
-    return load_catalog(tmp_path / "catalog.yml")
 
 
 # --------------------------------------------------------------------------- catalog

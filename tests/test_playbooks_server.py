@@ -6,12 +6,11 @@ import os
 import time
 
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import ToolFailed, call, make_settings
 from mcp import Client
 from mcp.types import ElicitResult
-from test_playbooks import marker, test_catalog  # noqa: F401  (fixtures)
 
-from opsmcp.calls.audit import FileAudit
+from opsmcp.calls.audit import read_tail
 from opsmcp.server import build_server
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +56,7 @@ async def test_real_run_needs_approval_and_reports_progress(tmp_path):
     assert [p.name for p in target.iterdir()] == ["fresh.log"]
     assert len(prompts) == 1 and "cleanup_old_files" in prompts[0]
     assert progress and any(m for _, _, m in progress)
-    outcome = [r for r in FileAudit(settings.audit_log_path).tail(20) if r["phase"] == "outcome"][-1]
+    outcome = [r for r in read_tail(settings.audit_log_path, 20) if r["phase"] == "outcome"][-1]
     assert outcome["approval"] == "elicitation" and outcome["dry_run"] is False
 
 
@@ -72,11 +71,11 @@ async def test_secret_named_variable_is_redacted_in_the_audit_log(tmp_path):
     assert "sk-live-123456" not in text and "hunter2" not in text and "***redacted***" in text
 
 
-async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog, marker):  # noqa: F811
+async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog, marker):
     """Cancelling the tools/call on the client stops the ansible run (its sleep dies) and the
     audit trail records how the write ended."""
     import anyio
-    from test_playbooks import marked
+    from helpers import marked
 
     settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"],
                              playbook_catalog=test_catalog.path, write_approval="prompt-or-confirm")
@@ -98,7 +97,7 @@ async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog,
         while marked(marker):
             await anyio.sleep(0.05)
     with anyio.fail_after(10):
-        while not any(r.get("outcome") == "cancelled" for r in FileAudit(settings.audit_log_path).tail(10)):
+        while not any(r.get("outcome") == "cancelled" for r in read_tail(settings.audit_log_path, 10)):
             await anyio.sleep(0.05)
 
 
@@ -128,5 +127,5 @@ async def test_a_real_run_waits_for_a_person_in_mode_human(tmp_path):
         caller.reset(reset)
     assert done.status == "done" and done.result["status"] == "successful" and done.result["check"] is False
     assert [p.name for p in target.iterdir()] == ["fresh.log"]
-    outcome = [r for r in FileAudit(settings.audit_log_path).tail(20) if r["phase"] == "outcome"][-1]
+    outcome = [r for r in read_tail(settings.audit_log_path, 20) if r["phase"] == "outcome"][-1]
     assert outcome["approval"] == "human" and outcome["approver"] == "lead" and outcome["caller"] == "agent"

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import promstack
-from conftest import ToolFailed, call
+from helpers import ToolFailed, call
 from opsmcp.backends.prometheus import PrometheusBackend
 from opsmcp.config import Settings
 from opsmcp.errors import BackendUnavailable, InvalidInput

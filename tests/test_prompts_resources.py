@@ -7,21 +7,18 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference, ResourceUpdatedNotification
-from pydantic import BaseModel, Field
 
 from opsmcp.catalog import packaged_catalog, packaged_runbooks
-from opsmcp.results import Result
 from opsmcp.server import build_server
 from opsmcp.surface.subscriptions import queue_watch
-from opsmcp.toolsets.base import tool
 
 pytestmark = pytest.mark.anyio
 
@@ -98,47 +95,33 @@ async def test_bad_prompt_requests_are_invalid_params(seeded_moto: Any, tmp_path
         missing = await error_of(client.get_prompt("triage_dlq", {}))
         extra = await error_of(client.get_prompt("health_check", {"queue": "x"}))
         long = await error_of(client.get_prompt("triage_dlq", {"queue": "q" * 500}))
-    assert unknown.code == -32602 and "Did you mean triage_dlq" in unknown.message
+    assert unknown.code == -32602 and "Did you mean 'triage_dlq'" in unknown.message
     assert missing.code == -32602 and "missing queue" in missing.message
     assert extra.code == -32602 and "unknown argument(s) queue" in extra.message
     assert long.code == -32602 and "at most 200" in long.message
 
 
-class AlertList(Result):
-    """Test-only alerts."""
+async def stored_alerts(data_dir: Path) -> None:
+    """Two alerts (fingerprints a1b2c3 firing, ffee01 resolved) in the data directory's alert store."""
+    from opsmcp.backends.alertstore import FileAlertStore, parse_webhook
 
-    alerts: list[dict[str, str]] = Field(description="Alerts with their fingerprints.")
-
-
-class FakeAlerts:
-    """A stand-in for the alerts toolset: just enough for the prompt and its completion."""
-
-    @tool(title="List alerts")
-    async def list_alerts(self) -> AlertList:
-        """Firing alerts."""
-        return AlertList(alerts=[{"fingerprint": "a1b2c3", "name": "DLQGrowing"},
-                                 {"fingerprint": "ffee01", "name": "HighLatency"}])
-
-    @tool(title="Get an alert")
-    async def get_alert(self, fingerprint: Annotated[str, Field(description="fp", max_length=64)]) -> BaseModel:
-        """One alert."""
-        return AlertList(alerts=[{"fingerprint": fingerprint}])
+    alerts = [{"status": "firing", "fingerprint": "a1b2c3", "labels": {"alertname": "DLQGrowing"}},
+              {"status": "resolved", "fingerprint": "ffee01", "labels": {"alertname": "HighLatency"}}]
+    await FileAlertStore(data_dir / "alerts.json").record(parse_webhook({"version": "4", "alerts": alerts}))
 
 
-async def test_investigate_alert_only_with_an_alerts_toolset(seeded_moto: Any, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import opsmcp.server as srv
-
-    real = srv.build_toolsets
-    monkeypatch.setattr(srv, "build_toolsets", lambda s, c: {**real(s, c), "alerts": FakeAlerts()})
-    async with Client(server_for(seeded_moto, tmp_path)) as client:
+async def test_investigate_alert_only_with_an_alerts_toolset(seeded_moto: Any, tmp_path: Path) -> None:
+    await stored_alerts(tmp_path / "data")
+    async with Client(server_for(seeded_moto, tmp_path, alertmanager_url="http://127.0.0.1:9")) as client:
         listed = {p.name for p in (await client.list_prompts()).prompts}
         text = (await client.get_prompt("investigate_alert", {"fingerprint": "a1b2c3"})).messages[0].content.text
         done = await client.complete(PromptReference(type="ref/prompt", name="investigate_alert"),
                                      {"name": "fingerprint", "value": "ff"})
         everything = await client.complete(PromptReference(type="ref/prompt", name="investigate_alert"),
                                            {"name": "fingerprint", "value": ""})
-    assert listed == ALL_PROMPTS | {"investigate_alert"}
+    async with Client(server_for(seeded_moto, tmp_path)) as client:
+        without = {p.name for p in (await client.list_prompts()).prompts}
+    assert listed == ALL_PROMPTS | {"investigate_alert"} and without == ALL_PROMPTS
     assert 'get_alert(fingerprint="a1b2c3")' in text and "list_alerts()" not in text
     assert done.completion.values == ["ffee01"]
     assert everything.completion.values == ["a1b2c3", "ffee01"]
@@ -176,8 +159,8 @@ async def test_resources_list_templates_and_read(seeded_moto: Any, tmp_path: Pat
 
 @pytest.mark.parametrize(("uri", "says"), [
     ("opsmcp://nothing/x", "opsmcp serves: opsmcp://playbooks/catalog, opsmcp://playbooks/{name}"),
-    ("opsmcp://runbooks/rotate_lg", "Closest: rotate_log"),
-    ("opsmcp://playbooks/restart", "Closest: restart_worker"),
+    ("opsmcp://runbooks/rotate_lg", "Did you mean 'rotate_log'"),
+    ("opsmcp://playbooks/restart", "Did you mean 'restart_worker'"),
     ("opsmcp://queues/order-queue-dql", "order-queue-dlq"),
     ("opsmcp://queues/bad%20name", "is not a queue name"),
 ])

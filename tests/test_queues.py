@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import ToolFailed, call, drain_queue, make_settings, real_redrive
+from helpers import ToolFailed, call, drain_queue, make_settings, real_redrive
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_settings
+from helpers import make_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -8,27 +8,25 @@ answer, as a backend does that applies a call and times out.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
 import boto3
 import pytest
-from conftest import ToolFailed, call, drain_queue, make_settings
+from helpers import call, drain_queue, fill, make_pair, make_settings, ToolFailed
 
 from opsmcp.backends.aws import AwsClients
 from opsmcp.backends.sqs import SqsBackend
 from opsmcp.errors import BackendUnavailable
 from opsmcp.toolsets.queues import QueueTools
+from helpers import StallingProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -40,99 +38,14 @@ def _sqs(endpoint: str) -> Any:
     return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
 
 
-def make_pair(sqs: Any, name: str, *, fifo: bool = False, sources: int = 1) -> tuple[str, list[str]]:
-    """A DLQ ``name-dlq`` and ``sources`` source queues whose RedrivePolicy targets it."""
-    suffix = ".fifo" if fifo else ""
-    attrs = {"FifoQueue": "true"} if fifo else {}
-    dlq = sqs.create_queue(QueueName=f"{name}-dlq{suffix}", Attributes=attrs)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 3})
-    names = []
-    for i in range(sources):
-        src = f"{name}{'' if i == 0 else f'-{i}'}{suffix}"
-        sqs.create_queue(QueueName=src, Attributes={**attrs, "RedrivePolicy": policy})
-        names.append(src)
-    return dlq, names
-
-
-def fill(sqs: Any, url: str, n: int, *, groups: int = 0, tag: str = "") -> list[tuple[str, str]]:
-    """``n`` JSON messages with attributes; FIFO: round-robin over ``groups`` groups, numbered per group.
-    Returns each message's (body, attributes as sorted JSON)."""
-    entries = []
-    keys = []
-    for i in range(n):
-        body = {"n": i, "orderId": f"o-{i}"}
-        entry: dict[str, Any] = {"Id": str(len(entries)), "MessageAttributes": {
-            "ErrorCode": {"DataType": "String", "StringValue": "Boom" if i % 3 else "Other"}}}
-        if groups:
-            g = i % groups
-            body |= {"group": f"g{g}", "seq": i // groups}
-            entry |= {"MessageGroupId": f"g{g}", "MessageDeduplicationId": f"d{tag}{i}"}
-        entry["MessageBody"] = json.dumps(body)
-        entries.append(entry)
-        keys.append((entry["MessageBody"], json.dumps({k: v["StringValue"] for k, v in
-                                                        entry["MessageAttributes"].items()}, sort_keys=True)))
-        if len(entries) == 10:
-            sqs.send_message_batch(QueueUrl=url, Entries=entries)
-            entries = []
-    if entries:
-        sqs.send_message_batch(QueueUrl=url, Entries=entries)
-    return keys
-
-
 def visible(sqs: Any, url: str) -> tuple[int, int]:
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
 def tools(endpoint: str, tmp_path: Any, **overrides: Any) -> QueueTools:
-    return QueueTools(SqsBackend(AwsClients(make_settings(endpoint, tmp_path, **overrides))))
-
-
-class StallingProxy:
-    """A loopback HTTP proxy to ``upstream``: forwards each request, then holds the answer back
-    for ``stall`` seconds when ``match(target)`` is true (``target``: the X-Amz-Target header)."""
-
-    def __init__(self, upstream: str, match: Any, stall: float) -> None:
-        self.forwarded: Counter[str] = Counter()
-        self.release = threading.Event()
-        proxy = self
-        host, port = upstream.removeprefix("http://").split(":")
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                target = self.headers.get("X-Amz-Target", "")
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                conn.request("POST", self.path, body, dict(self.headers))
-                resp = conn.getresponse()
-                data = resp.read()
-                proxy.forwarded[target.rsplit(".", 1)[-1]] += 1
-                if match(target):
-                    proxy.release.wait(stall)
-                try:
-                    self.send_response(resp.status)
-                    for k, v in resp.getheaders():
-                        if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                            self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up (its timeout): exactly the case under test
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+    settings = make_settings(endpoint, tmp_path, **overrides)
+    return QueueTools(settings, SqsBackend(AwsClients(settings)))
 
 
 @contextmanager

@@ -10,17 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import boto3
-from conftest import make_settings
+from helpers import make_settings
 from mcp import Client
 from pydantic import SecretStr
-from test_events import serve_app
+from helpers import serve_app
 
 DLQ = "order-cancellation-queue-dlq"
 SOURCE = "order-cancellation-queue"
 BEARER = {"Authorization": "Bearer replica-test-token"}
 
 
-def _visible(sqs, name: str) -> int:
+def visible(sqs, name: str) -> int:
     url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
@@ -49,7 +49,7 @@ def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_pa
                   http_token="replica-test-token", toolsets=["queues", "orders"], write_approval="prompt-or-confirm")
     a_settings = make_settings(fresh_moto, tmp_path / "a", **shared)
     b_settings = make_settings(fresh_moto, tmp_path / "b", **shared)
-    before = _visible(sqs, DLQ)
+    before = visible(sqs, DLQ)
     assert before == 8
 
     async def session(url_a: str, url_b: str) -> None:
@@ -80,8 +80,8 @@ def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_pa
 
     with serve_app(a_settings) as (url_a, _), serve_app(b_settings) as (url_b, _):
         anyio.run(session, url_a, url_b)
-    assert _visible(sqs, DLQ) == before - 5
-    assert _visible(sqs, SOURCE) >= 5
+    assert visible(sqs, DLQ) == before - 5
+    assert visible(sqs, SOURCE) >= 5
     # The replicas share the audit table: the move's intent and outcome, and the token's claim.
     phases = {i["phase"]["S"] for i in ddb.scan(TableName="opsmcp-audit")["Items"]}
     assert {"intent", "outcome", "claimed"} <= phases
@@ -123,13 +123,13 @@ def _race(fresh_moto: str, tmp_path) -> None:
 
     import anyio
     import httpx
-    from test_human_approval import _mcp_call, _tokens
+    from helpers import mcp_call, team_tokens
 
     from opsmcp.calls.audit import create_audit_table
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
 
-    tokens = _tokens(tmp_path)
+    tokens = team_tokens(tmp_path)
     from opsmcp.transport.auth import add_token
 
     tokens["deputy"] = add_token(tmp_path / "tokens.jsonl", "deputy", ["ops:read", "ops:approve"])
@@ -142,7 +142,7 @@ def _race(fresh_moto: str, tmp_path) -> None:
                   tokens_file=tmp_path / "tokens.jsonl", toolsets=["queues"], write_approval="human")
     with serve_app(make_settings(fresh_moto, tmp_path / "a", **shared)) as (url_a, _), \
             serve_app(make_settings(fresh_moto, tmp_path / "b", **shared)) as (url_b, _):
-        pending = anyio.run(lambda: _mcp_call(url_a, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+        pending = anyio.run(lambda: mcp_call(url_a, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
                                               max_messages=6))
         request_id = pending["approval_id"]
         _late = sqs.get_queue_url(QueueName=DLQ)["QueueUrl"]
@@ -172,7 +172,7 @@ def _race(fresh_moto: str, tmp_path) -> None:
         final = httpx.get(f"{url_b}/api/approvals/{request_id}",
                           headers={"Authorization": f"Bearer {tokens['viewer']}"}).json()
         assert final["status"] == "done" and final["approver"] == winner["approver"]
-    assert _visible(sqs, DLQ) == 5 and _visible(sqs, SOURCE) == 6
+    assert visible(sqs, DLQ) == 5 and visible(sqs, SOURCE) == 6
     items = ddb.scan(TableName="opsmcp-audit")["Items"]
     phases = sorted(i["phase"]["S"] for i in items if i["call_id"]["S"] == request_id)
     assert phases == ["approved", "intent", "outcome", "progress", "request", "requested"]

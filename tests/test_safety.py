@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import re
 
+import anyio
 import boto3
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import ToolFailed, call, make_settings, visible
 from mcp import Client
 from mcp.types import ElicitResult
 
-from opsmcp.calls.audit import FileAudit, create_audit_table, redact
+from opsmcp.calls.audit import FileAudit, create_audit_table, read_tail, redact
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server
@@ -22,32 +23,62 @@ pytestmark = pytest.mark.anyio
 WRITE_TOOLS = {"redrive_dlq", "run_playbook"}
 
 
-def _visible(sqs, name):
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-               ["Attributes"]["ApproximateNumberOfMessages"])
 
 
-async def test_every_tool_has_all_four_annotations_and_writes_do_not_claim_read_only(tmp_path):
+#: The contract every client sees: (readOnlyHint, destructiveHint, idempotentHint, openWorldHint).
+#: A change here is a change of what clients may assume (auto-approval, retries): make it on purpose.
+HINTS = {
+    "analyze_dlq": (False, False, False, True),  # receives (raises receive counts): not read-only
+    "find_orders": (True, False, True, True),
+    "get_alert": (True, False, True, False),
+    "get_order": (True, False, True, True),
+    "get_trace": (True, False, True, False),
+    "label_values": (True, False, True, True),
+    "list_alerts": (True, False, True, False),
+    "list_metrics": (True, False, True, True),
+    "list_playbooks": (True, False, True, False),
+    "list_prometheus_metrics": (True, False, True, True),
+    "list_queues": (True, False, True, True),
+    "log_patterns": (True, False, True, False),
+    "log_stats": (True, False, True, False),
+    "peek_messages": (False, False, False, True),  # receives: not read-only
+    "promql_instant": (True, False, True, True),
+    "query_metrics": (True, False, True, True),
+    "query_promql": (True, False, True, True),
+    "redrive_dlq": (False, True, False, True),
+    "run_playbook": (False, True, False, True),
+    "search_logs": (True, False, True, False),
+}
+
+
+async def test_every_tool_announces_the_hints_of_the_contract_and_writes_only_with_writes_on(tmp_path):
+    """Each listed tool's four annotations are exactly those of :data:`HINTS` (not merely
+    present: the SDK fills absent ones with null, and the registration could map a mark to the
+    wrong hint); write tools are listed only with writes enabled; every tool has an output
+    schema and a description for each argument."""
     for allow in (False, True):
-        server, runtime = build_server(make_settings("http://127.0.0.1:9", tmp_path, allow_writes=allow))
+        settings = make_settings("http://127.0.0.1:9", tmp_path, allow_writes=allow,
+                                 prometheus_url="http://127.0.0.1:9", alertmanager_url="http://127.0.0.1:9")
+        server, runtime = build_server(settings)
         async with Client(server) as client:
             tools = (await client.list_tools()).tools
-        names = {t.name for t in tools}
-        assert names & WRITE_TOOLS if allow else not (names & WRITE_TOOLS), names
+        assert {t.name for t in tools} == set(HINTS) - (set() if allow else WRITE_TOOLS), runtime.disabled
         for t in tools:
             a = t.annotations
-            assert a is not None, t.name
-            for hint in ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint"):
-                assert getattr(a, hint) is not None, f"{t.name} lacks {hint}"
+            got = (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint)
+            assert got == HINTS[t.name], t.name
             assert t.output_schema, f"{t.name} has no output schema"
             for pname, prop in t.input_schema.get("properties", {}).items():
                 assert prop.get("description"), f"{t.name}.{pname} has no description"
-            if runtime.tools[t.name].write or t.name in WRITE_TOOLS:
-                assert a.read_only_hint is False and a.destructive_hint is True, t.name
-            # peek and analyze raise receive counts: they must not claim to be read-only
-            if t.name in ("peek_messages", "analyze_dlq"):
-                assert a.read_only_hint is False
+
+
+def test_a_write_tool_mark_that_claims_read_only_or_lacks_a_preview_fails_at_import():
+    from opsmcp.toolsets.base import tool
+
+    with pytest.raises(ValueError, match="cannot be read_only"):
+        tool(title="x", write=True, read_only=True, preview_arg="dry_run")
+    with pytest.raises(ValueError, match="needs a preview_arg"):
+        tool(title="x", write=True, read_only=False)
 
 
 def _client(server, answer=None, log=None, mode="auto"):
@@ -87,9 +118,9 @@ async def test_elicitation_accept_decline_cancel(fresh_moto, tmp_path, answer, m
             with pytest.raises(ToolFailed, match="did nothing"):
                 await call(client, "redrive_dlq", **args)
     assert len(prompts) == 1 and "Move 8 message(s) from DLQ order-cancellation-queue-dlq" in prompts[0]
-    assert _visible(sqs, "order-cancellation-queue-dlq") == 8 - moved
-    assert _visible(sqs, "order-cancellation-queue") == moved
-    records = FileAudit(settings.audit_log_path).tail(50)
+    assert visible(sqs, "order-cancellation-queue-dlq") == 8 - moved
+    assert visible(sqs, "order-cancellation-queue") == moved
+    records = read_tail(settings.audit_log_path, 50)
     final = [r for r in records if r["phase"] == "outcome"][-1]
     assert final["tool"] == "redrive_dlq" and final["dry_run"] is False
     if moved:
@@ -103,18 +134,18 @@ async def test_without_elicitation_capability_confirm_and_the_token_are_required
     dlq = "order-cancellation-queue-dlq"
     with pytest.raises(ToolFailed, match=r"(?s)needs the user's approval.*Move 8 message.*confirm=true") as needs:
         await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False)
-    assert _visible(seeded.sqs, dlq) == 8
+    assert visible(seeded.sqs, dlq) == 8
     token = re.search(r'approval_token="([^"]+)"', str(needs.value)).group(1)  # type: ignore[union-attr]
     out = await call(seeded.client, "redrive_dlq", queue=dlq, dry_run=False, confirm=True, approval_token=token)
     assert out["moved"] == 8
-    records = FileAudit(seeded.settings.audit_log_path).tail(100)
+    records = read_tail(seeded.settings.audit_log_path, 100)
     outcomes = [(r["outcome"], r["approval"]) for r in records if r["phase"] == "outcome"]
     assert ("needs_confirmation", None) in outcomes and ("complete", "approval_token") in outcomes
 
 
 async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):
     await call(seeded.client, "redrive_dlq", queue="order-cancellation-queue-dlq")
-    records = FileAudit(seeded.settings.audit_log_path).tail(10)
+    records = read_tail(seeded.settings.audit_log_path, 10)
     assert [r["phase"] for r in records] == ["intent", "outcome"]
     assert all(r["dry_run"] and r["caller"] == "stdio" and r["tool"] == "redrive_dlq" for r in records)
     assert records[1]["counts"]["matched"] == 8 and records[1]["duration_ms"] >= 0
@@ -134,7 +165,7 @@ async def test_audit_failure_stops_the_write_before_it_acts(fresh_moto, tmp_path
     async with Client(server) as client:
         with pytest.raises(ToolFailed, match="Cannot write the audit log"):
             await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
-    assert _visible(sqs, "order-cancellation-queue-dlq") == 8 and _visible(sqs, "order-cancellation-queue") == 0
+    assert visible(sqs, "order-cancellation-queue-dlq") == 8 and visible(sqs, "order-cancellation-queue") == 0
 
 
 async def test_audit_records_can_go_to_dynamodb(fresh_moto, tmp_path):
@@ -145,7 +176,7 @@ async def test_audit_records_can_go_to_dynamodb(fresh_moto, tmp_path):
     server, runtime = build_server(settings)
     async with Client(server) as client:
         await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq")
-    items = runtime.audit.tail(10)
+    items = await runtime.audit.tail(10)
     assert [i["phase"] for i in items] == ["intent", "outcome"] and items[1]["counts"]["matched"] == 8
     assert not settings.audit_log_path.exists()
 
@@ -155,8 +186,9 @@ def test_audit_tail_command(tmp_path, capsys):
 
     audit = FileAudit(tmp_path / "audit.jsonl")
     for n in range(5):
-        audit.append({"time": f"t{n}", "call_id": str(n), "phase": "outcome", "caller": "stdio", "tool": "redrive_dlq",
-                      "arguments": {"queue": "q", "token": "***redacted***"}, "dry_run": True, "outcome": "ok"})
+        anyio.run(audit.append, {"time": f"t{n}", "call_id": str(n), "phase": "outcome", "caller": "stdio",
+                                 "tool": "redrive_dlq", "arguments": {"queue": "q", "token": "***redacted***"},
+                                 "dry_run": True, "outcome": "ok"})
     assert main(["audit", "tail", "-n", "2", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and "id=3" in out[0] and "id=4" in out[1] and "DRY-RUN" in out[1]
@@ -164,14 +196,14 @@ def test_audit_tail_command(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip())["call_id"] == "4"
 
 
-def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
+async def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
     path = tmp_path / "audit.jsonl"
     audit = FileAudit(path)
-    audit.append({"time": "t1", "call_id": "1", "phase": "intent", "tool": "redrive_dlq"})
+    await audit.append({"time": "t1", "call_id": "1", "phase": "intent", "tool": "redrive_dlq"})
     with open(path, "ab") as fh:
         fh.write(b'{"time":"t2","call_id":"torn","pha')  # the server was killed mid-write
-    audit.append({"time": "t3", "call_id": "2", "phase": "intent", "tool": "redrive_dlq"})
-    records = audit.tail(5)
+    await audit.append({"time": "t3", "call_id": "2", "phase": "intent", "tool": "redrive_dlq"})
+    records = await audit.tail(5)
     assert [r.get("call_id") for r in records] == ["1", None, "2"]
     assert records[1]["unreadable"].startswith('{"time":"t2"')
 
@@ -189,23 +221,24 @@ def test_interrupted_writes_are_closed_on_start_up_with_their_last_progress(tmp_
     audit = FileAudit(tmp_path / "audit.jsonl")
     base = {"caller": "stdio", "tool": "redrive_dlq", "arguments": {"queue": "order-queue-dlq"}, "dry_run": False,
             "approval": "elicitation", "host": HOST, "pid": gone.pid}
-    audit.append(base | {"time": "t1", "call_id": "killed", "phase": "intent", "outcome": "started"})
-    for n in (10, 200):
-        audit.append(base | {"time": f"t{n}", "call_id": "killed", "phase": "progress", "outcome": "running",
-                             "counts": {"progress": n, "total": 2000}})
-    audit.append(base | {"time": "t3", "call_id": "finished", "phase": "intent", "outcome": "started"})
-    audit.append(base | {"time": "t4", "call_id": "finished", "phase": "outcome", "outcome": "complete"})
-    audit.append(base | {"time": "t5", "call_id": "running", "phase": "intent", "outcome": "started",
-                         "pid": os.getpid()})  # a live process: still running, left alone
-    audit.append(base | {"time": "t6", "call_id": "elsewhere", "phase": "intent", "outcome": "started",
-                         "host": "another-replica"})
+    records = [base | {"time": "t1", "call_id": "killed", "phase": "intent", "outcome": "started"}]
+    records += [base | {"time": f"t{n}", "call_id": "killed", "phase": "progress", "outcome": "running",
+                        "counts": {"progress": n, "total": 2000}} for n in (10, 200)]
+    records += [base | {"time": "t3", "call_id": "finished", "phase": "intent", "outcome": "started"},
+                base | {"time": "t4", "call_id": "finished", "phase": "outcome", "outcome": "complete"},
+                base | {"time": "t5", "call_id": "running", "phase": "intent", "outcome": "started",
+                        "pid": os.getpid()},  # a live process: still running, left alone
+                base | {"time": "t6", "call_id": "elsewhere", "phase": "intent", "outcome": "started",
+                        "host": "another-replica"}]
+    for record in records:
+        anyio.run(audit.append, record)
     settings = make_settings("http://127.0.0.1:9", tmp_path, toolsets=[])
     build_server(settings)
-    closed = [r for r in audit.tail(50) if r.get("outcome") == "interrupted"]
+    closed = [r for r in anyio.run(audit.tail, 50) if r.get("outcome") == "interrupted"]
     assert [r["call_id"] for r in closed] == ["killed"]
     assert closed[0]["counts"] == {"progress": 200, "total": 2000} and "t200" in closed[0]["note"]
     build_server(settings)  # a second start finds nothing left to close
-    assert len([r for r in audit.tail(50) if r.get("outcome") == "interrupted"]) == 1
+    assert len([r for r in anyio.run(audit.tail, 50) if r.get("outcome") == "interrupted"]) == 1
     assert main(["audit", "tail", "-n", "1", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "outcome=interrupted" in out and '"progress": 200' in out and "id=killed" in out

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from conftest import call, real_redrive
+from helpers import call, real_redrive
 from opsmcp.config import Settings
 from opsmcp.sandbox import Sandbox, banner, start_sandbox
 

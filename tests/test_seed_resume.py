@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import boto3
 import pytest
-from test_redrive_faults import StallingProxy
+from helpers import StallingProxy
 
 from opsmcp.backends.logstore import LogStore
 from opsmcp.cli import main

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ToolFailed, call, make_settings
+from helpers import ToolFailed, call, make_settings
 from mcp import Client
-from test_approval import Things
+from helpers import Things
 
 from opsmcp.server import build_server, register_toolset
 

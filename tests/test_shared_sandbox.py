@@ -22,7 +22,7 @@ import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import call
+from helpers import call
 
 pytestmark = pytest.mark.anyio
 OPSMCP = str(Path(sys.executable).parent / "opsmcp")

@@ -5,8 +5,8 @@ Layers, top to bottom (``src/opsmcp/__init__.py`` and ``docs/architecture.md`` d
 the command line; the composition root (``server``); the HTTP transports; the MCP surface
 beyond tools; the call pipeline; the toolsets; the domain logic (``analysis``); the
 adapters to external systems (``backends``, ``sandbox``); the ground (settings, errors,
-times, telemetry, results, the catalog). Every import counts: module level, inside
-functions, and under ``TYPE_CHECKING``.
+times, telemetry, logging, tracing, results and their size budget, the catalog). Every import
+counts: module level, inside functions, and under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("opsmcp.toolsets",),
     ("opsmcp.analysis",),
     ("opsmcp.backends", "opsmcp.sandbox"),
-    ("opsmcp.config", "opsmcp.errors", "opsmcp.times", "opsmcp.telemetry", "opsmcp.results", "opsmcp.catalog",
-     "opsmcp"),
+    ("opsmcp.config", "opsmcp.errors", "opsmcp.times", "opsmcp.telemetry", "opsmcp.results", "opsmcp.result_size",
+     "opsmcp.logsetup", "opsmcp.tracing", "opsmcp.catalog", "opsmcp"),
 ]
 
 

@@ -102,7 +102,7 @@ async def time_client(fresh_moto, tmp_path):
     """An in-memory client of a server with every toolset that takes a time, on moto."""
     from mcp import Client
 
-    from conftest import make_settings
+    from helpers import make_settings
 
     from opsmcp.backends.logstore import LogStore
     from opsmcp.server import build_server

@@ -13,21 +13,25 @@ The package by layer, top to bottom; a module imports only from its own layer or
   (``approvals_api``) and signed chat-bot callbacks (``chat_callback``).
 - ``surface/`` — MCP beyond tools: ``prompts``, ``resources``, ``completions``,
   ``subscriptions``, which tools an identity sees (``tool_visibility``), how argument
-  errors read (``arg_errors``).
+  errors read (``arg_errors``), the SDK internals opsmcp uses (``sdk_seams``).
 - ``calls/`` — what every tool call crosses: the choke point (``choke``), the caller
   (``identity``), approval of writes (``approval``; its tokens ``approval_tokens``; mode
   human's requests ``approval_desk`` and their store ``approval_store``), the audit trail
-  (``audit``), the size budget (``result_size``); and what the server built (``runtime``,
-  ``events``).
+  (``audit``); and what the server built (``runtime``: what the upper layers may read of the
+  backends; ``events``).
 - ``toolsets/`` — one module per domain: queues, orders, logs, metrics, prometheus,
   alerts, playbooks, approvals (``base``: the ``@tool`` mark).
 - ``analysis/`` — domain logic that is not a toolset: the redrive mover, DLQ failure
-  signatures, metric series summaries, log message patterns.
+  signatures, queue state (for list_queues, ``/events`` and the queue resources), metric
+  series summaries, log message patterns.
 - ``backends/`` — one adapter per external system (SQS, DynamoDB, CloudWatch, the log
   engines, Prometheus, the alert store, Ansible, chat webhooks); ``sandbox/`` — the
   embedded moto sandbox.
-- the ground: ``config`` (settings), ``errors``, ``times``, ``telemetry``, ``results``
-  (the base of every tool result), ``catalog/`` (the playbook catalog shipped with opsmcp).
+- the ground: ``config`` (settings), ``errors``, ``times``, ``results`` (the base of every
+  tool result) and ``result_size`` (how results are cut to the size budget), ``telemetry``
+  (``/metrics``), ``logsetup`` (log handler, the per-call line), ``tracing`` (OpenTelemetry),
+  ``catalog`` (finds the playbook catalog: ``tools/`` at the top of the repository, shipped
+  in the wheel as ``opsmcp/tools/``).
 
 The path of one call and a picture of the layers: ``docs/architecture.md``.
 """

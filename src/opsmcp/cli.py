@@ -68,7 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     from opsmcp.config import aws_configured
 
+    from opsmcp import tracing
+    from opsmcp.logsetup import configure
+
     settings = _settings(args)
+    configure(settings.log_level, settings.log_format)  # every logger, uvicorn's included
+    tracing.start()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set and the otel extra installed
     if args.transport == "http" and args.host not in LOOPBACK and not (
             settings.http_token or settings.tokens_file or settings.jwks_url):
         print(f"opsmcp: refusing to serve HTTP on {args.host} without a token: anyone who can reach it could call "
@@ -156,8 +161,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f"the console at {base}/ (Ctrl-C to stop)"
                     + (f"; bearer tokens from {settings.tokens_file}" if settings.tokens_file else ""))
             app = build_app(server, runtime, host=args.host, port=args.port)
-            config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
-                                    timeout_graceful_shutdown=1)
+            # log_config=None: uvicorn's loggers keep the handler configure() set up, at OPSMCP_LOG_LEVEL
+            config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, lifespan="on",
+                                    log_level=settings.log_level.lower(), timeout_graceful_shutdown=1)
             # on the socket bound above; re-raises a caught SIGINT as KeyboardInterrupt after shutdown
             uvicorn.Server(config).run(sockets=[listener] if listener is not None else None)
             interrupted = True  # returned: uvicorn stopped on a signal it caught (SIGINT while SIGINT is ignored)
@@ -165,6 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         stopping.set()
+        tracing.flush()  # the process ends with os._exit: export the buffered spans first
         if boot_thread is not None:
             boot_thread.join(timeout=0.5)  # let seeding notice; never hold up the exit for long
         if sandbox is not None:
@@ -247,6 +254,8 @@ def _stop_stdio_on_sigint(stopping: threading.Event, sandbox: SharedSandbox | No
     import os
     import signal
 
+    from opsmcp import tracing
+
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -254,6 +263,7 @@ def _stop_stdio_on_sigint(stopping: threading.Event, sandbox: SharedSandbox | No
         stopping.set()
         last = False
         try:
+            tracing.flush(1.0)
             if sandbox is not None:
                 last = sandbox.leave()
         finally:
@@ -330,12 +340,14 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     """Print the last N audit records (oldest first), as text or JSON Lines."""
     import json
 
+    import anyio
+
     from opsmcp.backends.aws import AwsClients
     from opsmcp.calls.audit import format_records
     from opsmcp.server import build_audit
 
     settings = _settings(args)
-    records = build_audit(settings, AwsClients(settings)).tail(args.n)
+    records = anyio.run(build_audit(settings, AwsClients(settings)).tail, args.n)
     if args.json:
         print("\n".join(json.dumps(r, default=str) for r in records))
     elif records:
@@ -581,17 +593,19 @@ def main(argv: list[str] | None = None) -> int:
     missing file, a missing extra) print one line on stderr and exit 1 or 2; nothing
     prints a traceback unless ``OPSMCP_LOG_LEVEL=DEBUG``.
     """
+    import os
+
+    from opsmcp.logsetup import configure
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # From the environment until the settings are read (serve configures again from them).
+    configure(os.environ.get("OPSMCP_LOG_LEVEL", "WARNING"), os.environ.get("OPSMCP_LOG_FORMAT", "text"))
     code = _run(args)
     if argv is None and args.command == "serve":
         # The console script: everything that must survive is already on disk (audit records
         # are fsynced as written; the sandbox is disposable). Skip interpreter teardown, which
         # takes seconds after a server run (freeing moto, botocore and pydantic state), so
         # Ctrl-C stops the server within a second.
-        import os
-
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

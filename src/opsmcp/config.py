@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -30,7 +30,7 @@ def _default_data_dir() -> Path:
 
 
 def _default_catalog() -> Path:
-    """The catalog shipped inside the package (``opsmcp/catalog/catalog.yml``)."""
+    """The catalog shipped with opsmcp (``tools/catalog.yml``; in a wheel, ``opsmcp/tools/``)."""
     from opsmcp.catalog import packaged_catalog
 
     return packaged_catalog()
@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the log store and audit log live.")
     max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
     http_token: str | None = Field(None, description="Bearer token required on HTTP transports, if set.")
-    log_level: str = Field("WARNING", description="stderr log level: DEBUG, INFO, WARNING, ERROR.")
+    log_level: str = Field("WARNING", description="stderr log level of every logger (uvicorn's too): DEBUG (adds "
+                           "backend calls), INFO (one line per tool call), WARNING, ERROR.")
+    log_format: Literal["text", "json"] = Field("text", description="stderr log format: text, or json (one object "
+                                                "per line, for log shippers).")
     events_poll_seconds: float = Field(
         5.0, ge=0.2, le=3600, description="How often /events polls queue depths while someone listens, seconds.")
     events_heartbeat_seconds: float = Field(15.0, ge=1, le=300, description="/events heartbeat interval, seconds.")
@@ -164,7 +167,10 @@ class Settings(BaseSettings):
     )
 
     # --- playbooks / audit --------------------------------------------------------
-    playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks.")
+    catalog_dir: Path | None = Field(None, description="A team's own catalog directory (catalog.yml, playbooks/, "
+                                     "runbooks/), instead of the one shipped with opsmcp (tools/ in the repository).")
+    playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks "
+                                   "(default: catalog.yml of OPSMCP_CATALOG_DIR, else the shipped one).")
     playbook_timeout_seconds: float = Field(300.0, gt=0, description="Wall-clock limit of one playbook run, seconds.")
     audit_log: Path | None = Field(None, description="Audit JSON Lines file; default <data_dir>/audit.jsonl.")
     audit_table: str | None = Field(None, description="DynamoDB table for audit records instead of the file.")
@@ -208,6 +214,13 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
         return value
+
+    @model_validator(mode="after")
+    def _catalog_in_catalog_dir(self) -> Settings:
+        """OPSMCP_CATALOG_DIR names the catalog unless OPSMCP_PLAYBOOK_CATALOG is given too."""
+        if self.catalog_dir is not None and "playbook_catalog" not in self.model_fields_set:
+            self.playbook_catalog = self.catalog_dir / "catalog.yml"
+        return self
 
     @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self",
                      "chat_approvers", mode="before")

@@ -60,11 +60,19 @@ def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     return list(dict.fromkeys(first + fuzzy))[:n]
 
 
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 5, *, sentence: bool = False) -> str:
+    """``"did you mean 'a', 'b'?"`` naming the :func:`closest` candidates, or ``""`` when none
+    is close: the one wording of every "unknown name" answer (tools, resources, prompts).
+    ``sentence``: capitalised (``"Did you mean ..."``), to follow a full stop."""
+    near = closest(name, candidates, n)
+    if not near:
+        return ""
+    return ("Did" if sentence else "did") + " you mean " + ", ".join(repr(c) for c in near) + "?"
+
+
 def not_found(kind: str, name: str, candidates: Iterable[str], list_tool: str | None = None) -> NotFound:
     """Build a :class:`NotFound` for ``kind`` ``name`` that lists the closest existing names."""
-    near = closest(name, candidates)
-    if near:
-        hint = "did you mean " + ", ".join(repr(c) for c in near) + "?"
-    else:
+    hint = did_you_mean(name, candidates)
+    if not hint:
         hint = f"call {list_tool} to see what exists." if list_tool else "check the name."
     return NotFound(f"No {kind} named {name!r}.", hint)

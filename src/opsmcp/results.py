@@ -2,7 +2,7 @@
 
 Toolsets (and the domain logic under :mod:`opsmcp.analysis`) return subclasses of
 :class:`Result`; the call pipeline cuts them to the size budget
-(:mod:`opsmcp.calls.result_size`) using the fields defined here.
+(:mod:`opsmcp.result_size`) using the fields defined here.
 """
 
 from __future__ import annotations

@@ -16,12 +16,15 @@ import logging
 import threading
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.request_state import RequestStateSecurity
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import ValidationError
 
@@ -29,7 +32,7 @@ from opsmcp import __version__
 from opsmcp.backends.aws import AwsClients
 from opsmcp.calls.audit import AuditSink, AuditTrail, FileAudit
 from opsmcp.calls.choke import choke
-from opsmcp.calls.events import DepthPoller, EventHub, queue_sources
+from opsmcp.calls.events import DepthPoller, EventHub
 from opsmcp.calls.runtime import Runtime
 from opsmcp.config import Settings
 from opsmcp.errors import OpsError
@@ -37,6 +40,11 @@ from opsmcp.surface.arg_errors import explain
 from opsmcp.surface.tool_visibility import ProtocolGuard
 from opsmcp.telemetry import ToolStats
 from opsmcp.toolsets.base import marked_tools
+
+if TYPE_CHECKING:
+    from opsmcp.analysis.queue_state import QueueStates
+    from opsmcp.backends.alertstore import AlertStore
+    from opsmcp.backends.ansible.reader import CatalogReader
 
 log = logging.getLogger("opsmcp")
 
@@ -90,23 +98,37 @@ def unknown_tool(name: str, runtime: Runtime) -> str:
     """The error text for a call of tool ``name`` that does not exist: the closest names the
     caller may call and every tool it may call (a read-only identity is not shown write tools)."""
     from opsmcp.calls.identity import may_call
-    from opsmcp.errors import closest
+    from opsmcp.errors import did_you_mean
 
     callable_ = sorted(t for t, mark in runtime.tools.items() if may_call(mark.write))
-    near = closest(name, callable_, n=3)
-    hint = f" Did you mean {', '.join(near)}?" if near else ""
-    return f"Unknown tool: {name[:100]}.{hint} The tools on this server: {', '.join(callable_)}."
+    hint = did_you_mean(name, callable_, n=3, sentence=True)
+    return f"Unknown tool: {name[:100]}.{' ' + hint if hint else ''} The tools on this server: {', '.join(callable_)}."
 
 
-def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]:
-    """Instantiate the enabled toolsets (``settings.toolsets``) with their backends."""
+@dataclass
+class Built:
+    """What :func:`build_toolsets` built: the toolsets, and what the upper layers read of the
+    backends (see :class:`~opsmcp.calls.runtime.Runtime`)."""
+
+    toolsets: dict[str, object] = field(default_factory=dict)
+    queues: QueueStates | None = None
+    alerts: AlertStore | None = None
+    catalog: CatalogReader | None = None
+
+
+def build_toolsets(settings: Settings, clients: AwsClients) -> Built:
+    """Build each enabled toolset's backend (``settings.toolsets``) and hand ``(settings,
+    backend)`` to the toolset; the queue-state reader, the alert store and the catalog reader
+    are also returned for the runtime, so nothing above reaches into a toolset."""
+    from opsmcp.analysis.queue_state import QueueStates
     from opsmcp.backends.dynamodb import DynamoBackend
     from opsmcp.backends.sqs import SqsBackend
     from opsmcp.toolsets.orders import OrderTools
     from opsmcp.toolsets.queues import QueueTools
 
     enabled = set(settings.toolsets)
-    out: dict[str, object] = {}
+    built = Built()
+    out = built.toolsets
     if "logs" in enabled:
         from opsmcp.toolsets.logs import LogTools
 
@@ -115,7 +137,9 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
         # With logs enabled, analyze_dlq explains messages without error attributes by the
         # ERROR lines of their trace.
         correlate = out["logs"].error_lines if "logs" in out else None  # type: ignore[attr-defined]
-        out["queues"] = QueueTools(SqsBackend(clients), correlate=correlate)
+        sqs = SqsBackend(clients)
+        built.queues = QueueStates(sqs, correlate)
+        out["queues"] = QueueTools(settings, sqs, correlate=correlate, states=built.queues)
     if "orders" in enabled:
         out["orders"] = OrderTools(settings, DynamoBackend(clients))
     if "metrics" in enabled:
@@ -124,9 +148,11 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
 
         out["metrics"] = MetricTools(settings, CloudWatchBackend(clients))
     if "playbooks" in enabled:
+        from opsmcp.backends.ansible.reader import CatalogReader
         from opsmcp.toolsets.playbooks import PlaybookTools
 
-        out["playbooks"] = PlaybookTools(settings)
+        built.catalog = CatalogReader(settings.playbook_catalog)
+        out["playbooks"] = PlaybookTools(settings, built.catalog)
     if "prometheus" in enabled and settings.prometheus_url:
         from opsmcp.backends.prometheus import PrometheusBackend
         from opsmcp.toolsets.prometheus import PrometheusTools
@@ -136,8 +162,9 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]
         from opsmcp.backends.alertstore import build_alert_store
         from opsmcp.toolsets.alerts import AlertTools
 
-        out["alerts"] = AlertTools(settings, build_alert_store(settings, clients))
-    return out
+        built.alerts = build_alert_store(settings, clients)
+        out["alerts"] = AlertTools(settings, built.alerts)
+    return built
 
 
 def _wire_poller(runtime: Runtime) -> None:
@@ -145,16 +172,15 @@ def _wire_poller(runtime: Runtime) -> None:
     by the hub's first listener, stopped by its last)."""
     settings = runtime.settings
     hub = runtime.events
-    queues = runtime.toolsets.get("queues")
+    queues = runtime.queues
     if queues is None:
         return
-    list_states, read_dead_letters = queue_sources(queues)
 
     async def ready_states() -> list[dict[str, Any]]:
         await runtime.wait_ready()
-        return await list_states()
+        return await queues.states()
 
-    poller = runtime.poller = DepthPoller(hub, ready_states, read_dead_letters, settings.events_poll_seconds)
+    poller = runtime.poller = DepthPoller(hub, ready_states, queues.dead_letters, settings.events_poll_seconds)
     hub.on_first_listener = poller.start
     hub.on_last_listener = poller.stop
 
@@ -212,7 +238,7 @@ def build_audit(settings: Settings, clients: AwsClients) -> AuditSink:
     from opsmcp.calls.audit import DynamoAudit
 
     if settings.audit_table:
-        return DynamoAudit(clients.client("dynamodb"), settings.audit_table)
+        return DynamoAudit(clients, settings.audit_table)
     return FileAudit(settings.audit_log_path)
 
 
@@ -226,8 +252,9 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     clients = AwsClients(settings)
     hub = EventHub(history=settings.events_history, buffer=settings.events_buffer)
     trail = AuditTrail(build_audit(settings, clients), hub.publish, lambda: bool(hub.listeners))
-    runtime = Runtime(settings=settings, clients=clients, toolsets=build_toolsets(settings, clients),
-                      stats=ToolStats(), tools={}, events=hub, trail=trail)
+    built = build_toolsets(settings, clients)
+    runtime = Runtime(settings=settings, clients=clients, toolsets=built.toolsets, stats=ToolStats(), tools={},
+                      events=hub, trail=trail, queues=built.queues, alerts=built.alerts, catalog=built.catalog)
     _wire_poller(runtime)
     _wire_chat(runtime)
     runtime.backend_check = backend_check(runtime)
@@ -239,7 +266,9 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     if secret is not None:  # replicas that share the secret also open each other's request_state
         key = hashlib.sha256(b"opsmcp request state v1\0" + secret.get_secret_value().encode()).digest()
         security = RequestStateSecurity(keys=[key], audience="opsmcp")
+    bus = InMemorySubscriptionBus()  # subscriptions/listen; the queue resources publish their changes on it
     server = OpsServer("opsmcp", instructions=INSTRUCTIONS, version=__version__, request_state_security=security,
+                       subscriptions=bus,
                        log_level=typing.cast(Any, level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
                                              else "WARNING"))
     server.runtime = runtime
@@ -249,17 +278,24 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
         from opsmcp.toolsets.approvals import ApprovalTools
 
         register_toolset(server, runtime, "approvals", ApprovalTools(runtime.approvals.desk.describe))
-    if isinstance(runtime.audit, FileAudit):
-        runtime.close_interrupted()  # local and quick; a DynamoDB table is checked once backends are ready
-    elif runtime.audit is not None:
-        def recover() -> None:
-            runtime.ready.wait()
-            runtime.close_interrupted()
+    if runtime.audit is not None:
+        # A file is local and quick: checked before the server answers anything. A DynamoDB
+        # table is checked once the backends are ready, in the background. Either way on a
+        # thread of its own: build_server may be called from inside a running event loop.
+        local = isinstance(runtime.audit, FileAudit)
 
-        threading.Thread(target=recover, daemon=True, name="opsmcp-audit-recovery").start()
+        def recover() -> None:
+            if not local:
+                runtime.ready.wait()
+            anyio.run(runtime.close_interrupted)
+
+        recovery = threading.Thread(target=recover, daemon=True, name="opsmcp-audit-recovery")
+        recovery.start()
+        if local:
+            recovery.join()
     from opsmcp.surface.completions import register_prompts_and_resources
 
-    register_prompts_and_resources(server, runtime)  # prompts, resources, completions of the registered tools
+    register_prompts_and_resources(server, runtime, bus)  # prompts, resources, completions of the registered tools
     server.middleware.append(ProtocolGuard(server, lambda n: runtime.tools[n].write if n in runtime.tools else None))
     return server, runtime
 

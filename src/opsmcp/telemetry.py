@@ -6,7 +6,8 @@ in one process (tests, replicas) never share or clash over series.
 Series:
 
 - ``opsmcp_tool_calls_total{tool, outcome}``: ``outcome`` is ``ok``, ``tool_error`` (an
-  anticipated failure: bad input, not found, backend down...) or ``internal_error``.
+  anticipated failure: bad input, not found, backend down...), ``cancelled`` or
+  ``internal_error`` (:func:`outcome_of`).
 - ``opsmcp_tool_duration_seconds{tool}``: latency histogram of every call.
 - ``opsmcp_backend_errors_total{tool, error}``: anticipated failures by
   :class:`~opsmcp.errors.OpsError` subclass (``BackendUnavailable``, ``NotFound``...).
@@ -38,6 +39,17 @@ def _ops_error(exc: BaseException | None) -> OpsError | None:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
+
+
+def outcome_of(ok: bool, error: BaseException | None) -> str:
+    """A call's outcome label: ``ok``; ``tool_error`` (an anticipated failure: an OpsError in
+    ``error``'s cause chain); ``cancelled`` (the client or the server cancelled the call); else
+    ``internal_error``. The same labels in ``/metrics`` and the per-call log line."""
+    if ok:
+        return "ok"
+    if error is not None and type(error).__name__ == "CancelledError":
+        return "cancelled"
+    return "tool_error" if error is None or _ops_error(error) is not None else "internal_error"
 
 
 class ToolStats:
@@ -90,7 +102,7 @@ class ToolStats:
         """Count one call of ``tool`` that took ``elapsed`` seconds; ``error`` is what it raised
         (an OpsError, or a ToolError caused by one, is an anticipated failure)."""
         ops = None if ok else _ops_error(error)
-        outcome = "ok" if ok else "tool_error" if ops is not None or error is None else "internal_error"
+        outcome = outcome_of(ok, error)
         _ = self.registry  # the series exist once the registry does (built on first use)
         self._calls.labels(tool=tool, outcome=outcome).inc()
         self._duration.labels(tool=tool).observe(elapsed)

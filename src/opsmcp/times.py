@@ -12,13 +12,18 @@ accepted forms and the range, never an ``OverflowError``.
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from opsmcp.errors import InvalidInput
 
-_RELATIVE = re.compile(r"^\s*(?:now\s*)?-\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|w)\s*$", re.I)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|secs?|m|mins?|h|hrs?|d|w)?\s*$", re.I)
+_RELATIVE = re.compile(r"^\s*(?:now\s*)?-\s*(\d+(?:\.\d+)?\s*[a-z]+)\s*$", re.I)
+#: Seconds per duration unit (every unit :func:`parse_duration` and relative times accept).
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
+                "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400, "w": 604800}
 MIN_TIME = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 RANGE = "between 1900-01-01T00:00:00Z and 2200-01-01T00:00:00Z"
@@ -39,6 +44,37 @@ def _shown(value: object) -> str:
 
 def _out_of_range(name: str, value: object) -> InvalidInput:
     return InvalidInput(f"{name}={_shown(value)} is out of range: times must lie {RANGE}.", EXAMPLES + ".")
+
+
+def _duration_seconds(text: str, *, unit_required: bool) -> float | None:
+    """Seconds of ``<number><unit>`` (``15m``, ``1.5h``, ``500ms``; a bare number is seconds
+    unless ``unit_required``), or None when ``text`` is not of that shape."""
+    m = _DURATION.match(text)
+    if not m or (unit_required and not m.group(2)):
+        return None
+    return float(m.group(1)) * UNIT_SECONDS[(m.group(2) or "s").lower()]
+
+
+def parse_duration(value: int | float | str | None, *, name: str = "duration") -> float | None:
+    """A length of time in seconds: a number of seconds, or ``<number><unit>`` with unit ms,
+    s, m, h, d or w (``'30s'``, ``'5m'``, ``'1h'``, ``'1d'``); None or an empty string is None.
+    The one reader of durations: relative times (``-15m``) use the same units.
+
+    Raises:
+        InvalidInput: not of that shape, not finite, or not positive (the message names ``name``).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        read = _duration_seconds(str(value), unit_required=False)
+        if read is None:
+            raise InvalidInput(f"Cannot read {name}={_shown(value)}.", "use seconds (300) or '30s', '5m', '1h', '1d'.")
+        seconds = read
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(f"{name} must be positive, got {_shown(value)}.", "use e.g. '5m' or 300.")
+    return seconds
 
 
 def parse_time(value: str | datetime, *, now: datetime | None = None, name: str = "time") -> datetime:
@@ -68,8 +104,8 @@ def parse_time(value: str | datetime, *, now: datetime | None = None, name: str 
             m = _RELATIVE.match(text)
             if text.lower() == "now":
                 parsed = now
-            elif m:
-                parsed = now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
+            elif m and (ago := _duration_seconds(m.group(1), unit_required=True)) is not None:
+                parsed = now - timedelta(seconds=ago)
             else:
                 try:
                     parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -126,8 +162,43 @@ def parse_window(
     return t0, t1, notes
 
 
-def iso(t: datetime | None) -> str | None:
-    """Format an aware datetime as ISO-8601 UTC with a ``Z`` suffix (milliseconds)."""
+@overload
+def iso(t: datetime, timespec: str = "milliseconds") -> str: ...
+@overload
+def iso(t: None, timespec: str = "milliseconds") -> None: ...
+def iso(t: datetime | None, timespec: str = "milliseconds") -> str | None:
+    """Format a datetime as ISO-8601 UTC with a ``Z`` suffix: the one time format of every
+    answer, audit record and seeded log line. A naive datetime is taken as UTC.
+
+    Args:
+        t: the time (None gives None).
+        timespec: ``"milliseconds"`` (default), ``"seconds"`` or ``"microseconds"``
+            (:meth:`datetime.isoformat`'s names).
+    """
     if t is None:
         return None
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def now_iso(timespec: str = "milliseconds") -> str:
+    """The current time as :func:`iso` formats it."""
+    return iso(utcnow(), timespec)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ISO_SECONDS: dict[int, str] = {}
+
+
+def ms_iso(ms: int) -> str:
+    """Epoch milliseconds (SQS ``SentTimestamp``, a log line's time) as :func:`iso` formats
+    them, exactly, without float rounding. Cached per second (log answers format thousands of
+    lines from a few seconds)."""
+    sec, frac = divmod(int(ms), 1000)
+    head = _ISO_SECONDS.get(sec)
+    if head is None:
+        if len(_ISO_SECONDS) > 8192:
+            _ISO_SECONDS.clear()
+        head = _ISO_SECONDS[sec] = (_EPOCH + timedelta(seconds=sec)).isoformat().replace("+00:00", "")
+    return f"{head}.{frac:03d}Z"

@@ -19,12 +19,12 @@ import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
 from opsmcp.errors import OpsError
+from opsmcp.times import ms_iso
 
 #: ``async (trace_ids) -> {trace_id: [error line dicts, oldest first]}``; each line dict has
 #: at least ``service``, ``message`` and ``timestamp``.
@@ -51,9 +51,7 @@ def normalize(text: str) -> str:
 
 def iso_ms(ms: str | None) -> str | None:
     """An SQS epoch-milliseconds timestamp (``SentTimestamp``) as ISO-8601 UTC, or None."""
-    if not ms:
-        return None
-    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ms_iso(int(ms)) if ms else None
 
 
 def find_key(doc: Any, keys: tuple[str, ...], depth: int = 0) -> str | None:

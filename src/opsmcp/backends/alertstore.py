@@ -12,8 +12,9 @@ and last received and how many times. Two stores:
   replicas (``OPSMCP_ALERTS_TABLE``); each alert is one atomic ``UpdateItem``.
 
 Both keep at most ``max_stored`` alerts: the oldest resolved ones (by last received) go
-first, then the oldest firing ones. Stores are blocking; callers run them off the event
-loop.
+first, then the oldest firing ones. Every store method is a coroutine whose I/O runs off the
+event loop: the file is written in a worker thread, and every DynamoDB call goes through
+:func:`~opsmcp.backends.aws.aws_call` (bounded by ``backend_timeout_seconds``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio.to_thread
 from pydantic import BaseModel, Field
 
-from opsmcp.backends.aws import AwsClients, map_aws_error
+from opsmcp.backends.aws import AwsClients, aws_call
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
 from opsmcp.times import iso
@@ -162,19 +164,19 @@ def prune(alerts: dict[str, StoredAlert], max_stored: int) -> list[str]:
 
 
 class AlertStore(Protocol):
-    """What the alerts toolset and the webhook need from a store."""
+    """What the alerts toolset, the webhook and completion need from a store."""
 
     where: str
 
-    def record(self, incoming: list[IncomingAlert]) -> list[Change]:
+    async def record(self, incoming: list[IncomingAlert]) -> list[Change]:
         """Merge ``incoming`` and persist; return one change per alert."""
         ...
 
-    def all(self) -> list[StoredAlert]:
+    async def all(self) -> list[StoredAlert]:
         """Every stored alert."""
         ...
 
-    def get(self, fingerprint: str) -> StoredAlert | None:
+    async def get(self, fingerprint: str) -> StoredAlert | None:
         """One alert, or None."""
         ...
 
@@ -221,8 +223,12 @@ class FileAlertStore:
             raise OpsError(f"Cannot write the alert store {self.path}: {exc}.",
                            "check OPSMCP_DATA_DIR is writable.") from exc
 
-    def record(self, incoming: list[IncomingAlert]) -> list[Change]:
-        """Merge ``incoming`` (de-duplicated by fingerprint), prune, write the file."""
+    async def record(self, incoming: list[IncomingAlert]) -> list[Change]:
+        """Merge ``incoming`` (de-duplicated by fingerprint), prune, write the file (in a
+        worker thread)."""
+        return await anyio.to_thread.run_sync(self._record, incoming)
+
+    def _record(self, incoming: list[IncomingAlert]) -> list[Change]:
         now = iso(datetime.now(UTC)) or ""
         with self._lock:
             changes = []
@@ -234,12 +240,16 @@ class FileAlertStore:
             self._save()
         return changes
 
-    def all(self) -> list[StoredAlert]:
-        """Every stored alert (a snapshot)."""
+    async def all(self) -> list[StoredAlert]:
+        """Every stored alert (:meth:`snapshot`)."""
+        return self.snapshot()
+
+    def snapshot(self) -> list[StoredAlert]:
+        """Every stored alert, from memory (no I/O: callable from any thread or loop)."""
         with self._lock:
             return list(self._alerts.values())
 
-    def get(self, fingerprint: str) -> StoredAlert | None:
+    async def get(self, fingerprint: str) -> StoredAlert | None:
         """One alert by exact fingerprint."""
         with self._lock:
             return self._alerts.get(fingerprint)
@@ -262,10 +272,11 @@ class DynamoAlertStore:
         self.where = f"DynamoDB table {table}"
         self._calls = 0
 
-    def _client(self) -> Any:
-        return self.clients.client("dynamodb")
+    async def _call(self, what: str, operation: str, **kwargs: Any) -> Any:
+        """One DynamoDB call through :func:`~opsmcp.backends.aws.aws_call` (bounded, mapped)."""
+        return await aws_call(self.clients, what, getattr(self.clients.lazy("dynamodb"), operation), **kwargs)
 
-    def record(self, incoming: list[IncomingAlert]) -> list[Change]:
+    async def record(self, incoming: list[IncomingAlert]) -> list[Change]:
         """Upsert each alert; return what changed (from the item's previous state)."""
         now = iso(datetime.now(UTC)) or ""
         changes = []
@@ -280,27 +291,25 @@ class DynamoAlertStore:
                 ":now": {"S": now},
                 ":one": {"N": "1"},
             }
-            try:
-                resp = self._client().update_item(
-                    TableName=self.table,
-                    Key={"fingerprint": {"S": alert.fingerprint}},
-                    UpdateExpression=(
-                        "SET #s = :s, labels = :l, annotations = :a, starts_at = :sa, ends_at = :ea, "
-                        "generator_url = :g, last_received = :now, "
-                        "first_received = if_not_exists(first_received, :now) "
-                        "ADD received_count :one"
-                    ),
-                    ExpressionAttributeNames={"#s": "status"},
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_OLD",
-                )
-            except Exception as exc:  # botocore raises many unrelated types; map them all
-                raise map_aws_error(exc, self.clients.endpoint, f"store alert {alert.fingerprint}") from exc
+            resp = await self._call(
+                f"store alert {alert.fingerprint}", "update_item",
+                TableName=self.table,
+                Key={"fingerprint": {"S": alert.fingerprint}},
+                UpdateExpression=(
+                    "SET #s = :s, labels = :l, annotations = :a, starts_at = :sa, ends_at = :ea, "
+                    "generator_url = :g, last_received = :now, "
+                    "first_received = if_not_exists(first_received, :now) "
+                    "ADD received_count :one"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_OLD",
+            )
             before = resp.get("Attributes")
             changes.append(merge(self._from_item(before) if before else None, alert, now))
         self._calls += 1
         if self._calls % self.PRUNE_EVERY == 0:
-            self._prune()
+            await self._prune()
         return changes
 
     @staticmethod
@@ -321,36 +330,29 @@ class DynamoAlertStore:
             received_count=int(item.get("received_count", {}).get("N", "0")),
         )
 
-    def all(self) -> list[StoredAlert]:
+    async def all(self) -> list[StoredAlert]:
         """Every stored alert (a Scan, at most ``max_stored`` + one page)."""
         out: list[StoredAlert] = []
         kwargs: dict[str, Any] = {"TableName": self.table}
-        try:
-            while True:
-                resp = self._client().scan(**kwargs)
-                out += [self._from_item(i) for i in resp.get("Items", [])]
-                if "LastEvaluatedKey" not in resp or len(out) > self.max_stored:
-                    break
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        except Exception as exc:  # botocore raises many unrelated types; map them all
-            raise map_aws_error(exc, self.clients.endpoint, f"scan alerts table {self.table}") from exc
+        while True:
+            resp = await self._call(f"scan alerts table {self.table}", "scan", **kwargs)
+            out += [self._from_item(i) for i in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp or len(out) > self.max_stored:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return out
 
-    def get(self, fingerprint: str) -> StoredAlert | None:
+    async def get(self, fingerprint: str) -> StoredAlert | None:
         """One alert by exact fingerprint (GetItem)."""
-        try:
-            resp = self._client().get_item(TableName=self.table, Key={"fingerprint": {"S": fingerprint}})
-        except Exception as exc:  # botocore raises many unrelated types; map them all
-            raise map_aws_error(exc, self.clients.endpoint, f"read alert {fingerprint}") from exc
+        resp = await self._call(f"read alert {fingerprint}", "get_item", TableName=self.table,
+                                Key={"fingerprint": {"S": fingerprint}})
         return self._from_item(resp["Item"]) if "Item" in resp else None
 
-    def _prune(self) -> None:
-        alerts = {a.fingerprint: a for a in self.all()}
+    async def _prune(self) -> None:
+        alerts = {a.fingerprint: a for a in await self.all()}
         for fp in prune(alerts, self.max_stored):
-            try:
-                self._client().delete_item(TableName=self.table, Key={"fingerprint": {"S": fp}})
-            except Exception as exc:  # botocore raises many unrelated types; map them all
-                raise map_aws_error(exc, self.clients.endpoint, f"delete alert {fp}") from exc
+            await self._call(f"delete alert {fp}", "delete_item", TableName=self.table,
+                             Key={"fingerprint": {"S": fp}})
 
 
 def build_alert_store(settings: Settings, clients: AwsClients) -> AlertStore:

@@ -20,7 +20,9 @@ Two facts shape the clients:
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +31,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from opsmcp.errors import BackendUnavailable, InvalidInput, NotFound, OpsError
+from opsmcp.logsetup import backend_call_line, backends_log
 
 if TYPE_CHECKING:
     from opsmcp.config import Settings
@@ -108,6 +111,35 @@ class AwsClients:
                     service, endpoint_url=self.settings.aws_endpoint_url, config=config
                 )
             return self._clients[key]
+
+
+    def lazy(self, service: str, *, retries: bool = True) -> LazyClient:
+        """The client of ``service`` as a :class:`LazyClient`: ``lazy("sqs").list_queues`` is a
+        callable that creates the client (the first time) in the thread that calls it, so
+        passing it to :func:`aws_call` never creates a client on the event loop (loading a
+        service model takes hundreds of ms, during which every session would wait)."""
+        return LazyClient(self, service, retries)
+
+
+class LazyClient:
+    """The operations of one service's shared client, resolved when called (see
+    :meth:`AwsClients.lazy`). Each attribute is a callable with the operation's
+    ``__name__`` and the ``service`` it belongs to."""
+
+    def __init__(self, clients: AwsClients, service: str, retries: bool) -> None:
+        self._clients, self.service, self._retries = clients, service, retries
+
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        if operation.startswith("_"):
+            raise AttributeError(operation)
+        clients, service, retries = self._clients, self.service, self._retries
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(clients.client(service, retries=retries), operation)(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = operation
+        call.service = service  # type: ignore[attr-defined]
+        return call
 
 
 #: The credentials LocalStack documents for local use; moto accepts any. Used only for an
@@ -288,6 +320,15 @@ def aws_call_sync(clients: AwsClients, what: str, fn: Callable[..., T], /, *args
         raise map_aws_error(exc, clients.endpoint, what) from exc
 
 
+def _service_of(fn: Any) -> str:
+    """The AWS service of a :class:`LazyClient` operation or a bound boto3 client method
+    (``sqs``, ``dynamodb``...)."""
+    if isinstance(getattr(fn, "service", None), str):
+        return str(fn.service)
+    meta = getattr(getattr(fn, "__self__", None), "meta", None)
+    return str(getattr(getattr(meta, "service_model", None), "service_name", "aws"))
+
+
 async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking boto3 call ``fn(*args, **kwargs)`` in a worker thread, at most
     :data:`WORKER_THREADS` at once, and give up after :data:`ANSWER_SHARE` of ``backend_timeout_seconds`` in total
@@ -302,12 +343,21 @@ async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *arg
     """
 
     def run() -> T:
+        start = time.perf_counter()
+        outcome = "ok"
         try:
             return fn(*args, **kwargs)
-        except OpsError:
+        except OpsError as exc:
+            outcome = type(exc).__name__
             raise
         except Exception as exc:  # botocore raises many unrelated types; map them all
+            outcome = type(exc).__name__
             raise map_aws_error(exc, clients.endpoint, what) from exc
+        finally:
+            if backends_log.isEnabledFor(logging.DEBUG):
+                # the API operation only: ``what`` names queues and keys a caller chose
+                backend_call_line(_service_of(fn), getattr(fn, "__name__", "call"), time.perf_counter() - start,
+                                  outcome)
 
     timeout = clients.settings.backend_timeout_seconds
     # The call gets ANSWER_SHARE of the bound, the rest is for mapping the error and answering,

@@ -258,7 +258,7 @@ async def get_metric_data(
     stat = normalize_stat(stat)
     plan = plan_query(start, end, period_seconds, now=now)
     notes = list(plan.notes)
-    cw = clients.client("cloudwatch")
+    cw = clients.lazy("cloudwatch")  # made in the worker thread, never on the loop
     query: dict[str, Any] = {
         "Id": "m0",
         "MetricStat": {
@@ -344,7 +344,7 @@ async def _unit_of(
     resp = await aws_call(
         clients,
         f"read the unit of {namespace}/{metric_name}",
-        clients.client("cloudwatch").get_metric_statistics,
+        clients.lazy("cloudwatch").get_metric_statistics,
         Namespace=namespace,
         MetricName=metric_name,
         Dimensions=_dims(dimensions),
@@ -378,7 +378,7 @@ async def list_metrics(
     Raises:
         BackendUnavailable / OpsError: as :func:`~.aws.aws_call` maps them.
     """
-    cw = clients.client("cloudwatch")
+    cw = clients.lazy("cloudwatch")  # made in the worker thread, never on the loop
     max_items = max(1, int(max_items))
     kwargs: dict[str, Any] = {}
     if namespace:
@@ -462,7 +462,7 @@ def put_series_sync(clients: AwsClients, series: Iterable[Series], *, now: datet
             if not math.isfinite(float(v)):
                 raise InvalidInput(f"Datapoint of {namespace}/{name} at {iso(t)} is not a finite number: {v!r}.")
             by_ns.setdefault(namespace, []).append((_datum(name, dims, unit, t, v), size))
-    cw = clients.client("cloudwatch", retries=retries)
+    cw = clients.lazy("cloudwatch", retries=retries)  # made in the worker thread, never on the loop
     written = 0
 
     def send(namespace: str, batch: list[dict[str, Any]]) -> None:

@@ -57,7 +57,7 @@ class DynamoBackend:
 
     @property
     def _ddb(self) -> Any:
-        return self.clients.client("dynamodb")
+        return self.clients.lazy("dynamodb")  # the client is made in the worker thread, never on the loop
 
     def item(self, raw: dict[str, Any]) -> dict[str, Any]:
         """A DynamoDB-JSON item as a plain dict."""

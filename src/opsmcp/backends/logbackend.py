@@ -16,7 +16,7 @@ Every method is synchronous (the toolset calls it off the event loop) and raises
 cannot do what another does, the result's ``notes`` say so.
 
 Also here, because both engines need them: times as epoch milliseconds (:func:`to_ms`,
-:func:`ms_iso`) and level normalisation (:func:`normalize_level`).
+:func:`~opsmcp.times.ms_iso`) and level normalisation (:func:`normalize_level`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
+
+from opsmcp.times import ms_iso as ms_iso  # re-exported: both engines format their times with it
 
 ERROR_LEVELS = ("ERROR", "CRITICAL", "FATAL")
 COUNT_CAP = 10_000  # full-text matches are counted up to this many
@@ -53,20 +55,6 @@ def to_ms(t: datetime) -> int:
 def ms_to_datetime(ms: int) -> datetime:
     """The aware UTC datetime of epoch milliseconds, exactly."""
     return _EPOCH + timedelta(milliseconds=ms)
-
-
-_ISO_SECONDS: dict[int, str] = {}
-
-
-def ms_iso(ms: int) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z`` for epoch milliseconds (cached per second)."""
-    sec, frac = divmod(ms, 1000)
-    head = _ISO_SECONDS.get(sec)
-    if head is None:
-        if len(_ISO_SECONDS) > 8192:
-            _ISO_SECONDS.clear()
-        head = _ISO_SECONDS[sec] = (_EPOCH + timedelta(seconds=sec)).isoformat().replace("+00:00", "")
-    return f"{head}.{frac:03d}Z"
 
 
 def normalize_level(value: Any) -> str:

@@ -19,7 +19,9 @@ and the alert store.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import httpx
 
 from opsmcp.config import Settings
 from opsmcp.errors import BackendUnavailable, InvalidInput, OpsError
+from opsmcp.logsetup import backend_call_line, backends_log
 
 #: Prometheus refuses range queries that would return more points per series than this.
 MAX_POINTS_PER_SERIES = 11_000
@@ -119,22 +122,27 @@ class PrometheusBackend:
             params.items() if isinstance(params, dict) else params or []
         )]
         long = sum(len(str(k)) + len(str(v)) for k, v in items) > 2000
+        started = time.perf_counter()
         try:
             if long and path in ("/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/labels"):
                 resp = await self._http().post(path, data=dict(items))
             else:
                 resp = await self._http().get(path, params=items)
+            if backends_log.isEnabledFor(logging.DEBUG):
+                backend_call_line("prometheus", path, time.perf_counter() - started, f"HTTP {resp.status_code}")
         except UnicodeEncodeError as exc:  # e.g. a lone surrogate in the query text
             raise InvalidInput(
                 f"The request to {path} holds text that cannot be encoded ({exc.reason}).",
                 "remove unpaired surrogate or control characters from the query and labels.",
             ) from exc
         except httpx.TimeoutException as exc:
+            backend_call_line("prometheus", path, time.perf_counter() - started, type(exc).__name__)
             raise BackendUnavailable(
                 f"Prometheus at {self.url} did not answer within {self.timeout:g} s ({path}).",
                 "narrow the query (shorter window, larger step_seconds, fewer series) or check that Prometheus is up.",
             ) from exc
         except httpx.HTTPError as exc:
+            backend_call_line("prometheus", path, time.perf_counter() - started, type(exc).__name__)
             raise BackendUnavailable(
                 f"Could not reach Prometheus at {self.url} ({type(exc).__name__}: {exc}).",
                 "check that Prometheus is up and OPSMCP_PROMETHEUS_URL is right; `opsmcp doctor` checks it.",

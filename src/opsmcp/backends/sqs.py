@@ -48,7 +48,7 @@ class SqsBackend:
 
     @property
     def _sqs(self) -> Any:
-        return self.clients.client("sqs")
+        return self.clients.lazy("sqs")  # the client is made in the worker thread, never on the loop
 
     async def list_urls(self, prefix: str | None = None, limit: int = MAX_LIST,
                         token: str | None = None) -> tuple[list[str], str | None]:
@@ -114,6 +114,13 @@ class SqsBackend:
         )
         return resp.get("Attributes", {})
 
+    async def dead_letter_sources(self, url: str) -> list[str]:
+        """URLs of the queues whose RedrivePolicy targets the queue at ``url``
+        (ListDeadLetterSourceQueues, its first page)."""
+        resp = await aws_call(self.clients, f"list the source queues of {queue_name(url)}",
+                              self._sqs.list_dead_letter_source_queues, QueueUrl=url)
+        return list(resp.get("queueUrls", []))
+
     async def receive(self, url: str, max_messages: int, visibility_timeout: int,
                       wait_seconds: int = 0) -> list[dict[str, Any]]:
         """ReceiveMessage with every system and message attribute.
@@ -158,7 +165,7 @@ class SqsBackend:
             InvalidInput, NotFound: SQS rejected the whole request (nothing was sent).
             OpsError: anything else, e.g. a timeout; the batch may or may not have been sent.
         """
-        once = self.clients.client("sqs", retries=False)
+        once = self.clients.lazy("sqs", retries=False)
         resp = await aws_call(
             self.clients, f"send to {queue_name(url)}", once.send_message_batch, QueueUrl=url, Entries=entries
         )

@@ -76,7 +76,7 @@ from opsmcp.calls.approval_desk import ApprovalDesk, Reporter, iso
 from opsmcp.calls.approval_store import FINAL, ApprovalRequest, RequestStore, store_for
 from opsmcp.calls.approval_tokens import ApprovalTokens
 from opsmcp.calls.identity import caller, require_scope
-from opsmcp.calls.result_size import cut_text
+from opsmcp.result_size import cut_text
 from opsmcp.errors import OpsError
 from opsmcp.results import ApprovalOffer, Result, WriteResult
 from opsmcp.toolsets.base import INJECTED, ToolMark
@@ -212,7 +212,7 @@ class ProgressTrail:
     first report, then every ``every`` reports or ``seconds`` seconds, whichever comes first.
     """
 
-    def __init__(self, inner: Callable[..., Any], write: Callable[[dict[str, Any], str], None],
+    def __init__(self, inner: Callable[..., Any], write: Callable[[dict[str, Any], str], Awaitable[None]],
                  every: int = 10, seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner, self.write, self.every, self.seconds, self.clock = inner, write, every, seconds, clock
         self.reports = 0
@@ -225,7 +225,8 @@ class ProgressTrail:
         now = self.clock()
         if self.reports == 1 or self.reports % self.every == 0 or now - self.last_written >= self.seconds:
             self.last_written = now
-            self.write({"progress": progress, "total": total, "reports": self.reports}, cut_text(message or "", 200))
+            await self.write({"progress": progress, "total": total, "reports": self.reports},
+                             cut_text(message or "", 200))
 
 
 @dataclass
@@ -285,7 +286,7 @@ class ApprovalFlow:
         args = {k: v for k, v in kwargs.items() if k not in FLOW_PARAMS} | {str(mark.preview_arg): True}
         start = time.perf_counter()
         result = await fn(**args)
-        self.trail.record(name, args, real=False, phase="preview", outcome=status_of(result), start=start,
+        await self.trail.record(name, args, real=False, phase="preview", outcome=status_of(result), start=start,
                           counts=counts_of(result))
         return result
 
@@ -402,22 +403,24 @@ class ApprovalFlow:
         elif isinstance(answer, Approval) and answer.approve and isinstance(shown, Shown):
             how, bound = "elicitation", shown.bound
         elif isinstance(answer, Approval) and answer.approve:  # cannot happen: both come from one resolution
-            self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: no preview", start=start)
+            await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: no preview",
+                                    start=start)
             raise OpsError(f"Not done: the preview the user approved for {name} cannot be found.",
                            "call again; the user will be asked about a fresh preview.")
         else:  # declined, cancelled, or accepted with approve=false
             action = "cancelled" if isinstance(outcome, CancelledElicitation) else "declined"
-            self.trail.record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
+            await self.trail.record(name, kwargs, real=True, phase="outcome", outcome=action, start=start)
             self.previews.pop(subject, name, digest)
             raise OpsError(f"The user {action} the change; {name} did nothing.",
                            "ask the user what to do instead, or run a dry run to show the preview again.")
         try:
-            self._hold(name, mark, kwargs, bound, start)
+            await self._hold(name, mark, kwargs, bound, start)
             return await self._execute(name, fn, mark, kwargs, start, pass_confirmed, how=how)
         finally:
             self.previews.pop(subject, name, digest)  # an approval makes one change
 
-    def _hold(self, name: str, mark: ToolMark, kwargs: dict[str, Any], bound: int | None, start: float) -> None:
+    async def _hold(self, name: str, mark: ToolMark, kwargs: dict[str, Any], bound: int | None,
+                    start: float) -> None:
         """Cap the bounded argument of a real call at the approved ``bound``.
 
         Raises:
@@ -428,8 +431,8 @@ class ApprovalFlow:
             return
         arg, what = mark.preview_bound
         if bound is None or bound < 1:
-            self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: nothing approved",
-                              start=start)
+            await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: nothing approved",
+                                    start=start)
             shown = "no bound" if bound is None else f"{what} {bound}"
             raise OpsError(f"Not done: the approved preview of {name} showed nothing to change ({shown}); a "
                            "preview of nothing approves nothing, so nothing was changed.",
@@ -443,12 +446,12 @@ class ApprovalFlow:
         write takes once approved (``how``; None for a preview). ``after`` sees the result
         before the outcome is recorded."""
         real = kwargs.get(str(mark.preview_arg)) is False
-        call_id = self.trail.record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
+        call_id = await self.trail.record(name, kwargs, real=real, phase="intent", outcome="started", start=start,
                                     call_id=call_id, approval=how, approver=approver)
         call_args = dict(kwargs)
         if real and call_args.get("progress") is not None:
-            def trail(counts: dict[str, Any], message: str) -> None:
-                self.trail.record(name, kwargs, real=True, phase="progress", outcome="running", start=start,
+            async def trail(counts: dict[str, Any], message: str) -> None:
+                await self.trail.record(name, kwargs, real=True, phase="progress", outcome="running", start=start,
                                   call_id=call_id, approval=how, counts=counts, note=message or None, strict=False,
                                   approver=approver)
 
@@ -461,12 +464,12 @@ class ApprovalFlow:
             import anyio
 
             ended = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else f"error: {exc}"
-            self.trail.record(name, kwargs, real=real, phase="outcome", outcome=ended, start=start,
+            await self.trail.record(name, kwargs, real=real, phase="outcome", outcome=ended, start=start,
                               call_id=call_id, approval=how, strict=False, approver=approver)
             raise
         if after is not None:
             after(result)
-        recorded = self.trail.record(name, kwargs, real=real, phase="outcome", outcome=status_of(result),
+        recorded = await self.trail.record(name, kwargs, real=real, phase="outcome", outcome=status_of(result),
                                      start=start, call_id=call_id, approval=how, counts=counts_of(result),
                                      strict=False, approver=approver)
         if not recorded and isinstance(result, Result):
@@ -513,8 +516,8 @@ class ApprovalFlow:
         """
         subject, digest = caller.get(), args_digest(name, kwargs, mark.preview_arg)
         if self.mode == "prompt":
-            self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: needs an approval prompt",
-                              start=start)
+            await self.trail.record(name, kwargs, real=True, phase="outcome",
+                                    outcome="refused: needs an approval prompt", start=start)
             raise OpsError(
                 f"Not done: this server makes real changes only through an approval prompt that the user answers "
                 f"(OPSMCP_WRITE_APPROVAL=prompt), and this client cannot show one (it declared no elicitation "
@@ -525,14 +528,14 @@ class ApprovalFlow:
         if confirmed and token:
             try:
                 grant = self.tokens.verify(token, name, digest, subject)
-                self.tokens.use(grant, self.trail.claim())
+                await self.tokens.use(grant, self.trail.claim())
             except OpsError as exc:
-                self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: approval token",
+                await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: approval token",
                                   start=start, note=exc.message)
                 raise
             return "approval_token", grant.bound
         shown = await self.preview(name, fn, mark, kwargs)
-        self.trail.record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation", start=start)
+        await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="needs_confirmation", start=start)
         if mark.preview_bound and shown.bound == 0:
             raise OpsError(f"Not done: the preview of {name} shows nothing to change:\n{shown.summary}",
                            "there is nothing to approve; run the dry run again later.")
@@ -561,7 +564,7 @@ class ApprovalFlow:
         bound_arg = mark.preview_bound[0] if mark.preview_bound else None
         if bound_arg is not None:
             if shown.bound is None or shown.bound < 1:
-                self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: nothing approved",
+                await self.trail.record(name, kwargs, real=True, phase="outcome", outcome="refused: nothing approved",
                                   start=start)
                 raise OpsError(f"Not done: the preview of {name} shows nothing to change:\n{shown.summary}",
                                "there is nothing to approve; run the dry run again later.")
@@ -626,7 +629,7 @@ class ApprovalFlow:
         await self.ready()
         reset = caller.set(req.requester)
         try:
-            self._hold(req.tool, mark, kwargs, req.bound, start)
+            await self._hold(req.tool, mark, kwargs, req.bound, start)
             result = await self._execute(req.tool, fn, mark, kwargs, start, pass_confirmed, how="human",
                                          call_id=req.id, approver=req.approver)
         finally:

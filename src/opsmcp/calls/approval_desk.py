@@ -139,7 +139,7 @@ class ApprovalDesk:
             done = await self._move(req, frozenset({"pending"}), {"status": "expired", "decided_at": now,
                                                                   "error": "nobody decided before it expired"})
             if done is not None:
-                self._audit(done, "expired", "expired", actor="opsmcp")
+                await self._audit(done, "expired", "expired", actor="opsmcp")
             return done or await self._reread(req)
         if req.status in ("approved", "executing") and req.executor:
             host, _, pid = req.executor.rpartition(":")
@@ -172,7 +172,7 @@ class ApprovalDesk:
                               preview=preview, bound_argument=bound_argument, bound=bound, requester=caller.get(),
                               created_at=now, expires_at=now + self.settings.approval_request_ttl_seconds)
         await anyio.to_thread.run_sync(self.store.create, req)
-        self._audit(req, "requested", "pending", actor=req.requester, strict=True)
+        await self._audit(req, "requested", "pending", actor=req.requester, strict=True)
         self._announce(req)
         if self.notify is not None:
             try:
@@ -218,10 +218,10 @@ class ApprovalDesk:
         if won is None:
             raise self._conflict(await self._reread(req))
         if not approve:
-            self._audit(won, "denied", "denied", actor=actor, note=text, strict=False)
+            await self._audit(won, "denied", "denied", actor=actor, note=text, strict=False)
             return won
         try:
-            self._audit(won, "approved", "approved", actor=actor)
+            await self._audit(won, "approved", "approved", actor=actor)
         except OpsError as exc:  # no record of the approval: the write must not run
             failed = await self._move(won, frozenset({"approved"}), {"status": "failed", "error": exc.message})
             return failed or won
@@ -267,13 +267,13 @@ class ApprovalDesk:
         for event in self._waiters.pop(req.id, set()):
             event.set()
 
-    def _audit(self, req: ApprovalRequest, phase: str, outcome: str, *, actor: str, note: str | None = None,
-               strict: bool = False) -> None:
+    async def _audit(self, req: ApprovalRequest, phase: str, outcome: str, *, actor: str, note: str | None = None,
+                     strict: bool = False) -> None:
         reset = caller.set(actor)
         try:
-            self.trail.record(req.tool, req.arguments, real=True, phase=phase, outcome=outcome,
-                              start=time.perf_counter(), call_id=req.id, approval="human", strict=strict,
-                              note=note, approver=req.approver)
+            await self.trail.record(req.tool, req.arguments, real=True, phase=phase, outcome=outcome,
+                                    start=time.perf_counter(), call_id=req.id, approval="human", strict=strict,
+                                    note=note, approver=req.approver)
         finally:
             caller.reset(reset)
 

@@ -342,9 +342,9 @@ def _ignored() -> contextlib.suppress:
 def store_for(sink: Any, data_dir: Path) -> RequestStore:
     """The request store that goes with audit sink ``sink``: the DynamoDB audit table's
     (several replicas) when the sink is one, else files under ``<data_dir>/approvals``."""
-    table, client = getattr(sink, "table", None), getattr(sink, "client", None)
-    if isinstance(table, str) and client is not None:
-        return DynamoRequestStore(client, table)
+    table, clients = getattr(sink, "table", None), getattr(sink, "clients", None)
+    if isinstance(table, str) and clients is not None:
+        return DynamoRequestStore(clients.lazy("dynamodb"), table)  # made in the thread of its first call
     return FileRequestStore(data_dir / "approvals")
 
 

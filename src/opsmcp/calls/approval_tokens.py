@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from opsmcp.errors import OpsError
@@ -108,7 +108,7 @@ class ApprovalTokens:
                                   "this call's; call with exactly the arguments of the approved dry run.", again)
         return Grant(bound=bound if isinstance(bound, int) else None, nonce=nonce, expires_at=expires)
 
-    def use(self, grant: Grant, claim: Callable[[str, float], bool] | None = None) -> None:
+    async def use(self, grant: Grant, claim: Callable[[str, float], Awaitable[bool]] | None = None) -> None:
         """Spend ``grant`` once: remembered here until it expires and, when ``claim`` is
         given (the audit sink's ``claim_once``: a claim file or a conditional write), claimed
         durably, so it stays spent after a restart and on other replicas.
@@ -123,7 +123,7 @@ class ApprovalTokens:
                 raise ApprovalRefused("Not done: this approval_token was already used; one approval makes one "
                                       "change.", "run the dry run again and ask the user about the new preview.")
             self._used[grant.nonce] = grant.expires_at
-        if claim is not None and not claim(grant.nonce, grant.expires_at):
+        if claim is not None and not await claim(grant.nonce, grant.expires_at):
             raise ApprovalRefused("Not done: this approval_token was already used (before a restart, or on another "
                                   "replica).",
                                   "run the dry run again and ask the user about the new preview.")

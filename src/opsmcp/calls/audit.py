@@ -30,14 +30,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
+import anyio.to_thread
+
+from opsmcp.backends.aws import AwsClients, aws_call
 from opsmcp.calls.identity import caller
-from opsmcp.calls.result_size import cap_values, cut_text, json_size
+from opsmcp.result_size import cap_values, cut_text, json_size
 from opsmcp.errors import OpsError
+from opsmcp.times import now_iso
 from opsmcp.toolsets.base import INJECTED
 
 SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|credential|private[-_]?key|"
@@ -75,11 +79,6 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
-def now_iso() -> str:
-    """The current UTC time, ISO-8601 with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def bounded(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with every string longer than :data:`MAX_VALUE_CHARS` cut and marked; if it
     is still over :data:`MAX_RECORD_BYTES` of JSON, its ``arguments`` are replaced by their
@@ -101,24 +100,27 @@ def bounded(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class AuditSink(Protocol):
-    """Where audit records go."""
+    """Where audit records go. Every method is a coroutine whose I/O runs off the event loop
+    (a worker thread for the file, the bounded AWS call for DynamoDB), so a slow disk or
+    table never stalls the other sessions."""
 
-    def append(self, record: dict[str, Any]) -> None:
+    async def append(self, record: dict[str, Any]) -> None:
         """Durably store one record (bounded by :func:`bounded`). Raises OpsError when it cannot."""
 
-    def tail(self, n: int) -> list[dict[str, Any]]:
+    async def tail(self, n: int) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first."""
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    async def records(self) -> list[dict[str, Any]]:
         """Every readable record, oldest first where the sink keeps an order."""
 
-    def claim_once(self, key: str, expires_at: float) -> bool:
+    async def claim_once(self, key: str, expires_at: float) -> bool:
         """Record that the one-time approval ``key`` was used; False when it already was
         (by any replica sharing this sink). ``expires_at``: epoch seconds it stays relevant."""
 
 
 class FileAudit:
-    """JSON Lines audit file; each append is written and fsynced under a lock.
+    """JSON Lines audit file; each append is written and fsynced under a lock, in a worker
+    thread (the caller awaits it: a record is on disk when ``append`` returns).
 
     Args:
         path: the file; its directory is created on first use.
@@ -129,14 +131,18 @@ class FileAudit:
         self._lock = threading.Lock()
         self._pruned = 0.0
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Append ``record`` (:func:`bounded`) as one line and fsync it. When the file does not
-        end with a newline (a crash tore its last line), a newline goes first.
+    async def append(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (:func:`bounded`) as one line and fsync it, off the event loop.
+        When the file does not end with a newline (a crash tore its last line), a newline
+        goes first.
 
         Raises:
             OpsError: the file cannot be written (permissions, disk full, a directory).
         """
         line = (json.dumps(bounded(record), default=str, separators=(",", ":")) + "\n").encode()
+        await anyio.to_thread.run_sync(self._write, line)
+
+    def _write(self, line: bytes) -> None:
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,40 +159,25 @@ class FileAudit:
             raise OpsError(f"Cannot write the audit log {self.path}: {exc.strerror or exc}.",
                            "fix the file's permissions or set OPSMCP_AUDIT_LOG; no write was made.") from exc
 
-    def tail(self, n: int) -> list[dict[str, Any]]:
+    async def tail(self, n: int) -> list[dict[str, Any]]:
         """The last ``n`` records (unreadable lines are returned as ``{"unreadable": text}``)."""
-        if not self.path.exists():
-            return []
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()[-n:] if n > 0 else []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"unreadable": line.rstrip("\n")})
-        return out
+        return await anyio.to_thread.run_sync(read_tail, self.path, n)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    async def records(self) -> list[dict[str, Any]]:
         """Every readable record of the file, oldest first (unreadable lines are skipped)."""
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    yield record
+        return await anyio.to_thread.run_sync(read_records, self.path)
 
     @property
     def claims(self) -> Path:
         """The directory of one-time approval claims, beside the audit file."""
         return self.path.parent / "approval-claims"
 
-    def claim_once(self, key: str, expires_at: float) -> bool:
-        """Claim the one-time approval ``key``: create ``approval-claims/<sha256(key)>`` with
+    async def claim_once(self, key: str, expires_at: float) -> bool:
+        """Claim the one-time approval ``key`` (off the event loop; see :meth:`_claim`)."""
+        return await anyio.to_thread.run_sync(self._claim, key, expires_at)
+
+    def _claim(self, key: str, expires_at: float) -> bool:
+        """Claim the one-time approval ``key`` (blocking): create ``approval-claims/<sha256(key)>`` with
         ``O_CREAT|O_EXCL`` (atomic on one file system, so it holds across restarts and across
         processes sharing the data dir); False when the file exists. The file's mtime is
         set to ``expires_at``; expired claims are removed on later claims.
@@ -225,23 +216,58 @@ class FileAudit:
                 continue
 
 
+def read_tail(path: Path, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` records of the audit file at ``path`` (blocking; unreadable lines are
+    returned as ``{"unreadable": text}``); [] when there is no file."""
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        lines = fh.readlines()[-n:] if n > 0 else []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append({"unreadable": line.rstrip("\n")})
+    return out
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every readable record of the audit file at ``path``, oldest first (blocking;
+    unreadable lines are skipped); [] when there is no file."""
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+    return out
+
+
 class DynamoAudit:
-    """Audit records in a DynamoDB table shared by several replicas.
+    """Audit records in a DynamoDB table shared by several replicas; every call goes through
+    :func:`~opsmcp.backends.aws.aws_call` (a worker thread, bounded by
+    ``backend_timeout_seconds``).
 
     Args:
-        client: a boto3 DynamoDB client.
+        clients: the shared boto3 clients.
         table: table name; hash key ``call_id`` (S), range key ``phase`` (S).
     """
 
-    def __init__(self, client: Any, table: str) -> None:
-        self.client = client
+    def __init__(self, clients: AwsClients, table: str) -> None:
+        self.clients = clients
         self.table = table
 
-    def append(self, record: dict[str, Any]) -> None:
+    async def append(self, record: dict[str, Any]) -> None:
         """PutItem the record (the whole record also kept as a JSON string attribute).
 
         Raises:
-            OpsError: the table is missing or unreachable.
+            OpsError: the table is missing or unreachable, or did not answer in time.
         """
         record = bounded(record)
         item = {
@@ -252,17 +278,19 @@ class DynamoAudit:
             "record": {"S": json.dumps(record, default=str, separators=(",", ":"))},
         }
         try:
-            self.client.put_item(TableName=self.table, Item=item)
-        except Exception as exc:  # botocore error types vary; all mean "not recorded"
-            raise OpsError(f"Cannot write audit record to DynamoDB table {self.table}: {exc}.",
+            await aws_call(self.clients, f"write an audit record to {self.table}",
+                           self.clients.lazy("dynamodb").put_item, TableName=self.table, Item=item)
+        except OpsError as exc:
+            raise OpsError(f"Cannot write audit record to DynamoDB table {self.table}: {exc.message}",
                            "check OPSMCP_AUDIT_TABLE and AWS access; no write was made.") from exc
 
-    def tail(self, n: int) -> list[dict[str, Any]]:
+    async def tail(self, n: int) -> list[dict[str, Any]]:
         """The last ``n`` records by time (a Scan: the audit table is small and read rarely)."""
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
-            resp = self.client.scan(**kwargs)
+            resp = await aws_call(self.clients, f"read the audit table {self.table}",
+                                  self.clients.lazy("dynamodb").scan, **kwargs)
             items += [json.loads(i["record"]["S"]) for i in resp.get("Items", [])
                       if i.get("phase", {}).get("S") not in NOT_RECORDS]
             if "LastEvaluatedKey" not in resp:
@@ -271,11 +299,11 @@ class DynamoAudit:
         items.sort(key=lambda r: (r.get("time", ""), r.get("phase") == "outcome"))
         return items[-n:] if n > 0 else []
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    async def records(self) -> list[dict[str, Any]]:
         """Every record of the table (a Scan), oldest first."""
-        yield from self.tail(1 << 62)
+        return await self.tail(1 << 62)
 
-    def claim_once(self, key: str, expires_at: float) -> bool:
+    async def claim_once(self, key: str, expires_at: float) -> bool:
         """Claim ``key`` with a conditional PutItem (``call_id = "approval:<key>"``), so one
         approval token is used once across every replica that shares the table.
 
@@ -283,18 +311,20 @@ class DynamoAudit:
             OpsError: the table is missing or unreachable (the write then does not act).
         """
         try:
-            self.client.put_item(
+            await aws_call(
+                self.clients, f"record an approval in {self.table}", self.clients.lazy("dynamodb").put_item,
                 TableName=self.table,
                 Item={"call_id": {"S": f"approval:{key}"}, "phase": {"S": "claimed"},
                       "time": {"S": now_iso()}, "tool": {"S": "-"}, "expires_at": {"N": str(int(expires_at))},
                       "record": {"S": json.dumps({"call_id": f"approval:{key}", "phase": "claimed"})}},
                 ConditionExpression="attribute_not_exists(call_id)",
             )
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        except OpsError as exc:
+            cause = exc.__cause__
+            code = getattr(cause, "response", {}).get("Error", {}).get("Code")
             if code == "ConditionalCheckFailedException":
                 return False
-            raise OpsError(f"Cannot record the approval in DynamoDB table {self.table}: {exc}.",
+            raise OpsError(f"Cannot record the approval in DynamoDB table {self.table}: {exc.message}",
                            "check OPSMCP_AUDIT_TABLE and AWS access; no write was made.") from exc
         return True
 
@@ -314,7 +344,7 @@ class AuditTrail:
         self.publish = publish
         self.has_listeners = has_listeners
 
-    def record(self, tool: str, arguments: dict[str, Any], *, real: bool, phase: str, outcome: str,
+    async def record(self, tool: str, arguments: dict[str, Any], *, real: bool, phase: str, outcome: str,
                start: float, call_id: str | None = None, approval: str | None = None,
                counts: dict[str, Any] | None = None, note: str | None = None, strict: bool = True,
                approver: str | None = None) -> str | None:
@@ -322,8 +352,9 @@ class AuditTrail:
 
         ``arguments`` are redacted (:func:`redact`) and cut by the sink (:func:`bounded`);
         the server-injected parameters are left out; ``start`` (a ``time.perf_counter()``
-        reading) gives the duration; ``approver``: who approved it (mode human). The record is
-        also published as a ``write`` event.
+        reading) gives the duration; ``approver``: who approved it (mode human). The sink's I/O
+        runs off the event loop and is awaited: when this returns, the record is stored. The
+        record is also published as a ``write`` event.
 
         Raises:
             OpsError: the sink could not store it and ``strict`` (the default), so the write
@@ -343,7 +374,8 @@ class AuditTrail:
         if self.sink is None:
             return call_id
         try:
-            self.sink.append(record)
+            with anyio.CancelScope(shield=True):  # a cancelled write still gets its outcome record
+                await self.sink.append(record)
         except OpsError:
             if strict:
                 raise
@@ -353,7 +385,7 @@ class AuditTrail:
             self.publish("write", bounded(record))  # the same cut the audit sink applies
         return call_id
 
-    def claim(self) -> Callable[[str, float], bool] | None:
+    def claim(self) -> Callable[[str, float], Awaitable[bool]] | None:
         """The sink's ``claim_once`` (one-time approval keys), or None without a sink."""
         return getattr(self.sink, "claim_once", None)
 
@@ -389,8 +421,8 @@ def open_intents(records: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any]
     return [(r, progress.get(cid)) for cid, r in intents.items()]
 
 
-def mark_interrupted(sink: AuditSink, *, host: str = HOST,
-                     alive: Callable[[int], bool] = pid_alive) -> list[dict[str, Any]]:
+async def mark_interrupted(sink: AuditSink, *, host: str = HOST,
+                           alive: Callable[[int], bool] = pid_alive) -> list[dict[str, Any]]:
     """Close every open intent of a server process that is gone with an ``interrupted`` outcome.
 
     An intent is closed when it was written on this ``host`` by a pid that is no longer
@@ -401,7 +433,7 @@ def mark_interrupted(sink: AuditSink, *, host: str = HOST,
     Returns the records appended. Raises OpsError when the sink cannot be written.
     """
     added = []
-    for intent, last in open_intents(sink.records()):
+    for intent, last in open_intents(await sink.records()):
         pid = intent.get("pid")
         if intent.get("host") not in (None, host) or (isinstance(pid, int) and alive(pid)):
             continue
@@ -410,7 +442,7 @@ def mark_interrupted(sink: AuditSink, *, host: str = HOST,
         record.update(time=now_iso(), phase="outcome", outcome="interrupted", duration_ms=None, pid=os.getpid(),
                       host=host, counts=(last or {}).get("counts") or {},
                       note=f"the server stopped during this call (killed or crashed); {seen}")
-        sink.append(record)
+        await sink.append(record)
         added.append(record)
     return added
 

@@ -3,8 +3,8 @@
     validation (the SDK, from the signature; errors rewritten by
     :class:`opsmcp.server.OpsServer` with :mod:`opsmcp.surface.arg_errors`)
     → scope check → readiness → approval + audit for writes (:mod:`opsmcp.calls.approval`)
-    → the toolset method → error mapping → size budget (:mod:`opsmcp.calls.result_size`)
-    → compact text + ``structuredContent``
+    → the toolset method → error mapping → size budget (:mod:`opsmcp.result_size`)
+    → compact text + ``structuredContent`` → one INFO log line (:mod:`opsmcp.logsetup`)
 
 so no toolset repeats error handling, and a failure anywhere becomes a tool error
 (``isError: true``) with a message the model can act on, never a stack trace.
@@ -27,12 +27,17 @@ from pydantic import BaseModel
 
 from opsmcp.calls.approval import asked_for_progress
 from opsmcp.calls.identity import caller, require_scope
-from opsmcp.calls.result_size import fit_result
+from opsmcp.result_size import fit_result, json_size
 from opsmcp.calls.runtime import Runtime
 from opsmcp.errors import OpsError
+from opsmcp.logsetup import calls_log, tool_call_line
+from opsmcp.telemetry import outcome_of
 from opsmcp.toolsets.base import INJECTED, ToolMark
 
 log = logging.getLogger("opsmcp")
+#: Parameters left out of a call's logged argument size: filled by the server (injected, or by
+#: the approval flow's resolvers), not sent by the client.
+UNCOUNTED = frozenset(INJECTED) | {"approval", "shown"}
 
 
 def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -> Callable[..., Any]:
@@ -44,7 +49,7 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     :class:`OpsError` → tool error with its hint; anything unexpected → tool error naming
     the exception type, with the traceback logged to stderr. Write tools also get the
     approval flow and the audit trail (:meth:`ApprovalFlow.gate`). The result is cut to the
-    size budget (:func:`~opsmcp.calls.result_size.fit_result`) and sent as ``structuredContent`` plus
+    size budget (:func:`~opsmcp.result_size.fit_result`) and sent as ``structuredContent`` plus
     the same JSON, compact, as its text (:func:`_tool_result`).
     """
     hints = typing.get_type_hints(fn, include_extras=True)
@@ -60,6 +65,9 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     async def tool_call(ctx: Context, **kwargs: Any) -> Any:
         start = time.perf_counter()
         ok = False
+        logged = calls_log.isEnabledFor(logging.INFO)
+        argument_bytes = json_size({k: v for k, v in kwargs.items() if k not in UNCOUNTED}) if logged else None
+        result_bytes: int | None = None
         try:
             require_scope(name, mark.write)
             await runtime.wait_ready()
@@ -70,8 +78,11 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
                 result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants, waiting)
             else:
                 result = await fn(**kwargs)
+            out = _tool_result(fit_result(result, budget))
             ok = True
-            return _tool_result(fit_result(result, budget))
+            if logged and isinstance(out, CallToolResult) and out.content:
+                result_bytes = len(getattr(out.content[0], "text", "").encode("utf-8", "surrogatepass"))
+            return out
         except OpsError as exc:
             raise ToolError(str(exc)) from exc
         except ToolError:
@@ -84,7 +95,12 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
             ) from exc
         finally:
             elapsed = time.perf_counter() - start
-            runtime.stats.record(name, elapsed, ok, sys.exc_info()[1])
+            error = sys.exc_info()[1]
+            runtime.stats.record(name, elapsed, ok, error)
+            if logged:
+                tool_call_line(name, caller=caller.get(), seconds=elapsed, outcome=outcome_of(ok, error),
+                               request_id=_request_id(ctx), argument_bytes=argument_bytes, result_bytes=result_bytes,
+                               error=type(_cause(error)).__name__ if error is not None else None)
             if runtime.events.listeners:
                 runtime.publish({"type": "tool_call", "tool": name, "ok": ok, "ms": round(elapsed * 1000, 2),
                                  "caller": caller.get(), "at": time.time()})
@@ -96,6 +112,19 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     tool_call.__signature__ = signature.replace(parameters=all_params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
     tool_call.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": hints.get("return")}
     return tool_call
+
+
+def _request_id(ctx: Context) -> str | None:
+    """The JSON-RPC id of the request (None outside a request, e.g. a direct call in a test)."""
+    try:
+        return ctx.request_id
+    except Exception:  # no request context
+        return None
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The error the choke point mapped: a ToolError's cause when it has one."""
+    return error.__cause__ if isinstance(error, ToolError) and error.__cause__ is not None else error
 
 
 def _tool_result(result: Any) -> Any:

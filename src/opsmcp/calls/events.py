@@ -7,7 +7,8 @@ Event types (``type`` field, also the SSE ``event:`` name):
   (polled from SQS every ``OPSMCP_EVENTS_POLL_SECONDS``, only while at least one listener
   is connected, by a single poller however many listen);
 - ``dlq_message``: a DLQ grew: how many were added, and the failure signatures of the dead
-  letters not reported before (from a sample of the DLQ; see :func:`queue_sources`);
+  letters not reported before (from a sample of the DLQ; see
+  :meth:`opsmcp.analysis.queue_state.QueueStates.dead_letters`);
 - ``alert``: an Alertmanager alert received by the webhook;
 - ``write``: an audit record of a write tool (already redacted);
 - ``tool_call``: one tool call (tool, ok, milliseconds, caller);
@@ -175,16 +176,18 @@ class DepthPoller:
 
     Args:
         hub: where events go.
-        list_queues: reads every queue's counts (the queues toolset's backend).
+        list_queues: reads every queue's counts (:meth:`~opsmcp.analysis.queue_state.QueueStates.states`).
         read_dead_letters: reads a few new dead letters of a DLQ without hiding them, for
             ``dlq_message`` events (None: ``dlq_message`` events carry counts only).
         interval: seconds between polls (> 0).
+        sample: dead letters read from a DLQ that grew, to name its failure groups.
     """
 
     hub: EventHub
     list_queues: QueueLister
     read_dead_letters: DeadLetterReader | None = None
     interval: float = 5.0
+    sample: int = 50
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[str, set[str]] = field(default_factory=dict)  # DLQ -> message ids already reported
     polls: int = 0
@@ -243,7 +246,7 @@ class DepthPoller:
         if self.read_dead_letters is None:
             return []
         try:
-            return await self.read_dead_letters(dlq, DEAD_LETTER_SAMPLE)
+            return await self.read_dead_letters(dlq, self.sample)
         except Exception as exc:
             log.warning("events poller: reading dead letters of %s: %s", dlq, exc)
             return []
@@ -270,47 +273,3 @@ class DepthPoller:
     def snapshot(self) -> list[dict[str, Any]]:
         """The last known state of every queue (what a new listener is shown first)."""
         return [dict(v) for v in self.state.values()]
-
-
-DEAD_LETTER_SAMPLE = 50  # messages read from a DLQ that grew, to name its failure groups
-SAMPLE_HIDE_SECONDS = 10  # visibility timeout while sampling; released as soon as read
-
-
-def queue_sources(queue_tools: Any) -> tuple[QueueLister, DeadLetterReader]:
-    """The poller's two readers, built on the queues toolset (``QueueTools``).
-
-    The lister reads every queue (up to 1,000) with ``list_queues``. The dead-letter reader
-    reads up to :data:`DEAD_LETTER_SAMPLE` messages of a DLQ that grew (hidden for at most
-    :data:`SAMPLE_HIDE_SECONDS`, released as soon as they are read) and names each one's
-    failure signature the way ``analyze_dlq`` does. Reading raises the messages' receive
-    counts, harmless in a DLQ without a redrive policy of its own; a DLQ that has one is not
-    read. SQS keeps a dead letter's original sent time, so "new" is judged by message id.
-    """
-    from opsmcp.analysis.dlq_signatures import MessageFacts, signatures
-    from opsmcp.backends.sqs import redrive_policy
-
-    async def list_states() -> list[dict[str, Any]]:
-        result = await queue_tools.list_queues(limit=1000)
-        return [q.model_dump() for q in result.queues]
-
-    async def read(dlq: str, n: int) -> list[dict[str, Any]]:
-        url, attrs = await queue_tools.sqs.require(dlq)
-        if redrive_policy(attrs):
-            return []
-        messages: dict[str, dict[str, Any]] = {}
-        try:
-            while len(messages) < DEAD_LETTER_SAMPLE:
-                batch = await queue_tools.sqs.receive(url, 10, SAMPLE_HIDE_SECONDS)
-                fresh = [m for m in batch if m["MessageId"] not in messages]
-                if not fresh:
-                    break
-                messages.update((m["MessageId"], m) for m in fresh)
-        finally:
-            if messages:
-                await queue_tools.sqs.release(url, [m["ReceiptHandle"] for m in messages.values()])
-        facts = [MessageFacts(m) for m in messages.values()]
-        sigs = await signatures(facts, queue_tools.correlate)
-        return [{"signature": sigs[f.id][0], "message_id": f.id, "order_id": f.order_id, "trace_id": f.trace_id}
-                for f in facts]
-
-    return list_states, read

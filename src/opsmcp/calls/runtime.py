@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsmcp.backends.aws import AwsClients
 from opsmcp.calls.approval import ApprovalFlow
@@ -21,6 +21,11 @@ from opsmcp.config import Settings
 from opsmcp.errors import OpsError
 from opsmcp.telemetry import ToolStats
 from opsmcp.toolsets.base import ToolMark
+
+if TYPE_CHECKING:  # built by the composition root; imported here for their types only
+    from opsmcp.analysis.queue_state import QueueStates
+    from opsmcp.backends.alertstore import AlertStore
+    from opsmcp.backends.ansible.reader import CatalogReader
 
 log = logging.getLogger("opsmcp")
 
@@ -41,6 +46,15 @@ class Runtime:
         disabled: toolset -> why its start-up check failed; hidden: tool -> why it is not
             registered (writes off, toolset disabled).
         backend_check: a cheap backend call for readiness; returns why it failed, or None.
+        queues: queue state for the ``/events`` poller, the queue resources and name
+            completion (None without the queues toolset).
+        alerts: the alert store the webhook writes and the alerts toolset reads (None
+            without the alerts toolset).
+        catalog: the playbook catalog reader for the playbook resources and name completion
+            (None without the playbooks toolset).
+
+    What the upper layers need from the backends is here, built by the composition root;
+    none of them reaches into a toolset or calls a tool past the choke point.
     """
 
     settings: Settings
@@ -55,6 +69,9 @@ class Runtime:
     startup_error: str | None = None
     disabled: dict[str, str] = field(default_factory=dict)  # toolset -> why its start-up check failed
     hidden: dict[str, str] = field(default_factory=dict)  # tool -> why it is not registered (writes off...)
+    queues: QueueStates | None = None
+    alerts: AlertStore | None = None
+    catalog: CatalogReader | None = None
     backend_check: Callable[[], Awaitable[str | None]] | None = None  # /readyz: why the backends do not answer
     approvals: ApprovalFlow = field(init=False)
 
@@ -67,13 +84,13 @@ class Runtime:
         """The audit sink (the trail's), or None when auditing is off."""
         return self.trail.sink
 
-    def close_interrupted(self) -> None:
+    async def close_interrupted(self) -> None:
         """Mark the intents that a killed server left without an outcome as ``interrupted``
         (:func:`opsmcp.calls.audit.mark_interrupted`); a failure is logged, never raised."""
         if self.audit is None:
             return
         try:
-            for record in mark_interrupted(self.audit):
+            for record in await mark_interrupted(self.audit):
                 log.warning("audit: write %s (%s) was interrupted by a server stop; last progress %s",
                             record["call_id"], record["tool"], record.get("counts") or "none")
         except Exception:  # the audit sink may be unreachable at start-up; writes will say so

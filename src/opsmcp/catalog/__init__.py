@@ -1,10 +1,12 @@
-"""The playbook catalog shipped with opsmcp, as package data.
+"""Where the playbook catalog is: ``catalog.yml`` (what ``run_playbook`` may run),
+``playbooks/`` (the playbooks it points at) and ``runbooks/`` (the Markdown runbooks served as
+``opsmcp://runbooks/{name}``).
 
-``catalog.yml`` names what ``run_playbook`` may run; ``playbooks/`` holds the playbooks it
-points at and ``runbooks/`` the Markdown runbooks served as ``opsmcp://runbooks/{name}``.
-They are installed inside the wheel and found with :mod:`importlib.resources`, so an
-installed opsmcp works without a source checkout. ``OPSMCP_PLAYBOOK_CATALOG`` points at
-another catalog instead.
+The catalog opsmcp ships is ``tools/`` at the top of the repository, for operators to read and
+edit; the wheel carries it as the data package ``opsmcp.tools`` (``pyproject.toml``), so an
+installed opsmcp works without a checkout. A team's own catalog is a directory of the same
+shape named by ``OPSMCP_CATALOG_DIR`` (or just its YAML by ``OPSMCP_PLAYBOOK_CATALOG``);
+its ``runbooks/`` come first, the shipped runbooks after them.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ atexit.register(_extracted.close)
 def packaged_dir() -> Path:
     """The directory holding the shipped ``catalog.yml``, ``playbooks/`` and ``runbooks/``.
 
-    A normal install (a wheel unpacked into site-packages, or an editable install) gives
-    the real directory. From a zip import (Python 3.12+ can extract a directory), the files
-    are extracted once to a temporary directory that lives until the process exits
-    (ansible-runner needs real files).
+    An installed wheel: ``opsmcp/tools/`` in site-packages (from a zip import, extracted once
+    to a temporary directory that lives until the process exits: ansible-runner needs real
+    files). A source checkout (an editable install, the tests): the repository's ``tools/``.
     """
-    root = resources.files(__name__)
-    if isinstance(root, Path):
-        return root
-    return Path(_extracted.enter_context(resources.as_file(root)))
+    installed = resources.files("opsmcp") / "tools"
+    if installed.is_dir():
+        if isinstance(installed, Path):
+            return installed
+        return Path(_extracted.enter_context(resources.as_file(installed)))
+    return Path(__file__).resolve().parents[3] / "tools"
 
 
 def packaged_catalog() -> Path:

@@ -29,6 +29,8 @@ from datetime import datetime, timedelta, UTC
 from typing import Any
 from collections.abc import Iterator
 
+from opsmcp.times import iso
+
 SEED = 20231027
 INCIDENT_MINUTES_AGO = 95
 HISTORY_HOURS = 6
@@ -83,7 +85,7 @@ class LogLine:
     def to_json(self) -> str:
         """JSON Lines form: ``@timestamp`` ISO-8601 UTC with milliseconds, fields flat."""
         doc: dict[str, Any] = {
-            "@timestamp": self.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "@timestamp": iso(self.timestamp),
             "level": self.level,
             "service": self.service,
             "message": self.message,
@@ -209,10 +211,6 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
     """Build the incident scenario anchored at ``now`` (UTC; default: the current time).
 
@@ -250,7 +248,7 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
         order_list.append({
             "orderId": _uuid(rng),
             "orderNumber": str(5814200 + i),
-            "orderDate": _iso(created),
+            "orderDate": iso(created),
             "customerId": rng.choice(customers),
             "status": rng.choice(["DELIVERED", "DELIVERED", "SHIPPED", "PAID", "CANCELLED"]),
             "total": round(total, 2),
@@ -264,7 +262,7 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
 
     def recent(count: int, status: str) -> list[dict[str, Any]]:
         """Pick ``count`` not yet used orders from the incident window and set their status."""
-        pool = [o for o in order_list if o["orderDate"] >= _iso(incident_start) and o["orderId"] not in picked]
+        pool = [o for o in order_list if o["orderDate"] >= iso(incident_start) and o["orderId"] not in picked]
         picks = rng.sample(pool, count)
         for o in picks:
             o["status"] = status
@@ -273,7 +271,7 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
 
     # Incident orders get fresh dates inside the incident window so the story lines up.
     for o in order_list[-120:]:
-        o["orderDate"] = _iso(incident_start + timedelta(seconds=rng.randint(0, INCIDENT_MINUTES_AGO * 60 - 30)))
+        o["orderDate"] = iso(incident_start + timedelta(seconds=rng.randint(0, INCIDENT_MINUTES_AGO * 60 - 30)))
     order_list.sort(key=lambda o: o["orderDate"])
 
     letters: list[DeadLetter] = []
@@ -281,8 +279,8 @@ def build_scenario(now: datetime | None = None, orders: int = 240) -> Scenario:
 
     def event(o: dict[str, Any], kind: str, data: dict[str, Any]) -> tuple[str, str, datetime]:
         t = datetime.fromisoformat(o["orderDate"].replace("Z", "+00:00"))
-        body = {"traceId": o["traceId"], "eventId": _uuid(rng), "eventTime": _iso(t), "type": kind,
-                "originEventTime": _iso(t), "version": "0.1.0", "data": data}
+        body = {"traceId": o["traceId"], "eventId": _uuid(rng), "eventTime": iso(t), "type": kind,
+                "originEventTime": iso(t), "version": "0.1.0", "data": data}
         return json.dumps(body), body["eventId"], t
 
     def story(trace: str, ev: str, t: datetime, steps: list[tuple[int, str, str, str]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from opsmcp.calls.result_size import cut_text
+from opsmcp.result_size import cut_text
 
 _EXAMPLE = re.compile(r"e\.g\.\s*([`'\"])(.+?)\1")
 _EXAMPLE_JSON = re.compile(r"e\.g\.\s*(\{[^{}]*\}|\[[^\[\]]*\])")

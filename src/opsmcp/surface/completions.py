@@ -1,10 +1,11 @@
 """``completion/complete`` for prompt arguments and resource template parameters, and the
 one call that registers prompts, resources and completions on a server.
 
-Values come from the live systems: queue names from SQS (the queues toolset's backend),
-playbook names from the catalog, runbook names from the runbook directories, alert
-fingerprints from the ``list_alerts`` tool when an alerts toolset is registered. A backend
-that fails or is still starting yields no values, never an error: completion is a hint.
+Values come from the live systems, through what the runtime exposes (never through a
+toolset or a tool call): queue names from SQS (``runtime.queues``), playbook names from the
+catalog (``runtime.catalog``), runbook names from the runbook directories, alert
+fingerprints from the alert store (``runtime.alerts``). A backend that fails or is still
+starting yields no values, never an error: completion is a hint.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from mcp.server import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
 from opsmcp.surface.prompts import register_prompts
-from opsmcp.surface.resources import register_resources, runbook_names, runbooks_mentioning, sqs_backend
+from opsmcp.surface.resources import register_resources, runbook_names, runbooks_mentioning
 
 if TYPE_CHECKING:
+    from mcp.server.subscriptions import SubscriptionBus
+
     from opsmcp.calls.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,52 +53,36 @@ def _looks_like_dlq(name: str) -> bool:
     return "dlq" in n or "dead" in n
 
 
-def _fingerprints(data: Any) -> list[str]:
-    """Every string under a ``fingerprint`` key anywhere in ``data``."""
-    found: list[str] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if key == "fingerprint" and isinstance(value, str):
-                found.append(value)
-            else:
-                found += _fingerprints(value)
-    elif isinstance(data, list):
-        for item in data:
-            found += _fingerprints(item)
-    return found
-
-
 class Completer:
     """The sources of completion values for one server.
 
     Args:
-        server: the MCP server (to call ``list_alerts`` through its choke point).
-        runtime: settings, clients, the registered tools and toolsets.
+        runtime: settings, the registered tools, and the queue, catalog and alert readers.
     """
 
-    def __init__(self, server: MCPServer, runtime: Runtime) -> None:
-        self.server = server
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     async def queue_names(self) -> list[str]:
         """Every queue name (SQS ListQueues, all pages); [] when SQS fails or is not ready."""
-        if "list_queues" not in self.runtime.tools:
+        queues = self.runtime.queues
+        if queues is None or "list_queues" not in self.runtime.tools:
             return []
         with anyio.move_on_after(WAIT_SECONDS):
             try:
                 await self.runtime.wait_ready()
-                return await sqs_backend(self.runtime).all_names()
+                return await queues.names()
             except Exception as exc:
                 log.info("queue name completion failed: %s", exc)
         return []
 
     def playbook_names(self) -> list[str]:
         """Names of the catalog's playbooks; [] without the playbooks toolset."""
-        playbooks = self.runtime.toolsets.get("playbooks")
-        if playbooks is None or "list_playbooks" not in self.runtime.tools:
+        catalog = self.runtime.catalog
+        if catalog is None or "list_playbooks" not in self.runtime.tools:
             return []
         try:
-            return list(playbooks.catalog().names)  # type: ignore[attr-defined]
+            return list(catalog().names)
         except Exception as exc:
             log.info("playbook name completion failed: %s", exc)
             return []
@@ -105,14 +92,13 @@ class Completer:
         return runbook_names(Path(self.runtime.settings.playbook_catalog))
 
     async def alert_fingerprints(self) -> list[str]:
-        """Fingerprints of recent alerts, from the ``list_alerts`` tool; [] without it."""
-        if "list_alerts" not in self.runtime.tools:
+        """Fingerprints of the stored alerts (the alert store); [] without the alerts toolset."""
+        store = self.runtime.alerts
+        if store is None or "list_alerts" not in self.runtime.tools:
             return []
         with anyio.move_on_after(WAIT_SECONDS):
             try:
-                result = await self.server.call_tool("list_alerts", {})
-                if not getattr(result, "is_error", True):
-                    return list(dict.fromkeys(_fingerprints(getattr(result, "structured_content", None))))
+                return [a.fingerprint for a in await store.all()]
             except Exception as exc:
                 log.info("alert fingerprint completion failed: %s", exc)
         return []
@@ -138,10 +124,11 @@ class Completer:
         return rank(values, argument.value or "", first)
 
 
-def register_prompts_and_resources(server: MCPServer, runtime: Runtime) -> None:
+def register_prompts_and_resources(server: MCPServer, runtime: Runtime, bus: SubscriptionBus) -> None:
     """Register prompts, resources (with subscriptions) and completions for the tools that
-    ``runtime`` registered; call after the tools are registered."""
+    ``runtime`` registered; call after the tools are registered. ``bus``: the server's
+    ``subscriptions/listen`` bus (see :func:`~opsmcp.surface.resources.register_resources`)."""
     catalog = Path(runtime.settings.playbook_catalog)
     register_prompts(server, runtime.tools, lambda word: runbooks_mentioning(catalog, word))
-    register_resources(server, runtime)
-    server.completion()(Completer(server, runtime).complete)
+    register_resources(server, runtime, bus)
+    server.completion()(Completer(runtime).complete)

@@ -17,7 +17,6 @@ Invalid params`` instead, as the MCP spec asks, and names what is allowed.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import typing
 from collections.abc import Callable, Collection
@@ -30,6 +29,8 @@ from mcp.server.mcpserver.prompts.base import Message, Prompt, PromptArgument, U
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import Field
+
+from opsmcp.errors import did_you_mean
 
 #: Longest value any prompt argument may have (queue names are at most 80 characters,
 #: order ids and alert fingerprints far less).
@@ -242,8 +243,8 @@ def prompt_params_guard(server: MCPServer) -> ServerMiddleware[Any]:
         arguments = params.get("arguments") or {}
         prompts = {p.name: p for p in await server.list_prompts()}
         if not isinstance(name, str) or name not in prompts:
-            close = difflib.get_close_matches(str(name), list(prompts), n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            hint = did_you_mean(str(name), list(prompts), 3, sentence=True)
+            hint = f" {hint}" if hint else ""
             raise MCPError(INVALID_PARAMS, f"Unknown prompt {name!r}.{hint} prompts/list names: "
                            + ", ".join(sorted(prompts)), {"name": name})
         if not isinstance(arguments, dict):

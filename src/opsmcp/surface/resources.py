@@ -22,11 +22,9 @@ Depth changes are found by :class:`~opsmcp.surface.subscriptions.QueueWatch`
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +37,14 @@ from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import INVALID_PARAMS
 
 from opsmcp.catalog import packaged_runbooks
-from opsmcp.errors import NotFound, OpsError
+from opsmcp.errors import NotFound, OpsError, did_you_mean
 from opsmcp.surface.subscriptions import QUEUE_PREFIX, Depth, QueueWatch, register_subscriptions
 
 if TYPE_CHECKING:
-    from opsmcp.backends.sqs import SqsBackend
+    from mcp.server.subscriptions import SubscriptionBus
+
+    from opsmcp.backends.ansible.reader import CatalogReader
     from opsmcp.calls.runtime import Runtime
-    from opsmcp.toolsets.playbooks import PlaybookTools
 
 log = logging.getLogger(__name__)
 
@@ -110,70 +109,44 @@ def _first_line(text: str) -> str:
 
 
 def _not_found(kind: str, name: str, names: list[str], uri: str) -> ResourceNotFoundError:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f" Closest: {', '.join(close)}." if close else ""
+    hint = did_you_mean(name, names, 3, sentence=True)
+    hint = f" {hint}" if hint else ""
     return ResourceNotFoundError(f"No {kind} {name!r} ({uri}).{hint} Known: {', '.join(names) or 'none'}.")
 
 
 # ------------------------------------------------------------------------ queue state
 
 
-def sqs_backend(runtime: Runtime) -> SqsBackend:
-    """The queues toolset's SQS adapter (its ``sqs``), or a new one on the same clients."""
-    from opsmcp.backends.sqs import SqsBackend
-
-    found = getattr(runtime.toolsets.get("queues"), "sqs", None)
-    return found if isinstance(found, SqsBackend) else SqsBackend(runtime.clients)
-
-
 async def queue_state(runtime: Runtime, name: str) -> dict[str, Any]:
-    """The current state of queue ``name`` as a JSON-ready dict: counts, FIFO, its DLQ and
-    maxReceiveCount, the queues it is the DLQ of, visibility timeout and retention.
+    """The current state of queue ``name`` as a JSON-ready dict
+    (:meth:`~opsmcp.analysis.queue_state.QueueStates.describe`: counts, FIFO, its DLQ and
+    maxReceiveCount, the queues it is the DLQ of, visibility timeout and retention).
 
     Raises:
-        ResourceNotFoundError: not a valid queue name, or no such queue.
+        ResourceNotFoundError: not a valid queue name, no such queue, or no queues toolset.
         ResourceError: SQS failed (the reason and the next step are in the message).
     """
-    from opsmcp.backends.aws import aws_call
-    from opsmcp.backends.sqs import queue_name, redrive_policy
-
     if not _QUEUE_RE.match(name):
         raise ResourceNotFoundError(f"{name!r} is not a queue name (letters, digits, - and _, at most 80, "
                                     "optionally ending in .fifo).")
+    if runtime.queues is None:
+        raise ResourceNotFoundError(f"Queue resources need the queues toolset ({QUEUE_PREFIX}{name}).")
     try:
         await runtime.wait_ready()
-        url, attrs = await sqs_backend(runtime).require(name)
-        policy = redrive_policy(attrs)
-        resp = await aws_call(runtime.clients, f"list the source queues of {name}",
-                              runtime.clients.client("sqs").list_dead_letter_source_queues, QueueUrl=url)
+        return await runtime.queues.describe(name)
     except NotFound as exc:
         raise ResourceNotFoundError(f"{exc} ({QUEUE_PREFIX}{name})") from None
     except OpsError as exc:
         raise ResourceError(str(exc)) from None
-    sources = sorted(queue_name(u) for u in resp.get("queueUrls", []))
-    return {
-        "name": name,
-        "url": url,
-        "fifo": attrs.get("FifoQueue") == "true",
-        "visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
-        "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        "delayed": int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
-        "dlq": queue_name(policy["deadLetterTargetArn"]) if policy and policy.get("deadLetterTargetArn") else None,
-        "max_receive_count": policy.get("maxReceiveCount") if policy else None,
-        "is_dlq": bool(sources),
-        "source_queues": sources,
-        "visibility_timeout_seconds": int(attrs.get("VisibilityTimeout", 30)),
-        "retention_seconds": int(attrs.get("MessageRetentionPeriod", 345600)),
-        "read_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-    }
 
 
 # ------------------------------------------------------------------------ registration
 
 
-def register_resources(server: MCPServer, runtime: Runtime) -> QueueWatch | None:
+def register_resources(server: MCPServer, runtime: Runtime, bus: SubscriptionBus) -> QueueWatch | None:
     """Register the resources of the enabled toolsets; return the queue watcher (None when
-    the queues toolset is off).
+    the queues toolset is off). ``bus``: the server's ``subscriptions/listen`` bus (the one
+    handed to ``MCPServer(subscriptions=...)``), where queue changes are published.
 
     Playbook resources need the playbooks toolset (``list_playbooks`` registered); runbooks
     are always served; queue state needs ``list_queues``. Registers the
@@ -182,10 +155,8 @@ def register_resources(server: MCPServer, runtime: Runtime) -> QueueWatch | None
     """
     tools = runtime.tools
     catalog_path = Path(runtime.settings.playbook_catalog)
-    playbooks: PlaybookTools | None = runtime.toolsets.get("playbooks") if "list_playbooks" in tools else None  # type: ignore[assignment]
-
-    if playbooks is not None:
-        _register_playbooks(server, playbooks, catalog_path)
+    if runtime.catalog is not None and "list_playbooks" in tools:
+        _register_playbooks(server, runtime.catalog, catalog_path)
     for name, path in sorted(runbook_files(catalog_path).items()):
         title = _first_line(path.read_text(encoding="utf-8"))
         server.add_resource(FileResource(uri=f"opsmcp://runbooks/{name}", name=f"runbook-{name}", title=title,
@@ -199,7 +170,8 @@ def register_resources(server: MCPServer, runtime: Runtime) -> QueueWatch | None
         return read_runbook(catalog_path, name)
 
     server.middleware.append(_unknown_resource_hint(server))
-    if "list_queues" not in tools:
+    queues = runtime.queues
+    if "list_queues" not in tools or queues is None:
         return None
 
     @server.resource("opsmcp://queues/{name}", name="queue", title="Queue state",
@@ -208,31 +180,14 @@ def register_resources(server: MCPServer, runtime: Runtime) -> QueueWatch | None
     async def queue(name: str) -> str:
         return json.dumps(await queue_state(runtime, name), indent=1)
 
-    urls: dict[str, str] = {}
-
     async def read_depth(name: str) -> Depth:
-        """Two calls the first time (GetQueueUrl, GetQueueAttributes), one after that."""
-        sqs = sqs_backend(runtime)
         await runtime.wait_ready()
-        if name not in urls:
-            if not _QUEUE_RE.match(name):
-                raise ResourceNotFoundError(f"{name!r} is not a queue name.")
-            urls[name] = await sqs.resolve(name)
-        try:
-            attrs = await sqs.attributes(urls[name])
-        except NotFound:
-            urls.pop(name, None)  # deleted (or recreated under a new URL): resolve again next time
-            raise
-        counts = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                  "ApproximateNumberOfMessagesDelayed")
-        visible, in_flight, delayed = (int(attrs.get(c, 0)) for c in counts)
-        return visible, in_flight, delayed
-
-    bus = getattr(server, "_subscriptions", None)  # the SDK's listen bus (no public accessor in mcp 2.3.0)
+        if not _QUEUE_RE.match(name):
+            raise ResourceNotFoundError(f"{name!r} is not a queue name.")
+        return await queues.depth(name)
 
     async def publish(uri: str) -> None:
-        if bus is not None:
-            await bus.publish(ResourceUpdated(uri=uri))
+        await bus.publish(ResourceUpdated(uri=uri))
 
     watch = QueueWatch(read_depth, publish, runtime.settings.resource_poll_seconds)
     register_subscriptions(server, watch)
@@ -258,7 +213,7 @@ def _unknown_resource_hint(server: MCPServer) -> ServerMiddleware[Any]:
     return hint
 
 
-def _register_playbooks(server: MCPServer, playbooks: PlaybookTools, catalog_path: Path) -> None:
+def _register_playbooks(server: MCPServer, catalog: CatalogReader, catalog_path: Path) -> None:
     server.add_resource(FileResource(uri="opsmcp://playbooks/catalog", name="playbook-catalog",
                                      title="Playbook catalog", mime_type="application/yaml", encoding="utf-8",
                                      description="The playbooks run_playbook may run, their variables and risk (YAML).",
@@ -266,12 +221,12 @@ def _register_playbooks(server: MCPServer, playbooks: PlaybookTools, catalog_pat
 
     def source(name: str) -> str:
         try:
-            entry = playbooks.catalog().get(name)
+            entry = catalog().get(name)
         except NotFound:
-            raise _not_found("playbook", name, playbooks.catalog().names, f"opsmcp://playbooks/{name}") from None
+            raise _not_found("playbook", name, catalog().names, f"opsmcp://playbooks/{name}") from None
         return entry.file.read_text(encoding="utf-8")
 
-    for entry in playbooks.catalog().playbooks:
+    for entry in catalog().playbooks:
         server.add_resource(FileResource(uri=f"opsmcp://playbooks/{entry.name}", name=f"playbook-{entry.name}",
                                          title=f"Playbook {entry.name}", mime_type="application/yaml",
                                          description=f"{entry.risk}: {entry.description}", path=entry.file,

@@ -29,6 +29,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from opsmcp.errors import NotFound
+from opsmcp.surface.sdk_seams import connection_of, lowlevel
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,8 @@ def _queue_uris(uris: Any) -> list[str]:
 
 def _connection(ctx: ServerRequestContext[Any, Any]) -> Any:
     """The client connection a request came on: the same object for every request of one
-    client (``ctx.session`` is a new proxy per request). mcp 2.3.0 exposes it to low-level
-    handlers only as the session's ``_connection``; the session itself is the fallback."""
-    return getattr(ctx.session, "_connection", None) or ctx.session
+    client (``ctx.session`` is a new proxy per request); see :func:`~.sdk_seams.connection_of`."""
+    return connection_of(ctx.session)
 
 
 def register_subscriptions(server: MCPServer, watch: QueueWatch) -> None:
@@ -204,10 +204,10 @@ def register_subscriptions(server: MCPServer, watch: QueueWatch) -> None:
         return EmptyResult()
 
     # MCPServer has no public hook for these two methods in mcp 2.3.0; the low-level
-    # server's add_request_handler is the documented registration point.
-    lowlevel = server._lowlevel_server
-    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    # server's add_request_handler is the registration point (see sdk_seams).
+    low = lowlevel(server)
+    low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
     async def listen_middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method != "subscriptions/listen" or ctx.request_id is None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from opsmcp.backends.alertstore import AlertStore, StoredAlert
 from opsmcp.config import Settings
-from opsmcp.errors import InvalidInput, NotFound, closest
+from opsmcp.errors import InvalidInput, NotFound, did_you_mean
 from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_time
 from opsmcp.toolsets.base import tool
@@ -94,7 +93,7 @@ class AlertTools:
             raise InvalidInput(f"status={status!r} is not firing or resolved.", "omit status for both.")
         sev = (severity or "").strip() or None
         after = iso(parse_time(since, name="since")) if since and since.strip() else None
-        alerts = await anyio.to_thread.run_sync(self.store.all)
+        alerts = await self.store.all()
         found = [a for a in alerts if (want is None or a.status == want)
                  and (sev is None or a.labels.get("severity") == sev)
                  and (after is None or a.last_received >= after)]
@@ -118,9 +117,9 @@ class AlertTools:
         fp = fingerprint.strip()
         if not fp:
             raise InvalidInput("fingerprint is empty.", "take one from list_alerts.")
-        found = await anyio.to_thread.run_sync(self.store.get, fp)
+        found = await self.store.get(fp)
         if found is None and len(fp) >= 4:
-            alerts = await anyio.to_thread.run_sync(self.store.all)
+            alerts = await self.store.all()
             matches = [a for a in alerts if a.fingerprint.startswith(fp)]
             if len(matches) == 1:
                 found = matches[0]
@@ -128,8 +127,7 @@ class AlertTools:
                 raise InvalidInput(f"Fingerprint prefix {fp!r} matches {len(matches)} alerts.",
                                    "give more characters: " + ", ".join(a.fingerprint for a in matches[:5]) + ".")
         if found is None:
-            alerts = await anyio.to_thread.run_sync(self.store.all)
-            near = closest(fp, [a.fingerprint for a in alerts])
-            hint = ("did you mean " + ", ".join(near) + "?") if near else "list_alerts shows the received alerts."
+            alerts = await self.store.all()
+            hint = did_you_mean(fp, [a.fingerprint for a in alerts]) or "list_alerts shows the received alerts."
             raise NotFound(f"No alert with fingerprint {fp!r}.", hint)
         return AlertResult(alert=found)

@@ -21,9 +21,11 @@ service under ``unknown``), and the result's notes say so.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import re
 import threading
+import time
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -34,9 +36,11 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.log_factory import build_log_backend
 from opsmcp.backends.logbackend import LogBackend, LogRecord, ms_iso, normalize_level
 from opsmcp.config import Settings
-from opsmcp.errors import InvalidInput, OpsError, closest
+from opsmcp.errors import InvalidInput, OpsError, did_you_mean
+from opsmcp.logsetup import backend_call_line, backends_log
+from opsmcp.result_size import take_within
 from opsmcp.results import Result, clamp
-from opsmcp.times import iso, parse_time, parse_window, utcnow
+from opsmcp.times import iso, parse_duration, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import tool
 
 DEFAULT_LIMIT = 50
@@ -49,9 +53,6 @@ MAX_BUCKETS = 240
 MAX_GROUPS = 25
 MAX_KNOWN_LISTED = 30
 _NICE_SECONDS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|m|min|mins|h|hr|hrs|d)?\s*$", re.I)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
-                 "h": 3600, "hr": 3600, "hrs": 3600, "d": 86400}
 
 MAX_QUERY_CHARS = 1000
 MAX_NAME_CHARS = 200
@@ -157,22 +158,6 @@ class LogPatternsResult(Result):
 # --------------------------------------------------------------------------- helpers
 
 
-def parse_interval(value: int | float | str | None) -> float | None:
-    """A bucket width: seconds as a number, or '30s', '5m', '1h', '1d'. Returns seconds."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _INTERVAL.match(str(value))
-        if not m:
-            raise InvalidInput(f"Cannot read interval={value!r}.", "use seconds (300) or '30s', '5m', '1h', '1d'.")
-        seconds = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "s").lower()]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidInput(f"interval must be positive, got {value!r}.", "use e.g. '5m' or 300.")
-    return seconds
-
-
 def _nice(seconds: float) -> int:
     return next((n for n in _NICE_SECONDS if n >= seconds), math.ceil(seconds / 86400) * 86400)
 
@@ -189,8 +174,8 @@ def _known_note(kind: str, wanted: str, known: dict[str, int]) -> str:
         return f"unknown {kind} {wanted!r}: the log store is empty"
     shown = [f"{k} ({n:,})" for k, n in list(known.items())[:MAX_KNOWN_LISTED]]
     more = f" and {len(known) - MAX_KNOWN_LISTED} more" if len(known) > MAX_KNOWN_LISTED else ""
-    near = closest(normalize_level(wanted) if kind == "level" else wanted, known)
-    mean = f"; did you mean {', '.join(repr(n) for n in near[:3])}?" if near else ""
+    mean = did_you_mean(normalize_level(wanted) if kind == "level" else wanted, known, 3)
+    mean = f"; {mean}" if mean else ""
     return f"unknown {kind} {wanted!r}{mean} Known {kind}s (lines): {', '.join(shown)}{more}"
 
 
@@ -300,7 +285,19 @@ class LogTools:
             raise self._error
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+        """Run a blocking step (which queries the log backend) in a worker thread; at DEBUG,
+        log the step and its duration as a backend call."""
+        if not backends_log.isEnabledFor(logging.DEBUG):
+            return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            backend_call_line(f"logs:{self.settings.log_backend}", getattr(fn, "__name__", "query").lstrip("_"),
+                              time.perf_counter() - started, outcome)
 
     # ------------------------------------------------------------------ search_logs
     @tool(title="Search logs", read_only=True, idempotent=True, open_world=False)
@@ -356,17 +353,17 @@ class LogTools:
         notes += page.notes
         if not page.hits and self._unknown_filters(service, level, notes):
             return SearchLogsResult(total=0, returned=0, hits=[], notes=notes)
+        next_cursor, truncated = page.next_cursor, page.next_cursor is not None
+        kept, over = take_within(page.hits, self.budget, lambda r: _size(r, include_fields), used=300)
+        if over and kept[-1].cursor:  # stop where a cursor continues; else the choke point's cut applies
+            next_cursor, truncated = kept[-1].cursor, True
+            notes.append(f"stopped at {len(kept)} hits to fit the {self.settings.max_result_bytes}-byte result "
+                         "budget; pass next_cursor for more")
+        else:
+            kept = page.hits
         hits: list[LogHit] = []
-        size, cut_msgs, next_cursor, truncated = 300, 0, page.next_cursor, page.next_cursor is not None
-        for i, rec in enumerate(page.hits):
-            size += _size(rec, include_fields)
-            if size > self.budget and hits and page.hits[i - 1].cursor:
-                next_cursor = page.hits[i - 1].cursor
-                truncated = True
-                budget = self.settings.max_result_bytes
-                notes.append(f"stopped at {len(hits)} hits to fit the {budget}-byte result budget; "
-                             "pass next_cursor for more")
-                break
+        cut_msgs = 0
+        for rec in kept:
             hit, cut = _hit(rec, include_fields)
             cut_msgs += cut
             hits.append(hit)
@@ -423,14 +420,13 @@ class LogTools:
         notes += tr.notes
         if tr.trace_id != trace_id:
             notes.append(f"matched trace_id {tr.trace_id!r} (normalised from {trace_id!r})")
+        kept, over = take_within(tr.lines, self.budget, lambda r: _size(r, False), used=600)
+        if over:
+            notes.append(f"stopped at {len(kept)} lines to fit the {self.settings.max_result_bytes}-byte result "
+                         "budget")
         lines: list[LogHit] = []
-        size, cut_msgs = 600, 0
-        for rec in tr.lines:
-            size += _size(rec, False)
-            if size > self.budget and lines:
-                budget = self.settings.max_result_bytes
-                notes.append(f"stopped at {len(lines)} lines to fit the {budget}-byte result budget")
-                break
+        cut_msgs = 0
+        for rec in kept:
             hit, cut = _hit(rec, False)
             cut_msgs += cut
             lines.append(hit)
@@ -475,7 +471,7 @@ class LogTools:
         notes: list[str] = []
         service = _text_arg("service", service, notes)
         level = _text_arg("level", level, notes)
-        seconds = parse_interval(interval)
+        seconds = parse_duration(interval, name="interval")
         now = utcnow()
         bounds = self.store.time_bounds()
         if start is None and end is None and bounds is not None:
@@ -642,5 +638,5 @@ class LogTools:
 
 __all__ = [
     "LogHit", "LogPattern", "LogPatternsResult", "LogStatsResult", "LogTools", "SearchLogsResult", "StatsGroup",
-    "TraceResult", "parse_interval",
+    "TraceResult",
 ]

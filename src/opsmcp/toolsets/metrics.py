@@ -21,6 +21,7 @@ from opsmcp.analysis.series import MetricPoint, MetricSummary, downsample, summa
 from opsmcp.backends.cloudwatch import CloudWatchBackend
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, closest, not_found
+from opsmcp.result_size import room_for
 from opsmcp.results import Result, clamp
 from opsmcp.times import iso
 from opsmcp.toolsets.base import tool
@@ -161,8 +162,8 @@ class MetricTools:
     def __init__(self, settings: Settings, backend: CloudWatchBackend) -> None:
         self.settings = settings
         self.backend = backend
-        # ~70 bytes of JSON per point; leave room for the summary and notes.
-        self.max_display = max(10, min(MAX_DISPLAY_POINTS, (settings.max_result_bytes - 3000) // 70))
+        # ~70 bytes of JSON per point; room for the summary and notes.
+        self.max_display = room_for(settings.max_result_bytes, 70, high=MAX_DISPLAY_POINTS)
 
     @tool(title="Query a CloudWatch metric", read_only=True, idempotent=True, open_world=True)
     async def query_metrics(

@@ -21,7 +21,6 @@ Write safety, in two layers:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
@@ -33,8 +32,10 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import TaskEvent
+from opsmcp.backends.ansible.reader import CatalogReader
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, WritesDisabled
+from opsmcp.result_size import fit_result, json_size
 from opsmcp.results import Result, WriteResult
 from opsmcp.toolsets.base import tool
 
@@ -92,15 +93,14 @@ class PlaybookTools:
     """The ``playbooks`` toolset.
 
     Args:
-        settings: reads ``playbook_catalog`` (re-read when the file changes),
-            ``playbook_timeout_seconds`` and ``max_result_bytes``.
+        settings: ``playbook_timeout_seconds`` and ``max_result_bytes``.
+        catalog: the catalog reader (built by the composition root and shared with the
+            playbook resources); default: a reader of ``settings.playbook_catalog``.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, catalog: CatalogReader | None = None) -> None:
         self.settings = settings
-        self._catalog: backend.Catalog | None = None
-        self._catalog_mtime: float | None = None
-        self._lock = threading.Lock()
+        self._reader = catalog or CatalogReader(settings.playbook_catalog)
 
     # ------------------------------------------------------------------ catalog
 
@@ -110,16 +110,7 @@ class PlaybookTools:
         Raises:
             OpsError: the catalog file is missing or invalid (names the file).
         """
-        path = self.settings.playbook_catalog
-        try:
-            mtime = os.stat(path).st_mtime
-        except OSError:
-            mtime = None
-        with self._lock:
-            if self._catalog is None or mtime != self._catalog_mtime:
-                self._catalog = backend.load_catalog(path)
-                self._catalog_mtime = mtime
-            return self._catalog
+        return self._reader()
 
     def check(self) -> None:
         """Start-up check for the server and ``opsmcp doctor``: the catalog loads and
@@ -297,39 +288,45 @@ def _to_result(run: backend.PlaybookRun) -> PlaybookRunResult:
 
 
 def _fit(result: PlaybookRunResult, budget: int) -> PlaybookRunResult:
-    """Shrink ``result`` to at most ``budget`` bytes of JSON: the stdout tail first (to its
-    last 1,000 characters), then diffs from the end, then debug outputs (to 300
-    characters), then task results from the end (at least one is kept). Each cut sets
-    ``truncated`` and the matching ``*_truncated`` flag and says so in ``notes``."""
+    """Shrink ``result`` to at most ``budget`` bytes of JSON with
+    :func:`~opsmcp.result_size.fit_result` and these steps, in order, while it is too large:
+    the stdout tail (to its last 1,000 characters), diffs from the end, debug outputs (to 300
+    characters), task results from the end (at least one is kept). Each cut sets ``truncated``
+    and the matching ``*_truncated`` flag and says so in ``notes``."""
 
-    def size() -> int:
-        return len(result.model_dump_json().encode())
+    def over() -> bool:
+        return json_size(result) > budget
 
-    if size() <= budget:
-        return result
-    result.truncated = True
-    if len(result.stdout_tail) > 1_000:
-        result.stdout_tail = result.stdout_tail[-1_000:]
-        result.stdout_truncated = True
-        result.notes.append("stdout_tail was cut to fit the result size budget.")
-    dropped = 0
-    while result.diffs and size() > budget:
-        result.diffs.pop()
-        dropped += 1
-    if dropped:
-        result.diffs_truncated = True
-        result.notes.append(f"{dropped} diff(s) were dropped to fit the result size budget.")
-    if size() > budget:
-        for t in result.tasks:
+    def stdout(r: PlaybookRunResult) -> str | None:
+        if len(r.stdout_tail) <= 1_000:
+            return None
+        r.stdout_tail, r.stdout_truncated = r.stdout_tail[-1_000:], True
+        return "stdout_tail was cut to fit the result size budget."
+
+    def diffs(r: PlaybookRunResult) -> str | None:
+        dropped = 0
+        while r.diffs and over():
+            r.diffs.pop()
+            dropped += 1
+        if not dropped:
+            return None
+        r.diffs_truncated = True
+        return f"{dropped} diff(s) were dropped to fit the result size budget."
+
+    def outputs(r: PlaybookRunResult) -> str:
+        for t in r.tasks:
             if t.output and len(t.output) > 300:
                 t.output = t.output[:300] + " ...[truncated]"
-        result.notes.append("Debug outputs were cut to fit the result size budget.")
-    kept = len(result.tasks)
-    if size() > budget:  # room for the note that says so: it is added after the cut
+        return "Debug outputs were cut to fit the result size budget."
+
+    def tasks(r: PlaybookRunResult) -> str | None:
+        kept = len(r.tasks)  # room for the note this step adds after its cut
         reserve = len(f"Only the first {kept} of {kept} task results fit the size budget.".encode()) + 3
-        while len(result.tasks) > 1 and size() + reserve > budget:
-            result.tasks.pop()
-    if len(result.tasks) < kept:
-        result.tasks_truncated = True
-        result.notes.append(f"Only the first {len(result.tasks)} of {kept} task results fit the size budget.")
-    return result
+        while len(r.tasks) > 1 and json_size(r) + reserve > budget:
+            r.tasks.pop()
+        if len(r.tasks) == kept:
+            return None
+        r.tasks_truncated = True
+        return f"Only the first {len(r.tasks)} of {kept} task results fit the size budget."
+
+    return fit_result(result, budget, steps=(stdout, diffs, outputs, tasks))

@@ -26,6 +26,7 @@ from opsmcp.analysis.series import MetricPoint, MetricSummary, downsample, rnd, 
 from opsmcp.backends.prometheus import MAX_POINTS_PER_SERIES, PrometheusBackend
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.result_size import room_for
 from opsmcp.results import Result, clamp
 from opsmcp.times import iso, parse_time, parse_window
 from opsmcp.toolsets.base import tool
@@ -170,8 +171,9 @@ class PrometheusTools:
 
     def _points_per_series(self, n_series: int, label_bytes: int) -> int:
         """Display points per series so the answer stays inside the result budget."""
-        room = self.settings.max_result_bytes - 3000 - label_bytes - n_series * 1300
-        return max(10, min(MAX_DISPLAY_POINTS, room // (max(1, n_series) * 60)))
+        # ~60 bytes of JSON per point; room for the summary, each series' labels and stats.
+        return room_for(self.settings.max_result_bytes, 60, reserve=3000 + label_bytes + n_series * 1300,
+                        parts=n_series, high=MAX_DISPLAY_POINTS)
 
     async def _types(self, names: set[str]) -> dict[str, str]:
         """Metric types from /api/v1/metadata for up to 20 names ("" when it has none),

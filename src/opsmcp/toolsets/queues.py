@@ -13,23 +13,22 @@ its DLQ); a received message stays hidden for its visibility timeout unless rele
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Coroutine, Iterable
 from typing import Annotated, Any
 
-import anyio
 from pydantic import BaseModel, Field
 
 from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, group, iso_ms, signatures
+from opsmcp.analysis.queue_state import QueueInfo, QueueStates, each
 from opsmcp.analysis.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
-from opsmcp.errors import InvalidInput, NotFound, OpsError
+from opsmcp.config import Settings
+from opsmcp.errors import InvalidInput, NotFound
 from opsmcp.results import Result, clamp
 from opsmcp.toolsets.base import tool
 
-__all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueList", "QueueTools", "RedriveFailure", "RedriveResult"]
+__all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueInfo", "QueueList", "QueueTools", "RedriveFailure",
+           "RedriveResult"]
 
-DEFAULT_HOLD_SECONDS = 120  # how long analysis/redrive keeps read messages hidden (OPSMCP_REDRIVE_HOLD_SECONDS)
 BODY_PREVIEW_BYTES = 4096
 MAX_QUEUE_ARG = 1024  # a queue URL or ARN; names are at most 80 characters
 MAX_PREFIX = 80  # AWS caps QueueNamePrefix at 80 characters
@@ -41,39 +40,6 @@ QueueArg = Annotated[str, Field(description="Queue name (e.g. 'order-queue-dlq')
 
 
 # ---------------------------------------------------------------- models --------------
-
-
-async def each(fn: Callable[[str], Coroutine[Any, Any, None]], items: Iterable[str]) -> None:
-    """Run ``fn(item)`` for every item concurrently. When they fail only with
-    :class:`~opsmcp.errors.OpsError` (a backend that is down fails them all), raise the first
-    one, not the task group's ExceptionGroup, so the tool error still names the endpoint."""
-    try:
-        async with anyio.create_task_group() as tg:
-            for item in items:
-                tg.start_soon(fn, item)
-    except BaseExceptionGroup as group:
-        ops, rest = group.split(OpsError)
-        if ops is None or rest is not None:
-            raise
-        first: BaseException = ops
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-
-
-class QueueInfo(BaseModel):
-    """One queue with its message counts and DLQ wiring."""
-
-    name: str
-    url: str
-    fifo: bool
-    visible: int = Field(description="ApproximateNumberOfMessages (ready to receive).")
-    in_flight: int = Field(description="ApproximateNumberOfMessagesNotVisible (received, not deleted).")
-    delayed: int = Field(description="ApproximateNumberOfMessagesDelayed.")
-    dlq: str | None = Field(None, description="Name of this queue's DLQ, from its RedrivePolicy.")
-    max_receive_count: int | None = Field(None, description="Receives before a message moves to the DLQ.")
-    is_dlq: bool = Field(False, description="True when another queue's RedrivePolicy targets this queue.")
-    source_queues: list[str] = Field(default_factory=list, description="For a DLQ: the queues that feed it.")
 
 
 class QueueList(Result):
@@ -122,16 +88,22 @@ class QueueTools:
     """SQS queue and DLQ tools.
 
     Args:
+        settings: ``redrive_hold_seconds`` (how long analysis and redrive keep read messages hidden).
         sqs: the SQS adapter.
         correlate: optional ``async (trace_ids) -> {trace_id: [error line dicts, oldest first]}``
             used by :meth:`analyze_dlq` to explain messages that carry no error attributes.
             Each line dict has at least ``service``, ``message`` and ``timestamp``.
+        states: the queue-state reader ``list_queues`` answers from (the composition root
+            shares it with the ``/events`` poller and the queue resources); default: one
+            on ``sqs``.
     """
 
-    def __init__(self, sqs: SqsBackend, correlate: Correlator | None = None) -> None:
+    def __init__(self, settings: Settings, sqs: SqsBackend, correlate: Correlator | None = None,
+                 states: QueueStates | None = None) -> None:
         self.sqs = sqs
         self.correlate = correlate
-        self.hold = int(getattr(sqs.clients.settings, "redrive_hold_seconds", DEFAULT_HOLD_SECONDS))
+        self.states = states or QueueStates(sqs, correlate)
+        self.hold = settings.redrive_hold_seconds
 
     # -------------------------------------------------------------- list_queues --------
     @tool(title="List SQS queues", read_only=True, idempotent=True)
@@ -151,34 +123,7 @@ class QueueTools:
             InvalidInput: a cursor SQS does not accept (start over without it)."""
         notes: list[str] = []
         limit = clamp("limit", limit, 1, 1000, notes)
-        urls, token = await self.sqs.list_urls(prefix, limit, cursor)
-        attrs: dict[str, dict[str, str]] = {}
-
-        async def fetch(url: str) -> None:
-            with contextlib.suppress(NotFound):  # deleted between list and read: left out
-                attrs[url] = await self.sqs.attributes(url)
-
-        await each(fetch, urls)
-        sources: dict[str, list[str]] = {}
-        infos = []
-        urls = [u for u in urls if u in attrs]
-        for url in urls:
-            a = attrs[url]
-            policy = redrive_policy(a)
-            dlq = queue_name(policy["deadLetterTargetArn"]) if policy and policy.get("deadLetterTargetArn") else None
-            if dlq:
-                sources.setdefault(dlq, []).append(queue_name(url))
-            infos.append(QueueInfo(
-                name=queue_name(url), url=url, fifo=a.get("FifoQueue") == "true",
-                visible=int(a.get("ApproximateNumberOfMessages", 0)),
-                in_flight=int(a.get("ApproximateNumberOfMessagesNotVisible", 0)),
-                delayed=int(a.get("ApproximateNumberOfMessagesDelayed", 0)),
-                dlq=dlq, max_receive_count=policy.get("maxReceiveCount") if policy else None,
-            ))
-        for info in infos:
-            if info.name in sources:
-                info.is_dlq = True
-                info.source_queues = sorted(sources[info.name])
+        infos, token = await self.states.page(prefix, limit, cursor)
         if prefix and not infos:
             notes.append(f"no queue name starts with {prefix!r}; call list_queues without prefix to see all")
         if prefix or token or cursor:

@@ -17,7 +17,6 @@ import logging
 import time
 from typing import Any
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -46,12 +45,12 @@ async def _read_bounded(request: Request, limit: int) -> bytes | None:
 def alertmanager_route(runtime: Any) -> Route:
     """The ``POST /webhooks/alertmanager`` route for ``runtime`` (an :class:`opsmcp.calls.runtime.Runtime`).
 
-    The store comes from ``runtime.toolsets["alerts"].store`` at request time.
+    The store is ``runtime.alerts`` (None without the alerts toolset: 404).
     """
 
     async def receive(request: Request) -> Response:
-        tools = runtime.toolsets.get("alerts")
-        if tools is None:
+        store = runtime.alerts
+        if store is None:
             return JSONResponse({"error": "alerts are not enabled: set OPSMCP_ALERTMANAGER_URL "
                                           "(or OPSMCP_ALERTS_TABLE) and keep 'alerts' in OPSMCP_TOOLSETS"},
                                 status_code=404)
@@ -67,7 +66,7 @@ def alertmanager_route(runtime: Any) -> Route:
         except InvalidInput as exc:
             return JSONResponse({"error": exc.message}, status_code=400)
         try:
-            changes = await anyio.to_thread.run_sync(tools.store.record, alerts)
+            changes = await store.record(alerts)
         except OpsError as exc:
             log.error("alert webhook: %s", exc)
             return JSONResponse({"error": exc.message}, status_code=503)

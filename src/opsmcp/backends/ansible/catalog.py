@@ -1,7 +1,7 @@
 """The playbook catalog and variable validation: the security boundary of ``run_playbook``.
 
 What may run is decided here, never by the caller. :func:`load_catalog` reads the catalog
-YAML (the shipped ``opsmcp/catalog/catalog.yml`` or ``OPSMCP_PLAYBOOK_CATALOG``); a caller
+YAML (the shipped ``tools/catalog.yml`` or ``OPSMCP_PLAYBOOK_CATALOG``); a caller
 picks an entry by name (:meth:`Catalog.get`) and passes variables, which
 :func:`validate_vars` checks against the entry before anything runs:
 
@@ -14,7 +14,7 @@ Playbooks never put a value into shell text (values reach scripts through
 ``environment:``; ``tests/test_playbook_injection.py`` enforces it), so validation is the
 second wall, not the only one. Resolving a path here does not keep it safe until the run:
 the shipped playbooks touch files only through the catalog's modules
-(``opsmcp/catalog/playbooks/library``), which refuse links planted after validation and
+(``tools/playbooks/library``), which refuse links planted after validation and
 never write through a derived name (``tests/test_playbook_write_safety.py``). This module
 knows nothing of ansible-runner or MCP.
 """
@@ -54,7 +54,7 @@ _FALSE = {"false", "no", "off", "0"}
 
 
 class VarSpec(BaseModel):
-    """One variable a catalog entry accepts (see ``opsmcp/catalog/catalog.yml``)."""
+    """One variable a catalog entry accepts (see ``tools/catalog.yml``)."""
 
     model_config = ConfigDict(extra="forbid")
 

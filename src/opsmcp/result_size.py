@@ -1,19 +1,22 @@
 """The size budget: how big one answer (or one audit record) may get, and how to cut it.
 
 One place for every size rule, so a tool result, an approval prompt and an audit record are
-cut the same way and always say so:
+cut the same way and always say so (it sits below the toolsets, which cut early where they
+know better what to drop first, and below the call pipeline, which cuts every result):
 
-- :func:`cut_text` shortens one string and marks the cut (``…[cut: N more characters]``).
-- :func:`take_within` keeps the leading items of a list that fit a byte budget (the loop
-  the logs toolset runs over hits and trace lines).
+- :func:`cut_text` shortens one string and marks the cut (``…[cut: N more characters]``):
+  approval prompts, audit records, argument errors.
+- :func:`take_within` keeps the leading items of a list that fit a byte budget: the logs
+  toolset's loops over search hits and trace lines.
+- :func:`room_for` turns the byte budget into a number of items of a known size: the metric
+  toolsets downsample a series to that many points instead of cutting it.
 - :func:`cap_values` walks a JSON-like value and cuts every long string in it (audit
   records: long argument values are cut and marked, never dropped silently).
-- :func:`fit_result` cuts a :class:`~opsmcp.toolsets.base.Result` to the result budget
-  (``OPSMCP_MAX_RESULT_BYTES``): optional tool-specific shrink steps first, then the longest
-  top-level list from its end; it sets ``truncated`` and explains the cut in ``notes``.
-
-The server's choke point calls :func:`fit_result` on every tool result; toolsets may call
-these helpers themselves to cut earlier, where they know better what to drop first.
+- :func:`fit_result` cuts a :class:`~opsmcp.results.Result` to the result budget
+  (``OPSMCP_MAX_RESULT_BYTES``): optional tool-specific shrink steps first (the playbooks
+  toolset's: stdout, diffs, outputs, tasks), then the longest top-level list from its end;
+  it sets ``truncated`` and explains the cut in ``notes``. The choke point calls it on every
+  tool result.
 """
 
 from __future__ import annotations
@@ -75,6 +78,15 @@ def take_within(items: Iterable[T], budget: int, size_of: Callable[[T], int], us
             return kept, True
         kept.append(item)
     return kept, False
+
+
+def room_for(budget: int, item_bytes: int, *, reserve: int = 3_000, parts: int = 1, low: int = 10,
+             high: int | None = None) -> int:
+    """How many items of about ``item_bytes`` each fit in ``budget`` bytes after ``reserve``
+    bytes for the rest of the answer, per each of ``parts`` lists (series), held to
+    ``low``..``high``: an answer that would be too large is shown coarser, never empty."""
+    room = (budget - reserve) // (max(1, parts) * max(1, item_bytes))
+    return max(low, room if high is None else min(high, room))
 
 
 def cap_values(value: Any, max_chars: int) -> tuple[Any, int]:
