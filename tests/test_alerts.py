@@ -24,6 +24,7 @@ from opsmcp.errors import InvalidInput
 from opsmcp.times import iso
 
 TOKEN = "test-token-4b1d"
+WEBHOOK = "webhook-token-for-tests-0123456789"  # Alertmanager's own credential (OPSMCP_WEBHOOK_TOKEN)
 RULES = """
 groups:
   - name: incident
@@ -138,10 +139,10 @@ async def test_tools_filter_sort_and_find_by_prefix(tmp_path):
 
 def test_webhook_route_auth_size_and_shape(tmp_path):
     settings = Settings(data_dir=tmp_path, alertmanager_url="http://127.0.0.1:9", toolsets=["alerts"],
-                        http_token=TOKEN, alerts_max_payload_bytes=4096)
+                        http_token=TOKEN, webhook_token=WEBHOOK, alerts_max_payload_bytes=4096)
     with promstack.OpsmcpHttp(settings) as ops:
         url = f"{ops.url}/webhooks/alertmanager"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = {"Authorization": f"Bearer {WEBHOOK}"}
         assert httpx.post(url, json=_payload(_alert("w1"))).status_code == 401
         ok = httpx.post(url, json=_payload(_alert("w1")), headers=auth)
         assert ok.status_code == 200 and ok.json() == {"received": 1, "new": 1}
@@ -156,6 +157,64 @@ def test_webhook_route_auth_size_and_shape(tmp_path):
         assert r.status_code == 404 and "OPSMCP_ALERTMANAGER_URL" in r.json()["error"]
 
 
+def test_webhook_takes_alertmanagers_own_credential_only(tmp_path, capsys):
+    """Regression (issue 19 item 5): any identity with any scope could post alerts (an
+    ops:read token did). Now only OPSMCP_WEBHOOK_TOKEN (bearer, or basic-auth password,
+    compared in constant time) or a token with scope alerts:write may; nothing else is stored."""
+    import base64
+
+    from opsmcp.cli import main as cli_main
+
+    tokens = tmp_path / "tokens.jsonl"
+
+    def add(subject: str, scopes: str) -> str:
+        assert cli_main(["token", "add", subject, "--scopes", scopes, "--file", str(tokens)]) == 0
+        return capsys.readouterr().out.strip()
+
+    reader, writer, am_token = add("alice", "ops:read"), add("bob", "ops:read,ops:write"), add("am", "alerts:write")
+    settings = Settings(data_dir=tmp_path, alertmanager_url="http://127.0.0.1:9", toolsets=["alerts"],
+                        http_token=TOKEN, tokens_file=tokens, webhook_token=WEBHOOK)
+    basic = base64.b64encode(f"alertmanager:{WEBHOOK}".encode()).decode()
+    with promstack.OpsmcpHttp(settings) as ops:
+        url = f"{ops.url}/webhooks/alertmanager"
+        store = ops.runtime.toolsets["alerts"].store  # type: ignore[attr-defined]
+
+        def post(fp: str, authorization: str | None) -> int:
+            headers = {"Authorization": authorization} if authorization else {}
+            return httpx.post(url, json=_payload(_alert(fp)), headers=headers, timeout=10).status_code
+
+        refused = {"none": (None, 401), "ops:read": (f"Bearer {reader}", 403),
+                   "ops:read+write": (f"Bearer {writer}", 403),
+                   "shared ops token": (f"Bearer {TOKEN}", 403), "wrong webhook token": (f"Bearer {WEBHOOK}x", 401),
+                   "webhook token prefix": (f"Bearer {WEBHOOK[:-1]}", 401),
+                   "basic, wrong password": ("Basic " + base64.b64encode(b"alertmanager:nope").decode(), 401),
+                   "basic, not base64": ("Basic %%%", 401)}
+        for i, (why, (header, status)) in enumerate(refused.items()):
+            assert post(f"r{i}", header) == status, why
+        assert store.all() == []
+        assert post("ok1", f"Bearer {WEBHOOK}") == 200
+        assert post("ok2", f"bearer {WEBHOOK}") == 200
+        assert post("ok3", f"Basic {basic}") == 200
+        assert post("ok4", f"Bearer {am_token}") == 200
+        assert sorted(a.fingerprint for a in store.all()) == ["ok1", "ok2", "ok3", "ok4"]
+        # Alertmanager's credentials open nothing else
+        for header in (f"Bearer {WEBHOOK}", f"Bearer {am_token}"):
+            got = httpx.get(f"{ops.url}/metrics", headers={"Authorization": header}, timeout=10)
+            assert got.status_code in (401, 403), header
+    # no authentication configured at all: an open local server, the webhook too; with only a
+    # webhook token configured, the webhook needs it
+    with promstack.OpsmcpHttp(Settings(data_dir=tmp_path / "open", alertmanager_url="http://127.0.0.1:9",
+                                       toolsets=["alerts"])) as ops:
+        assert httpx.post(f"{ops.url}/webhooks/alertmanager", json=_payload(_alert("o1"))).status_code == 200
+    with promstack.OpsmcpHttp(Settings(data_dir=tmp_path / "hook", alertmanager_url="http://127.0.0.1:9",
+                                       toolsets=["alerts"], webhook_token=WEBHOOK)) as ops:
+        hook = f"{ops.url}/webhooks/alertmanager"
+        assert httpx.post(hook, json=_payload(_alert("h1"))).status_code == 401
+        assert httpx.post(hook, json=_payload(_alert("h1")), headers={"Authorization": "Bearer x"}).status_code == 403
+        assert httpx.post(hook, json=_payload(_alert("h1")),
+                          headers={"Authorization": f"Bearer {WEBHOOK}"}).status_code == 200
+
+
 @pytest.mark.skipif(not (promstack.PROMETHEUS and promstack.ALERTMANAGER), reason=promstack.MISSING)
 async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path):
     from mcp import Client
@@ -164,9 +223,9 @@ async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path)
 
     am_port = promstack.free_port()
     settings = Settings(data_dir=tmp_path / "opsmcp", alertmanager_url=f"http://127.0.0.1:{am_port}",
-                        toolsets=["alerts"], http_token=TOKEN)
+                        toolsets=["alerts"], http_token=TOKEN, webhook_token=WEBHOOK)
     with promstack.OpsmcpHttp(settings) as ops:
-        am = promstack.start_alertmanager(tmp_path / "am", f"{ops.url}/webhooks/alertmanager", TOKEN, port=am_port)
+        am = promstack.start_alertmanager(tmp_path / "am", f"{ops.url}/webhooks/alertmanager", WEBHOOK, port=am_port)
         try:
             end = int(time.time()) // 60 * 60 - 120
             prom, _ = promstack.start_prometheus(tmp_path / "prom", end=end, rules=RULES,

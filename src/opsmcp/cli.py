@@ -55,6 +55,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "every tool. Set OPSMCP_HTTP_TOKEN (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1.",
               file=sys.stderr)
         return 2
+    if args.transport == "http":
+        from opsmcp.config import weak_token_problem
+
+        weak = weak_token_problem(settings, args.host)
+        if weak:
+            print(f"opsmcp: refusing to serve: {weak}", file=sys.stderr)
+            return 2
     sandbox: Sandbox | None = None
     stopping = threading.Event()  # set when the server exits: seeding errors after it are not reported
     built = threading.Event()  # set once `runtime` exists (seeding starts before the server is built)
@@ -440,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stdio (default; for Claude Desktop and spawned clients) or http "
                             "(streamable HTTP at /mcp, SSE at /sse, events at /events)")
     serve.add_argument("--host", default="127.0.0.1",
-                       help="HTTP bind address (default 127.0.0.1; other addresses need OPSMCP_HTTP_TOKEN)")
+                       help="HTTP bind address (default 127.0.0.1; other addresses need a token: OPSMCP_HTTP_TOKEN "
+                            "of at least 32 characters, OPSMCP_TOKENS_FILE or OPSMCP_JWKS_URL)")
     serve.add_argument("--port", type=int, default=3001, help="HTTP port (default 3001)")
     serve.add_argument("--allow-writes", action="store_true", help="register write tools (env OPSMCP_ALLOW_WRITES=1)")
     serve.add_argument("--toolsets", help=f"comma-separated subset of {','.join(ALL_TOOLSETS)} (default: all)")

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     alerts_max_payload_bytes: int = Field(
         1_048_576, ge=1024, description="Largest Alertmanager webhook body accepted, in bytes."
     )
+    webhook_token: SecretStr | None = Field(
+        None, description="Alertmanager's own credential for POST /webhooks/alertmanager (bearer token, or the "
+        "password of basic auth); tokens with scope alerts:write work too.")
 
     # --- playbooks / audit --------------------------------------------------------
     playbook_catalog: Path = Field(default_factory=_default_catalog, description="Catalog YAML of runnable playbooks.")
@@ -202,3 +205,43 @@ def aws_configured(settings: Settings) -> bool:
     home = Path.home() / ".aws"
     creds = Path(env.get("AWS_SHARED_CREDENTIALS_FILE", home / "credentials"))
     return creds.exists()
+
+
+#: Shortest shared secret (``OPSMCP_HTTP_TOKEN``, ``OPSMCP_WEBHOOK_TOKEN``) accepted on a
+#: non-loopback bind: 32 characters of ``secrets.token_urlsafe`` carry 192 bits.
+MIN_PUBLIC_TOKEN_CHARS = 32
+#: The command that prints a good token.
+TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def is_loopback(host: str) -> bool:
+    """True for a bind address only this machine reaches: ``localhost`` or a loopback IP
+    (127.0.0.0/8, ::1). ``0.0.0.0``, ``::``, ``""`` and any other name or address are not."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def weak_token_problem(settings: Settings, host: str) -> str | None:
+    """Why serving on ``host`` with these shared tokens is unsafe, or None.
+
+    On a non-loopback bind, ``OPSMCP_HTTP_TOKEN`` and ``OPSMCP_WEBHOOK_TOKEN`` must be at
+    least :data:`MIN_PUBLIC_TOKEN_CHARS` characters (a short one can be guessed from the
+    network). Tokens of the tokens file are hashes of 256-bit random tokens, and JWTs are
+    signed, so neither is checked here.
+    """
+    if is_loopback(host):
+        return None
+    named = [("OPSMCP_HTTP_TOKEN", settings.http_token),
+             ("OPSMCP_WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() if settings.webhook_token else None)]
+    for env, value in named:
+        if value is not None and len(value.strip()) < MIN_PUBLIC_TOKEN_CHARS:
+            return (f"{env} is {len(value.strip())} characters; serving on {host or 'every address'} (not loopback) "
+                    f"needs at least {MIN_PUBLIC_TOKEN_CHARS}. Make one with: {TOKEN_COMMAND} "
+                    "(or bind 127.0.0.1).")
+    return None
