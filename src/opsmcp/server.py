@@ -185,8 +185,9 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
         threading.Thread(target=recover, daemon=True, name="opsmcp-audit-recovery").start()
     from opsmcp.surface.completions import register_prompts_and_resources
 
-    register_prompts_and_resources(server, runtime)  # prompts, resources, completions of the registered tools
+    # The scope policy first among opsmcp's middleware: a refused request reaches no other one.
     server.middleware.append(ProtocolGuard(server, lambda n: runtime.tools[n].write if n in runtime.tools else None))
+    register_prompts_and_resources(server, runtime)  # prompts, resources, completions of the registered tools
     return server, runtime
 
 
