@@ -507,3 +507,35 @@ def test_weak_shared_token_refused_on_a_non_loopback_bind(tmp_path, monkeypatch,
     with serve(settings_for(tmp_path, http_token="x" * 32), bind="0.0.0.0") as (base, _):
         assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {'x' * 32}"},
                          timeout=10).status_code == 200
+
+
+def test_requests_with_unusable_ids_get_a_jsonrpc_error(tmp_path):
+    """Regression (issue 19 item 16): requests whose id is 1e999, NaN, [1] or {"a":1} got
+    202 and no answer (the SDK took them for notifications). Now: 400 with JSON-RPC -32600
+    Invalid Request and id null, on /mcp and the legacy /messages/; good ids still work."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2025-11-25"}
+    with serve(settings_for(tmp_path)) as (base, _):
+        opened = mcp_post(base, INIT)
+        assert opened.status_code == 200
+        headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        for raw_id in ("1e999", "-1e999", "NaN", "Infinity", "[1]", '{"a":1}', "null", "true", "1.5", "1.0"):
+            body = f'{{"jsonrpc":"2.0","id":{raw_id},"method":"tools/list","params":{{}}}}'
+            got = httpx.post(f"{base}/mcp", content=body, headers=headers, timeout=10)
+            assert got.status_code == 400, (raw_id, got.status_code, got.text)
+            answer = got.json()
+            assert answer["id"] is None and answer["error"]["code"] == -32600, (raw_id, answer)
+            assert "string or an integer" in answer["error"]["message"]
+        for good in ("7", '"abc"', "123456789012345678901234567890"):
+            body = f'{{"jsonrpc":"2.0","id":{good},"method":"tools/list","params":{{}}}}'
+            got = httpx.post(f"{base}/mcp", content=body, headers=headers, timeout=10)
+            assert got.status_code == 200 and "list_queues" in got.text, (good, got.text[:200])
+        # a notification (no id) is still accepted; a body that is not JSON gets the SDK's parse error
+        note = httpx.post(f"{base}/mcp", content='{"jsonrpc":"2.0","method":"notifications/initialized"}',
+                          headers=headers, timeout=10)
+        assert note.status_code == 202
+        assert httpx.post(f"{base}/mcp", content=b'{"id": 1', headers=headers, timeout=10).status_code == 400
+        # legacy SSE: the message endpoint answers the same way
+        got = httpx.post(f"{base}/messages/?session_id={'0' * 32}", headers={"Content-Type": "application/json"},
+                         content='{"jsonrpc":"2.0","id":NaN,"method":"ping"}', timeout=10)
+        assert got.status_code == 400 and got.json()["error"]["code"] == -32600

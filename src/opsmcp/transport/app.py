@@ -46,6 +46,7 @@ from opsmcp.config import weak_token_problem
 from opsmcp.errors import OpsError
 from opsmcp.transport.auth import HttpAuth, build_http_auth, webhook_token_matches
 from opsmcp.transport.origin import HostOriginPolicy
+from opsmcp.transport.rpc_ids import RequestIdGuard
 from opsmcp.transport.webhooks import PATH as WEBHOOK_PATH
 from opsmcp.transport.webhooks import alertmanager_route
 
@@ -174,7 +175,7 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
             resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],
             scopes_supported=sorted(KNOWN_SCOPES), resource_name="opsmcp"))
     app.router.routes.append(alertmanager_route(runtime))  # POST /webhooks/alertmanager
-    gated: ASGIApp = AuthGate(app, auth, runtime)
+    gated: ASGIApp = AuthGate(RequestIdGuard(app), auth, runtime)  # ids the SDK would drop: answered -32600
     if settings.allowed_origins:  # browsers on the configured origins may call /events and /mcp
         gated = cors(gated, settings.allowed_origins)
     return HostOriginPolicy(gated, host, settings.allowed_hosts, settings.allowed_origins)
