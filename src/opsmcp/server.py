@@ -22,6 +22,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.server.request_state import RequestStateSecurity
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import ConfigDict, ValidationError
@@ -113,7 +114,7 @@ def strict_arguments(tool: Tool) -> None:
     if model.model_config.get("extra") == "forbid":
         return
     namespace = {"model_config": ConfigDict(extra="forbid"), "__module__": model.__module__}
-    strict = type(model.__name__, (model,), namespace)
+    strict = typing.cast(type[ArgModelBase], type(model.__name__, (model,), namespace))
     tool.fn_metadata.arg_model = strict
     tool.parameters = strict.model_json_schema(by_alias=True)
 
