@@ -91,6 +91,61 @@ def test_file_store_dedups_and_drops_oldest_resolved_first(tmp_path):
     assert {a.fingerprint for a in again.all()} == kept
 
 
+def _huge(fp: str, labels: int = 250, chars: int = 3_990) -> dict:
+    """The probe's alert: ``labels`` labels of ``chars`` characters each (and a long annotation)."""
+    big = {f"label_{i:03d}": "v" * chars for i in range(labels)}
+    return {"status": "firing", "fingerprint": fp, "labels": {"alertname": f"Huge{fp}", **big},
+            "annotations": {"summary": "s" * 10_000, "description": "d"}, "startsAt": "2026-12-01T08:00:00Z"}
+
+
+def test_alert_store_bounds_each_alert_and_its_bytes_and_appends_what_changed(tmp_path):
+    """Regression (issue 19 item 7): the store capped the count, not the size: 120 posts of
+    an alert with 250 labels x 3,990 characters made alerts.json 121 MB, and every post
+    rewrote (and fsynced) the whole file. Now each alert is bounded (labels, characters per
+    label and annotation, what was cut is named), the store keeps at most max_bytes of
+    records, and a post appends only the records it changed."""
+    from opsmcp.backends.alertstore import MAX_ANNOTATION_CHARS, MAX_LABEL_CHARS, MAX_LABELS
+
+    path = tmp_path / "alerts.json"
+    store = FileAlertStore(path, max_stored=2000, max_bytes=1024 * 1024)
+    for i in range(120):
+        store.record(parse_webhook(_payload(_huge(f"h{i:03d}"))))
+    kept = store.all()
+    newest = store.get("h119")
+    assert newest is not None and len(newest.labels) == MAX_LABELS and newest.labels["alertname"] == "Hugeh119"
+    assert max(len(v) for v in newest.labels.values()) == MAX_LABEL_CHARS
+    assert len(newest.annotations["summary"]) == MAX_ANNOTATION_CHARS and newest.annotations["description"] == "d"
+    assert newest.cut == ["labels: kept 64 of 251", "labels: 63 value(s) cut to 512 characters",
+                          "annotations: 1 value(s) cut to 4000 characters"]
+    records = sum(len(json.dumps({"put": a.model_dump()}, separators=(",", ":"))) + 1 for a in kept)
+    assert records <= 1024 * 1024 and 20 <= len(kept) < 120  # the oldest went first
+    assert "h000" not in {a.fingerprint for a in kept}
+    assert path.stat().st_size <= 2 * records + (1 << 20) + 100  # rewritten when it doubles
+    # one more post appends its own record only: the file is not rewritten
+    before = path.stat()
+    [change] = store.record(parse_webhook(_payload(_alert("small"))))
+    after = path.stat()
+    line = len(json.dumps({"put": change.alert.model_dump()}, separators=(",", ":"))) + 1
+    assert after.st_ino == before.st_ino and after.st_size - before.st_size == line
+    # a restart reads the same alerts; a torn last line (a crash mid-append) is skipped
+    with path.open("ab") as f:
+        f.write(b'{"put": {"fingerprint": "torn", "sta')
+    again = FileAlertStore(path, max_stored=2000, max_bytes=1024 * 1024)
+    assert {a.fingerprint: a for a in again.all()} == {a.fingerprint: a for a in store.all()}
+
+
+def test_file_store_reads_the_version_1_document_and_rewrites_it(tmp_path):
+    path = tmp_path / "alerts.json"
+    old = FileAlertStore(tmp_path / "scratch.json")
+    [change] = old.record(parse_webhook(_payload(_alert("v1"))))
+    path.write_text(json.dumps({"version": 1, "alerts": [change.alert.model_dump(exclude={"cut"})]}))
+    store = FileAlertStore(path)
+    assert [a.fingerprint for a in store.all()] == ["v1"]
+    store.record(parse_webhook(_payload(_alert("v2"))))
+    assert path.read_text().splitlines()[0] == '{"opsmcp_alert_store":2}'
+    assert sorted(a.fingerprint for a in FileAlertStore(path).all()) == ["v1", "v2"]
+
+
 def test_dynamo_store_on_moto(fresh_moto):
     settings = Settings(aws_endpoint_url=fresh_moto, aws_region="us-east-1")
     boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1").create_table(

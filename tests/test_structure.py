@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("opsmcp.analysis",),
     ("opsmcp.backends", "opsmcp.sandbox"),
     ("opsmcp.config", "opsmcp.errors", "opsmcp.times", "opsmcp.telemetry", "opsmcp.results", "opsmcp.catalog",
-     "opsmcp"),
+     "opsmcp.private", "opsmcp"),
 ]
 
 

@@ -22,7 +22,8 @@ The package by layer, top to bottom; a module imports only from its own layer or
 - ``backends/`` — one adapter per external system (SQS, DynamoDB, CloudWatch, the log
   engines, Prometheus, the alert store, Ansible); ``sandbox/`` — the embedded moto sandbox.
 - the ground: ``config`` (settings), ``errors``, ``times``, ``telemetry``, ``results``
-  (the base of every tool result), ``catalog/`` (the playbook catalog shipped with opsmcp).
+  (the base of every tool result), ``private`` (data files only their owner reads),
+  ``catalog/`` (the playbook catalog shipped with opsmcp).
 
 The path of one call and a picture of the layers: ``docs/architecture.md``.
 """

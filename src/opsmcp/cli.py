@@ -358,6 +358,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         parent = next((p for p in [path.parent, *path.parents] if p.exists()), path.parent)
         writable = os.access(path if path.exists() else parent, os.W_OK)
         results.append(("OK" if writable else "FAIL", "audit", str(path) if writable else f"{path} is not writable"))
+    from opsmcp.private import loose_modes
+
+    loose = loose_modes(settings)  # data files other users may read: warned, never changed here
+    results += [("WARN", "file modes", line) for line in loose] or [
+        ("OK", "file modes", f"{settings.data_dir} and its files are private to their owner")]
     for status, label, detail in results:
         print(f"{status:<4} {label}: {detail}")
     return 1 if any(status == "FAIL" for status, _, _ in results) else 0

@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = Field(None, description="Alertmanager base URL; registers the alerts toolset.")
     alerts_table: str | None = Field(None, description="DynamoDB table (hash key fingerprint) for alerts.")
     alerts_max_stored: int = Field(2000, ge=10, le=1_000_000, description="Alerts kept; oldest resolved dropped first.")
+    alerts_max_bytes: int = Field(8 * 1024 * 1024, ge=65_536, description=(
+        "Bytes of alert records the file store keeps (each alert is also bounded); oldest resolved dropped first."))
     alerts_max_payload_bytes: int = Field(
         1_048_576, ge=1024, description="Largest Alertmanager webhook body accepted, in bytes."
     )

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from opsmcp.calls.identity import caller
 from opsmcp.calls.result_size import cap_values, cut_text, json_size
 from opsmcp.errors import OpsError
+from opsmcp.private import open_private
 from opsmcp.toolsets.base import INJECTED
 
 SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|credential|private[-_]?key|"
@@ -117,7 +118,7 @@ class FileAudit:
     """JSON Lines audit file; each append is written and fsynced under a lock.
 
     Args:
-        path: the file; its directory is created on first use.
+        path: the file (mode 0600); its directory is created (0700) on first use.
     """
 
     def __init__(self, path: Path) -> None:
@@ -134,8 +135,8 @@ class FileAudit:
         line = (json.dumps(bounded(record), default=str, separators=(",", ":")) + "\n").encode()
         try:
             with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a+b") as fh:
+                fd = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # 0600, in a 0700 directory
+                with os.fdopen(fd, "a+b") as fh:
                     end = fh.seek(0, os.SEEK_END)
                     if end:
                         fh.seek(end - 1)

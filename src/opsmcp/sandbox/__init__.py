@@ -127,16 +127,17 @@ def _claim_log_store(data_dir: Path) -> tuple[Path, Any]:
     Returns ``(path, open lock file or None)``.
     """
     import fcntl
+    import os
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    from opsmcp.private import open_private
+
     shared = sandbox_log_store(data_dir)
-    lock = open(f"{shared}.lock", "a+")  # noqa: SIM115 - held open for the server's lifetime
+    # held open for the server's lifetime; 0600 in a 0700 data directory, like every data file
+    lock = os.fdopen(open_private(Path(f"{shared}.lock"), os.O_RDWR | os.O_APPEND | os.O_CREAT), "a+")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.close()
-        import os
-
         own = data_dir / f"sandbox-logs-{os.getpid()}.db"
         log.warning("another opsmcp sandbox uses %s; this one keeps its logs in %s", shared, own)
         return own, None

@@ -38,6 +38,7 @@ from pydantic import AnyHttpUrl
 from opsmcp.calls.identity import ALL_SCOPES, KNOWN_SCOPES
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.private import open_private
 
 log = logging.getLogger("opsmcp.transport.auth")
 
@@ -105,8 +106,7 @@ def add_token(path: Path, subject: str, scopes: list[str]) -> str:
                            f"choose from {', '.join(sorted(KNOWN_SCOPES))}.")
     token = secrets.token_urlsafe(32)
     line = json.dumps({"subject": subject, "scopes": sorted(set(scopes)), "sha256": hash_token(token)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     with os.fdopen(fd, "a", encoding="utf-8") as out:
         if out.tell() and not path.read_bytes().endswith(b"\n"):
             out.write("\n")
