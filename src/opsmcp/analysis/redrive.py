@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends.sqs import SqsBackend
 from opsmcp.errors import InvalidInput, NotFound, OpsError
-from opsmcp.results import Result
+from opsmcp.results import OutsideText, untrusted
 
 #: Total payload of one SendMessageBatch: SQS allows 1 MiB today, 256 KiB before 2025 (and on
 #: older emulators); the smaller bound works everywhere. A bigger single message goes alone.
@@ -70,8 +70,10 @@ class RedriveFailure(BaseModel):
     error: str = Field(description="Why the target refused it.")
 
 
-class RedriveResult(Result):
+class RedriveResult(OutsideText):
     """Result of redrive_dlq (a dry run or a real move)."""
+
+    untrusted: list[str] = untrusted("by_signature")
 
     queue: str = Field(description="The DLQ.")
     target: str = Field(description="The queue messages move (or would move) to.")

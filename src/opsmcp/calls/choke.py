@@ -29,6 +29,7 @@ from opsmcp.calls.identity import caller, require_scope
 from opsmcp.calls.result_size import fit_result
 from opsmcp.calls.runtime import Runtime
 from opsmcp.errors import OpsError
+from opsmcp.results import UNTRUSTED_NOTE, OutsideText
 from opsmcp.toolsets.base import INJECTED, ToolMark
 
 log = logging.getLogger("opsmcp")
@@ -91,6 +92,9 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     tool_call.__name__ = name
     tool_call.__qualname__ = name
     tool_call.__doc__ = inspect.cleandoc(fn.__doc__ or name)
+    returns = hints.get("return")
+    if isinstance(returns, type) and issubclass(returns, OutsideText):  # one line, the same for every such tool
+        tool_call.__doc__ += "\n" + UNTRUSTED_NOTE
     tool_call.__signature__ = signature.replace(parameters=all_params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
     tool_call.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": hints.get("return")}
     return tool_call

@@ -35,7 +35,7 @@ from opsmcp.backends.log_factory import build_log_backend
 from opsmcp.backends.logbackend import LogBackend, LogRecord, ms_iso, normalize_level
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError, closest
-from opsmcp.results import Result, clamp
+from opsmcp.results import OutsideText, clamp, untrusted
 from opsmcp.times import iso, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import tool
 
@@ -75,8 +75,10 @@ class LogHit(BaseModel):
     fields: dict[str, Any] | None = Field(None, description="The line's other JSON fields (include_fields=true).")
 
 
-class SearchLogsResult(Result):
+class SearchLogsResult(OutsideText):
     """Result of search_logs."""
+
+    untrusted: list[str] = untrusted("hits[]")
 
     total: int = Field(description="Matching lines in the window (see total_is_lower_bound).")
     total_is_lower_bound: bool = Field(False, description="True when full-text counting stopped at 10,000.")
@@ -84,8 +86,10 @@ class SearchLogsResult(Result):
     hits: list[LogHit] = Field(description="Newest first.")
 
 
-class TraceResult(Result):
+class TraceResult(OutsideText):
     """Result of get_trace."""
+
+    untrusted: list[str] = untrusted("services", "first_error", "lines[]")
 
     trace_id: str
     line_count: int = Field(description="All lines of the trace (lines may show fewer; see truncated).")
@@ -112,8 +116,10 @@ class StatsGroup(BaseModel):
     )
 
 
-class LogStatsResult(Result):
+class LogStatsResult(OutsideText):
     """Result of log_stats."""
+
+    untrusted: list[str] = untrusted("groups[].key")
 
     group_by: str
     interval_seconds: float = Field(description="Bucket width actually used, in seconds.")
@@ -141,8 +147,10 @@ class LogPattern(BaseModel):
     sample_trace_id: str | None = Field(description="The sample line's trace id, for get_trace.")
 
 
-class LogPatternsResult(Result):
+class LogPatternsResult(OutsideText):
     """Result of log_patterns."""
+
+    untrusted: list[str] = untrusted("patterns[].template", "patterns[].sample", "patterns[].services")
 
     start: str = Field(description="Window start used, ISO-8601 UTC.")
     end: str = Field(description="Window end used, ISO-8601 UTC.")

@@ -35,7 +35,7 @@ from opsmcp.backends import ansible as backend
 from opsmcp.backends.ansible import TaskEvent
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, WritesDisabled
-from opsmcp.results import Result
+from opsmcp.results import OutsideText, Result, untrusted
 from opsmcp.toolsets.base import tool
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,11 @@ class PlaybookList(Result):
     playbooks: list[PlaybookInfo] = Field(description="Every catalog entry, in catalog order.")
 
 
-class PlaybookRunResult(Result, backend.PlaybookRun):
+class PlaybookRunResult(OutsideText, backend.PlaybookRun):
     """Outcome of one playbook run; in check mode nothing was changed. The fields are the
     backend's :class:`~opsmcp.backends.ansible.PlaybookRun` plus the result envelope."""
+
+    untrusted: list[str] = untrusted("message", "tasks[].message", "tasks[].output", "diffs[]", "stdout_tail")
 
     def preview_text(self, limit: int = 2_000) -> str:
         """A short, deterministic summary for approval prompts: what ran (or would), what

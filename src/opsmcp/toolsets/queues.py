@@ -24,7 +24,7 @@ from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, g
 from opsmcp.analysis.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.errors import InvalidInput, NotFound, OpsError
-from opsmcp.results import Result, clamp
+from opsmcp.results import OutsideText, Result, clamp, untrusted
 from opsmcp.toolsets.base import tool
 
 __all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueList", "QueueTools", "RedriveFailure", "RedriveResult"]
@@ -98,15 +98,19 @@ class PeekedMessage(BaseModel):
     near_dlq: bool = Field(False, description="One more receive moves it to the DLQ.")
 
 
-class PeekResult(Result):
+class PeekResult(OutsideText):
     """Result of peek_messages."""
+
+    untrusted: list[str] = untrusted("messages[].body", "messages[].message_attributes", "messages[].group_id")
 
     queue: str
     messages: list[PeekedMessage]
 
 
-class DlqAnalysis(Result):
+class DlqAnalysis(OutsideText):
     """Result of analyze_dlq."""
+
+    untrusted: list[str] = untrusted("groups[]")
 
     queue: str
     source_queues: list[str]
