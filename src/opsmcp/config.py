@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         "after a crash mid-redrive they are invisible this long."
     )
 
+    redrive_max_seconds: float = Field(
+        300.0, ge=5, le=86_400, description="Time limit of one redrive_dlq call, seconds: it takes no new batch after "
+        "it and reports what moved (status stopped, stop_reason timeout).")
+
     # --- orders -----------------------------------------------------------------
     orders_table: str = Field("orders", description="DynamoDB table of orders (hash key orderId).")
     orders_status_index: str = Field("status-index", description="GSI with hash key status, range key orderDate.")

@@ -25,6 +25,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
+from opsmcp.backends.aws import call_budget
 from opsmcp.calls.identity import caller, require_scope
 from opsmcp.calls.result_size import fit_result
 from opsmcp.calls.runtime import Runtime
@@ -65,10 +66,11 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
             await runtime.wait_ready()
             if "progress" in wants:
                 kwargs["progress"] = _progress_reporter(ctx)
-            if mark.write:
-                result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants)
-            else:
-                result = await fn(**kwargs)
+            with call_budget():  # the AWS calls of this tool call share one budget (backends.aws)
+                if mark.write:
+                    result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants)
+                else:
+                    result = await fn(**kwargs)
             ok = True
             return _tool_result(fit_result(result, budget))
         except OpsError as exc:

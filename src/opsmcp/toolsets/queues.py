@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, group, iso_ms, signatures
 from opsmcp.analysis.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
+from opsmcp.backends.aws import call_budget
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.errors import InvalidInput, NotFound, OpsError
 from opsmcp.results import OutsideText, Result, clamp, untrusted
@@ -136,6 +137,7 @@ class QueueTools:
         self.sqs = sqs
         self.correlate = correlate
         self.hold = int(getattr(sqs.clients.settings, "redrive_hold_seconds", DEFAULT_HOLD_SECONDS))
+        self.max_seconds = getattr(sqs.clients.settings, "redrive_max_seconds", None)
 
     # -------------------------------------------------------------- list_queues --------
     @tool(title="List SQS queues", read_only=True, idempotent=True)
@@ -378,6 +380,11 @@ class QueueTools:
                 is the DLQ, or a FIFO target for a standard DLQ.
             NotFound: unknown DLQ or target queue.
         """
+        with call_budget():  # joins the tool call's; its own when previewed for an approval prompt
+            return await self._redrive(queue, target, max_messages, signature, dry_run, progress)
+
+    async def _redrive(self, queue: str, target: str | None, max_messages: int, signature: str | None,
+                       dry_run: bool, progress: Progress | None) -> RedriveResult:
         url, attributes, sources = await self._dlq_context(queue)
         dlq_name = queue_name(url)
         if target:
@@ -403,7 +410,7 @@ class QueueTools:
             facts = [MessageFacts(m) for m in messages]
             return {k: sig.text for k, sig in (await signatures(facts, self.correlate)).items()}
 
-        mover = Mover(self.sqs, route, classify, self.hold, progress)
+        mover = Mover(self.sqs, route, classify, self.hold, progress, self.max_seconds)
         visible = int(attributes.get("ApproximateNumberOfMessages", 0))
         result = await mover.run(max_messages, signature, dry_run, visible)
         if signature and result.matched == 0:
