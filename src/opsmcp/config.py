@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     )
 
     redrive_max_seconds: float = Field(
-        300.0, ge=5, le=86_400, description="Time limit of one redrive_dlq call, seconds: it takes no new batch after "
+        900.0, ge=5, le=86_400, description="Time limit of one redrive_dlq call, seconds: it takes no new batch after "
         "it and reports what moved (status stopped, stop_reason timeout).")
 
     # --- orders -----------------------------------------------------------------
