@@ -24,6 +24,7 @@ from opsmcp.errors import InvalidInput
 from opsmcp.times import iso
 
 TOKEN = "test-token-4b1d"
+WEBHOOK = "webhook-token-for-tests-0123456789"  # Alertmanager's own credential (OPSMCP_WEBHOOK_TOKEN)
 RULES = """
 groups:
   - name: incident
@@ -90,6 +91,61 @@ async def test_file_store_dedups_and_drops_oldest_resolved_first(tmp_path):
     assert {a.fingerprint for a in await again.all()} == kept
 
 
+def _huge(fp: str, labels: int = 250, chars: int = 3_990) -> dict:
+    """The probe's alert: ``labels`` labels of ``chars`` characters each (and a long annotation)."""
+    big = {f"label_{i:03d}": "v" * chars for i in range(labels)}
+    return {"status": "firing", "fingerprint": fp, "labels": {"alertname": f"Huge{fp}", **big},
+            "annotations": {"summary": "s" * 10_000, "description": "d"}, "startsAt": "2026-12-01T08:00:00Z"}
+
+
+async def test_alert_store_bounds_each_alert_and_its_bytes_and_appends_what_changed(tmp_path):
+    """Regression (issue 19 item 7): the store capped the count, not the size: 120 posts of
+    an alert with 250 labels x 3,990 characters made alerts.json 121 MB, and every post
+    rewrote (and fsynced) the whole file. Now each alert is bounded (labels, characters per
+    label and annotation, what was cut is named), the store keeps at most max_bytes of
+    records, and a post appends only the records it changed."""
+    from opsmcp.backends.alertstore import MAX_ANNOTATION_CHARS, MAX_LABEL_CHARS, MAX_LABELS
+
+    path = tmp_path / "alerts.json"
+    store = FileAlertStore(path, max_stored=2000, max_bytes=1024 * 1024)
+    for i in range(120):
+        await store.record(parse_webhook(_payload(_huge(f"h{i:03d}"))))
+    kept = await store.all()
+    newest = await store.get("h119")
+    assert newest is not None and len(newest.labels) == MAX_LABELS and newest.labels["alertname"] == "Hugeh119"
+    assert max(len(v) for v in newest.labels.values()) == MAX_LABEL_CHARS
+    assert len(newest.annotations["summary"]) == MAX_ANNOTATION_CHARS and newest.annotations["description"] == "d"
+    assert newest.cut == ["labels: kept 64 of 251", "labels: 63 value(s) cut to 512 characters",
+                          "annotations: 1 value(s) cut to 4000 characters"]
+    records = sum(len(json.dumps({"put": a.model_dump()}, separators=(",", ":"))) + 1 for a in kept)
+    assert records <= 1024 * 1024 and 20 <= len(kept) < 120  # the oldest went first
+    assert "h000" not in {a.fingerprint for a in kept}
+    assert path.stat().st_size <= 2 * records + (1 << 20) + 100  # rewritten when it doubles
+    # one more post appends its own record only: the file is not rewritten
+    before = path.stat()
+    [change] = await store.record(parse_webhook(_payload(_alert("small"))))
+    after = path.stat()
+    line = len(json.dumps({"put": change.alert.model_dump()}, separators=(",", ":"))) + 1
+    assert after.st_ino == before.st_ino and after.st_size - before.st_size == line
+    # a restart reads the same alerts; a torn last line (a crash mid-append) is skipped
+    with path.open("ab") as f:
+        f.write(b'{"put": {"fingerprint": "torn", "sta')
+    again = FileAlertStore(path, max_stored=2000, max_bytes=1024 * 1024)
+    assert {a.fingerprint: a for a in (await again.all())} == {a.fingerprint: a for a in (await store.all())}
+
+
+async def test_file_store_reads_the_version_1_document_and_rewrites_it(tmp_path):
+    path = tmp_path / "alerts.json"
+    old = FileAlertStore(tmp_path / "scratch.json")
+    [change] = await old.record(parse_webhook(_payload(_alert("v1"))))
+    path.write_text(json.dumps({"version": 1, "alerts": [change.alert.model_dump(exclude={"cut"})]}))
+    store = FileAlertStore(path)
+    assert [a.fingerprint for a in (await store.all())] == ["v1"]
+    await store.record(parse_webhook(_payload(_alert("v2"))))
+    assert path.read_text().splitlines()[0] == '{"opsmcp_alert_store":2}'
+    assert sorted(a.fingerprint for a in (await FileAlertStore(path).all())) == ["v1", "v2"]
+
+
 async def test_dynamo_store_on_moto(fresh_moto):
     settings = Settings(aws_endpoint_url=fresh_moto, aws_region="us-east-1")
     boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1").create_table(
@@ -140,10 +196,10 @@ async def test_tools_filter_sort_and_find_by_prefix(tmp_path):
 
 def test_webhook_route_auth_size_and_shape(tmp_path):
     settings = Settings(data_dir=tmp_path, alertmanager_url="http://127.0.0.1:9", toolsets=["alerts"],
-                        http_token=TOKEN, alerts_max_payload_bytes=4096)
+                        http_token=TOKEN, webhook_token=WEBHOOK, alerts_max_payload_bytes=4096)
     with promstack.OpsmcpHttp(settings) as ops:
         url = f"{ops.url}/webhooks/alertmanager"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = {"Authorization": f"Bearer {WEBHOOK}"}
         assert httpx.post(url, json=_payload(_alert("w1"))).status_code == 401
         ok = httpx.post(url, json=_payload(_alert("w1")), headers=auth)
         assert ok.status_code == 200 and ok.json() == {"received": 1, "new": 1}
@@ -158,6 +214,65 @@ def test_webhook_route_auth_size_and_shape(tmp_path):
         assert r.status_code == 404 and "OPSMCP_ALERTMANAGER_URL" in r.json()["error"]
 
 
+def test_webhook_takes_alertmanagers_own_credential_only(tmp_path, capsys):
+    """Regression (issue 19 item 5): any identity with any scope could post alerts (an
+    ops:read token did). Now only OPSMCP_WEBHOOK_TOKEN (bearer, or basic-auth password,
+    compared in constant time) or a token with scope alerts:write may; nothing else is stored."""
+    import base64
+
+    from opsmcp.cli import main as cli_main
+
+    tokens = tmp_path / "tokens.jsonl"
+
+    def add(subject: str, scopes: str) -> str:
+        assert cli_main(["token", "add", subject, "--scopes", scopes, "--file", str(tokens)]) == 0
+        return capsys.readouterr().out.strip()
+
+    reader, writer, am_token = add("alice", "ops:read"), add("bob", "ops:read,ops:write"), add("am", "alerts:write")
+    settings = Settings(data_dir=tmp_path, alertmanager_url="http://127.0.0.1:9", toolsets=["alerts"],
+                        http_token=TOKEN, tokens_file=tokens, webhook_token=WEBHOOK)
+    basic = base64.b64encode(f"alertmanager:{WEBHOOK}".encode()).decode()
+    with promstack.OpsmcpHttp(settings) as ops:
+        url = f"{ops.url}/webhooks/alertmanager"
+        store = ops.runtime.alerts
+        assert isinstance(store, FileAlertStore)
+
+        def post(fp: str, authorization: str | None) -> int:
+            headers = {"Authorization": authorization} if authorization else {}
+            return httpx.post(url, json=_payload(_alert(fp)), headers=headers, timeout=10).status_code
+
+        refused = {"none": (None, 401), "ops:read": (f"Bearer {reader}", 403),
+                   "ops:read+write": (f"Bearer {writer}", 403),
+                   "shared ops token": (f"Bearer {TOKEN}", 403), "wrong webhook token": (f"Bearer {WEBHOOK}x", 401),
+                   "webhook token prefix": (f"Bearer {WEBHOOK[:-1]}", 401),
+                   "basic, wrong password": ("Basic " + base64.b64encode(b"alertmanager:nope").decode(), 401),
+                   "basic, not base64": ("Basic %%%", 401)}
+        for i, (why, (header, status)) in enumerate(refused.items()):
+            assert post(f"r{i}", header) == status, why
+        assert store.snapshot() == []
+        assert post("ok1", f"Bearer {WEBHOOK}") == 200
+        assert post("ok2", f"bearer {WEBHOOK}") == 200
+        assert post("ok3", f"Basic {basic}") == 200
+        assert post("ok4", f"Bearer {am_token}") == 200
+        assert sorted(a.fingerprint for a in store.snapshot()) == ["ok1", "ok2", "ok3", "ok4"]
+        # Alertmanager's credentials open nothing else
+        for header in (f"Bearer {WEBHOOK}", f"Bearer {am_token}"):
+            got = httpx.get(f"{ops.url}/metrics", headers={"Authorization": header}, timeout=10)
+            assert got.status_code in (401, 403), header
+    # no authentication configured at all: an open local server, the webhook too; with only a
+    # webhook token configured, the webhook needs it
+    with promstack.OpsmcpHttp(Settings(data_dir=tmp_path / "open", alertmanager_url="http://127.0.0.1:9",
+                                       toolsets=["alerts"])) as ops:
+        assert httpx.post(f"{ops.url}/webhooks/alertmanager", json=_payload(_alert("o1"))).status_code == 200
+    with promstack.OpsmcpHttp(Settings(data_dir=tmp_path / "hook", alertmanager_url="http://127.0.0.1:9",
+                                       toolsets=["alerts"], webhook_token=WEBHOOK)) as ops:
+        hook = f"{ops.url}/webhooks/alertmanager"
+        assert httpx.post(hook, json=_payload(_alert("h1"))).status_code == 401
+        assert httpx.post(hook, json=_payload(_alert("h1")), headers={"Authorization": "Bearer x"}).status_code == 403
+        assert httpx.post(hook, json=_payload(_alert("h1")),
+                          headers={"Authorization": f"Bearer {WEBHOOK}"}).status_code == 200
+
+
 @pytest.mark.skipif(not (promstack.PROMETHEUS and promstack.ALERTMANAGER), reason=promstack.MISSING)
 async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path):
     from mcp import Client
@@ -166,9 +281,9 @@ async def test_real_alertmanager_fed_by_prometheus_dedups_and_persists(tmp_path)
 
     am_port = promstack.free_port()
     settings = Settings(data_dir=tmp_path / "opsmcp", alertmanager_url=f"http://127.0.0.1:{am_port}",
-                        toolsets=["alerts"], http_token=TOKEN)
+                        toolsets=["alerts"], http_token=TOKEN, webhook_token=WEBHOOK)
     with promstack.OpsmcpHttp(settings) as ops:
-        am = promstack.start_alertmanager(tmp_path / "am", f"{ops.url}/webhooks/alertmanager", TOKEN, port=am_port)
+        am = promstack.start_alertmanager(tmp_path / "am", f"{ops.url}/webhooks/alertmanager", WEBHOOK, port=am_port)
         try:
             end = int(time.time()) // 60 * 60 - 120
             prom, _ = promstack.start_prometheus(tmp_path / "prom", end=end, rules=RULES,

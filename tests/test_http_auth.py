@@ -30,6 +30,7 @@ from opsmcp.config import Settings
 from opsmcp.transport.app import build_app
 
 DEAD_ENDPOINT = "http://127.0.0.1:1"  # connection refused at once
+STRONG = "s3cret-for-tests-0123456789abcdefghij"  # 36 characters: long enough for a non-loopback bind
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -137,8 +138,8 @@ def test_configured_origins_and_hosts(tmp_path):
 def test_non_loopback_bind_still_validates_origin(tmp_path):
     """Regression (issue 8 D): bound to a non-loopback address the SDK switches Host/Origin
     validation off, so a valid token plus a foreign Origin got 200."""
-    auth = {"Authorization": "Bearer s3cret-for-tests"}
-    with serve(settings_for(tmp_path, http_token="s3cret-for-tests"), bind="0.0.0.0") as (base, _):
+    auth = {"Authorization": f"Bearer {STRONG}"}
+    with serve(settings_for(tmp_path, http_token=STRONG), bind="0.0.0.0") as (base, _):
         assert httpx.get(f"{base}/metrics", headers=auth, timeout=10).status_code == 200
         for route in ("/metrics", "/events", "/healthz"):
             got = httpx.get(f"{base}{route}", headers={**auth, "Origin": "http://evil.example"}, timeout=10)
@@ -146,7 +147,7 @@ def test_non_loopback_bind_still_validates_origin(tmp_path):
         assert mcp_post(base, INIT, Origin="http://evil.example", **auth).status_code == 403
         assert mcp_post(base, INIT, **auth).status_code == 200
     # behind a load balancer: OPSMCP_ALLOWED_HOSTS restricts Host on a non-loopback bind too
-    with serve(settings_for(tmp_path, http_token="s3cret-for-tests", allowed_hosts="ops.example"),
+    with serve(settings_for(tmp_path, http_token=STRONG, allowed_hosts="ops.example"),
                bind="0.0.0.0") as (base, _):
         assert httpx.get(f"{base}/metrics", headers={**auth, "Host": "ops.example"}, timeout=10).status_code == 200
         assert httpx.get(f"{base}/metrics", headers={**auth, "Host": "evil.example"}, timeout=10).status_code == 403
@@ -301,26 +302,38 @@ def jwks_server(jwks: dict[str, Any]) -> Iterator[str]:
         httpd.server_close()
 
 
-async def test_oauth_resource_server_with_jwks(tmp_path):
+ISSUER = "https://auth.example"
+DROP = object()  # a claim mint() leaves out (None is sent as JSON null)
+
+
+@contextmanager
+def oauth(tmp_path: Path, **overrides: Any) -> Iterator[tuple[Settings, Any, Any]]:
+    """Settings of a resource server trusting a JWKS served on loopback; yields (settings,
+    mint(**claims) -> token signed by the JWKS key, other_key)."""
     import jwt
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from jwt.algorithms import RSAAlgorithm
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    other = ec.generate_private_key(ec.SECP256R1())
     public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
     public.update(kid="k1", use="sig", alg="RS256")
-    issuer = "https://auth.example"
 
     def mint(signing_key: Any = key, alg: str = "RS256", kid: str = "k1", **claims: Any) -> str:
-        body = {"iss": issuer, "aud": "opsmcp-tests", "sub": "user-42", "exp": int(time.time()) + 300,
+        body = {"iss": ISSUER, "aud": "opsmcp-tests", "sub": "user-42", "exp": int(time.time()) + 300,
                 "scope": "ops:read"} | claims
-        return jwt.encode({k: v for k, v in body.items() if v is not None}, signing_key, algorithm=alg,
+        return jwt.encode({k: v for k, v in body.items() if v is not DROP}, signing_key, algorithm=alg,
                           headers={"kid": kid})
 
     with jwks_server({"keys": [public]}) as jwks_url:
-        settings = settings_for(tmp_path, jwks_url=jwks_url, jwt_issuer=issuer, jwt_audience="opsmcp-tests",
-                                public_url="https://ops.example")
+        yield (settings_for(tmp_path, jwks_url=jwks_url, jwt_issuer=ISSUER, jwt_audience="opsmcp-tests", **overrides),
+               mint, ec.generate_private_key(ec.SECP256R1()))
+
+
+async def test_oauth_resource_server_with_jwks(tmp_path):
+    import jwt
+
+    issuer = ISSUER
+    with oauth(tmp_path, public_url="https://ops.example") as (settings, mint, other):
         with serve(settings) as (base, _):
             # 401 points at the RFC 9728 metadata, which is served without a token
             denied = httpx.get(f"{base}/metrics", timeout=10)
@@ -332,7 +345,7 @@ async def test_oauth_resource_server_with_jwks(tmp_path):
             assert meta.status_code == 200
             assert meta.json()["resource"] == "https://ops.example/mcp"
             assert [s.rstrip("/") for s in meta.json()["authorization_servers"]] == [issuer]  # SDK adds a slash
-            assert set(meta.json()["scopes_supported"]) == {"ops:read", "ops:write", "ops:approve"}
+            assert set(meta.json()["scopes_supported"]) == {"ops:read", "ops:write", "ops:approve", "alerts:write"}
             evil_meta = httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp",
                                   headers={"Origin": "http://evil.example"}, timeout=10)
             assert evil_meta.status_code == 403
@@ -341,7 +354,7 @@ async def test_oauth_resource_server_with_jwks(tmp_path):
                 "wrong audience": mint(aud="someone-else"),
                 "wrong issuer": mint(iss="https://evil.example"),
                 "expired": mint(exp=int(time.time()) - 60),
-                "no exp": mint(exp=None),
+                "no exp": mint(exp=DROP),
                 "unknown key": mint(signing_key=other, alg="ES256"),
                 "HS256 with the public key id": jwt.encode({"iss": issuer, "aud": "opsmcp-tests", "sub": "x",
                                                             "exp": int(time.time()) + 60}, "k" * 32,
@@ -354,7 +367,7 @@ async def test_oauth_resource_server_with_jwks(tmp_path):
 
             assert httpx.get(f"{base}/metrics", headers={"Authorization": f"bearer {mint()}"},
                              timeout=10).status_code == 200
-            no_read = mint(scope=None, scp=["ops:write"])
+            no_read = mint(scope=DROP, scp=["ops:write"])
             assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {no_read}"},
                              timeout=10).status_code == 403
 
@@ -363,7 +376,7 @@ async def test_oauth_resource_server_with_jwks(tmp_path):
                 assert "search_logs" in names and "redrive_dlq" not in names
                 res = await client.call_tool("redrive_dlq", {"queue": "orders-dlq"})
                 assert res.is_error and "user-42" in res.content[0].text and "ops:write" in res.content[0].text
-            async with await mcp_session(base, mint(scope=None, scp=["ops:read", "ops:write"])) as client:
+            async with await mcp_session(base, mint(scope=DROP, scp=["ops:read", "ops:write"])) as client:
                 names = {t.name for t in (await client.list_tools()).tools}
                 assert "redrive_dlq" in names
                 res = await client.call_tool("redrive_dlq", {"queue": "orders-dlq"})
@@ -448,3 +461,82 @@ async def test_unknown_prompt_is_invalid_params(tmp_path):
         with pytest.raises(MCPError) as err:
             await client.get_prompt("no-such-prompt")
     assert err.value.code == -32602 and "no-such-prompt" in err.value.message
+
+
+# ----------------------------------------------------------------- issue 19: claim shapes, weak tokens
+
+
+def test_jwt_scope_claim_of_any_shape_is_401_or_403_never_500(tmp_path):
+    """Regression (issue 19 item 9): a JWT whose `scope` was null or a number got HTTP 500
+    with a traceback from jwt_scopes. Now: null, "" or a missing claim mean no scopes (403
+    where a scope is needed); any other shape makes the token invalid (401)."""
+    with oauth(tmp_path) as (settings, mint, _), serve(settings) as (base, _):
+        shapes = {
+            "null": (mint(scope=None), 403), "empty": (mint(scope=""), 403), "missing": (mint(scope=DROP), 403),
+            "number": (mint(scope=5), 401), "float": (mint(scope=1.5), 401), "object": (mint(scope={"a": 1}), 401),
+            "list of numbers": (mint(scope=DROP, scp=[1, 2]), 401), "bool": (mint(scope=True), 401),
+            "scp null": (mint(scope=DROP, scp=None), 403), "mixed list": (mint(scope=["ops:read", 2]), 401),
+            "list of strings": (mint(scope=["ops:read"]), 200), "exp as float": (mint(exp=time.time() + 300.5), 200),
+            "sub a number": (mint(sub=42), 401), "client_id an object": (mint(client_id={"a": [1]}), 200),
+        }
+        for why, (token, expected) in shapes.items():
+            got = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert got.status_code == expected, (why, got.status_code, got.text[:200])
+            posted = mcp_post(base, INIT, Authorization=f"Bearer {token}")
+            assert posted.status_code in ((401,) if expected == 401 else (200,)), (why, posted.status_code)
+
+
+def test_weak_shared_token_refused_on_a_non_loopback_bind(tmp_path, monkeypatch, capsys):
+    """Regression (issue 19 item 13): `OPSMCP_HTTP_TOKEN=a opsmcp serve --host 0.0.0.0`
+    served. Tokens under 32 characters are refused on a non-loopback bind (the command that
+    makes a good one is in the message); loopback binds and long tokens still serve."""
+    from opsmcp.errors import OpsError
+
+    monkeypatch.setenv("OPSMCP_HTTP_TOKEN", "a")
+    monkeypatch.setenv("OPSMCP_AWS_ENDPOINT_URL", DEAD_ENDPOINT)
+    monkeypatch.setenv("OPSMCP_DATA_DIR", str(tmp_path / "data"))
+    for host in ("0.0.0.0", "::", "192.0.2.10", "ops.example"):
+        assert cli_main(["serve", "--transport", "http", "--host", host, "--port", str(free_port())]) == 2
+        err = capsys.readouterr().err
+        assert "OPSMCP_HTTP_TOKEN is 1 characters" in err and "at least 32" in err, err
+        assert "secrets.token_urlsafe(32)" in err
+    for weak in ({"http_token": "x" * 31}, {"webhook_token": "w" * 12, "http_token": STRONG}):
+        with pytest.raises(OpsError, match="at least 32"), serve(settings_for(tmp_path, **weak), bind="0.0.0.0"):
+            pass
+    with serve(settings_for(tmp_path, http_token="a"), bind="127.0.0.1") as (base, _):  # loopback: any token
+        assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer a"}, timeout=10).status_code == 200
+    with serve(settings_for(tmp_path, http_token="x" * 32), bind="0.0.0.0") as (base, _):
+        assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {'x' * 32}"},
+                         timeout=10).status_code == 200
+
+
+def test_requests_with_unusable_ids_get_a_jsonrpc_error(tmp_path):
+    """Regression (issue 19 item 16): requests whose id is 1e999, NaN, [1] or {"a":1} got
+    202 and no answer (the SDK took them for notifications). Now: 400 with JSON-RPC -32600
+    Invalid Request and id null, on /mcp and the legacy /messages/; good ids still work."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2025-11-25"}
+    with serve(settings_for(tmp_path)) as (base, _):
+        opened = mcp_post(base, INIT)
+        assert opened.status_code == 200
+        headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        for raw_id in ("1e999", "-1e999", "NaN", "Infinity", "[1]", '{"a":1}', "null", "true", "1.5", "1.0"):
+            body = f'{{"jsonrpc":"2.0","id":{raw_id},"method":"tools/list","params":{{}}}}'
+            got = httpx.post(f"{base}/mcp", content=body, headers=headers, timeout=10)
+            assert got.status_code == 400, (raw_id, got.status_code, got.text)
+            answer = got.json()
+            assert answer["id"] is None and answer["error"]["code"] == -32600, (raw_id, answer)
+            assert "string or an integer" in answer["error"]["message"]
+        for good in ("7", '"abc"', "123456789012345678901234567890"):
+            body = f'{{"jsonrpc":"2.0","id":{good},"method":"tools/list","params":{{}}}}'
+            got = httpx.post(f"{base}/mcp", content=body, headers=headers, timeout=10)
+            assert got.status_code == 200 and "list_queues" in got.text, (good, got.text[:200])
+        # a notification (no id) is still accepted; a body that is not JSON gets the SDK's parse error
+        note = httpx.post(f"{base}/mcp", content='{"jsonrpc":"2.0","method":"notifications/initialized"}',
+                          headers=headers, timeout=10)
+        assert note.status_code == 202
+        assert httpx.post(f"{base}/mcp", content=b'{"id": 1', headers=headers, timeout=10).status_code == 400
+        # legacy SSE: the message endpoint answers the same way
+        got = httpx.post(f"{base}/messages/?session_id={'0' * 32}", headers={"Content-Type": "application/json"},
+                         content='{"jsonrpc":"2.0","id":NaN,"method":"ping"}', timeout=10)
+        assert got.status_code == 400 and got.json()["error"]["code"] == -32600

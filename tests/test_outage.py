@@ -13,6 +13,7 @@ opsmcp (in memory, through ``mcp.Client``) calls it from four concurrent workers
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import make_settings
+from helpers import drain_queue, make_settings
 from moto_process import MotoProcess
 
 BOUND_SECONDS = 5.0
@@ -159,3 +160,93 @@ async def test_stalled_backend_gives_endpoint_errors_within_5s_then_recovers(tmp
     print(f"stalled backend: {len(found['during'])} calls during the stall, slowest {slowest:.2f} s")
     problems = _check(found)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_stalled_backend_mid_redrive_answers_within_5s_with_what_moved(tmp_path: Path,
+                                                                             anyio_backend: str) -> None:
+    """Regression (issue 19 item 12): a backend that stalls in the middle of an approved
+    redrive held redrive_dlq for 13.5 s (the stalled receive, then the release, then the
+    count, 4.5 s each) against the documented 5 s. Now the whole call answers within 5 s of
+    the stall with what moved so far (status stopped, stop_reason backend), and nothing is
+    lost: once the backend is back and the hold has run out, every message is in the DLQ or
+    the source queue, and those in both were reported in duplicates_possible."""
+    import re
+
+    import boto3
+    from mcp import Client
+
+    from opsmcp.server import build_server
+
+    total = 100
+    moto = MotoProcess().start()
+    try:
+        settings = make_settings(moto.endpoint, tmp_path, toolsets=["queues"], allow_writes=True,
+                                 redrive_hold_seconds=5)
+        sqs = boto3.client("sqs", endpoint_url=moto.endpoint, region_name="us-east-1")
+        dlq = sqs.create_queue(QueueName="stall-dlq")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        source = sqs.create_queue(QueueName="stall", Attributes={"RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": arn, "maxReceiveCount": "3"})})["QueueUrl"]
+        body_of = {}
+        for start in range(0, total, 10):
+            entries = [{"Id": str(i), "MessageBody": f"message-{i:04d}"} for i in range(start, start + 10)]
+            for ok in sqs.send_message_batch(QueueUrl=dlq, Entries=entries)["Successful"]:
+                body_of[ok["MessageId"]] = f"message-{int(ok['Id']):04d}"
+
+        def depth(url: str) -> int:
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+        server, _ = build_server(settings)
+        answered: dict[str, Any] = {}
+        async with Client(server) as client:
+            preview = await client.call_tool("redrive_dlq", {"queue": "stall-dlq"})
+            token = re.search(r"approval_token=(\S+)", json.dumps(preview.structured_content))
+            assert token is not None
+
+            async def move() -> None:
+                answered["result"] = await client.call_tool("redrive_dlq", {
+                    "queue": "stall-dlq", "dry_run": False, "confirm": True, "approval_token": token.group(1)})
+                answered["at"] = time.monotonic()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(move)
+                with anyio.fail_after(120):
+                    while await anyio.to_thread.run_sync(depth, source) < 20:  # some batches moved
+                        await anyio.sleep(0.05)
+                assert moto.pid is not None
+                os.kill(moto.pid, signal.SIGSTOP)
+                stalled_at = time.monotonic()
+                try:
+                    with anyio.fail_after(60):
+                        while "at" not in answered:
+                            await anyio.sleep(0.02)
+                finally:
+                    os.kill(moto.pid, signal.SIGCONT)
+        took = answered["at"] - stalled_at
+        result = answered["result"].structured_content
+        print(f"stalled redrive answered {took:.2f} s after the stall: moved {result['moved']}, "
+              f"duplicates_possible {len(result['duplicates_possible'])}, notes {result['notes']}")
+        assert took <= BOUND_SECONDS, f"answered {took:.2f} s after the stall (bound {BOUND_SECONDS} s)"
+        assert result["status"] == "stopped" and result["stop_reason"] == "backend", result
+        assert 0 < result["moved"] < total and moto.endpoint in " ".join(result["notes"])
+        # nothing lost: after the hold every message is visible in one queue or both (reported)
+        def hidden() -> int:
+            return sum(int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
+                "ApproximateNumberOfMessagesNotVisible"]) for url in (dlq, source))
+
+        with anyio.fail_after(60):
+            while await anyio.to_thread.run_sync(hidden):  # held messages come back when the hold runs out
+                await anyio.sleep(0.2)
+        in_dlq = {m["Body"] for m in await anyio.to_thread.run_sync(drain_queue, sqs, dlq)}
+        in_source = [m["Body"] for m in await anyio.to_thread.run_sync(drain_queue, sqs, source)]
+        assert in_dlq | set(in_source) == set(body_of.values())
+        assert len(in_source) == len(set(in_source))  # never sent twice
+        assert in_dlq & set(in_source) <= {body_of[i] for i in result["duplicates_possible"]}
+        # moved: confirmed deleted; a delete whose answer the stall swallowed may still have been applied
+        only_source = len(set(in_source) - in_dlq)
+        assert result["moved"] <= only_source <= result["moved"] + len(result["duplicates_possible"])
+    finally:
+        moto.stop()

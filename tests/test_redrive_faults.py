@@ -265,3 +265,23 @@ async def test_connection_pool_matches_the_worker_limit(fresh_moto, tmp_path, ca
             tg.start_soon(qt.sqs.list_urls)
     assert aws_limiter().total_tokens == WORKER_THREADS
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+async def test_a_redrive_stops_at_its_time_limit_and_says_what_moved(fresh_moto, tmp_path):
+    """Issue 19 item 12: the whole move is bounded in time (OPSMCP_REDRIVE_MAX_SECONDS): no new
+    batch after the limit, the batch in flight finishes (copy, confirm, delete), and the
+    result says what moved, stopped with stop_reason timeout; nothing is lost or doubled."""
+    sqs = _sqs(fresh_moto)
+    dlq, (src,) = make_pair(sqs, "slowly")
+    fill(sqs, dlq, 500)
+    qt = tools(fresh_moto, tmp_path, redrive_max_seconds=5)
+    start = time.monotonic()
+    res = await qt.redrive("slowly-dlq", None, 1000, None, dry_run=False)
+    took = time.monotonic() - start
+    assert res.status == "stopped" and res.stop_reason == "timeout", (res.status, res.notes)
+    assert 0 < res.moved < 500 and not res.duplicates_possible and not res.failed
+    assert "OPSMCP_REDRIVE_MAX_SECONDS" in " ".join(res.notes)
+    assert took < 5 + 5  # the limit, plus the batch in flight and the release
+    arrived = [m["Body"] for m in drain_queue(sqs, sqs.get_queue_url(QueueName=src)["QueueUrl"])]
+    left = [m["Body"] for m in drain_queue(sqs, dlq)]
+    assert len(arrived) == res.moved and len(set(arrived) | set(left)) == len(arrived) + len(left) == 500

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("opsmcp.analysis",),
     ("opsmcp.backends", "opsmcp.sandbox"),
     ("opsmcp.config", "opsmcp.errors", "opsmcp.times", "opsmcp.telemetry", "opsmcp.results", "opsmcp.result_size",
-     "opsmcp.logsetup", "opsmcp.tracing", "opsmcp.catalog", "opsmcp"),
+     "opsmcp.logsetup", "opsmcp.tracing", "opsmcp.catalog", "opsmcp.private", "opsmcp"),
 ]
 
 

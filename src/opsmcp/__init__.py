@@ -27,9 +27,10 @@ The package by layer, top to bottom; a module imports only from its own layer or
 - ``backends/`` — one adapter per external system (SQS, DynamoDB, CloudWatch, the log
   engines, Prometheus, the alert store, Ansible, chat webhooks); ``sandbox/`` — the
   embedded moto sandbox.
-- the ground: ``config`` (settings), ``errors``, ``times``, ``results`` (the base of every
-  tool result) and ``result_size`` (how results are cut to the size budget), ``telemetry``
-  (``/metrics``), ``logsetup`` (log handler, the per-call line), ``tracing`` (OpenTelemetry),
+- the ground: ``config`` (settings), ``errors``, ``times``, ``private`` (data files only their
+  owner reads), ``results`` (the base of every tool result) and ``result_size`` (how results
+  are cut to the size budget), ``telemetry`` (``/metrics``), ``logsetup`` (log handler, the
+  per-call line), ``tracing`` (OpenTelemetry),
   ``catalog`` (finds the playbook catalog: ``tools/`` at the top of the repository, shipped
   in the wheel as ``opsmcp/tools/``).
 

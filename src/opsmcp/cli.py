@@ -80,6 +80,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "every tool. Set OPSMCP_HTTP_TOKEN (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1.",
               file=sys.stderr)
         return 2
+    if args.transport == "http":
+        from opsmcp.config import weak_token_problem
+
+        weak = weak_token_problem(settings, args.host)
+        if weak:
+            print(f"opsmcp: refusing to serve: {weak}", file=sys.stderr)
+            return 2
     listener = _bind(args.host, args.port) if args.transport == "http" else None
     sandbox: SharedSandbox | None = None
     stopping = threading.Event()  # set when the server exits: seeding errors after it are not reported
@@ -482,6 +489,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         parent = next((p for p in [path.parent, *path.parents] if p.exists()), path.parent)
         writable = os.access(path if path.exists() else parent, os.W_OK)
         results.append(("OK" if writable else "FAIL", "audit", str(path) if writable else f"{path} is not writable"))
+    from opsmcp.private import loose_modes
+
+    loose = loose_modes(settings)  # data files other users may read: warned, never changed here
+    results += [("WARN", "file modes", line) for line in loose] or [
+        ("OK", "file modes", f"{settings.data_dir} and its files are private to their owner")]
     for status, label, detail in results:
         print(f"{status:<4} {label}: {detail}")
     return 1 if any(status == "FAIL" for status, _, _ in results) else 0
@@ -656,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stdio (default; for Claude Desktop and spawned clients) or http "
                             "(streamable HTTP at /mcp, SSE at /sse, events at /events)")
     serve.add_argument("--host", default="127.0.0.1",
-                       help="HTTP bind address (default 127.0.0.1; other addresses need OPSMCP_HTTP_TOKEN)")
+                       help="HTTP bind address (default 127.0.0.1; other addresses need a token: OPSMCP_HTTP_TOKEN "
+                            "of at least 32 characters, OPSMCP_TOKENS_FILE or OPSMCP_JWKS_URL)")
     serve.add_argument("--port", type=_port, default=3001, help="HTTP port, 1-65535 (default 3001)")
     serve.add_argument("--allow-writes", action="store_true", help="register write tools (env OPSMCP_ALLOW_WRITES=1)")
     serve.add_argument("--toolsets", help=f"comma-separated subset of {','.join(ALL_TOOLSETS)} (default: all)")

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
         "after a crash mid-redrive they are invisible this long."
     )
 
+    redrive_max_seconds: float = Field(
+        900.0, ge=5, le=86_400, description="Time limit of one redrive_dlq call, seconds: it takes no new batch after "
+        "it and reports what moved (status stopped, stop_reason timeout).")
+
     # --- orders -----------------------------------------------------------------
     orders_table: str = Field("orders", description="DynamoDB table of orders (hash key orderId).")
     orders_status_index: str = Field("status-index", description="GSI with hash key status, range key orderDate.")
@@ -162,9 +166,14 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = Field(None, description="Alertmanager base URL; registers the alerts toolset.")
     alerts_table: str | None = Field(None, description="DynamoDB table (hash key fingerprint) for alerts.")
     alerts_max_stored: int = Field(2000, ge=10, le=1_000_000, description="Alerts kept; oldest resolved dropped first.")
+    alerts_max_bytes: int = Field(8 * 1024 * 1024, ge=65_536, description=(
+        "Bytes of alert records the file store keeps (each alert is also bounded); oldest resolved dropped first."))
     alerts_max_payload_bytes: int = Field(
         1_048_576, ge=1024, description="Largest Alertmanager webhook body accepted, in bytes."
     )
+    webhook_token: SecretStr | None = Field(
+        None, description="Alertmanager's own credential for POST /webhooks/alertmanager (bearer token, or the "
+        "password of basic auth); tokens with scope alerts:write work too.")
 
     # --- playbooks / audit --------------------------------------------------------
     catalog_dir: Path | None = Field(None, description="A team's own catalog directory (catalog.yml, playbooks/, "
@@ -269,3 +278,43 @@ def aws_configured(settings: Settings) -> bool:
     home = Path.home() / ".aws"
     creds = Path(env.get("AWS_SHARED_CREDENTIALS_FILE", home / "credentials"))
     return creds.exists()
+
+
+#: Shortest shared secret (``OPSMCP_HTTP_TOKEN``, ``OPSMCP_WEBHOOK_TOKEN``) accepted on a
+#: non-loopback bind: 32 characters of ``secrets.token_urlsafe`` carry 192 bits.
+MIN_PUBLIC_TOKEN_CHARS = 32
+#: The command that prints a good token.
+TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def is_loopback(host: str) -> bool:
+    """True for a bind address only this machine reaches: ``localhost`` or a loopback IP
+    (127.0.0.0/8, ::1). ``0.0.0.0``, ``::``, ``""`` and any other name or address are not."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def weak_token_problem(settings: Settings, host: str) -> str | None:
+    """Why serving on ``host`` with these shared tokens is unsafe, or None.
+
+    On a non-loopback bind, ``OPSMCP_HTTP_TOKEN`` and ``OPSMCP_WEBHOOK_TOKEN`` must be at
+    least :data:`MIN_PUBLIC_TOKEN_CHARS` characters (a short one can be guessed from the
+    network). Tokens of the tokens file are hashes of 256-bit random tokens, and JWTs are
+    signed, so neither is checked here.
+    """
+    if is_loopback(host):
+        return None
+    named = [("OPSMCP_HTTP_TOKEN", settings.http_token),
+             ("OPSMCP_WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() if settings.webhook_token else None)]
+    for env, value in named:
+        if value is not None and len(value.strip()) < MIN_PUBLIC_TOKEN_CHARS:
+            return (f"{env} is {len(value.strip())} characters; serving on {host or 'every address'} (not loopback) "
+                    f"needs at least {MIN_PUBLIC_TOKEN_CHARS}. Make one with: {TOKEN_COMMAND} "
+                    "(or bind 127.0.0.1).")
+    return None

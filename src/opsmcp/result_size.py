@@ -132,7 +132,7 @@ def fit_result(result: R, budget: int, *, steps: Sequence[ShrinkStep] = ()) -> R
         if size <= budget:
             return result
     lists = {name: list(getattr(result, name)) for name in type(result).model_fields
-             if isinstance(getattr(result, name), list) and name != "notes"}
+             if isinstance(getattr(result, name), list) and name not in ("notes", "untrusted")}
     original = {name: len(items) for name, items in lists.items()}
     while size > budget and any(lists.values()):
         name = max(lists, key=lambda n: json_size([i.model_dump(mode="json") if isinstance(i, BaseModel) else i

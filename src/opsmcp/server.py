@@ -23,10 +23,12 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from opsmcp import __version__
 from opsmcp.backends.aws import AwsClients
@@ -73,6 +75,19 @@ class OpsServer(MCPServer):
 
     runtime: Runtime
 
+    def add_tool(self, fn: Callable[..., Any], name: str | None = None, title: str | None = None,
+                 description: str | None = None, annotations: ToolAnnotations | None = None, icons: Any = None,
+                 meta: dict[str, Any] | None = None, structured_output: bool | None = None) -> None:
+        """Register a tool as the SDK does, then make its arguments strict: an argument the
+        tool does not have is an error (``additionalProperties: false`` in the input schema,
+        pydantic ``extra="forbid"`` when validating), which :func:`explain` turns into the
+        closest known argument, instead of being ignored silently."""
+        super().add_tool(fn, name=name, title=title, description=description, annotations=annotations, icons=icons,
+                         meta=meta, structured_output=structured_output)
+        tool = self._tool_manager.get_tool(name or fn.__name__)  # the SDK keeps the Tool it built here
+        if tool is not None:
+            strict_arguments(tool)
+
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Context[Any, Any] | None = None) -> CallToolResult | InputRequiredResult:
         """Call tool ``name``; see the class docstring for the errors it rewrites.
@@ -91,7 +106,30 @@ class OpsServer(MCPServer):
             if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError):
                 raise
             schema = next((t.input_schema for t in await self.list_tools() if t.name == name), {})
-            raise ToolError(explain(name, exc.__cause__, schema, arguments)) from exc.__cause__
+            raise ToolError(explain(name, exc.__cause__, schema, arguments, self._absent(name))) from exc.__cause__
+
+    def _absent(self, name: str) -> dict[str, str]:
+        """Arguments tool ``name`` deliberately lacks on this server, and why (for argument errors)."""
+        mark = self.runtime.tools.get(name)
+        if mark is None or not mark.write or self.runtime.settings.write_approval != "prompt":
+            return {}
+        why = (f"this server makes real changes only through an approval prompt that the user answers "
+               f"(OPSMCP_WRITE_APPROVAL=prompt), so a client that cannot show one cannot make them; call with "
+               f"{mark.preview_arg}=false from a client that supports approval prompts (elicitation), or show the "
+               "dry run's preview to the user")
+        return {"confirm": why, "approval_token": why}
+
+
+def strict_arguments(tool: Tool) -> None:
+    """Make ``tool`` refuse arguments it does not have: its argument model forbids extra
+    fields and its input schema says ``additionalProperties: false``."""
+    model = tool.fn_metadata.arg_model
+    if model.model_config.get("extra") == "forbid":
+        return
+    namespace = {"model_config": ConfigDict(extra="forbid"), "__module__": model.__module__}
+    strict = typing.cast(type[ArgModelBase], type(model.__name__, (model,), namespace))
+    tool.fn_metadata.arg_model = strict
+    tool.parameters = strict.model_json_schema(by_alias=True)
 
 
 def unknown_tool(name: str, runtime: Runtime) -> str:
@@ -295,8 +333,9 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
             recovery.join()
     from opsmcp.surface.completions import register_prompts_and_resources
 
-    register_prompts_and_resources(server, runtime, bus)  # prompts, resources, completions of the registered tools
+    # The scope policy first among opsmcp's middleware: a refused request reaches no other one.
     server.middleware.append(ProtocolGuard(server, lambda n: runtime.tools[n].write if n in runtime.tools else None))
+    register_prompts_and_resources(server, runtime, bus)  # prompts, resources, completions of the registered tools
     return server, runtime
 
 

@@ -18,6 +18,11 @@ Contract (at-least-once, copy-confirm-delete):
 - At most one batch is between "sent" and "deleted" at any moment, so a crash at any
   point duplicates at most one batch and loses nothing. Receiving the next batch
   overlaps with moving the current one (standard queues), which is where the time goes.
+- A move is bounded in time as a whole: it takes no new batch after its deadline
+  (``OPSMCP_REDRIVE_MAX_SECONDS``), and when the backend stops answering, the AWS calls
+  still to come (the release, the count) get only a short grace
+  (:func:`opsmcp.backends.aws.call_budget`), so the answer, with what moved so far
+  (``status`` ``stopped``, ``stop_reason``), comes within the backend timeout of the stall.
 - A FIFO DLQ is moved strictly in order: a message group's next message can only be
   received after the previous one was deleted, and a group whose first message does not
   match the ``signature`` filter stays blocked (held) for the rest of the call, so a later
@@ -42,7 +47,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.backends.sqs import SqsBackend
 from opsmcp.errors import InvalidInput, NotFound, OpsError
-from opsmcp.results import WriteResult
+from opsmcp.results import OutsideText, WriteResult, untrusted
 
 #: Total payload of one SendMessageBatch: SQS allows 1 MiB today, 256 KiB before 2025 (and on
 #: older emulators); the smaller bound works everywhere. A bigger single message goes alone.
@@ -70,8 +75,10 @@ class RedriveFailure(BaseModel):
     error: str = Field(description="Why the target refused it.")
 
 
-class RedriveResult(WriteResult):
+class RedriveResult(OutsideText, WriteResult):
     """Result of redrive_dlq (a dry run or a real move)."""
+
+    untrusted: list[str] = untrusted("by_signature")
 
     queue: str = Field(description="The DLQ.")
     target: str = Field(description="The queue messages move (or would move) to.")
@@ -89,8 +96,11 @@ class RedriveResult(WriteResult):
         "not deleted); a later redrive sends them again.")
     remaining: int | None = Field(description="ApproximateNumberOfMessages left in the DLQ afterwards (None: unknown).")
     status: str = Field("complete", description="'dry_run', 'complete', 'partial' (some failed or may be "
-                        "duplicated), 'stopped' (an error ended it early; the counts say what happened before) or "
+                        "duplicated), 'stopped' (ended early; the counts say what happened before) or "
                         "'pending_approval' (a real call waiting for a person's approval: nothing moved yet).")
+    stop_reason: str | None = Field(None, description="Why it ended early: 'backend' (the backend failed or stopped "
+                                    "answering), 'target_refused', or 'timeout' (the time limit of one call, "
+                                    "OPSMCP_REDRIVE_MAX_SECONDS); null when it was not cut short.")
     by_signature: dict[str, int] = Field(default_factory=dict, description="Matched messages per failure signature "
                                          "(for a FIFO or sampled dry run: of the messages it read).")
     sample_message_ids: list[str] = Field(default_factory=list, description="Up to 10 matched message ids.")
@@ -185,10 +195,11 @@ class Mover:
             ``by_signature``).
         hold_seconds: visibility timeout of received messages while they move.
         progress: optional reporter, called after every batch.
+        max_seconds: the time limit of the whole move (no new batch after it), or None.
     """
 
     def __init__(self, sqs: SqsBackend, route: Route, classify: Classifier, hold_seconds: int,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, max_seconds: float | None = None) -> None:
         self.sqs = sqs
         self.route = route
         self.classify = classify
@@ -196,7 +207,10 @@ class Mover:
         self.progress = progress
         self.held: list[str] = []  # receipt handles to release at the end
         self.stopped = False
+        self.stop_reason: str | None = None
         self.bound = 0
+        self.max_seconds = max_seconds
+        self.deadline = anyio.current_time() + max_seconds if max_seconds is not None else None
 
     async def run(self, max_messages: int, signature: str | None, dry_run: bool, visible: int) -> RedriveResult:
         """Move (or, with ``dry_run``, count) up to ``max_messages`` messages matching ``signature``.
@@ -227,11 +241,18 @@ class Mover:
                 while result.matched < max_messages and not self.stopped:
                     if sample is not None and len(seen) >= sample:
                         break
+                    if self.deadline is not None and anyio.current_time() >= self.deadline:
+                        # no new batch; the one in flight still finishes (copy, confirm, delete)
+                        self._stop(result, f"stopped at the time limit of one call ({self.max_seconds:g} s, "
+                                           "OPSMCP_REDRIVE_MAX_SECONDS): the counts say what was done; the rest "
+                                           "stays in the DLQ. A new dry run (and its approval) moves more.",
+                                   "timeout", halt=False)
+                        break
                     try:
                         batch = await self.sqs.receive(r.dlq_url, 10, visibility_timeout=self.hold)
                     except OpsError as exc:
                         self._stop(result, f"stopped early: {exc} The counts say what happened before that; the "
-                                           "rest stays in the DLQ.")
+                                           "rest stays in the DLQ.", "backend")
                         break
                     fresh = [m for m in batch if m["MessageId"] not in seen]
                     self.held += [m["ReceiptHandle"] for m in batch if m["MessageId"] in seen]
@@ -289,10 +310,11 @@ class Mover:
         if dry_run:
             self._finish_dry_run(result, max_messages, signature, visible, nonmatching_heads,
                                  sampled=sample is not None and len(seen) >= sample)
-        elif self.stopped:
+        elif self.stop_reason is not None:
             result.status = "stopped"
         elif result.failed or result.duplicates_possible:
             result.status = "partial"
+        result.stop_reason = self.stop_reason
         if result.failed:
             result.notes.append(f"{len(result.failed)} message(s) were refused by the target and stay in the DLQ")
         return result
@@ -323,12 +345,17 @@ class Mover:
     async def _move_all(self, messages: list[dict[str, Any]], result: RedriveResult, done: anyio.Event) -> None:
         """Move ``messages`` (one received batch) in payload-sized chunks; set ``done`` at the end."""
         try:
-            for i, chunk in enumerate(by_size(messages)):
-                if self.stopped or not await self._move(chunk, result):
-                    rest = [m for c in by_size(messages)[i + 1:] for m in c]
-                    self.held += [m["ReceiptHandle"] for m in rest]
-                    result.matched -= len(rest)
-                    break
+            chunks = by_size(messages)
+            for i, chunk in enumerate(chunks):
+                if self.stopped:  # stopped before this chunk was sent: it stays in the DLQ, released
+                    rest = [m for c in chunks[i:] for m in c]
+                elif not await self._move(chunk, result):  # _move accounted for this chunk
+                    rest = [m for c in chunks[i + 1:] for m in c]
+                else:
+                    continue
+                self.held += [m["ReceiptHandle"] for m in rest]
+                result.matched -= len(rest)
+                break
             if self.progress is not None:
                 await self.progress(result.moved, self.bound, f"moved {result.moved} of up to {self.bound} message(s)")
         finally:
@@ -348,13 +375,13 @@ class Mover:
             result.failed += [RedriveFailure(message_id=m["MessageId"], error=exc.message) for m in messages]
             self.held += [m["ReceiptHandle"] for m in messages]
             self._stop(result, f"stopped: {r.target_name} refused a batch ({exc.message}); those {len(messages)} "
-                               "message(s) stay in the DLQ")
+                               "message(s) stay in the DLQ", "target_refused")
             return False
         except OpsError as exc:  # outcome unknown: a timeout may come after SQS accepted the batch
             result.duplicates_possible += [m["MessageId"] for m in messages]
             self.held += [m["ReceiptHandle"] for m in messages]
             self._stop(result, f"stopped: sending a batch to {r.target_name} failed ({exc}); those {len(messages)} "
-                               "message(s) stay in the DLQ and may also have reached the target")
+                               "message(s) stay in the DLQ and may also have reached the target", "backend")
             return False
         for i, error in refused.items():
             result.failed.append(RedriveFailure(message_id=by_id[i]["MessageId"], error=error))
@@ -366,7 +393,7 @@ class Mover:
             result.duplicates_possible += [by_id[i]["MessageId"] for i in ok]
             self.held += list(sent.values())
             self._stop(result, f"stopped: deleting sent messages from the DLQ failed ({exc}); they are in both "
-                               "queues now and a retry sends them again")
+                               "queues now and a retry sends them again", "backend")
             return False
         for i in ok:
             if i in not_deleted:
@@ -376,8 +403,12 @@ class Mover:
                 result.moved += 1
         return True
 
-    def _stop(self, result: RedriveResult, note: str) -> None:
-        self.stopped = True
+    def _stop(self, result: RedriveResult, note: str, reason: str, halt: bool = True) -> None:
+        """Record why the move ends early (the first reason wins); with ``halt``, the batch in
+        flight stops too (nothing more is sent)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stopped = self.stopped or halt
         result.notes.append(note)
 
     async def _release(self, result: RedriveResult) -> None:

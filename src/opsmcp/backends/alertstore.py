@@ -5,16 +5,23 @@
 record per fingerprint, keeping firing/resolved state, start/end times, when it was first
 and last received and how many times. Two stores:
 
-* :class:`FileAlertStore`: one JSON file under ``OPSMCP_DATA_DIR`` (``alerts.json``),
-  rewritten atomically (temp file, fsync, rename) on every change, so a restart loses
-  nothing;
+* :class:`FileAlertStore`: one file under ``OPSMCP_DATA_DIR`` (``alerts.json``, mode
+  0600), one JSON record per line: each post appends the records it changed (and fsyncs
+  that append), and the file is rewritten (temp file, fsync, rename) only when it has grown
+  to twice what it holds, so a post costs what it changed, not what the store holds, and
+  a restart loses nothing. It reads the version-1 format (one JSON document) too;
 * :class:`DynamoAlertStore`: a DynamoDB table (hash key ``fingerprint``) shared by
   replicas (``OPSMCP_ALERTS_TABLE``); each alert is one atomic ``UpdateItem``.
 
-Both keep at most ``max_stored`` alerts: the oldest resolved ones (by last received) go
-first, then the oldest firing ones. Every store method is a coroutine whose I/O runs off the
-event loop: the file is written in a worker thread, and every DynamoDB call goes through
-:func:`~opsmcp.backends.aws.aws_call` (bounded by ``backend_timeout_seconds``).
+Every alert is bounded when it is parsed: at most :data:`MAX_LABELS` labels and
+:data:`MAX_ANNOTATIONS` annotations, names of :data:`MAX_NAME_CHARS`, label values of
+:data:`MAX_LABEL_CHARS` and annotation values of :data:`MAX_ANNOTATION_CHARS` characters;
+what was cut is named in the alert's ``cut``. Both stores keep at most ``max_stored``
+alerts, the file store also at most ``max_bytes`` of records: the oldest resolved ones
+(by last received) go first, then the oldest firing ones. Every store method is a coroutine
+whose I/O runs off the event loop: the file is written in a worker thread, and every
+DynamoDB call goes through :func:`~opsmcp.backends.aws.aws_call` (bounded by
+``backend_timeout_seconds``).
 """
 
 from __future__ import annotations
@@ -34,10 +41,22 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.aws import AwsClients, aws_call
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.private import open_private
 from opsmcp.times import iso
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+#: Bounds of one alert: labels and annotations kept, characters of a name and of a value.
+MAX_LABELS = 64
+MAX_ANNOTATIONS = 32
+MAX_NAME_CHARS = 128
+MAX_LABEL_CHARS = 512
+MAX_ANNOTATION_CHARS = 4_000
+#: Labels kept first when an alert has more than :data:`MAX_LABELS`.
+KEY_LABELS = ("alertname", "severity")
+#: The first line of a version-2 file store.
+FILE_HEADER = {"opsmcp_alert_store": 2}
 
 
 class IncomingAlert(BaseModel):
@@ -50,6 +69,7 @@ class IncomingAlert(BaseModel):
     starts_at: str | None
     ends_at: str | None
     generator_url: str | None
+    cut: list[str] = []
 
 
 class StoredAlert(BaseModel):
@@ -65,6 +85,9 @@ class StoredAlert(BaseModel):
     first_received: str = Field(description="When opsmcp first received it, ISO-8601 UTC.")
     last_received: str = Field(description="When opsmcp last received it, ISO-8601 UTC.")
     received_count: int = Field(description="How many notifications carried this alert.")
+    cut: list[str] = Field(default_factory=list, description="What the store cut from this alert to its bounds "
+                           "(labels or annotations beyond the count kept, values beyond the characters kept); "
+                           "empty when it is whole.")
 
 
 def _time(value: Any) -> str | None:
@@ -79,12 +102,33 @@ def _time(value: Any) -> str | None:
     return iso(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
 
 
-def _strings(value: Any, what: str) -> dict[str, str]:
+def _strings(value: Any, what: str, most: int, chars: int, cut: list[str]) -> dict[str, str]:
+    """``value`` (an object) as at most ``most`` string pairs, names cut to
+    :data:`MAX_NAME_CHARS` and values to ``chars`` characters; what was cut is added to ``cut``.
+
+    Raises:
+        InvalidInput: ``value`` is not an object.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be an object of strings.")
-    return {str(k)[:200]: str(v)[:4000] for k, v in value.items()}
+    kind = what.rpartition(".")[2]
+    names = sorted(value, key=lambda k: (KEY_LABELS.index(k) if k in KEY_LABELS else len(KEY_LABELS), str(k)))
+    if len(names) > most:
+        cut.append(f"{kind}: kept {most} of {len(names)}")
+    out: dict[str, str] = {}
+    long_names = long_values = 0
+    for k in names[:most]:
+        name, text = str(k), str(value[k])
+        long_names += len(name) > MAX_NAME_CHARS
+        long_values += len(text) > chars
+        out[name[:MAX_NAME_CHARS]] = text[:chars]
+    if long_names:
+        cut.append(f"{kind}: {long_names} name(s) cut to {MAX_NAME_CHARS} characters")
+    if long_values:
+        cut.append(f"{kind}: {long_values} value(s) cut to {chars} characters")
+    return out
 
 
 def parse_webhook(payload: Any) -> list[IncomingAlert]:
@@ -110,7 +154,8 @@ def parse_webhook(payload: Any) -> list[IncomingAlert]:
         status = str(alert.get("status", ""))
         if status not in ("firing", "resolved"):
             raise InvalidInput(f"alerts[{i}].status is {status!r}; expected firing or resolved.")
-        labels = _strings(alert.get("labels"), f"alerts[{i}].labels")
+        cut: list[str] = []
+        labels = _strings(alert.get("labels"), f"alerts[{i}].labels", MAX_LABELS, MAX_LABEL_CHARS, cut)
         fingerprint = str(alert.get("fingerprint") or "").strip()[:64] or hashlib.sha256(
             json.dumps(labels, sort_keys=True).encode()
         ).hexdigest()[:16]
@@ -118,10 +163,12 @@ def parse_webhook(payload: Any) -> list[IncomingAlert]:
             fingerprint=fingerprint,
             status=status,
             labels=labels,
-            annotations=_strings(alert.get("annotations"), f"alerts[{i}].annotations"),
+            annotations=_strings(alert.get("annotations"), f"alerts[{i}].annotations", MAX_ANNOTATIONS,
+                                 MAX_ANNOTATION_CHARS, cut),
             starts_at=_time(alert.get("startsAt")),
             ends_at=_time(alert.get("endsAt")),
             generator_url=str(alert["generatorURL"])[:2000] if alert.get("generatorURL") else None,
+            cut=cut,
         ))
     return out
 
@@ -150,16 +197,24 @@ def merge(old: StoredAlert | None, new: IncomingAlert, now: str) -> Change:
     return Change(kind=kind, alert=stored)
 
 
-def prune(alerts: dict[str, StoredAlert], max_stored: int) -> list[str]:
-    """Remove alerts beyond ``max_stored`` from ``alerts`` (oldest resolved first, then
-    oldest firing, by last received); return the removed fingerprints."""
-    excess = len(alerts) - max_stored
-    if excess <= 0:
+def prune(alerts: dict[str, StoredAlert], max_stored: int, sizes: dict[str, int] | None = None,
+          max_bytes: int | None = None) -> list[str]:
+    """Remove alerts from ``alerts`` (oldest resolved first, then oldest firing, by last
+    received) until at most ``max_stored`` remain and, with ``sizes`` (bytes of each
+    alert's record) and ``max_bytes``, their records total at most ``max_bytes``; return
+    the removed fingerprints (also removed from ``sizes``)."""
+    total = sum(sizes.values()) if sizes is not None else 0
+    over_bytes = sizes is not None and max_bytes is not None and total > max_bytes
+    if len(alerts) <= max_stored and not over_bytes:
         return []
-    order = sorted(alerts.values(), key=lambda a: (a.status != "resolved", a.last_received))
-    gone = [a.fingerprint for a in order[:excess]]
-    for fp in gone:
-        del alerts[fp]
+    gone = []
+    for a in sorted(alerts.values(), key=lambda a: (a.status != "resolved", a.last_received)):
+        if len(alerts) <= max_stored and not (sizes is not None and max_bytes is not None and total > max_bytes):
+            break
+        del alerts[a.fingerprint]
+        if sizes is not None:
+            total -= sizes.pop(a.fingerprint, 0)
+        gone.append(a.fingerprint)
     return gone
 
 
@@ -182,49 +237,98 @@ class AlertStore(Protocol):
 
 
 class FileAlertStore:
-    """Alerts in one JSON file, rewritten atomically on every change (thread-safe).
+    """Alerts in one file of JSON records, one per line, appended as they change (thread-safe).
+
+    Line 1 is :data:`FILE_HEADER`; each further line is ``{"put": <StoredAlert>}`` or
+    ``{"drop": <fingerprint>}``, the last line about a fingerprint winning. A torn last line
+    (a crash mid-append) is skipped. The file is rewritten holding only the live alerts
+    when it has grown past twice their size (and 1 MiB), and when it is in the version-1
+    format (one JSON document, as opsmcp wrote it before).
 
     Args:
-        path: the JSON file (created with its directory on first write).
-        max_stored: most alerts kept (see :func:`prune`).
+        path: the file (created 0600, its directory 0700, on first write).
+        max_stored: most alerts kept.
+        max_bytes: most bytes of alert records kept (see :func:`prune`).
 
     Raises (from ``record``):
         OpsError: the file cannot be written.
     """
 
-    def __init__(self, path: Path, max_stored: int = 2000) -> None:
+    def __init__(self, path: Path, max_stored: int = 2000, max_bytes: int = 8 * 1024 * 1024) -> None:
         self.path = Path(path)
         self.max_stored = max_stored
+        self.max_bytes = max_bytes
         self.where = str(self.path)
         self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}
+        self._file_bytes = 0
         self._alerts: dict[str, StoredAlert] = self._load()
+
+    @staticmethod
+    def _line(record: dict[str, Any]) -> bytes:
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
     def _load(self) -> dict[str, StoredAlert]:
         if not self.path.exists():
             return {}
+        alerts: dict[str, StoredAlert] = {}
         try:
-            data = json.loads(self.path.read_text())
-            return {a["fingerprint"]: StoredAlert.model_validate(a) for a in data.get("alerts", [])}
+            with self.path.open("rb") as fh:
+                first = fh.readline()
+                head = json.loads(first) if first.strip() else {}
+                if isinstance(head, dict) and isinstance(head.get("alerts"), list):  # version 1: one document
+                    alerts = {a["fingerprint"]: StoredAlert.model_validate(a) for a in head["alerts"]}
+                    self._sizes = {fp: len(self._line({"put": a.model_dump()})) for fp, a in alerts.items()}
+                    self._file_bytes = -1  # rewrite in this format on the first record
+                    return alerts
+                if head != FILE_HEADER:
+                    raise ValueError(f"the first line is not {json.dumps(FILE_HEADER)}")
+                self._file_bytes = len(first)
+                for raw in fh:
+                    self._file_bytes += len(raw)
+                    try:
+                        entry = json.loads(raw)
+                        if "put" in entry:
+                            alert = StoredAlert.model_validate(entry["put"])
+                            alerts[alert.fingerprint] = alert
+                            self._sizes[alert.fingerprint] = len(raw)
+                        else:
+                            alerts.pop(str(entry["drop"]), None)
+                            self._sizes.pop(str(entry["drop"]), None)
+                    except (ValueError, KeyError, TypeError):  # a torn line (crash mid-append): skipped
+                        continue
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OpsError(f"Cannot read the alert store {self.path}: {exc}.",
                            "move the file aside; opsmcp starts a new one.") from exc
+        return alerts
 
-    def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        body = json.dumps({"version": 1, "alerts": [a.model_dump() for a in self._alerts.values()]})
-        try:
-            with tmp.open("w") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise OpsError(f"Cannot write the alert store {self.path}: {exc}.",
-                           "check OPSMCP_DATA_DIR is writable.") from exc
+    def _append(self, lines: list[bytes]) -> None:
+        """Append ``lines`` and fsync them."""
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "ab") as f:
+            if f.tell() == 0:
+                header = self._line(FILE_HEADER)
+                f.write(header)
+                self._file_bytes = len(header)
+            f.write(b"".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        self._file_bytes += sum(len(line) for line in lines)
+
+    def _rewrite(self) -> None:
+        """Write the live alerts to a new file (0600), fsync, and rename it over the store."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        lines = [self._line(FILE_HEADER)] + [self._line({"put": a.model_dump()}) for a in self._alerts.values()]
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._file_bytes = sum(len(line) for line in lines)
 
     async def record(self, incoming: list[IncomingAlert]) -> list[Change]:
-        """Merge ``incoming`` (de-duplicated by fingerprint), prune, write the file (in a
+        """Merge ``incoming`` (de-duplicated by fingerprint), prune, append what changed (in a
         worker thread)."""
         return await anyio.to_thread.run_sync(self._record, incoming)
 
@@ -232,12 +336,24 @@ class FileAlertStore:
         now = iso(datetime.now(UTC)) or ""
         with self._lock:
             changes = []
+            lines: dict[str, bytes] = {}
             for alert in incoming:
                 change = merge(self._alerts.get(alert.fingerprint), alert, now)
                 self._alerts[alert.fingerprint] = change.alert
+                lines[alert.fingerprint] = self._line({"put": change.alert.model_dump()})
+                self._sizes[alert.fingerprint] = len(lines[alert.fingerprint])
                 changes.append(change)
-            prune(self._alerts, self.max_stored)
-            self._save()
+            for fp in prune(self._alerts, self.max_stored, self._sizes, self.max_bytes):
+                lines[fp] = self._line({"drop": fp})
+            try:
+                live = sum(self._sizes.values())
+                if self._file_bytes < 0 or self._file_bytes > 2 * live + (1 << 20):
+                    self._rewrite()
+                else:
+                    self._append(list(lines.values()))
+            except OSError as exc:
+                raise OpsError(f"Cannot write the alert store {self.path}: {exc}.",
+                               "check OPSMCP_DATA_DIR is writable.") from exc
         return changes
 
     async def all(self) -> list[StoredAlert]:
@@ -288,6 +404,7 @@ class DynamoAlertStore:
                 ":sa": {"S": alert.starts_at or ""},
                 ":ea": {"S": alert.ends_at or ""},
                 ":g": {"S": alert.generator_url or ""},
+                ":c": {"S": json.dumps(alert.cut)},
                 ":now": {"S": now},
                 ":one": {"N": "1"},
             }
@@ -297,11 +414,11 @@ class DynamoAlertStore:
                 Key={"fingerprint": {"S": alert.fingerprint}},
                 UpdateExpression=(
                     "SET #s = :s, labels = :l, annotations = :a, starts_at = :sa, ends_at = :ea, "
-                    "generator_url = :g, last_received = :now, "
+                    "generator_url = :g, #cut = :c, last_received = :now, "
                     "first_received = if_not_exists(first_received, :now) "
                     "ADD received_count :one"
                 ),
-                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeNames={"#s": "status", "#cut": "cut"},
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_OLD",
             )
@@ -328,6 +445,7 @@ class DynamoAlertStore:
             first_received=s("first_received"),
             last_received=s("last_received"),
             received_count=int(item.get("received_count", {}).get("N", "0")),
+            cut=json.loads(s("cut") or "[]"),
         )
 
     async def all(self) -> list[StoredAlert]:
@@ -359,4 +477,5 @@ def build_alert_store(settings: Settings, clients: AwsClients) -> AlertStore:
     """The DynamoDB store when ``alerts_table`` is set, else ``<data_dir>/alerts.json``."""
     if settings.alerts_table:
         return DynamoAlertStore(clients, settings.alerts_table, settings.alerts_max_stored)
-    return FileAlertStore(Path(settings.data_dir) / "alerts.json", settings.alerts_max_stored)
+    return FileAlertStore(Path(settings.data_dir) / "alerts.json", settings.alerts_max_stored,
+                          settings.alerts_max_bytes)

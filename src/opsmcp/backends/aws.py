@@ -16,14 +16,23 @@ Two facts shape the clients:
 - Each client's connection pool is sized :data:`WORKER_THREADS`, the same number as the
   limiter :func:`aws_call` runs under, so concurrent calls never overflow the pool
   ("Connection pool is full, discarding connection").
+
+A tool call makes several AWS calls (a redrive: receive, send, delete, release, read the
+count). Inside :func:`call_budget` (the server's choke point opens one per tool call) they
+share one budget: once one of them got no answer within its bound, the backend has stopped
+answering, and the rest (in flight or still to come) get :data:`GRACE_SECONDS` more, so the
+whole tool call answers within ``backend_timeout_seconds`` of the stall instead of waiting
+that long for every later call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -51,6 +60,45 @@ READ_ATTEMPTS = 3
 ANSWER_SHARE = 0.9
 
 _limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("opsmcp_aws_limiter")
+
+#: After one call of a tool call got no answer: the time every other AWS call of that tool
+#: call still has, in seconds, at most (a healthy backend answers a release in milliseconds).
+GRACE_SECONDS = 0.25
+
+
+class CallBudget:
+    """The AWS calls of one tool call: their cancel scopes, and once the backend stopped
+    answering one of them, the time (``anyio.current_time()``) by which all must be done."""
+
+    def __init__(self) -> None:
+        self.answer_by: float | None = None
+        self.scopes: set[anyio.CancelScope] = set()
+
+    def stalled(self) -> None:
+        """A call got no answer in time: every call in flight and to come ends by now + grace."""
+        if self.answer_by is None:
+            self.answer_by = anyio.current_time() + GRACE_SECONDS
+            for scope in self.scopes:
+                scope.deadline = min(scope.deadline, self.answer_by)
+
+
+_budget: contextvars.ContextVar[CallBudget | None] = contextvars.ContextVar("opsmcp_aws_budget", default=None)
+
+
+@contextlib.contextmanager
+def call_budget() -> Iterator[CallBudget]:
+    """Make the AWS calls made inside this block (and in tasks started from it) share one
+    :class:`CallBudget`; inside another one, join it."""
+    found = _budget.get()
+    if found is not None:
+        yield found
+        return
+    budget = CallBudget()
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
 
 
 def aws_limiter() -> anyio.CapacityLimiter:
@@ -362,9 +410,25 @@ async def aws_call(clients: AwsClients, what: str, fn: Callable[..., T], /, *arg
     timeout = clients.settings.backend_timeout_seconds
     # The call gets ANSWER_SHARE of the bound, the rest is for mapping the error and answering,
     # so the tool error reaches the client within backend_timeout_seconds.
-    with anyio.move_on_after(timeout * ANSWER_SHARE):
-        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=aws_limiter())
+    wait = timeout * ANSWER_SHARE
+    budget = _budget.get()
+    if budget is not None and budget.answer_by is not None:  # the backend stopped answering this tool call
+        wait = min(wait, budget.answer_by - anyio.current_time())
+        if wait <= 0:
+            raise BackendUnavailable(f"{clients.endpoint} stopped answering during this call, so opsmcp did not "
+                                     f"try to {what}.", "retry later; if it persists, check the endpoint "
+                                     "(AWS_ENDPOINT_URL) and OPSMCP_BACKEND_TIMEOUT_SECONDS.")
+    with anyio.move_on_after(wait) as scope:
+        if budget is not None:
+            budget.scopes.add(scope)
+        try:
+            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=aws_limiter())
+        finally:
+            if budget is not None:
+                budget.scopes.discard(scope)
     # Only our own deadline gets here (an outer cancellation propagates out of the block).
+    if budget is not None:
+        budget.stalled()
     raise BackendUnavailable(f"{clients.endpoint} did not answer within {timeout:g} s to {what}.",
                              "retry later; if it persists, check the endpoint (AWS_ENDPOINT_URL) and "
                              "OPSMCP_BACKEND_TIMEOUT_SECONDS.")

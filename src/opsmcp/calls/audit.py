@@ -41,6 +41,7 @@ from opsmcp.backends.aws import AwsClients, aws_call
 from opsmcp.calls.identity import caller
 from opsmcp.result_size import cap_values, cut_text, json_size
 from opsmcp.errors import OpsError
+from opsmcp.private import open_private
 from opsmcp.times import now_iso
 from opsmcp.toolsets.base import INJECTED
 
@@ -123,7 +124,7 @@ class FileAudit:
     thread (the caller awaits it: a record is on disk when ``append`` returns).
 
     Args:
-        path: the file; its directory is created on first use.
+        path: the file (mode 0600); its directory is created (0700) on first use.
     """
 
     def __init__(self, path: Path) -> None:
@@ -145,8 +146,8 @@ class FileAudit:
     def _write(self, line: bytes) -> None:
         try:
             with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a+b") as fh:
+                fd = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # 0600, in a 0700 directory
+                with os.fdopen(fd, "a+b") as fh:
                     end = fh.seek(0, os.SEEK_END)
                     if end:
                         fh.seek(end - 1)

@@ -25,6 +25,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
+from opsmcp.backends.aws import call_budget
 from opsmcp.calls.approval import asked_for_progress
 from opsmcp.calls.identity import caller, require_scope
 from opsmcp.result_size import fit_result, json_size
@@ -32,6 +33,7 @@ from opsmcp.calls.runtime import Runtime
 from opsmcp.errors import OpsError
 from opsmcp.logsetup import calls_log, tool_call_line
 from opsmcp.telemetry import outcome_of
+from opsmcp.results import UNTRUSTED_NOTE, OutsideText
 from opsmcp.toolsets.base import INJECTED, ToolMark
 
 log = logging.getLogger("opsmcp")
@@ -73,11 +75,13 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
             await runtime.wait_ready()
             if "progress" in wants:
                 kwargs["progress"] = _progress_reporter(ctx)
-            if mark.write:
-                waiting = _progress_reporter(ctx) if asked_for_progress(ctx) else None
-                result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants, waiting)
-            else:
-                result = await fn(**kwargs)
+            with call_budget():  # the AWS calls of this tool call share one budget (backends.aws)
+                if mark.write:
+                    waiting = _progress_reporter(ctx) if asked_for_progress(ctx) else None
+                    result = await runtime.approvals.gate(name, fn, mark, kwargs, start, "confirmed" in wants,
+                                                          waiting)
+                else:
+                    result = await fn(**kwargs)
             out = _tool_result(fit_result(result, budget))
             ok = True
             if logged and isinstance(out, CallToolResult) and out.content:
@@ -109,6 +113,9 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     tool_call.__name__ = name
     tool_call.__qualname__ = name
     tool_call.__doc__ = inspect.cleandoc(fn.__doc__ or name)
+    returns = hints.get("return")
+    if isinstance(returns, type) and issubclass(returns, OutsideText):  # one line, the same for every such tool
+        tool_call.__doc__ += "\n" + UNTRUSTED_NOTE
     tool_call.__signature__ = signature.replace(parameters=all_params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
     tool_call.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": hints.get("return")}
     return tool_call

@@ -17,6 +17,11 @@ WRITE_SCOPE = "ops:write"
 #: Scope that allows deciding approval requests (``OPSMCP_WRITE_APPROVAL=human``).
 APPROVE_SCOPE = "ops:approve"
 ALL_SCOPES = frozenset({READ_SCOPE, WRITE_SCOPE, APPROVE_SCOPE})
+#: Scope that allows posting alerts to ``/webhooks/alertmanager`` (Alertmanager's own
+#: credential). Not part of :data:`ALL_SCOPES`: no person's or agent's token needs it.
+ALERTS_SCOPE = "alerts:write"
+#: Every scope a token may carry.
+KNOWN_SCOPES = ALL_SCOPES | {ALERTS_SCOPE}
 
 #: The caller's subject: the authenticated HTTP subject, else ``"stdio"``.
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("opsmcp_caller", default="stdio")

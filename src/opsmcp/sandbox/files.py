@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from opsmcp.private import open_private, private_dir
+
 
 class SandboxFiles:
     """The shared sandbox's files in ``<data_dir>/sandbox/`` (see the module docstring)."""
@@ -28,12 +30,12 @@ class SandboxFiles:
 
     def make(self) -> None:
         """Create the directory (0700)."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.dir)
 
     def lock(self, path: Path, mode: int) -> IO[str]:
         """Open ``path`` and ``flock`` it with ``mode`` (blocking unless ``LOCK_NB``); the
         returned file holds the lock until it is closed."""
-        fh = open(path, "a+")  # noqa: SIM115 - held open as the lock
+        fh = os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND | os.O_CREAT), "a+")  # held open as the lock (0600)
         try:
             fcntl.flock(fh.fileno(), mode)
         except BaseException:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from opsmcp.private import open_private
 from opsmcp.sandbox.files import SandboxFiles, alive
 
 if TYPE_CHECKING:
@@ -187,7 +189,7 @@ def join(settings: Settings) -> Joining:
         options = {"data_dir": str(settings.data_dir), "port": settings.sandbox_port,
                    "idle_seconds": settings.sandbox_idle_seconds,
                    "settings": {k: getattr(settings, k) for k in SEED_FIELDS}}
-        with open(files.log, "wb") as log:
+        with os.fdopen(open_private(files.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "opsmcp.sandbox.process", json.dumps(options)],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                                     start_new_session=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from opsmcp.errors import closest
 from opsmcp.result_size import cut_text
 
 _EXAMPLE = re.compile(r"e\.g\.\s*([`'\"])(.+?)\1")
@@ -133,22 +134,42 @@ def _merge_union_members(errors: list[Any]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def explain(tool: str, exc: ValidationError, schema: dict[str, Any], arguments: dict[str, Any] | None = None) -> str:
+def unknown_argument(tool: str, arg: str, props: dict[str, Any], absent: dict[str, str] | None = None) -> str:
+    """The line for an argument ``tool`` does not have: why, when ``absent`` says (an argument
+    this server's configuration leaves out); else the closest known argument (a misspelling,
+    a prefix) and what it takes; else every argument it has."""
+    if absent and arg in absent:
+        return f"- {arg} is not an argument of {tool} here: {absent[arg]}."
+    near = closest(arg, props, n=1)
+    known = ", ".join(props) or "no arguments"
+    if near:
+        return (f"- {cut_text(arg, 60)} is not an argument of {tool}; did you mean {near[0]}? "
+                f"({near[0]}: {allowed(props[near[0]])}). It takes: {known}.")
+    return f"- {cut_text(arg, 60)} is not an argument of {tool}. It takes: {known}."
+
+
+def explain(tool: str, exc: ValidationError, schema: dict[str, Any], arguments: dict[str, Any] | None = None,
+            absent: dict[str, str] | None = None) -> str:
     """A tool error message for the arguments of ``tool`` that failed ``exc``.
 
     Args:
         tool: the tool's name (used in the example calls).
-        exc: the SDK's argument validation error.
+        exc: the SDK's argument validation error (an argument the tool does not have is an
+            ``extra_forbidden`` error: the server registers every tool with strict arguments).
         schema: the tool's input schema (``properties``, ``required``).
-        arguments: the arguments as called, to name unknown ones (the SDK ignores them).
+        arguments: the arguments as called (kept for callers; the error names them).
+        absent: arguments this server leaves out of the tool on purpose, and why.
 
-    One line per wrong argument (at most 6), then the arguments the call passed that the
-    tool does not have, then the next step. Values are quoted cut to 60 characters.
+    One line per wrong argument (at most 6; an unknown one names the closest known
+    argument), then the next step. Values are quoted cut to 60 characters.
     """
     props: dict[str, Any] = schema.get("properties", {})
     lines = [f"Invalid arguments for {tool}:"]
     errors = _merge_union_members(exc.errors(include_url=False))
     for err in errors[:6]:
+        if err["type"] == "extra_forbidden" and len(err.get("loc", ())) == 1:
+            lines.append(unknown_argument(tool, str(err["loc"][0]), props, absent))
+            continue
         loc = [str(p) for p in err.get("loc", ())]
         arg = loc[0] if loc else "?"
         path = ".".join(loc) or "arguments"
@@ -167,8 +188,5 @@ def explain(tool: str, exc: ValidationError, schema: dict[str, Any], arguments: 
         lines.append(line + ".")
     if len(errors) > 6:
         lines.append(f"- ... and {len(errors) - 6} more")
-    unknown = sorted(set(arguments or {}) - set(props))
-    if unknown:
-        lines.append(f"Not arguments of {tool} (ignored): {', '.join(unknown)}. It takes: {', '.join(props)}.")
     lines.append("Next step: call again with the corrected arguments.")
     return "\n".join(lines)

@@ -1,14 +1,26 @@
-"""SDK middleware around every inbound MCP request: per-identity tool visibility.
+"""SDK middleware around every inbound MCP message: one scope policy for every method.
 
-- ``tools/list`` shows the caller only the tools its scopes allow (``ops:read`` for read
-  tools, ``ops:write`` for write tools; see :mod:`opsmcp.calls.identity`).
-- ``tools/call`` of a tool the caller may not call is refused as a tool error before the
-  SDK resolves arguments, so no approval prompt or preview runs (the choke point checks
-  again).
+The policy (scopes from :mod:`opsmcp.calls.identity`; the HTTP transport sets them per
+token, stdio callers have every scope, so there it changes nothing):
 
-It runs for every transport; stdio callers have every scope, so there it changes nothing.
-Unknown prompts and bad prompt arguments are answered ``-32602`` by
-:func:`opsmcp.surface.prompts.prompt_params_guard`, the one middleware for ``prompts/get``.
+- ``initialize``, ``ping``, ``server/discover`` and notifications: any identity (a client
+  must be able to connect and learn what it may do);
+- ``tools/list``: only the tools the caller may call (``ops:read`` for read tools,
+  ``ops:write`` for write tools);
+- ``tools/call``: the tool's scope, refused as a tool error before the SDK resolves
+  arguments, so no approval prompt or preview runs (the choke point checks again); a name
+  that is not a registered tool needs one of the ``ops:`` scopes;
+- ``resources/list``, ``resources/templates/list``, ``prompts/list``: ``ops:read``; without
+  it the list is empty, as ``tools/list`` is without tools;
+- every other method (``resources/read``, ``prompts/get``, ``completion/complete``,
+  ``subscriptions/listen``, the legacy ``resources/subscribe`` and ``unsubscribe``,
+  ``logging/setLevel``, and any method a later SDK adds): ``ops:read``, else the JSON-RPC
+  error :data:`SCOPE_REFUSED` naming the caller, the method and the scope it needs.
+
+:class:`ProtocolGuard` is the one place that applies it; the server puts it first among
+opsmcp's middleware, so no other middleware (the ``subscriptions/listen`` watcher, the
+prompt argument guard) runs for a refused request. Unknown prompts and bad prompt
+arguments are answered ``-32602`` by :func:`opsmcp.surface.prompts.prompt_params_guard`.
 """
 
 from __future__ import annotations
@@ -18,10 +30,38 @@ from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ListToolsResult, TextContent
 
-from opsmcp.calls.identity import may_call, require_scope
+from opsmcp.calls.identity import ALL_SCOPES, READ_SCOPE, caller, may_call, require_scope, scopes
 from opsmcp.errors import OpsError
+
+#: JSON-RPC error code of a request the caller's scopes do not allow (in the range JSON-RPC
+#: leaves to implementations; HTTP's equivalent is 403 ``insufficient_scope``).
+SCOPE_REFUSED = -32003
+#: Methods any identity may send.
+OPEN_METHODS = frozenset({"initialize", "ping", "server/discover"})
+#: List methods answered with an empty list (the result's list field) without ``ops:read``.
+LIST_METHODS = {"resources/list": "resources", "resources/templates/list": "resourceTemplates",
+                "prompts/list": "prompts"}
+
+
+def refusal(method: str, need: str) -> MCPError:
+    """The :data:`SCOPE_REFUSED` error for ``method`` needing scope ``need``."""
+    have = ", ".join(sorted(scopes.get())) or "none"
+    return MCPError(SCOPE_REFUSED, f"Refused: {caller.get()} may not call {method}: it needs scope {need} (this "
+                    f"identity has: {have}). Ask the operator for a token with that scope.",
+                    {"required_scope": need, "method": method})
+
+
+def _emptied(result: HandlerResult, field: str) -> HandlerResult:
+    """A list result (model or dict) with its list ``field`` (wire name) emptied."""
+    if isinstance(result, dict):
+        return dict(result, **{field: []})
+    if result is not None:
+        name = next((n for n, f in type(result).model_fields.items() if (f.alias or n) == field), field)
+        return result.model_copy(update={name: []})
+    return result
 
 
 class ProtocolGuard(ServerMiddleware[Any]):
@@ -32,19 +72,28 @@ class ProtocolGuard(ServerMiddleware[Any]):
         self.is_write = is_write
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        params = ctx.params if isinstance(ctx.params, dict) else {}
-        name = params.get("name")
-        if ctx.method == "tools/call" and isinstance(name, str):
-            write = self.is_write(name)
-            if write is not None:
-                try:
-                    require_scope(name, write)
-                except OpsError as exc:
-                    return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
-        result = await call_next(ctx)
-        if ctx.method == "tools/list":
-            return self._visible(result)
-        return result
+        method = ctx.method
+        if ctx.request_id is None or method in OPEN_METHODS:
+            return await call_next(ctx)
+        if method == "tools/list":
+            return self._visible(await call_next(ctx))
+        if method == "tools/call":
+            params = ctx.params if isinstance(ctx.params, dict) else {}
+            name = params.get("name")
+            write = self.is_write(name) if isinstance(name, str) else None
+            try:
+                if write is not None:
+                    require_scope(str(name), write)
+                elif not scopes.get() & ALL_SCOPES:  # an unknown tool: no ops scope learns nothing about it
+                    require_scope(str(name), False)
+            except OpsError as exc:
+                return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+            return await call_next(ctx)
+        if READ_SCOPE in scopes.get():
+            return await call_next(ctx)
+        if method in LIST_METHODS:  # the SDK's answer (its caching hints included), emptied
+            return _emptied(await call_next(ctx), LIST_METHODS[method])
+        raise refusal(method, READ_SCOPE)
 
     def _visible(self, result: HandlerResult) -> HandlerResult:
         """``result`` (a ListToolsResult, or its dict) without the tools the caller may not call."""

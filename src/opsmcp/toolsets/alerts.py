@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.alertstore import AlertStore, StoredAlert
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, did_you_mean
-from opsmcp.results import Result, clamp
+from opsmcp.results import OutsideText, clamp, untrusted
 from opsmcp.times import iso, parse_time
 from opsmcp.toolsets.base import tool
 
@@ -37,16 +37,20 @@ class AlertSummary(BaseModel):
     received_count: int = Field(description="Notifications received for it.")
 
 
-class AlertListResult(Result):
+class AlertListResult(OutsideText):
     """Alerts received from Alertmanager."""
+
+    untrusted: list[str] = untrusted("alerts[]")
 
     total: int = Field(description="Alerts matching the filters (before the limit).")
     firing: int = Field(description="How many of those are firing.")
     alerts: list[AlertSummary] = Field(description="Firing first, then newest start first.")
 
 
-class AlertResult(Result):
+class AlertResult(OutsideText):
     """One alert in full."""
+
+    untrusted: list[str] = untrusted("alert.labels", "alert.annotations", "alert.generator_url", "alert.fingerprint")
 
     alert: StoredAlert = Field(description="The stored alert.")
 

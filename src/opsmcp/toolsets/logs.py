@@ -39,7 +39,7 @@ from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError, did_you_mean
 from opsmcp.logsetup import backend_call_line, backends_log
 from opsmcp.result_size import take_within
-from opsmcp.results import Result, clamp
+from opsmcp.results import OutsideText, clamp, untrusted
 from opsmcp.times import iso, parse_duration, parse_time, parse_window, utcnow
 from opsmcp.toolsets.base import tool
 
@@ -76,8 +76,10 @@ class LogHit(BaseModel):
     fields: dict[str, Any] | None = Field(None, description="The line's other JSON fields (include_fields=true).")
 
 
-class SearchLogsResult(Result):
+class SearchLogsResult(OutsideText):
     """Result of search_logs."""
+
+    untrusted: list[str] = untrusted("hits[]")
 
     total: int = Field(description="Matching lines in the window (see total_is_lower_bound).")
     total_is_lower_bound: bool = Field(False, description="True when full-text counting stopped at 10,000.")
@@ -85,8 +87,10 @@ class SearchLogsResult(Result):
     hits: list[LogHit] = Field(description="Newest first.")
 
 
-class TraceResult(Result):
+class TraceResult(OutsideText):
     """Result of get_trace."""
+
+    untrusted: list[str] = untrusted("services", "first_error", "lines[]")
 
     trace_id: str
     line_count: int = Field(description="All lines of the trace (lines may show fewer; see truncated).")
@@ -113,8 +117,10 @@ class StatsGroup(BaseModel):
     )
 
 
-class LogStatsResult(Result):
+class LogStatsResult(OutsideText):
     """Result of log_stats."""
+
+    untrusted: list[str] = untrusted("groups[].key")
 
     group_by: str
     interval_seconds: float = Field(description="Bucket width actually used, in seconds.")
@@ -142,8 +148,10 @@ class LogPattern(BaseModel):
     sample_trace_id: str | None = Field(description="The sample line's trace id, for get_trace.")
 
 
-class LogPatternsResult(Result):
+class LogPatternsResult(OutsideText):
     """Result of log_patterns."""
+
+    untrusted: list[str] = untrusted("patterns[].template", "patterns[].sample", "patterns[].services")
 
     start: str = Field(description="Window start used, ISO-8601 UTC.")
     end: str = Field(description="Window end used, ISO-8601 UTC.")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.dynamodb import DynamoBackend
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound
-from opsmcp.results import Result, clamp
+from opsmcp.results import OutsideText, Result, clamp, untrusted
 from opsmcp.times import iso, parse_window
 from opsmcp.toolsets.base import tool
 
@@ -31,8 +31,10 @@ MAX_TIME = 64
 MAX_CURSOR = 2048
 
 
-class Order(Result):
+class Order(OutsideText):
     """Result of get_order: the whole order item as stored."""
+
+    untrusted: list[str] = untrusted("order")
 
     order_id: str = Field(description="The order's id (the table's hash key orderId).")
     order: dict[str, Any] = Field(description="The whole item as stored (attribute names as in the table).")

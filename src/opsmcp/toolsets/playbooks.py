@@ -36,7 +36,7 @@ from opsmcp.backends.ansible.reader import CatalogReader
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, WritesDisabled
 from opsmcp.result_size import fit_result, json_size
-from opsmcp.results import Result, WriteResult
+from opsmcp.results import OutsideText, Result, WriteResult, untrusted
 from opsmcp.toolsets.base import tool
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,15 @@ class PlaybookList(Result):
     playbooks: list[PlaybookInfo] = Field(description="Every catalog entry, in catalog order.")
 
 
-class PlaybookRunResult(WriteResult, backend.PlaybookRun):
+class PlaybookRunResult(OutsideText, WriteResult, backend.PlaybookRun):
     """Outcome of one playbook run; in check mode nothing was changed. The fields are the
     backend's :class:`~opsmcp.backends.ansible.PlaybookRun` plus the result envelope."""
 
     status: Literal["successful", "failed", "timeout", "canceled", "pending_approval"] = Field(  # type: ignore[assignment]
         description="successful, failed, timeout or canceled; pending_approval: a real run waiting for a person's "
         "approval (OPSMCP_WRITE_APPROVAL=human), the fields show its check-mode preview.")
+
+    untrusted: list[str] = untrusted("message", "tasks[].message", "tasks[].output", "diffs[]", "stdout_tail")
 
     def preview_text(self, limit: int = 2_000) -> str:
         """A short, deterministic summary for approval prompts: what ran (or would), what

@@ -20,10 +20,11 @@ from pydantic import BaseModel, Field
 from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, group, iso_ms, signatures
 from opsmcp.analysis.queue_state import QueueInfo, QueueStates, each
 from opsmcp.analysis.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
+from opsmcp.backends.aws import call_budget
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound
-from opsmcp.results import Result, clamp
+from opsmcp.results import OutsideText, Result, clamp, untrusted
 from opsmcp.toolsets.base import tool
 
 __all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueInfo", "QueueList", "QueueTools", "RedriveFailure",
@@ -64,15 +65,19 @@ class PeekedMessage(BaseModel):
     near_dlq: bool = Field(False, description="One more receive moves it to the DLQ.")
 
 
-class PeekResult(Result):
+class PeekResult(OutsideText):
     """Result of peek_messages."""
+
+    untrusted: list[str] = untrusted("messages[].body", "messages[].message_attributes", "messages[].group_id")
 
     queue: str
     messages: list[PeekedMessage]
 
 
-class DlqAnalysis(Result):
+class DlqAnalysis(OutsideText):
     """Result of analyze_dlq."""
+
+    untrusted: list[str] = untrusted("groups[]")
 
     queue: str
     source_queues: list[str]
@@ -104,6 +109,7 @@ class QueueTools:
         self.correlate = correlate
         self.states = states or QueueStates(sqs, correlate)
         self.hold = settings.redrive_hold_seconds
+        self.max_seconds = settings.redrive_max_seconds
 
     # -------------------------------------------------------------- list_queues --------
     @tool(title="List SQS queues", read_only=True, idempotent=True)
@@ -319,6 +325,11 @@ class QueueTools:
                 is the DLQ, or a FIFO target for a standard DLQ.
             NotFound: unknown DLQ or target queue.
         """
+        with call_budget():  # joins the tool call's; its own when previewed for an approval prompt
+            return await self._redrive(queue, target, max_messages, signature, dry_run, progress)
+
+    async def _redrive(self, queue: str, target: str | None, max_messages: int, signature: str | None,
+                       dry_run: bool, progress: Progress | None) -> RedriveResult:
         url, attributes, sources = await self._dlq_context(queue)
         dlq_name = queue_name(url)
         if target:
@@ -344,7 +355,7 @@ class QueueTools:
             facts = [MessageFacts(m) for m in messages]
             return {k: sig.text for k, sig in (await signatures(facts, self.correlate)).items()}
 
-        mover = Mover(self.sqs, route, classify, self.hold, progress)
+        mover = Mover(self.sqs, route, classify, self.hold, progress, self.max_seconds)
         visible = int(attributes.get("ApproximateNumberOfMessages", 0))
         result = await mover.run(max_messages, signature, dry_run, visible)
         if signature and result.matched == 0:

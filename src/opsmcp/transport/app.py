@@ -17,6 +17,11 @@ Every request passes, outermost first:
    (:data:`OPEN_PATHS`) answers 401 with ``WWW-Authenticate`` without a valid token.
 3. :class:`IdentityMiddleware`: sets :data:`opsmcp.calls.identity.caller` and ``scopes`` for the
    choke point, audit records and ``/events``.
+
+``POST /webhooks/alertmanager`` takes Alertmanager's own credential: ``OPSMCP_WEBHOOK_TOKEN``
+(bearer, or basic-auth password; checked here, before the bearer middleware) or a token
+with scope ``alerts:write`` (checked by the route). Without any authentication configured
+the server is open, the webhook too.
 """
 
 from __future__ import annotations
@@ -29,20 +34,25 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuth
 from mcp.server.auth.routes import create_protected_resource_routes
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opsmcp import __version__
-from opsmcp.calls.identity import ALL_SCOPES, READ_SCOPE, caller, scopes
+from opsmcp.calls.identity import ALERTS_SCOPE, ALL_SCOPES, KNOWN_SCOPES, READ_SCOPE, caller, scopes
 from opsmcp.calls.runtime import Runtime
 from opsmcp.transport import approvals_api
 from opsmcp.transport import console as live
-from opsmcp.transport.auth import HttpAuth, build_http_auth
+from opsmcp.config import weak_token_problem
+from opsmcp.errors import OpsError
+from opsmcp.transport.auth import HttpAuth, build_http_auth, webhook_token_matches
 from opsmcp.transport.chat_callback import PATH as CHAT_CALLBACK
 from opsmcp.transport.chat_callback import chat_callback_route
 from opsmcp.transport.origin import HostOriginPolicy
+from opsmcp.transport.rpc_ids import RequestIdGuard
+from opsmcp.transport.webhooks import PATH as WEBHOOK_PATH
 from opsmcp.transport.webhooks import alertmanager_route
 
 #: Routes that answer without a token (probes and the OAuth metadata), still under the Host/Origin policy.
@@ -57,12 +67,14 @@ class IdentityMiddleware:
     """Set the caller's subject and scopes (contextvars) for the rest of the request.
 
     An authenticated request gets its token's subject and scopes; without configured
-    authentication the subject is ``http:<client ip>`` with every scope. ``/events`` and
-    ``/metrics`` need ``ops:read`` (403 otherwise).
+    authentication the subject is ``http:<client ip>`` with every scope (``alerts:write``
+    too, unless ``OPSMCP_WEBHOOK_TOKEN`` is set). ``/events`` and ``/metrics`` need
+    ``ops:read`` (403 otherwise).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, open_scopes: frozenset[str] = ALL_SCOPES) -> None:
         self.app = app
+        self.open_scopes = open_scopes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +85,7 @@ class IdentityMiddleware:
             subject = user.access_token.subject or user.access_token.client_id
             granted = frozenset(user.scopes)
         else:
-            subject, granted = f"http:{(scope.get('client') or ('unknown', 0))[0]}", ALL_SCOPES
+            subject, granted = f"http:{(scope.get('client') or ('unknown', 0))[0]}", self.open_scopes
         if scope["path"] in READ_PATHS and READ_SCOPE not in granted:
             body = {"error": "insufficient_scope", "error_description": f"Required scope: {READ_SCOPE}"}
             challenge = f'Bearer error="insufficient_scope", scope="{READ_SCOPE}"'
@@ -89,11 +101,14 @@ class IdentityMiddleware:
 
 
 class AuthGate:
-    """Route a request to the open app (probes, OAuth metadata) or through authentication."""
+    """Route a request to the open app (probes, OAuth metadata), to the webhook with
+    Alertmanager's own token, or through authentication."""
 
-    def __init__(self, app: ASGIApp, auth: HttpAuth | None) -> None:
+    def __init__(self, app: ASGIApp, auth: HttpAuth | None, runtime: Runtime | None = None) -> None:
         self.open = app
-        inner = IdentityMiddleware(app)
+        self.settings = runtime.settings if runtime is not None else None
+        webhook_token = self.settings is not None and self.settings.webhook_token is not None
+        inner = IdentityMiddleware(app, ALL_SCOPES if webhook_token else KNOWN_SCOPES)
         if auth is None:
             self.protected: ASGIApp = inner
         else:
@@ -105,6 +120,14 @@ class AuthGate:
         path = scope.get("path", "")
         if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):  # lifespan: open
             await self.open(scope, receive, send)
+        elif path == WEBHOOK_PATH and self.settings is not None and webhook_token_matches(
+                self.settings, Headers(scope=scope).get("authorization")):
+            who, what = caller.set("alertmanager-webhook"), scopes.set(frozenset({ALERTS_SCOPE}))
+            try:
+                await self.open(scope, receive, send)
+            finally:
+                caller.reset(who)
+                scopes.reset(what)
         else:
             await self.protected(scope, receive, send)
 
@@ -125,6 +148,9 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
             without issuer).
     """
     settings = runtime.settings
+    weak = weak_token_problem(settings, host)
+    if weak:
+        raise OpsError(f"refusing to serve: {weak}")
     auth = build_http_auth(settings, resource_url(runtime, host, port))
     ours = TransportSecuritySettings(enable_dns_rebinding_protection=False)  # HostOriginPolicy covers every route
     app = server.streamable_http_app(host=host, transport_security=ours)
@@ -157,10 +183,10 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
     if auth is not None and auth.oauth is not None and auth.oauth.resource_server_url is not None:
         app.router.routes.extend(create_protected_resource_routes(
             resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],
-            scopes_supported=sorted(ALL_SCOPES), resource_name="opsmcp"))
+            scopes_supported=sorted(KNOWN_SCOPES), resource_name="opsmcp"))
     app.router.routes.append(alertmanager_route(runtime))  # POST /webhooks/alertmanager
     app.router.routes.append(chat_callback_route(runtime))  # POST /webhooks/approvals (signed chat callbacks)
-    gated: ASGIApp = AuthGate(app, auth)
+    gated: ASGIApp = AuthGate(RequestIdGuard(app), auth, runtime)  # ids the SDK would drop: answered -32600
     if settings.allowed_origins:  # browsers on the configured origins may call /events and /mcp
         gated = cors(gated, settings.allowed_origins)
     return HostOriginPolicy(gated, host, settings.allowed_hosts, settings.allowed_origins)

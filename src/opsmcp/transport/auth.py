@@ -35,9 +35,10 @@ from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from pydantic import AnyHttpUrl
 
-from opsmcp.calls.identity import ALL_SCOPES
+from opsmcp.calls.identity import ALL_SCOPES, KNOWN_SCOPES
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.private import open_private
 
 log = logging.getLogger("opsmcp.transport.auth")
 
@@ -99,14 +100,13 @@ def add_token(path: Path, subject: str, scopes: list[str]) -> str:
     subject = subject.strip()
     if not subject or len(subject) > 200 or any(c.isspace() or not c.isprintable() for c in subject):
         raise InvalidInput("the subject must be 1-200 printable characters without spaces", "e.g. alice or ci-bot.")
-    unknown = sorted(set(scopes) - ALL_SCOPES)
+    unknown = sorted(set(scopes) - KNOWN_SCOPES)
     if unknown or not scopes:
         raise InvalidInput(f"unknown scopes {unknown}" if unknown else "no scopes given",
-                           f"choose from {', '.join(sorted(ALL_SCOPES))}.")
+                           f"choose from {', '.join(sorted(KNOWN_SCOPES))}.")
     token = secrets.token_urlsafe(32)
     line = json.dumps({"subject": subject, "scopes": sorted(set(scopes)), "sha256": hash_token(token)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     with os.fdopen(fd, "a", encoding="utf-8") as out:
         if out.tell() and not path.read_bytes().endswith(b"\n"):
             out.write("\n")
@@ -152,10 +152,21 @@ class StaticTokenVerifier(TokenVerifier):
         return AccessToken(token=token, client_id=found.subject, subject=found.subject, scopes=list(found.scopes))
 
 
-def jwt_scopes(claims: dict[str, Any]) -> list[str]:
-    """Scopes of a JWT: ``scope`` (space-separated string, RFC 8693/9068) or ``scp`` (list or string)."""
-    raw = claims.get("scope", claims.get("scp", []))
-    return raw.split() if isinstance(raw, str) else [str(s) for s in raw]
+def jwt_scopes(claims: dict[str, Any]) -> list[str] | None:
+    """Scopes of a JWT: ``scope`` (space-separated string, RFC 8693/9068) or ``scp`` (list of
+    strings, or a string). A missing or null claim means no scopes (``[]``); a claim of any
+    other shape (a number, an object, a list holding non-strings) makes the token invalid
+    (``None``), so a caller gets 401, never a server error."""
+    raw = claims.get("scope")
+    if raw is None:
+        raw = claims.get("scp")
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return raw.split()
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        return [word for s in raw for word in s.split()]
+    return None
 
 
 class JwtVerifier(TokenVerifier):
@@ -179,12 +190,17 @@ class JwtVerifier(TokenVerifier):
             key = await anyio.to_thread.run_sync(self.jwks.get_signing_key_from_jwt, token)
             claims = jwt.decode(token, key, algorithms=JWT_ALGORITHMS, audience=self.audience, issuer=self.issuer,
                                 options={"require": ["exp", "iss", "aud", "sub"]})
-        except jwt.PyJWTError:
+            granted = jwt_scopes(claims)
+            if granted is None:
+                log.info("JWT refused: its scope/scp claim is neither a string nor a list of strings")
+                return None
+            subject = str(claims["sub"])
+            return AccessToken(token=token, client_id=str(claims.get("client_id") or claims.get("azp") or subject),
+                               subject=subject, scopes=granted, expires_at=int(claims["exp"]),
+                               resource=self.audience, claims={"iss": str(claims["iss"])})
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:  # any claim shape: 401, never 500
+            log.debug("JWT refused: %s: %s", type(exc).__name__, exc)
             return None
-        subject = str(claims["sub"])
-        return AccessToken(token=token, client_id=str(claims.get("client_id") or claims.get("azp") or subject),
-                           subject=subject, scopes=jwt_scopes(claims), expires_at=int(claims["exp"]),
-                           resource=self.audience, claims={"iss": claims["iss"]})
 
 
 class ChainVerifier(TokenVerifier):
@@ -202,6 +218,30 @@ class ChainVerifier(TokenVerifier):
             if found is not None:
                 return found
         return None
+
+
+def webhook_token_matches(settings: Settings, authorization: str | None) -> bool:
+    """True when the ``Authorization`` header carries ``OPSMCP_WEBHOOK_TOKEN``: as a bearer
+    token (scheme case-insensitive) or as the password of basic auth (any user name), the two
+    credentials Alertmanager's ``http_config`` can send. Compared in constant time (SHA-256
+    digests, so the length of the secret does not show either)."""
+    if settings.webhook_token is None or not authorization:
+        return False
+    import base64
+    import binascii
+
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() == "basic":
+        try:
+            credential = base64.b64decode(credential, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    if len(credential) > MAX_TOKEN_CHARS:
+        return False
+    return hmac.compare_digest(hash_token(credential), hash_token(settings.webhook_token.get_secret_value()))
 
 
 @dataclass

@@ -25,17 +25,9 @@ from urllib.parse import urlsplit
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from opsmcp.config import is_loopback
+
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def _is_loopback(host: str) -> bool:
-    """True for loopback names and addresses (``localhost``, ``127.0.0.0/8``, ``::1``)."""
-    if host.strip("[]").lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _split_host(value: str) -> tuple[str, str | None]:
@@ -90,7 +82,7 @@ class HostOriginPolicy:
                 self.hosts.append(bind_host)
         except ValueError:
             self.hosts.append(bind_host)  # a name such as "ops.internal"
-        self.check_host = _is_loopback(bind_host) or bool(allowed_hosts)
+        self.check_host = is_loopback(bind_host) or bool(allowed_hosts)
 
     def refusal(self, host: str | None, origin: str | None) -> str | None:
         """Why a request with these ``Host`` / ``Origin`` headers is refused, or ``None``."""

@@ -1,8 +1,11 @@
 """``POST /webhooks/alertmanager``: Alertmanager's webhook receiver (payload version 4).
 
-:func:`alertmanager_route` builds the Starlette route that ``http.py`` mounts; it sits
-behind the same bearer-token middleware as every other route (configure Alertmanager's
-``http_config.authorization.credentials`` with ``OPSMCP_HTTP_TOKEN``). The body is read
+:func:`alertmanager_route` builds the Starlette route that :mod:`opsmcp.transport.app`
+mounts. Alertmanager posts with its own credential, never a person's token: either
+``OPSMCP_WEBHOOK_TOKEN`` (``http_config.authorization.credentials``, or the password of
+``http_config.basic_auth``; the app checks it in constant time) or a token whose scopes
+include ``alerts:write`` (``opsmcp token add alertmanager --scopes alerts:write``). Any
+other identity, ``ops:read``/``ops:write`` included, gets 403. The body is read
 with a size bound (``OPSMCP_ALERTS_MAX_PAYLOAD_BYTES``, 413 beyond it), validated, merged
 into the alert store by fingerprint, and each new, resolved or re-fired alert is published
 on the ``/events`` feed (``type: alert``). Answers: 200 with counts, 400 for a payload
@@ -22,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from opsmcp.backends.alertstore import parse_webhook
+from opsmcp.calls.identity import ALERTS_SCOPE, caller, scopes
 from opsmcp.errors import InvalidInput, OpsError
 
 log = logging.getLogger("opsmcp.transport.webhooks")
@@ -49,6 +53,15 @@ def alertmanager_route(runtime: Any) -> Route:
     """
 
     async def receive(request: Request) -> Response:
+        if ALERTS_SCOPE not in scopes.get():
+            log.warning("alert webhook: %s posted without scope %s; refused", caller.get(), ALERTS_SCOPE)
+            anonymous = "authorization" not in request.headers
+            error = "invalid_token" if anonymous else "insufficient_scope"
+            return JSONResponse({"error": error,
+                                 "error_description": f"Required scope: {ALERTS_SCOPE}. Alertmanager posts with its "
+                                 "own credential: OPSMCP_WEBHOOK_TOKEN, or a token with scope alerts:write."},
+                                status_code=401 if anonymous else 403,
+                                headers={"WWW-Authenticate": f'Bearer error="{error}", scope="{ALERTS_SCOPE}"'})
         store = runtime.alerts
         if store is None:
             return JSONResponse({"error": "alerts are not enabled: set OPSMCP_ALERTMANAGER_URL "

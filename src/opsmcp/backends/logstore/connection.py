@@ -20,6 +20,7 @@ from urllib.parse import quote
 from opsmcp.backends.logstore.fts import fts_error, is_fts_error
 from opsmcp.backends.logstore.schema import READER_MMAP_BYTES, SCHEMA, SCHEMA_VERSION
 from opsmcp.errors import BackendUnavailable, NotFound, OpsError
+from opsmcp.private import create_private
 
 QUERY_DEADLINE_S = 5.0
 MAX_IDLE_READERS = 8
@@ -87,7 +88,7 @@ class StoreFile:
         if write:
             if self.readonly:
                 raise OpsError(f"The log store {self.path} is open read-only.", "load with `opsmcp logs load FILE`.")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)  # 0600 (its -wal and -shm too), in a 0700 directory when new
             mode = "rwc"
         else:
             if not self.path.exists():
