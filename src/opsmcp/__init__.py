@@ -8,13 +8,15 @@ The package by layer, top to bottom; a module imports only from its own layer or
   runtime, and registers every tool through the one choke point.
 - ``transport/`` — the HTTP surface: the Starlette app (``app``), Host/Origin policy
   (``origin``), authentication (``auth``), the console page and ``/events`` feed
-  (``console``), the Alertmanager webhook (``webhooks``).
+  (``console``), what the console reads at load (``console_api``, ``console_panels``), the
+  approvals API (``approvals_api``), the Alertmanager webhook (``webhooks``).
 - ``surface/`` — MCP beyond tools: ``prompts``, ``resources``, ``completions``,
   ``subscriptions``, which tools an identity sees (``tool_visibility``), how argument
   errors read (``arg_errors``).
 - ``calls/`` — what every tool call crosses: the choke point (``choke``), the caller
   (``identity``), approval of writes (``approval``), the audit trail (``audit``), the size
-  budget (``result_size``); and what the server built (``runtime``, ``events``).
+  budget (``result_size``); and what the server built (``runtime``, ``events`` with its
+  ``depth_history``; ``heap``: giving freed memory back).
 - ``toolsets/`` — one module per domain: queues, orders, logs, metrics, prometheus,
   alerts, playbooks (``base``: the ``@tool`` mark).
 - ``analysis/`` — domain logic that is not a toolset: the redrive mover, DLQ failure
