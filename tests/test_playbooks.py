@@ -392,15 +392,17 @@ async def test_rotate_log_check_then_real_and_empty_is_a_no_op(
     assert noop.status == "successful" and noop.changed == 0, noop.stdout_tail
     assert snapshot(tmp_path) == before  # neither run changed anything
     would = {t.task for t in dry.tasks if t.status == "changed"}
-    assert would == {"Write the compressed copy", "Truncate the log in place"} and dry.changed == 2
+    assert would == {"Rotate the log"} and dry.changed == 1
     text = dry.preview_text()
     assert "Check-mode preview of playbook 'rotate_log'" in text and f"would rotate {log}" in text
+    assert f"-size: {len(content)}" in text and "+size: 0" in text and "+compressed copy:" in text
     assert any("nothing was changed" in n for n in dry.notes)
 
     real = run_playbook(entry, {"log_file": str(log)}, check=False, timeout_seconds=120)
     assert real.status == "successful" and {t.task for t in real.tasks if t.status == "changed"} == would
     rotated = sorted(log.parent.glob("app.log.*.gz"))
     assert len(rotated) == 1
+    assert f"to {rotated[0]}" in next(t.output for t in real.tasks if t.task == "Plan")  # the file the plan named
     assert gzip.decompress(rotated[0].read_bytes()) == content
     assert log.stat().st_size == 0 and log.stat().st_ino == inode  # truncated in place
     assert sorted(p.name for p in log.parent.iterdir()) == ["app.log", rotated[0].name]  # no .part left
@@ -454,6 +456,105 @@ def test_restart_worker_refuses_unrelated_pid(catalog: backend.Catalog, tmp_path
     assert [t.status for t in run.tasks if t.task == "Inspect the pid file and its process"] == ["ok"]
     assert not any(t.task.startswith(("Stop", "Start")) for t in run.tasks)
     assert run.recap["localhost"].failed == 1
+
+
+# --------------------------------------------------------------------------- environment
+
+#: What the server's environment may hold and no playbook process may see.
+SERVER_SECRETS = {
+    "OPSMCP_APPROVAL_SECRET": "approval-secret-value",
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
+    "AWS_SESSION_TOKEN": "aws-session-value",
+    "SERVER_ONLY_SETTING": "server-only",
+}
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _assert_no_server_secret(env: dict[str, str], where: str) -> None:
+    leaked = sorted(k for k in env if k in SERVER_SECRETS or k.startswith("AWS_")
+                    or (k.startswith("OPSMCP_") and k != backend.RUN_MARKER_ENV))
+    assert not leaked, f"{where} got {leaked}"
+    assert not any(v in SERVER_SECRETS.values() for v in env.values()), where
+
+
+def test_restart_worker_passes_no_server_secret_to_the_worker(
+    catalog: backend.Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker a real restart_worker starts gets PATH and LANG, nothing of the server."""
+    for k, v in SERVER_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    entry = entry_for(catalog, "restart_worker", tmp_path)
+    pid_file = tmp_path / "env.pid"
+    run = run_playbook(entry, {"pid_file": str(pid_file), "start_command": "sleep infinity"}, check=False,
+                       timeout_seconds=120)
+    assert run.status == "successful", run.stdout_tail
+    pid = int(pid_file.read_text())
+    try:
+        env = _environ(pid)
+        _assert_no_server_secret(env, "the worker")
+        assert set(env) == {"PATH", "LANG"} and "sleep" in Path(f"/proc/{pid}/cmdline").read_text()
+    finally:
+        if pid in sleepers("infinity"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_playbook_processes_get_a_minimal_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process of a run, from ansible-playbook down to a task's shell, gets PATH, LANG,
+    the run's own settings and the variables the playbook declares (``environment:``),
+    and nothing of the server's environment. A task records the environment of its shell
+    and of each ancestor up to this test's process."""
+    for k, v in SERVER_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "env"
+    out.mkdir()
+    (tmp_path / "probe.yml").write_text(textwrap.dedent(
+        """\
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - name: Record the environment of this shell and its ancestors
+              ansible.builtin.shell: |
+                p=$$
+                echo "$$" > "$OUT/shell"
+                while [ "$p" -gt 1 ] && [ "$p" != "$STOP_AT" ]; do
+                  tr '\\0' '\\n' < "/proc/$p/environ" > "$OUT/$p"
+                  p=$(awk '/^PPid:/ {print $2}' "/proc/$p/status")
+                done
+              environment:
+                OUT: "{{ out }}"
+                STOP_AT: "{{ stop_at }}"
+                DECLARED_VAR: declared
+        """))
+    (tmp_path / "catalog.yml").write_text(textwrap.dedent(
+        f"""\
+        version: 1
+        defaults: {{targets: [localhost], allowed_roots: ["{tmp_path}"]}}
+        playbooks:
+          - name: probe
+            file: probe.yml
+            risk: read
+            description: Records environments.
+            vars:
+              out: {{type: path, required: true}}
+              stop_at: {{type: integer, required: true}}
+        """))
+    entry = load_catalog(tmp_path / "catalog.yml").get("probe")
+    run = run_playbook(entry, {"out": str(out), "stop_at": os.getpid()}, check=False, timeout_seconds=120)
+    assert run.status == "successful", run.stdout_tail
+    recorded = [p for p in out.iterdir() if p.name.isdigit()]
+    assert len(recorded) >= 3  # the shell, the module's python, ansible-playbook (and its worker)
+    envs = {p.name: dict(line.split("=", 1) for line in p.read_text().splitlines() if "=" in line)
+            for p in recorded}
+    for pid, env in envs.items():
+        _assert_no_server_secret(env, f"process {pid}")
+        assert "PATH" in env and env.get("LANG", "").lower().replace("-", "").endswith(".utf8"), (pid, env)
+    shell = envs[(out / "shell").read_text().strip()]
+    assert shell["DECLARED_VAR"] == "declared" and shell[backend.RUN_MARKER_ENV]
 
 
 def test_failure_midway_returns_partial_results(test_catalog: backend.Catalog, tmp_path: Path) -> None:

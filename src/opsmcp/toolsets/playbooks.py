@@ -325,8 +325,10 @@ def _fit(result: PlaybookRunResult, budget: int) -> PlaybookRunResult:
                 t.output = t.output[:300] + " ...[truncated]"
         result.notes.append("Debug outputs were cut to fit the result size budget.")
     kept = len(result.tasks)
-    while len(result.tasks) > 1 and size() > budget:
-        result.tasks.pop()
+    if size() > budget:  # room for the note that says so: it is added after the cut
+        reserve = len(f"Only the first {kept} of {kept} task results fit the size budget.".encode()) + 3
+        while len(result.tasks) > 1 and size() + reserve > budget:
+            result.tasks.pop()
     if len(result.tasks) < kept:
         result.tasks_truncated = True
         result.notes.append(f"Only the first {len(result.tasks)} of {kept} task results fit the size budget.")

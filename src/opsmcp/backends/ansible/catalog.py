@@ -12,7 +12,11 @@ picks an entry by name (:meth:`Catalog.get`) and passes variables, which
 
 Playbooks never put a value into shell text (values reach scripts through
 ``environment:``; ``tests/test_playbook_injection.py`` enforces it), so validation is the
-second wall, not the only one. This module knows nothing of ansible-runner or MCP.
+second wall, not the only one. Resolving a path here does not keep it safe until the run:
+the shipped playbooks touch files only through the catalog's modules
+(``opsmcp/catalog/playbooks/library``), which refuse links planted after validation and
+never write through a derived name (``tests/test_playbook_write_safety.py``). This module
+knows nothing of ansible-runner or MCP.
 """
 
 from __future__ import annotations

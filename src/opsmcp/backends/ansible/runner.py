@@ -1,7 +1,8 @@
 """Running one catalog entry with ansible-runner (the library, not a subprocess we spawn).
 
 :func:`run_playbook` validates the variables again, builds a fresh private data dir with
-an inventory of its own (``localhost``, connection local), runs the playbook in check or
+an inventory of its own (``localhost``, connection local), gives the run a minimal
+environment (never the server's: see :func:`_run_env`), runs the playbook in check or
 real mode with ``--diff``, streams task events to a callback, honours a timeout and a
 cancel event, and returns a bounded :class:`~.results.PlaybookRun`. Processes a timed-out
 or cancelled run leaves behind (ansible's workers start their own sessions, so
@@ -28,6 +29,7 @@ from typing import Any
 
 from opsmcp.backends.ansible.catalog import PlaybookEntry, validate_vars
 from opsmcp.backends.ansible.results import EventCollector, PlaybookRun, TaskEvent
+from opsmcp.catalog import packaged_dir
 from opsmcp.errors import InvalidInput, OpsError
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ def run_playbook(
     if timeout_seconds <= 0:
         raise InvalidInput(f"timeout_seconds must be positive; got {timeout_seconds!r}.")
     check_ansible_available()
-    import ansible_runner  # imported lazily: ~0.1 s, not needed at server start
+    import ansible_runner.interface  # imported lazily: ~0.1 s, not needed at server start
 
     collector = EventCollector(entry, on_event, _estimate_tasks(entry.file))
     cancel = cancel_event or threading.Event()
@@ -143,8 +145,9 @@ def run_playbook(
         inv_path = os.path.join(pdd, "inventory", "hosts.json")
         with open(inv_path, "w", encoding="utf-8") as fh:
             json.dump(inventory, fh)
+        env = {**_run_env(pdd), RUN_MARKER_ENV: run_id}
         try:
-            runner = ansible_runner.run(
+            runner = ansible_runner.interface.init_runner(
                 private_data_dir=pdd,
                 project_dir=str(entry.file.parent),
                 playbook=entry.file.name,
@@ -152,7 +155,7 @@ def run_playbook(
                 extravars=clean_vars,
                 limit=limit or ":".join(entry.targets),
                 cmdline="--check --diff" if check else "--diff",
-                envvars={**_run_env(pdd), RUN_MARKER_ENV: run_id},
+                envvars=env,
                 settings={"pexpect_timeout": POLL_SECONDS},
                 ident="run",
                 quiet=True,
@@ -160,6 +163,8 @@ def run_playbook(
                 event_handler=collector.handle,
                 cancel_callback=cancel.is_set,
             )
+            runner.config.env = _isolated_env(runner.config.env, env)
+            runner.run()
         except OpsError:
             raise
         except Exception as exc:  # ansible-runner configuration/start-up failures
@@ -197,8 +202,23 @@ def _prepare_data_dir(pdd: str) -> None:
 
 
 def _run_env(pdd: str) -> dict[str, str]:
+    """The whole environment a run starts from (:func:`_isolated_env` adds only what
+    ansible-runner sets itself): PATH, a UTF-8 LANG (ansible needs one), a private HOME,
+    the ansible settings (the shipped modules on the module path). Nothing else of the
+    server's environment (credentials, the approval secret) reaches ansible or anything
+    it starts."""
     return {
         "PATH": _run_path(),
+        "LANG": _run_lang(),
+        "HOME": os.path.join(pdd, "home"),
+        # Pinned so that ansible-runner builds its own from ours, not from the server's:
+        # it appends its callback plugin dir to the first and wraps the second.
+        "ANSIBLE_CALLBACK_PLUGINS": "",
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        # The shipped modules (opsmcp_*) and their file primitives, for every catalog's
+        # playbooks (the shipped playbooks also find them beside themselves).
+        "ANSIBLE_LIBRARY": str(packaged_dir() / "playbooks" / "library"),
+        "ANSIBLE_MODULE_UTILS": str(packaged_dir() / "playbooks" / "module_utils"),
         "ANSIBLE_CONFIG": os.path.join(pdd, "ansible.cfg"),
         "ANSIBLE_HOME": os.path.join(pdd, "home"),
         "ANSIBLE_LOCAL_TEMP": os.path.join(pdd, "tmp"),
@@ -213,6 +233,20 @@ def _run_env(pdd: str) -> dict[str, str]:
         "ANSIBLE_PIPELINING": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+
+
+def _run_lang() -> str:
+    """The server's LANG when it names a UTF-8 locale, else ``C.UTF-8``."""
+    lang = os.environ.get("LANG", "")
+    return lang if lang.replace("-", "").lower().endswith(".utf8") else "C.UTF-8"
+
+
+def _isolated_env(prepared: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a run: ``prepared`` (what ansible-runner built: a copy of the
+    server's ``os.environ``, then ``ours``, then its own settings such as its callback
+    plugin) minus every variable inherited unchanged from ``os.environ``. What remains is
+    ``ours`` and what ansible-runner set itself."""
+    return {k: v for k, v in prepared.items() if k in ours or os.environ.get(k) != v}
 
 
 def _kill_marked(run_id: str) -> int:
