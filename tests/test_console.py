@@ -55,12 +55,9 @@ def seed_last_hour_metrics(settings: Any, scenario: Any) -> int:
 
 def send_hostile_dead_letters(endpoint: str, queue: str, n: int) -> None:
     """``n`` dead letters whose ErrorMessage is markup (the failure signature shows it)."""
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    for i in range(n):
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"orderId": f"ord-x-{i}", "type": "OrderCreated"}),
-                         MessageAttributes={"ErrorCode": {"DataType": "String", "StringValue": "Rejected"},
-                                            "ErrorMessage": {"DataType": "String", "StringValue": HOSTILE_ERROR}})
+    from test_events import _send_dead_letters
+
+    _send_dead_letters(endpoint, queue, n, code="Rejected", error=HOSTILE_ERROR, order_prefix="ord-x-")
 
 
 def alert_payload(summary: str = HOSTILE_SUMMARY) -> dict[str, Any]:
@@ -286,21 +283,33 @@ def test_the_console_api_serves_every_panel_at_load(fresh_moto, tmp_path):
             assert answer.status_code == 400 and "1 to 200" in answer.json()["error"]
 
 
-def test_the_depth_ring_fills_while_someone_listens(fresh_moto, tmp_path):
+def test_while_someone_listens_the_depth_ring_fills_and_metrics_events_arrive(fresh_moto, tmp_path):
     from test_events import Feed, _send_dead_letters
 
-    with console_server(fresh_moto, tmp_path) as (base, _runtime, keys), \
+    with console_server(fresh_moto, tmp_path, console_cache_seconds=1) as (base, runtime, keys), \
             httpx.Client(base_url=base, timeout=60, headers=bearer(keys["viewer"])) as http:
-        feed = Feed(http, f"{base}/events?types=queue_depth")
+        feed = Feed(http, f"{base}/events?types=queue_depth,metrics")
         before = feed.until(lambda f: f[1] == "queue_depth" and f[2]["queue"] == "order-queue-dlq")[2]["visible"]
         _send_dead_letters(fresh_moto, "order-queue-dlq", 3)
         feed.until(lambda f: f[1] == "queue_depth" and f[2]["queue"] == "order-queue-dlq"
                    and f[2]["visible"] + f[2]["in_flight"] == before + 3)
         depths = http.get("/api/console/depths").json()
+        metrics = [feed.until(lambda f: f[1] == "metrics")[2] for _ in range(2)]  # one a second
         feed.close()
+        deadline = time.monotonic() + 15
+        while runtime.events.listeners:
+            assert time.monotonic() < deadline, "the closed feed was never removed"
+            time.sleep(0.05)
+        time.sleep(1.2)  # a metrics read already under way may still publish once
+        published = len(runtime.events.latest("metrics"))
+        time.sleep(2.5)  # 2.5 intervals: a feed still running would publish twice more
+        assert len(runtime.events.latest("metrics")) == published, "metrics kept coming with nobody listening"
     ring = depths["queues"]["order-queue-dlq"]
     assert depths["polling"] and ring[-1][1] == before + 3 and ring[0][1] == before
     assert all(t < ring[0][0] for t, _ in depths["cloudwatch"]["order-queue-dlq"])  # CloudWatch only before
+    for event in metrics:
+        assert [c["title"] for c in event["charts"]] == ["Errors per minute", "p95 latency, ms"]
+        assert all(len(line["points"]) == 5 for c in event["charts"] for line in c["lines"])  # the newest only
 
 
 # ----------------------------------------------------------------- small parts -------

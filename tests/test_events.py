@@ -169,16 +169,20 @@ def seeded_moto(fresh_moto, tmp_path):
     return settings
 
 
-def _send_dead_letters(endpoint: str, queue: str, n: int) -> None:
+def _send_dead_letters(endpoint: str, queue: str, n: int, code: str = "Timeout", error: str | None = None,
+                       order_prefix: str = "ord-new-") -> None:
+    """``n`` dead letters with ErrorCode ``code`` and ErrorMessage ``error`` (default
+    "Inventory timed out after <i>ms"), order ids ``<order_prefix><i>``."""
     import boto3
 
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     for i in range(n):
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"orderId": f"ord-new-{i}", "type": "OrderCreated"}),
-                         MessageAttributes={"ErrorCode": {"DataType": "String", "StringValue": "Timeout"},
-                                            "ErrorMessage": {"DataType": "String",
-                                                             "StringValue": f"Inventory timed out after {i}ms"}})
+        body = json.dumps({"orderId": f"{order_prefix}{i}", "type": "OrderCreated"})
+        text = error or f"Inventory timed out after {i}ms"
+        sqs.send_message(QueueUrl=url, MessageBody=body,
+                         MessageAttributes={"ErrorCode": {"DataType": "String", "StringValue": code},
+                                            "ErrorMessage": {"DataType": "String", "StringValue": text}})
 
 
 def test_feed_snapshot_depths_dead_letters_resume_and_filters(seeded_moto, fresh_moto) -> None:

@@ -434,7 +434,9 @@ function apply(type, data) {
       const depth = data.visible + data.in_flight;
       addDepthPoint(data.queue, data.at || Date.now() / 1000, depth);
       soon("depth", renderDepthCharts, 100);
-      if (before && depth < before.visible + before.in_flight) soon("groups", loadGroups, 2000); // moved away
+      // Fewer dead letters (moved away): read the groups again once the depth has held still
+      // for a while, so the read (analyze_dlq hides what it reads for a moment) never races a redrive.
+      if (before && depth < before.visible + before.in_flight) soon("groups", loadGroups, 15000);
     }
   } else if (type === "dlq_message") {
     mergeDeadLetters(data);
@@ -443,6 +445,7 @@ function apply(type, data) {
     soon("alerts", loadAlerts, 500);
   } else if (type === "write") {
     soon("writes", loadWrites, 500);
+    if (data.phase === "outcome" && !data.dry_run) soon("groups", loadGroups, 1000); // a write finished
   } else if (type === "approval") {
     soon("approvals", loadApprovals, 200);
   } else if (type === "metrics") {

@@ -57,7 +57,8 @@ MAX_LINES = 6
 AUDIT_RECORDS = 2000
 #: Most writes one answer holds.
 MAX_WRITES = 200
-#: How long one read of the audit log answers every page that asks (they all reload on a write event), s.
+#: How long one read of the audit log answers every page that asks (they all reload on a write event) while
+#: no newer ``write`` event arrived, s.
 WRITES_REUSE_SECONDS = 1.0
 #: Most alerts one answer holds.
 MAX_ALERTS = 200
@@ -127,7 +128,7 @@ class Panels:
     runtime: Any
     groups_cache: Shared[dict[str, Any]] = field(init=False)
     metrics_cache: Shared[dict[str, Any]] = field(init=False)
-    writes_cache: Shared[tuple[list[dict[str, Any]], int]] = field(init=False)
+    writes_cache: Shared[tuple[list[dict[str, Any]], int, int]] = field(init=False)
     _feed: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -323,7 +324,9 @@ class Panels:
         if sink is None:
             return {"available": False, "reason": "the audit log is off", "writes": []}
         try:
-            newest, read = await self.writes_cache.get("writes", lambda: self._fold_writes(sink))
+            seen = self._last_write_event()  # a write recorded since the kept read makes it stale
+            newest, read, _ = await self.writes_cache.get("writes", lambda: self._fold_writes(sink, seen),
+                                                           still_good=lambda kept: kept[2] == seen)
         except OpsError as exc:
             return {"available": False, "reason": str(exc), "writes": []}
         limit = max(1, min(limit, MAX_WRITES))
@@ -334,9 +337,14 @@ class Panels:
         return {"available": True, "reason": None, "writes": newest[:limit], "truncated": len(newest) > limit,
                 "records_read": read, "notes": notes, "untrusted": ["writes[].arguments", "writes[].note"]}
 
-    async def _fold_writes(self, sink: Any) -> tuple[list[dict[str, Any]], int]:
+    def _last_write_event(self) -> int:
+        latest = self.runtime.events.latest("write")
+        return latest[-1].id if latest else 0
+
+    async def _fold_writes(self, sink: Any, seen: int) -> tuple[list[dict[str, Any]], int, int]:
         """The newest :data:`AUDIT_RECORDS` audit records folded to one row per ``call_id``,
-        newest first, and how many records were read."""
+        newest first, how many records were read, and ``seen`` (the newest ``write`` event
+        id when the read started)."""
         records = await anyio.to_thread.run_sync(sink.tail, AUDIT_RECORDS)
         rows: dict[str, dict[str, Any]] = {}
         for r in records:
@@ -361,7 +369,7 @@ class Panels:
                     row[key] = r[key]
             if r.get("phase") in ("approved", "denied", "expired"):
                 row["approver"] = r.get("caller")
-        return list(rows.values())[::-1][:MAX_WRITES], len(records)
+        return list(rows.values())[::-1][:MAX_WRITES], len(records), seen
 
     # ------------------------------------------------------------------- alerts -------
     async def alerts(self, limit: int) -> dict[str, Any]:
