@@ -288,8 +288,12 @@ def test_while_someone_listens_the_depth_ring_fills_and_metrics_events_arrive(fr
 
     with console_server(fresh_moto, tmp_path, console_cache_seconds=1) as (base, runtime, keys), \
             httpx.Client(base_url=base, timeout=60, headers=bearer(keys["viewer"])) as http:
-        feed = Feed(http, f"{base}/events?types=queue_depth,metrics")
+        feed = Feed(http, f"{base}/events?types=queue_depth")
         before = feed.until(lambda f: f[1] == "queue_depth" and f[2]["queue"] == "order-queue-dlq")[2]["visible"]
+        time.sleep(1.5)  # 1.5 intervals: a listener that does not take metrics events reads no CloudWatch
+        assert runtime.events.latest("metrics") == []
+        feed.close()
+        feed = Feed(http, f"{base}/events?types=queue_depth,metrics")
         _send_dead_letters(fresh_moto, "order-queue-dlq", 3)
         feed.until(lambda f: f[1] == "queue_depth" and f[2]["queue"] == "order-queue-dlq"
                    and f[2]["visible"] + f[2]["in_flight"] == before + 3)

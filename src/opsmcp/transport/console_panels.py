@@ -290,15 +290,21 @@ class Panels:
 
     def watch_metrics(self) -> None:
         """Publish a ``metrics`` event (the newest points of every chart) every
-        ``OPSMCP_CONSOLE_CACHE_SECONDS`` while anyone listens to ``/events``; started by the
-        ``/events`` route, ends by itself when the last listener left (no-op while running)."""
+        ``OPSMCP_CONSOLE_CACHE_SECONDS`` while a listener of ``/events`` takes them (no
+        ``?types=`` filter, or one naming ``metrics``); started by the ``/events`` route,
+        ends by itself when no such listener is left (no-op while running or not wanted)."""
         if self.runtime.toolsets.get("metrics") is None or (self._feed is not None and not self._feed.done()):
+            return
+        if not self._metrics_wanted():
             return
         self._feed = asyncio.get_running_loop().create_task(self._metrics_feed(), name="opsmcp-console-metrics")
 
+    def _metrics_wanted(self) -> bool:
+        return any(listener.types is None or "metrics" in listener.types for listener in self.runtime.events.listeners)
+
     async def _metrics_feed(self) -> None:
         hub = self.runtime.events
-        while hub.listeners:
+        while self._metrics_wanted():
             try:
                 answer = await self.metrics()
             except Exception as exc:  # a backend outage must not end the feed
