@@ -57,7 +57,8 @@ async def main(n: int) -> None:
     port = free_port()
     data = tempfile.mkdtemp()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
-    env.update(OPSMCP_DATA_DIR=data, HOME=data, OPSMCP_EVENTS_POLL_SECONDS="5")
+    env.update(OPSMCP_DATA_DIR=data, HOME=data, OPSMCP_EVENTS_POLL_SECONDS="5",
+               OPSMCP_SANDBOX_IDLE_SECONDS="0")  # the sandbox stops with the server
     proc = subprocess.Popen([OPSMCP, "serve", "--transport", "http", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

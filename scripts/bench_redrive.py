@@ -11,9 +11,11 @@ needs the dry run the user approves first).
 
 Stock moto receives in O(queue depth) per message, for any batch size (see
 ``scripts/moto_retention_fix.py``), which caps the ratio; ``--moto-fix`` measures both movers
-on a moto without that cost.
+on a moto without that cost. ``--endpoint-url`` measures another SQS endpoint instead of a
+moto this script starts, e.g. LocalStack on this host (``python tests/localstack_host.py
+serve --port 4566``); queues are named ``bench-<random>`` and deleted after each round.
 
-Usage: python scripts/bench_redrive.py [--sizes 1000 5000] [--rounds 2] [--moto-fix]
+Usage: python scripts/bench_redrive.py [--sizes 1000 5000] [--rounds 2] [--moto-fix | --endpoint-url URL]
 """
 
 from __future__ import annotations
@@ -174,8 +176,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per size")
     parser.add_argument("--moto-fix", action="store_true",
                         help="run moto with scripts/moto_retention_fix.py (receive cost independent of depth)")
+    parser.add_argument("--endpoint-url", help="measure this SQS endpoint (e.g. LocalStack) instead of starting moto")
     args = parser.parse_args()
-    proc, endpoint = start_moto_process(args.moto_fix)
+    if args.endpoint_url and args.moto_fix:
+        parser.error("--moto-fix applies to the moto this script starts, not to --endpoint-url")
+    from benchlib import machine
+
+    before = machine()
+    proc: subprocess.Popen[bytes] | None = None
+    if args.endpoint_url:
+        endpoint = args.endpoint_url.rstrip("/")
+    else:
+        proc, endpoint = start_moto_process(args.moto_fix)
     sqs = client(endpoint)
     rows = []
     try:
@@ -197,20 +209,31 @@ def main() -> None:
                     ops_req.append(requests)
                     dups += check_and_clean(sqs, source, dlq_url, expected)
                     print(f"  n={n}: naive {naive[-1]:.1f} msg/s, opsmcp move {move[-1]:.1f} msg/s "
-                          f"(preview+move {both[-1]:.1f})", file=sys.stderr)
-                rows.append((n, statistics.median(naive), statistics.median(move), statistics.median(both),
-                             statistics.median(naive_req), statistics.median(ops_req), dups))
+                          f"(preview+move {both[-1]:.1f}); requests {naive_req[-1]} / {ops_req[-1]}; "
+                          f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+                rows.append((n, naive, move, both, naive_req, ops_req, dups))
     finally:
-        proc.kill()
-        proc.wait()
-    moto = "moto with the retention fix" if args.moto_fix else "stock moto"
-    print(f"redrive throughput, {moto} server in its own process, {args.rounds} interleaved round(s), medians")
-    print("| messages | naive msg/s | opsmcp move msg/s | ratio | opsmcp preview+move msg/s | ratio | "
-          "requests naive / opsmcp | lost | duplicates |")
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    if args.endpoint_url:
+        backend = f"the SQS endpoint {endpoint}"
+    else:
+        backend = ("moto with the retention fix" if args.moto_fix else "stock moto") + " server in its own process"
+    print(f"redrive throughput, {backend}, {args.rounds} interleaved round(s): medians, ratios per round min-max")
+    print(f"before: {before}")
+    print(f"after:  {machine()}")
+    print("| messages | naive msg/s | opsmcp move msg/s | ratio (min-max) | opsmcp preview+move msg/s | "
+          "ratio (min-max) | requests naive / opsmcp | lost | duplicates |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, nv, mv, bo, nr, orq, dups in rows:
-        print(f"| {n} | {nv:.1f} | {mv:.1f} | {mv / nv:.1f}x | {bo:.1f} | {bo / nv:.1f}x | "
-              f"{nr:.0f} / {orq:.0f} | 0 | {dups} |")
+        move_ratios = [m / v for m, v in zip(mv, nv, strict=True)]
+        both_ratios = [b / v for b, v in zip(bo, nv, strict=True)]
+        print(f"| {n} | {statistics.median(nv):.1f} | {statistics.median(mv):.1f} | "
+              f"{statistics.median(move_ratios):.1f}x ({min(move_ratios):.1f}-{max(move_ratios):.1f}) | "
+              f"{statistics.median(bo):.1f} | "
+              f"{statistics.median(both_ratios):.1f}x ({min(both_ratios):.1f}-{max(both_ratios):.1f}) | "
+              f"{statistics.median(nr):.0f} / {statistics.median(orq):.0f} | 0 | {dups} |")
 
 
 if __name__ == "__main__":

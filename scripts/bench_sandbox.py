@@ -34,7 +34,9 @@ OPSMCP = str(Path(sys.executable).parent / "opsmcp")
 def clean_env(home: str) -> dict[str, str]:
     """A user with no AWS configured: no AWS_*/OPSMCP_* variables, an empty HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
-    env.update(HOME=home, OPSMCP_DATA_DIR=str(Path(home) / "data"), AWS_EC2_METADATA_DISABLED="true")
+    # A fresh data dir per round, so each round starts its own sandbox; it stops with its server.
+    env.update(HOME=home, OPSMCP_DATA_DIR=str(Path(home) / "data"), AWS_EC2_METADATA_DISABLED="true",
+               OPSMCP_SANDBOX_IDLE_SECONDS="0")
     return env
 
 

@@ -34,6 +34,32 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.anyio)
 
 
+@pytest.fixture(autouse=True)
+def stop_shared_sandboxes(request):
+    """After each test that used ``tmp_path``: stop the shared sandboxes its ``opsmcp serve``
+    processes started there (a sandbox outlives its last server by
+    OPSMCP_SANDBOX_IDLE_SECONDS, 600 s by default: without this, every test's sandbox would
+    stay up that long)."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is not None:
+        from opsmcp.sandbox.shared import stop
+
+        for state in tmp.rglob("sandbox/state.json"):
+            stop(state.parent.parent)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def stop_module_sandboxes(tmp_path_factory):
+    """At the end of the run: stop the shared sandboxes of servers that module- or
+    session-scoped fixtures started under ``tmp_path_factory`` directories."""
+    yield
+    from opsmcp.sandbox.shared import stop
+
+    for state in tmp_path_factory.getbasetemp().rglob("sandbox/state.json"):
+        stop(state.parent.parent)
+
+
 @pytest.fixture(scope="session")
 def anyio_backend():
     """asyncio only."""

@@ -17,7 +17,8 @@ from mcp import Client
 from mcp.types import ElicitResult
 from pydantic import Field, SecretStr
 
-from opsmcp.calls.approval import ApprovalTokens, PreviewCache, Shown, args_digest
+from opsmcp.calls.approval import PreviewCache, Shown, args_digest
+from opsmcp.calls.approval_tokens import ApprovalTokens
 from opsmcp.calls.audit import FileAudit
 from opsmcp.calls.identity import caller
 from opsmcp.results import WriteResult

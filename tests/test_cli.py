@@ -227,24 +227,30 @@ def test_client_leaving_during_sandbox_boot_leaves_no_traceback(tmp_path):
     assert "Traceback" not in err and "start-up failed" not in err, err
 
 
-def test_killed_server_leaves_no_sandbox_process(tmp_path):
-    """SIGKILL of `opsmcp serve` on the sandbox: its moto child (its stdin closes) stops too."""
+def test_killed_server_leaves_its_sandbox_for_the_idle_time_only(tmp_path):
+    """SIGKILL of `opsmcp serve` on the sandbox: the shared sandbox (its own process, in its
+    own session) outlives it for OPSMCP_SANDBOX_IDLE_SECONDS, for the next server on the
+    data dir, then stops by itself and removes its state file."""
     import psutil
 
-    proc = subprocess.Popen([OPSMCP, "serve"], env=clean_env(tmp_path), stdin=subprocess.PIPE,
+    env = {**clean_env(tmp_path), "OPSMCP_SANDBOX_IDLE_SECONDS": "1"}
+    state = tmp_path / "data" / "sandbox" / "state.json"
+    proc = subprocess.Popen([OPSMCP, "serve"], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + START_BUDGET_S
-        moto: list[psutil.Process] = []
-        while not moto:  # a bounded readiness poll for the child
-            assert proc.poll() is None and time.monotonic() < deadline, "no sandbox child appeared"
-            moto = [c for c in psutil.Process(proc.pid).children()
-                    if "opsmcp.sandbox.process" in " ".join(c.cmdline())]
+        while not state.exists():  # a bounded readiness poll for the sandbox
+            assert proc.poll() is None and time.monotonic() < deadline, "no sandbox appeared"
             time.sleep(0.05)
+        import json
+
+        moto = psutil.Process(json.loads(state.read_text())["pid"])
+        assert "opsmcp.sandbox.process" in " ".join(moto.cmdline())
         proc.kill()
         proc.wait(timeout=STOP_BUDGET_S)
-        _gone, alive = psutil.wait_procs(moto, timeout=30)
-        assert not alive, f"the sandbox's moto process outlived the server: {alive}"
+        _gone, alive = psutil.wait_procs([moto], timeout=30)
+        assert not alive, f"the sandbox outlived its idle time: {alive}"
+        assert not state.exists()
     finally:
         if proc.poll() is None:
             proc.kill()

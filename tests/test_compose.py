@@ -99,9 +99,11 @@ def test_every_opsmcp_variable_is_a_real_setting(compose):
     fields = {f"OPSMCP_{name.upper()}" for name in Settings.model_fields}
     used = {k for k in _environment(compose) if k.startswith("OPSMCP_")}
     used |= set(re.findall(r"OPSMCP_[A-Z0-9_]*[A-Z0-9]", (ROOT / "compose.yaml").read_text()))
+    hooks_own = {"OPSMCP_SRC", "OPSMCP_SEED_VENV", "OPSMCP_SEED_PYTHON", "OPSMCP_SEED_ENDPOINT_URL",
+                 "OPSMCP_SEED_DIR"}  # the hooks' own variables (where the repository, venv, seed files are)
     for hook in (ROOT / "localstack" / "ready.d").glob("*.sh"):
-        used |= set(re.findall(r"OPSMCP_[A-Z0-9_]*[A-Z0-9]", hook.read_text())) - {"OPSMCP_SRC"}
-    used.discard("OPSMCP_SRC")  # the hooks' own variable (where the repository is mounted)
+        used |= set(re.findall(r"OPSMCP_[A-Z0-9_]*[A-Z0-9]", hook.read_text())) - hooks_own
+    used -= hooks_own
     unknown = used - fields
     assert not unknown, f"not opsmcp settings: {sorted(unknown)}"
     assert {"OPSMCP_PROMETHEUS_URL", "OPSMCP_ALERTMANAGER_URL", "OPSMCP_HTTP_TOKEN"} <= used
@@ -149,9 +151,11 @@ def test_dockerfile_instructions():
     last_user = max(i for i, (k, _) in enumerate(instructions) if k == "USER")
     assert all(k not in ("RUN",) for k, _ in instructions[last_user:]), "nothing runs as root after USER"
     run = " ".join(v for k, v in instructions if k == "RUN")
-    assert "pip install" in run and "sandbox" not in run and "[" not in run.split("pip install", 1)[1]
+    # compose runs the image with OPSMCP_LOG_BACKEND=opensearch: the image has that extra, not the sandbox
+    assert "pip install" in run and "sandbox" not in run
+    assert re.findall(r"\[([a-z,]+)\]", run.split("pip install", 1)[1]) == ["opensearch"], run
     assert ("EXPOSE", "3001") in instructions
-    assert any(k == "HEALTHCHECK" and "/healthz" in v for k, v in instructions)
+    assert any(k == "HEALTHCHECK" and "/readyz" in v for k, v in instructions)  # readiness, not liveness
     assert json.loads(next(v for k, v in instructions if k == "ENTRYPOINT")) == ["opsmcp"]
     for k, v in instructions:
         if k == "COPY" and not v.startswith("--from"):
@@ -182,10 +186,6 @@ def test_prometheus_and_alertmanager_configs_check(tmp_path):
     out = subprocess.run(["amtool", "check-config", str(tmp_path / "am.yml")], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
-    # the rules reference metrics opsmcp really exports
-    exported = {"opsmcp_tool_errors_total", "up"}
-    for name in re.findall(r"expr: .*?\b([a-z_]+)\{?", rules.read_text()):
-        assert name in exported or name in ("increase",), name
 
 
 def test_localstack_hooks_are_executable_bash_that_calls_opsmcp():
@@ -195,7 +195,15 @@ def test_localstack_hooks_are_executable_bash_that_calls_opsmcp():
         assert hook.stat().st_mode & 0o111, f"{hook.name} is not executable"
         out = subprocess.run(["bash", "-n", str(hook)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
-    assert "opsmcp\" sandbox seed --endpoint-url http://localhost:4566" in hooks[0].read_text()
+    seed = hooks[0].read_text()
+    assert 'opsmcp" sandbox seed --endpoint-url "$ENDPOINT"' in seed
+    assert 'ENDPOINT="${OPSMCP_SEED_ENDPOINT_URL:-http://localhost:4566}"' in seed
+    assert '"$BUILD[opensearch]"' in seed  # hook 20 loads logs with the opensearch extra
+    for hook, paths in ((hooks[0], ("/opt/opsmcp-venv", "/opt/opsmcp-src")),
+                        (hooks[1], ("/opt/opsmcp-venv", "/opt/opsmcp-seed"))):
+        for path in paths:  # container paths only as defaults of variables
+            assert all(":-" + path in line for line in hook.read_text().splitlines()
+                       if path in line and not line.startswith("#")), (hook.name, path)
     assert "logs load --to opensearch" in hooks[1].read_text()
     template = json.loads((ROOT / "localstack" / "opensearch" / "index-template.json").read_text())
     mapping = template["template"]["mappings"]["properties"]
@@ -211,3 +219,123 @@ def test_promtail_ships_to_the_loki_service_with_the_service_label(compose):
     assert env["OPSMCP_LOKI_URL"] == "http://loki:3100" == compose["services"]["loki-seed"]["environment"][
         "OPSMCP_LOKI_URL"]
     assert "3100:3100" in compose["services"]["loki"]["ports"]
+
+
+#: PromQL words that are not metric names (functions are told apart by their "(").
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+                 "offset", "inf", "nan"}
+
+
+def rule_metrics(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (label matchers, ranges and strings removed)."""
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", bare)
+    bare = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", bare)
+    names = re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", bare)
+    return {n for n in names if n.lower() not in _PROMQL_WORDS and not n[0].isdigit()}
+
+
+async def test_alert_rules_read_series_opsmcp_exports_and_fire(fresh_moto, tmp_path):
+    """Regression: OpsmcpToolErrors read opsmcp_tool_errors_total, which opsmcp never exported
+    (its errors are opsmcp_tool_calls_total{outcome="tool_error"}), so it could never fire,
+    and this test hard-coded that name as "exported". Now the exported names come from a
+    scrape of a server that answered real calls, every rule's metrics must be among them (or
+    be Prometheus's own ``up``), and promtool proves each alert fires on the scraped series."""
+    from mcp import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conftest import make_settings
+    from opsmcp.server import build_server
+
+    server, runtime = build_server(make_settings(fresh_moto, tmp_path, toolsets=["queues"]))
+    async with Client(server) as client:
+        await client.call_tool("list_queues", {})
+        for _ in range(3):
+            assert (await client.call_tool("peek_messages", {"queue": "no-such-queue"})).is_error
+    scrape = runtime.stats.render().decode()
+    samples = [s for fam in text_string_to_metric_families(scrape) for s in fam.samples]
+    exported = {s.name for s in samples} | {"up"}
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())["groups"][0]["rules"]
+    for rule in rules:
+        assert rule_metrics(rule["expr"]) and rule_metrics(rule["expr"]) <= exported, (rule["alert"], rule["expr"])
+    assert rule_metrics('sum by (tool) (increase(x_total{outcome=~"a|b"}[5m])) > 5 and on(job) up') == {"x_total",
+                                                                                                        "up"}
+    if not shutil.which("promtool"):
+        pytest.skip("promtool missing: apt-get install -y prometheus")
+    errors = [s for s in samples if s.name == "opsmcp_tool_calls_total" and s.labels["outcome"] == "tool_error"]
+    assert errors, scrape
+    target = 'job="opsmcp", instance="opsmcp:3001"'
+    series = [{"series": "opsmcp_tool_calls_total{" + ", ".join(f'{k}="{v}"' for k, v in s.labels.items())
+               + f", {target}}}", "values": "0+2x15"} for s in errors]  # 2 more errors a minute
+    series.append({"series": f"up{{{target}}}", "values": "1x3 0x12"})  # stops answering after 3 minutes
+    tool = errors[0].labels["tool"]
+    test = {"rule_files": [str(ROOT / "deploy" / "prometheus" / "rules.yml")], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "OpsmcpToolErrors", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "tool": tool},
+                    "exp_annotations": {
+                        "summary": f"tool {tool} failed 10 times in 5 minutes",
+                        "description": f"Agents calling {tool} get tool errors; check the backend it reads."}}]},
+                {"eval_time": "10m", "alertname": "OpsmcpDown", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "job": "opsmcp", "instance": "opsmcp:3001"},
+                    "exp_annotations": {"summary": "opsmcp at opsmcp:3001 does not answer Prometheus's scrapes"}}]},
+            ]}]}
+    (tmp_path / "rules_test.yml").write_text(yaml.safe_dump(test))
+    out = subprocess.run(["promtool", "test", "rules", str(tmp_path / "rules_test.yml")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_env_file_asks_each_secret_once_and_compose_passes_it_on(compose):
+    """Regression: the example asked for the OpenSearch admin password twice
+    (OPENSEARCH_INITIAL_ADMIN_PASSWORD and OPSMCP_OPENSEARCH_PASSWORD), which had to match."""
+    example = (ROOT / "deploy" / "opsmcp.env.example").read_text()
+    asked = re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.M)
+    assert sorted(asked) == ["OPENSEARCH_INITIAL_ADMIN_PASSWORD", "OPSMCP_HTTP_TOKEN"], asked
+    opsmcp = compose["services"]["opsmcp"]
+    assert opsmcp["entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert 'OPSMCP_OPENSEARCH_PASSWORD="$$OPENSEARCH_INITIAL_ADMIN_PASSWORD" exec opsmcp "$$@"' in opsmcp["entrypoint"]
+
+
+def test_healthchecks_ask_what_each_service_needs(compose, tmp_path):
+    """Regression: opsmcp's healthcheck asked /healthz (liveness) where /readyz says whether it
+    can serve; Dashboards' called /api/status without credentials while the security plugin is
+    on (401 forever). Dashboards cannot run here: its healthcheck command runs on this host
+    against a loopback server that answers /api/status as the security plugin does (401
+    without admin's basic auth) and must pass; without credentials it would fail."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    opsmcp = compose["services"]["opsmcp"]["healthcheck"]["test"]
+    assert "/readyz" in opsmcp[-1] and "/healthz" not in opsmcp[-1]
+    password = "Str0ng!pass"
+    seen: list[str] = []
+
+    class Status(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            seen.append(auth)
+            ok = self.path == "/api/status" and auth == "Basic " + base64.b64encode(
+                f"admin:{password}".encode()).decode()
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Status)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        kind, command = compose["services"]["opensearch-dashboards"]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL" and "localhost:5601" in command
+        command = command.replace("$$", "$").replace("localhost:5601", f"127.0.0.1:{httpd.server_address[1]}")
+        env = {"PATH": "/usr/bin:/bin", "OPENSEARCH_INITIAL_ADMIN_PASSWORD": password}
+        out = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, (seen, out.stderr)
+        out = subprocess.run(["sh", "-c", command], env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": "wrong"},
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0  # the check can fail: a 401 is unhealthy
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

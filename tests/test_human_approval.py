@@ -343,3 +343,102 @@ def test_the_http_api_lists_shows_approves_and_denies(fresh_moto, tmp_path):
         polled = anyio.run(lambda: _mcp_call(base, tokens["agent"], "get_approval", approval_id=request_id))
         assert polled["status"] == "done" and polled["result"]["remaining"] == 3
     assert _visible(sqs, DLQ) == 3 and _visible(sqs, SOURCE) == 8
+
+
+def test_the_cli_lists_shows_approves_and_denies(fresh_moto, tmp_path):
+    """`opsmcp approvals` against a running server, as the identity of the token it is given
+    (flags, or OPSMCP_URL / OPSMCP_TOKEN)."""
+    import os
+    import subprocess
+    import sys
+
+    from test_events import serve_app
+
+    tokens = _tokens(tmp_path)
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues"], write_approval="human",
+                             tokens_file=tmp_path / "tokens.jsonl")
+    seed_aws(settings, build_scenario(), metrics=False)
+    sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
+
+    def opsmcp(*args: str, token: str | None = None, url: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSMCP_")}
+        env |= {"OPSMCP_URL": url or base, "OPSMCP_TOKEN": token or tokens["viewer"]}
+        return subprocess.run([sys.executable, "-m", "opsmcp.cli", "approvals", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    with serve_app(settings) as (base, _):
+        first = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+                                            max_messages=5))["approval_id"]
+        second = anyio.run(lambda: _mcp_call(base, tokens["agent"], "redrive_dlq", queue=DLQ, dry_run=False,
+                                             max_messages=1))["approval_id"]
+        listed = opsmcp("list")
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        assert [line.split()[0] for line in lines] == [second, first]
+        assert "pending redrive_dlq max_messages<=5 requested by agent" in lines[1] and "Move 5" in lines[1]
+        shown = opsmcp("show", first)
+        assert shown.returncode == 0 and "Move 5 message(s)" in shown.stdout and f"/#/approvals/{first}" in shown.stdout
+        refused = opsmcp("approve", first)  # the viewer has no ops:approve
+        assert refused.returncode == 1 and "403" in refused.stderr and "ops:approve" in refused.stderr
+        approved = subprocess.run([sys.executable, "-m", "opsmcp.cli", "approvals", "approve", first, "--url", base,
+                                   "--token", tokens["lead"]], capture_output=True, text=True, timeout=120,
+                                  env={k: v for k, v in os.environ.items() if not k.startswith("OPSMCP_")},
+                                  check=False)
+        assert approved.returncode == 0, approved.stderr
+        assert f"{first} done by lead" in approved.stdout and "moved=5" in approved.stdout
+        again = opsmcp("approve", first, token=tokens["lead"])
+        assert again.returncode == 1 and "409" in again.stderr and "is done by lead" in again.stderr
+        denied = opsmcp("deny", second, "--reason", "not during the freeze", token=tokens["lead"])
+        assert denied.returncode == 0 and f"{second} denied by lead" in denied.stdout
+        assert "reason: not during the freeze" in denied.stdout
+        every = json.loads(opsmcp("list", "--all", "--json").stdout)["approvals"]
+        assert {(r["id"], r["status"]) for r in every} == {(first, "done"), (second, "denied")}
+        assert opsmcp("list").stdout == ""
+        unknown = opsmcp("show", "../../mcp")
+        assert unknown.returncode == 1 and "404" in unknown.stderr
+    down = opsmcp("list", url="http://127.0.0.1:9")
+    assert down.returncode == 1 and "cannot reach http://127.0.0.1:9" in down.stderr
+    assert _visible(sqs, DLQ) == 3
+
+
+async def test_pending_requests_are_bounded_and_an_interrupted_write_is_marked_failed(human):
+    import subprocess
+
+    from opsmcp.calls.audit import HOST
+
+    h = human
+    h.runtime.settings.approval_max_pending = 2
+    async with client_as("agent", h.server) as agent:
+        ids = [(await call(agent, "redrive_dlq", queue=DLQ, dry_run=False, max_messages=n))["approval_id"]
+               for n in (1, 2)]
+        with pytest.raises(ToolFailed, match="2 approval requests are already pending"):
+            await call(agent, "redrive_dlq", queue=DLQ, dry_run=False, max_messages=3)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid whose process has exited: the server that ran the write is gone
+    store = h.runtime.approvals.desk.store
+    store.transition(ids[0], frozenset({"pending"}), {"status": "executing", "approver": "lead",
+                                                      "executor": f"{HOST}:{gone.pid}"})
+    found = await h.runtime.approvals.desk.get(ids[0])
+    assert found is not None and found.status == "failed" and "interrupted" in (found.error or "")
+    assert _visible(h.sqs, DLQ) == 8
+
+
+async def test_get_approval_answers_hostile_ids_with_a_tool_error(human):
+    """Schema-valid and invalid hostile ids: never a crash, an internal error or a file read."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    hostile = ["\ud800", "apr-" + "\ud800" * 32, "../../../../etc/passwd", "apr-" + "0" * 31 + "\x00",
+               "x" * 1_000_000, "APR-" + "A" * 32, " apr-" + "0" * 32 + " ", "%2e%2e%2f"]
+    h = human
+    async with client_as("agent", h.server) as agent:
+        for value in hostile:
+            try:
+                if value.encode("utf-8", "surrogatepass") != value.encode("utf-8", "replace"):
+                    await h.server.call_tool("get_approval", {"approval_id": value})  # the SDK client cannot send it
+                    raise AssertionError("no error")
+                with pytest.raises(ToolFailed) as failed:
+                    await call(agent, "get_approval", approval_id=value)
+                text = str(failed.value)
+            except ToolError as exc:
+                text = str(exc)
+            assert "Internal error" not in text and ("No approval request" in text or "approval_id" in text), text

@@ -100,3 +100,33 @@ async def test_mcp_cancellation_stops_a_running_playbook(tmp_path, test_catalog,
     with anyio.fail_after(10):
         while not any(r.get("outcome") == "cancelled" for r in FileAudit(settings.audit_log_path).tail(10)):
             await anyio.sleep(0.05)
+
+
+async def test_a_real_run_waits_for_a_person_in_mode_human(tmp_path):
+    """Mode human: run_playbook(check=false) answers pending_approval with its check-mode
+    preview and changes nothing; a person's approval runs it (confirmed, audited as human)."""
+    from opsmcp.calls.identity import caller
+
+    target = tmp_path / "cleanup"
+    _old_files(target)
+    settings = make_settings("http://127.0.0.1:9", tmp_path / "data", allow_writes=True, toolsets=["playbooks"],
+                             write_approval="human")
+    server, runtime = build_server(settings)
+    args = {"name": "cleanup_old_files", "extra_vars": {"directory": str(target), "age_days": 7, "pattern": "*.log"}}
+    reset = caller.set("agent")
+    try:
+        async with Client(server) as client:
+            pending = await call(client, "run_playbook", **args, check=False)
+    finally:
+        caller.reset(reset)
+    assert pending["status"] == "pending_approval" and pending["check"] is True and pending["approval_id"]
+    assert len(list(target.iterdir())) == 4
+    reset = caller.set("lead")
+    try:
+        done = await runtime.approvals.desk.decide(pending["approval_id"], True)
+    finally:
+        caller.reset(reset)
+    assert done.status == "done" and done.result["status"] == "successful" and done.result["check"] is False
+    assert [p.name for p in target.iterdir()] == ["fresh.log"]
+    outcome = [r for r in FileAudit(settings.audit_log_path).tail(20) if r["phase"] == "outcome"][-1]
+    assert outcome["approval"] == "human" and outcome["approver"] == "lead" and outcome["caller"] == "agent"

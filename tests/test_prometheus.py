@@ -171,6 +171,23 @@ async def test_instant_vector_scalar_and_metadata(tools, prom):
         await tools.label_values("bad-label")
 
 
+async def test_histogram_series_get_their_familys_type_and_help(tools):
+    """Regression: list_prometheus_metrics asked /api/v1/metadata for ``..._bucket``; Prometheus
+    keys metadata by the metric family (``..._seconds``), so histogram and summary series
+    listed with no type and no help."""
+    family = "prometheus_http_request_duration_seconds"
+    deadline = time.monotonic() + 60
+    while True:  # Prometheus scrapes itself every second: metadata exists after its first scrape
+        listed = await tools.list_prometheus_metrics(match=family)
+        if (all(m.type for m in listed.metrics) and len(listed.metrics) == 3) or time.monotonic() > deadline:
+            break
+        await anyio.sleep(0.2)
+    got = {m.name: (m.type, bool(m.help)) for m in listed.metrics}
+    assert got == {f"{family}_{part}": ("histogram", True) for part in ("bucket", "count", "sum")}, got
+    summary = await tools.list_prometheus_metrics(match="go_gc_duration_seconds_count")
+    assert [(m.type, bool(m.help)) for m in summary.metrics] == [("summary", True)]
+
+
 async def test_unreachable_and_silent_servers_fail_within_the_timeout(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

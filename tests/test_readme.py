@@ -43,12 +43,15 @@ async def test_every_tool_and_argument_is_in_the_readme_table(tmp_path: Path) ->
 
     from opsmcp.server import build_server
 
-    settings = make_settings("http://127.0.0.1:9", tmp_path, allow_writes=True,
-                             prometheus_url="http://127.0.0.1:9", alertmanager_url="http://127.0.0.1:9")
-    server, _runtime = build_server(settings)
     rows = _tool_rows()
-    async with Client(server) as client:
-        tools = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+    tools: dict = {}
+    for mode in ("prompt-or-confirm", "human"):  # confirm/approval_token exist in one, get_approval in the other
+        settings = make_settings("http://127.0.0.1:9", tmp_path, allow_writes=True, write_approval=mode,
+                                 prometheus_url="http://127.0.0.1:9", alertmanager_url="http://127.0.0.1:9")
+        server, _runtime = build_server(settings)
+        async with Client(server) as client:
+            for t in (await client.list_tools()).tools:
+                tools.setdefault(t.name, {"properties": {}})["properties"].update(t.input_schema.get("properties", {}))
     assert len(tools) >= 19, sorted(tools)
     missing_tools = sorted(set(tools) - set(rows))
     assert not missing_tools, f"tools missing from the README's Tools table: {missing_tools}"

@@ -89,61 +89,6 @@ async def test_audit_table_on_the_sandbox_records_a_write(sandbox_factory, tmp_p
     assert {"intent", "outcome"} <= phases
 
 
-def test_two_sandboxes_on_one_data_dir_keep_their_own_log_stores(sandbox_factory, tmp_path):
-    """Regression (issue 8.11): the second start deleted and recreated the first's store."""
-    from opsmcp.backends.logstore import LogStore
-
-    stale = tmp_path / "sandbox-logs-999999999.db"  # left by a killed second server
-    stale.write_bytes(b"")
-    first = sandbox_factory(tmp_path, toolsets=["logs"])
-    assert not stale.exists()
-    first.seed()
-    shared = first.settings.log_store_path
-    assert shared == tmp_path / "sandbox-logs.db"
-    inode = shared.stat().st_ino
-    second = sandbox_factory(tmp_path, toolsets=["logs"])
-    assert second.settings.log_store_path != shared
-    second.seed()
-    assert shared.stat().st_ino == inode  # untouched
-    with LogStore(shared, readonly=True) as store:
-        assert store.count() == 12001
-    own = second.settings.log_store_path
-    assert own.exists()
-    second.stop()
-    assert not own.exists() and shared.exists()  # a per-process store goes with its server
-
-
-def test_the_moto_child_never_keeps_the_servers_own_port():
-    """Regression (a fresh-clone CI run): moto asked the kernel for a free port before the
-    HTTP server bound its own, was handed that very port, and `opsmcp serve` exited with
-    'address already in use'."""
-    from opsmcp.sandbox.process import listen
-
-    ports = iter([43011, 43012])
-    events: list[str] = []
-
-    class FakeServer:
-        def __init__(self) -> None:
-            self.port = next(ports)
-
-        def start(self) -> None:
-            events.append(f"start {self.port}")
-
-        def stop(self) -> None:
-            events.append(f"stop {self.port}")
-
-        def get_host_and_port(self) -> tuple[str, int]:
-            return "127.0.0.1", self.port
-
-    server = listen(FakeServer, avoid_port=43011)
-    assert server.get_host_and_port()[1] == 43012
-    assert events == ["start 43011", "start 43012", "stop 43011"]  # the second starts while the first holds it
-    ports = iter([43013])
-    assert listen(FakeServer, avoid_port=43011).get_host_and_port()[1] == 43013
-    ports = iter([43014])
-    assert listen(FakeServer, avoid_port=None).get_host_and_port()[1] == 43014
-
-
 def test_orders_table_is_created_over_http_when_motos_internal_signature_changes(fresh_moto):
     """The in-process adapter calls moto's backend ``create_table`` (not a public API); when a
     moto release changes its signature, the table is created through the HTTP API instead,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,35 @@ def _isolate(mp: pytest.MonkeyPatch, data_dir: Path) -> None:
     mp.setenv("OPSMCP_DATA_DIR", str(data_dir / "opsmcp"))
 
 
+def stop_sandboxes(under: Path) -> None:
+    """Stop the shared opsmcp sandboxes started under ``under``: each runs in its own process
+    and outlives its last ``opsmcp serve`` by OPSMCP_SANDBOX_IDLE_SECONDS (600 s by default).
+    Read from their state files (``<data dir>/sandbox/state.json``): this suite never
+    imports opsmcp."""
+    import json
+    import signal
+
+    for state in under.rglob("sandbox/state.json"):
+        try:
+            os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGTERM)
+        except (OSError, ValueError, KeyError):
+            continue  # already gone
+
+
+@pytest.fixture(autouse=True, scope="session")
+def stop_module_sandboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the run: stop the sandboxes of servers that module-scoped fixtures started."""
+    yield
+    stop_sandboxes(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test: no AWS or agent settings from the outside; a fresh opsmcp data dir."""
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test: no AWS or agent settings from the outside; a fresh opsmcp data dir (its
+    sandbox stopped afterwards)."""
     _isolate(monkeypatch, tmp_path / "data")
-    return tmp_path
+    yield tmp_path
+    stop_sandboxes(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +95,10 @@ def sandbox(server_cmd: str, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """Facts from the real sandbox: ``tools``, ``dlq`` (a DLQ with messages) and a
     ``trace_id`` from it, discovered with list_queues + analyze_dlq over a plain MCP session."""
     mp = pytest.MonkeyPatch()
+    probe = tmp_path_factory.mktemp("probe")
     try:
-        _isolate(mp, tmp_path_factory.mktemp("probe"))
+        _isolate(mp, probe)
         return asyncio.run(asyncio.wait_for(_probe(server_cmd), 120))
     finally:
         mp.undo()
+        stop_sandboxes(probe)

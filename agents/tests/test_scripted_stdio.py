@@ -165,7 +165,8 @@ def test_time_limit_stops_a_hung_model(server_cmd: str, sandbox: dict, capfd: py
 
     model = ScriptedChatModel(script=[call("analyze_dlq", {"queue": sandbox["dlq"]}), hang])
     rc, out, err = _run(capfd, ["ask", "why?", "--timeout", "5", "--server-command", server_cmd], model)
-    assert rc == 0, err
+    assert rc == 6, err  # the model never answered: a failure, with what to try
+    assert "gave no usable answer before the time limit" in err and "--timeout 10" in err
     assert "Answer (partial — stopped by the time limit)" in out
     assert "Stopped: the time limit (5s)" in out
     assert "[1] analyze_dlq:" in out  # the evidence gathered before the stop (or the call in flight)
@@ -178,7 +179,7 @@ def test_time_limit_cancels_a_tool_call_in_flight(capfd: pytest.CaptureFixture[s
     late = f"{sys.executable} {Path(__file__).with_name('late_answer_server.py')}"
     model = ScriptedChatModel(script=[call("analyze_dlq", {"queue": "order-queue-dlq"})])
     rc, out, err = _run(capfd, ["ask", "why?", "--timeout", "1", "--server-command", late], model)
-    assert rc == 0, err
+    assert rc == 6, err  # no answer (the time limit), not a crash
     assert "BrokenResourceError" not in err
     assert "Stopped: the time limit (1s)" in out
     assert "[1] analyze_dlq: (no result: the call was still running when the time limit stopped the run)" in out
@@ -272,3 +273,30 @@ def test_unknown_server_command_is_a_clear_error(capfd: pytest.CaptureFixture[st
 def test_unknown_toolset_is_bad_input(capfd: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _run(capfd, ["ask", "x", "--toolsets", "queues,bogus"], ScriptedChatModel(script=[]))
     assert rc == 2 and "bogus" in err
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",  # nothing at all
+        '{"name": "analyze_dlq", "arguments": {"queue": "order-queue-dlq"}}',  # a tool call written as text
+        "<tool_call>\n</tool_call>",  # chat-template markup
+    ],
+)
+def test_no_usable_answer_is_a_failure_with_a_hint(
+    server_cmd: str, sandbox: dict, capfd: pytest.CaptureFixture[str], reply: str
+) -> None:
+    """Before: exit 0 with '(the model returned no answer)' (or the garbage as the answer)."""
+    model = ScriptedChatModel(script=[call("list_queues", {}), AIMessage(reply)])
+    rc, out, err = _run(capfd, ["ask", "which DLQs have messages?", "--server-command", server_cmd], model)
+    assert rc == 6, err
+    assert "gave no usable answer" in err and "--toolsets queues,logs" in err and "--model" in err
+    assert "[1] list_queues" in out  # the evidence is still shown
+    rc, out, err = _run(
+        capfd,
+        ["ask", "which DLQs?", "--json", "--server-command", server_cmd],
+        ScriptedChatModel(script=[call("list_queues", {}), AIMessage(reply)]),
+    )
+    assert rc == 6, err
+    doc = json.loads(out)  # still one JSON document on stdout
+    assert doc["answered"] is False and doc["kind"] == "NoAnswer" and "no usable answer" in doc["error"]

@@ -9,9 +9,9 @@ from opsmcp_agent.agent import RunResult, Step
 from opsmcp_agent.config import AgentConfig, parse_toolsets
 from opsmcp_agent.errors import ModelEndpointError, ToolCallingUnsupported
 from opsmcp_agent.models import explain_model_error
-from opsmcp_agent.render import cited_steps, clean_answer, format_args, one_line
+from opsmcp_agent.render import cited_steps, clean_answer, format_args, one_line, usable_answer
 from opsmcp_agent.report import Alert, parse_report
-from opsmcp_agent.session import fill_schema
+from opsmcp_agent.session import _connect_error, fill_schema
 
 
 def test_one_line_prefers_scalars_then_previews_records() -> None:
@@ -99,3 +99,24 @@ def test_local_model_schemas_lose_length_bounds() -> None:
     assert "maxLength" not in str(out).replace("maxLength stays", "") and "minLength" not in str(out)
     assert out["properties"]["limit"] == {"type": "integer", "maximum": 1000}
     assert out["properties"]["cursor"]["anyOf"][0] == {"type": "string"}
+
+
+def test_usable_answers_and_garbage() -> None:
+    assert usable_answer("order-queue-dlq holds 28 failed orders [1].")
+    assert usable_answer("<think>x</think>The DLQ order-queue-dlq has messages.")
+    assert not usable_answer("")
+    assert not usable_answer("  ...  ")
+    assert not usable_answer("<think>only thinking</think>")
+    assert not usable_answer('{"name": "list_queues", "arguments": {}}')
+    assert not usable_answer('[{"name": "get_trace", "parameters": {"trace_id": "t"}}]')
+    assert not usable_answer("<|im_start|><|im_end|>")
+    assert usable_answer("ok")
+    assert usable_answer('{"answer": "the order queue failed on db timeouts"}')  # JSON, but not a tool call
+
+
+def test_connect_errors_name_the_next_step() -> None:
+    """Before: 'Could not connect to the opsmcp server (...)' and nothing to try."""
+    http = str(_connect_error("http://127.0.0.1:3999/mcp", ConnectionRefusedError("All connection attempts failed")))
+    assert "opsmcp serve --transport http" in http and "leave out --server-url" in http
+    stdio = str(_connect_error("/usr/bin/opsmcp serve", EOFError("Connection closed")))
+    assert "Run `/usr/bin/opsmcp serve` in a terminal" in stdio and "opsmcp doctor" in stdio

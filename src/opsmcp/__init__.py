@@ -3,26 +3,30 @@
 The package by layer, top to bottom; a module imports only from its own layer or below
 (``tests/test_structure.py`` checks it, and that no modules import each other in a loop):
 
-- ``cli`` — the ``opsmcp`` command (serve, sandbox seed, logs load, audit, doctor, token).
+- ``cli`` — the ``opsmcp`` command (serve, sandbox seed, logs load, audit, doctor, token,
+  approvals).
 - ``server`` — the composition root: builds backends, toolsets, the audit trail and the
   runtime, and registers every tool through the one choke point.
 - ``transport/`` — the HTTP surface: the Starlette app (``app``), Host/Origin policy
   (``origin``), authentication (``auth``), the console page and ``/events`` feed
   (``console``), what the console reads at load (``console_api``, ``console_panels``), the
-  approvals API (``approvals_api``), the Alertmanager webhook (``webhooks``).
+  Alertmanager webhook (``webhooks``), the approvals API (``approvals_api``) and signed
+  chat-bot callbacks (``chat_callback``).
 - ``surface/`` — MCP beyond tools: ``prompts``, ``resources``, ``completions``,
   ``subscriptions``, which tools an identity sees (``tool_visibility``), how argument
   errors read (``arg_errors``).
 - ``calls/`` — what every tool call crosses: the choke point (``choke``), the caller
-  (``identity``), approval of writes (``approval``), the audit trail (``audit``), the size
-  budget (``result_size``); and what the server built (``runtime``, ``events`` with its
-  ``depth_history``; ``heap``: giving freed memory back).
+  (``identity``), approval of writes (``approval``; its tokens ``approval_tokens``; mode
+  human's requests ``approval_desk`` and their store ``approval_store``), the audit trail
+  (``audit``), the size budget (``result_size``); and what the server built (``runtime``,
+  ``events`` with its ``depth_history``; ``heap``: giving freed memory back).
 - ``toolsets/`` — one module per domain: queues, orders, logs, metrics, prometheus,
-  alerts, playbooks (``base``: the ``@tool`` mark).
+  alerts, playbooks, approvals (``base``: the ``@tool`` mark).
 - ``analysis/`` — domain logic that is not a toolset: the redrive mover, DLQ failure
   signatures, metric series summaries, log message patterns.
 - ``backends/`` — one adapter per external system (SQS, DynamoDB, CloudWatch, the log
-  engines, Prometheus, the alert store, Ansible); ``sandbox/`` — the embedded moto sandbox.
+  engines, Prometheus, the alert store, Ansible, chat webhooks); ``sandbox/`` — the
+  embedded moto sandbox.
 - the ground: ``config`` (settings), ``errors``, ``times``, ``telemetry``, ``results``
   (the base of every tool result), ``catalog/`` (the playbook catalog shipped with opsmcp).
 

@@ -1,4 +1,5 @@
-"""The ``opsmcp`` command: serve, sandbox seed, logs load, audit tail, doctor.
+"""The ``opsmcp`` command: serve, sandbox seed, logs load, audit tail, doctor, token add,
+approvals.
 
 Everything human-facing goes to stderr; stdout carries only the MCP stdio wire (serve)
 or the command's own output (audit tail).
@@ -18,9 +19,12 @@ from opsmcp.config import ALL_TOOLSETS
 if TYPE_CHECKING:
     from opsmcp.calls.runtime import Runtime
     from opsmcp.config import Settings
-    from opsmcp.sandbox import Sandbox
+    from opsmcp.sandbox.shared import SharedSandbox
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: The tokens file `opsmcp token add` writes, and `opsmcp serve` reads, in the data directory
+#: when OPSMCP_TOKENS_FILE is unset.
+TOKENS_FILE = "tokens.jsonl"
 
 
 def _eprint(text: str) -> None:
@@ -41,11 +45,27 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
         overrides["toolsets"] = args.toolsets
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = Path(args.data_dir)
-    return Settings(**overrides)
+    if getattr(args, "sandbox_port", None):
+        overrides["sandbox_port"] = args.sandbox_port
+    settings = Settings(**overrides)
+    if settings.tokens_file is None and (settings.data_dir / TOKENS_FILE).exists():  # `opsmcp token add` made it
+        settings = settings.model_copy(update={"tokens_file": settings.data_dir / TOKENS_FILE})
+    from opsmcp.backends.aws import use_local_test_credentials
+
+    note = use_local_test_credentials(settings)
+    if note:
+        _eprint(f"opsmcp: {note}")
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the MCP server over stdio or HTTP, on the sandbox when no AWS is configured."""
+    """Run the MCP server over stdio or HTTP, on the data directory's shared sandbox when no
+    AWS is configured.
+
+    The HTTP port is bound before anything else starts, so a busy port costs one line and
+    no sandbox. Exits 0 when the client leaves or on Ctrl-C, 1 on a failure the user can fix
+    (a busy port, a sandbox that cannot start), 2 on invalid configuration.
+    """
     from opsmcp.config import aws_configured
 
     settings = _settings(args)
@@ -55,26 +75,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "every tool. Set OPSMCP_HTTP_TOKEN (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1.",
               file=sys.stderr)
         return 2
-    sandbox: Sandbox | None = None
+    listener = _bind(args.host, args.port) if args.transport == "http" else None
+    sandbox: SharedSandbox | None = None
     stopping = threading.Event()  # set when the server exits: seeding errors after it are not reported
     built = threading.Event()  # set once `runtime` exists (seeding starts before the server is built)
     holder: dict[str, Runtime] = {}
     boot_thread: threading.Thread | None = None
     if settings.sandbox or not aws_configured(settings):
         # Resolve the endpoint (and the sandbox's log store) first, then build the clients:
-        # nothing is re-pointed after the server exists. Seeding starts at once, in the
-        # background, while the server is built; tools/list answers at once and tool calls
-        # wait (runtime.wait_ready) until seeding is done. moto runs, and is seeded, in a
-        # child process (the log store in another), started before the MCP SDK is imported
-        # here: on 2 cores the server is built while the sandbox starts. Imported only here:
-        # a configured endpoint's cold start never loads the sandbox.
+        # nothing is re-pointed after the server exists. The data directory's sandbox is
+        # joined, or started in its own process (moto, seeded there, and the log store in
+        # another) before the MCP SDK is imported here: on 2 cores the server is built while
+        # the sandbox starts. tools/list answers at once; tool calls wait
+        # (runtime.wait_ready) until seeding is done. Imported only here: a configured
+        # endpoint's cold start never loads the sandbox.
         from opsmcp.sandbox import banner
-        from opsmcp.sandbox.process import spawn
+        from opsmcp.sandbox.shared import join
 
-        launch = spawn(settings, avoid_port=args.port if args.transport == "http" else None)
-        import opsmcp.server  # noqa: F401 - the SDK's import, while the child imports moto
+        joining = join(settings)
+        import opsmcp.server  # noqa: F401 - the SDK's import, while the sandbox imports moto
 
-        sandbox = launch.attach()
+        sandbox = joining.attach()
         settings = sandbox.settings
         seeding = sandbox
 
@@ -82,8 +103,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             error = None
             try:
                 built.wait()
-                _prewarm(holder["runtime"], stopping)  # while the children seed: off the first call's path
-                seeding.seed()
+                if not seeding.seeded_at_join:  # while the sandbox seeds: off the first call's path
+                    _prewarm(holder["runtime"], stopping)  # (a seeded one: each call makes only its own client)
+                seeding.wait_seeded()
                 _eprint(banner(seeding))
             except Exception as exc:
                 if stopping.is_set():  # the server is exiting (client gone, Ctrl-C): not an error
@@ -98,6 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         boot_thread = threading.Thread(target=boot, name="opsmcp-sandbox", daemon=True)
         boot_thread.start()
+    else:  # say at once what every call would fail with; off the start-up path (boto3's import)
+        threading.Thread(target=_report_credentials, args=(settings,), name="opsmcp-credentials", daemon=True).start()
     from opsmcp.server import build_server
 
     server, runtime = build_server(settings)
@@ -107,10 +131,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         built.set()
     for toolset, why in runtime.disabled.items():
         _eprint(f"opsmcp: the {toolset} toolset is DISABLED: {why}")
+    on_sandbox = ""
+    if sandbox is not None:
+        on_sandbox = ("; seeding the embedded sandbox (no AWS endpoint or credentials configured)" if
+                      sandbox.started_here else "; on the embedded sandbox another `opsmcp serve` on this data dir "
+                      "started")
     _eprint(f"opsmcp {args.transport}: {len(runtime.tools)} tools ({', '.join(sorted(runtime.tools))}); "
-           f"writes {'ENABLED' if settings.allow_writes else 'disabled'}"
-           + ("; seeding the embedded sandbox (no AWS endpoint or credentials configured)" if sandbox else ""))
+            f"writes {'ENABLED' if settings.allow_writes else 'disabled'}{on_sandbox}")
     interrupted = False
+    last = False
     try:
         if args.transport == "stdio":
             import anyio
@@ -122,12 +151,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             from opsmcp.transport.app import build_app
 
-            _eprint(f"opsmcp http: streamable HTTP at http://{args.host}:{args.port}/mcp, SSE at /sse, "
-                   "events at /events (Ctrl-C to stop)")
+            base = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}"
+            _eprint(f"opsmcp http: streamable HTTP at {base}/mcp, SSE at {base}/sse, events at {base}/events, "
+                    f"the console at {base}/ (Ctrl-C to stop)"
+                    + (f"; bearer tokens from {settings.tokens_file}" if settings.tokens_file else ""))
             app = build_app(server, runtime, host=args.host, port=args.port)
             config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
                                     timeout_graceful_shutdown=1)
-            uvicorn.Server(config).run()  # re-raises a caught SIGINT as KeyboardInterrupt after shutdown
+            # on the socket bound above; re-raises a caught SIGINT as KeyboardInterrupt after shutdown
+            uvicorn.Server(config).run(sockets=[listener] if listener is not None else None)
             interrupted = True  # returned: uvicorn stopped on a signal it caught (SIGINT while SIGINT is ignored)
     except KeyboardInterrupt:
         interrupted = True
@@ -136,19 +168,77 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if boot_thread is not None:
             boot_thread.join(timeout=0.5)  # let seeding notice; never hold up the exit for long
         if sandbox is not None:
-            sandbox.stop()
+            last = sandbox.leave()
     if interrupted:
-        _eprint("opsmcp: stopped (Ctrl-C)")
+        _eprint("opsmcp: stopped (Ctrl-C)" + (_lingers(settings) if last else ""))
     return 0
 
 
-def _stop_stdio_on_sigint(stopping: threading.Event, sandbox: Sandbox | None) -> None:
+def _lingers(settings: Settings) -> str:
+    """What happens to the shared sandbox after its last server left (said at Ctrl-C)."""
+    idle = settings.sandbox_idle_seconds
+    if not idle:
+        return ""
+    return (f"; the sandbox stays up {idle:g} s for the next `opsmcp serve` on {settings.data_dir} "
+            "(`opsmcp sandbox stop` stops it now)")
+
+
+def _bind(host: str, port: int) -> Any:
+    """Bind and listen on ``host``:``port`` before anything else starts; return the socket
+    (uvicorn serves on it).
+
+    Raises:
+        OpsError: the port is in use, needs privileges, or the host is not an address of
+            this machine (one sentence naming ``--port`` / ``--host``).
+    """
+    import errno
+    import socket
+
+    from opsmcp.errors import OpsError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise OpsError(f"cannot serve on --host {host}: {exc.strerror}.",
+                       "pass an address of this machine, e.g. --host 127.0.0.1.") from exc
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OpsError(f"port {port} on {host} is already in use (another `opsmcp serve`?).",
+                           "stop that server, or serve on another port with --port N.") from exc
+        if exc.errno == errno.EACCES:
+            raise OpsError(f"port {port} needs privileges this user does not have.",
+                           "use a port above 1023, e.g. --port 3001.") from exc
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise OpsError(f"{host} is not an address of this machine.",
+                           "pass --host 127.0.0.1 (or 0.0.0.0 with OPSMCP_HTTP_TOKEN set).") from exc
+        raise
+    return sock
+
+
+def _report_credentials(settings: Settings) -> None:
+    """Print, on stderr, what is wrong with the AWS credentials (one sentence with the fix)."""
+    from opsmcp.backends.aws import credentials_problem
+
+    problem = credentials_problem(settings)
+    if problem:
+        _eprint(f"opsmcp: {problem} Until then every AWS tool call answers with this, and /readyz with 503.")
+
+
+def _stop_stdio_on_sigint(stopping: threading.Event, sandbox: SharedSandbox | None) -> None:
     """Make Ctrl-C (SIGINT) stop a stdio server at once, whatever it is doing.
 
     The SDK's stdio transport reads stdin in a worker thread that no cancellation can
     interrupt, so asyncio's own SIGINT handling (cancel the main task, then wait for it)
-    waits for the client's next line: forever on an idle session. This handler stops the
-    sandbox, says so on stderr and ends the process. Nothing is lost: every audit record is
+    waits for the client's next line: forever on an idle session. This handler leaves the
+    shared sandbox (it outlives this server by its idle time), says so on stderr and ends
+    the process. Nothing is lost: every audit record is
     fsynced as it is written, and a write that was in flight keeps an intent without an
     outcome, which the next start marks ``interrupted``. Only from the main thread (where
     signal handlers live); elsewhere asyncio's handling stays.
@@ -162,11 +252,12 @@ def _stop_stdio_on_sigint(stopping: threading.Event, sandbox: Sandbox | None) ->
 
     def on_sigint(signum: int, frame: object) -> None:
         stopping.set()
+        last = False
         try:
             if sandbox is not None:
-                sandbox.stop()
+                last = sandbox.leave()
         finally:
-            _eprint("opsmcp: stopped (Ctrl-C)")
+            _eprint("opsmcp: stopped (Ctrl-C)" + (_lingers(sandbox.settings) if sandbox is not None and last else ""))
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
             os._exit(0)
@@ -192,41 +283,46 @@ def _prewarm(runtime: Runtime, stopping: threading.Event) -> None:
 def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     """Seed the incident scenario into an AWS-compatible endpoint and the configured log store.
 
-    A second run finds the scenario there and does nothing (``--reset`` replaces it).
-    Without AWS credentials the sandbox's dummy ones are used: the endpoint is explicit.
+    Each part (queues, messages, orders, metrics, logs) is looked at first and only what is
+    missing is written, so a seed that failed half-way is finished by the next run and a
+    complete one is left alone; one line says per part what was found and written.
+    ``--reset`` replaces the queues' messages, the orders and the log lines (metric points
+    cannot be deleted: series already there are kept). Without AWS credentials the
+    sandbox's dummy ones are used: the endpoint is explicit.
     """
     import os
 
-    from opsmcp.backends.logstore import LogStore
     from opsmcp.sandbox import SANDBOX_CREDENTIALS, eprint
     from opsmcp.sandbox.scenario import build_scenario
-    from opsmcp.sandbox.seed import remove_seeded, seed_aws, seeded_state
+    from opsmcp.sandbox.seed import PartResult, remove_seeded, resume_seed, seed_clients, seed_logs
 
     settings = _settings(args, aws_endpoint_url=args.endpoint_url, aws_region=args.region)
     if not (settings.aws_profile or os.environ.get("AWS_ACCESS_KEY_ID")):
         os.environ.update(SANDBOX_CREDENTIALS)  # LocalStack and moto accept any; never real ones
     scenario = build_scenario()
-    from opsmcp.backends.aws import AwsClients
-
-    clients = AwsClients(settings)
+    clients = seed_clients(settings)
     if args.reset:
         remove_seeded(settings, scenario, clients)
-    else:
-        found = seeded_state(settings, scenario, clients)
-        if found:
-            eprint(f"opsmcp: {args.endpoint_url} already holds the scenario ({found}); nothing seeded. "
-                   "Use --reset to replace it.")
-            return 0
-    counts = seed_aws(settings, scenario, clients=clients)
+    results = resume_seed(settings, scenario, clients, purged=args.reset)
     store = settings.log_store_path
     if "logs" in settings.toolsets:
-        with LogStore(store) as logs:
-            if args.reset and logs.exists():
-                logs.reset()  # the story's times are relative to now: the old lines would not match
-            counts["log_lines"] = logs.ingest((line.to_json() for line in scenario.log_lines()),
-                                              source="sandbox seed").loaded
-    eprint(f"seeded {args.endpoint_url}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
-           + (f"; log lines into {store}" if "log_lines" in counts else ""))
+        results.append(seed_logs(store, scenario, reset=args.reset))
+    else:
+        results.append(PartResult("logs", 0, skipped="the logs toolset is off"))
+    done = all(r.status in ("present", "skipped") for r in results)
+    eprint((f"opsmcp: {args.endpoint_url} already holds the scenario; nothing seeded: "
+            if done else f"seeded {args.endpoint_url}: ")
+           + "; ".join(r.describe() for r in results)
+           + (f"; log lines in {store}" if "logs" in settings.toolsets else "")
+           + (". Use --reset to replace it." if done else ""))
+    return 0
+
+
+def cmd_sandbox_stop(args: argparse.Namespace) -> int:
+    """Stop the data directory's shared sandbox now (servers still using it lose it)."""
+    from opsmcp.sandbox.shared import stop
+
+    _eprint(f"opsmcp: {stop(_settings(args).data_dir)}")
     return 0
 
 
@@ -321,19 +417,29 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             results.append(("FAIL", label, str(exc)))
 
     async def checks() -> None:
+        clients = runtime.clients  # each client made inside the probe: an unusable profile is a FAIL line
         if "queues" in runtime.toolsets:
-            sqs = runtime.clients.client("sqs")
-            await probe("sqs", "list queues", sqs.list_queues, MaxResults=1000)
+            await probe("sqs", "list queues", lambda: clients.client("sqs").list_queues(MaxResults=1000))
         if "orders" in runtime.toolsets:
-            ddb = runtime.clients.client("dynamodb")
-            await probe("orders table", f"describe table {settings.orders_table}", ddb.describe_table,
-                        TableName=settings.orders_table)
+            await probe("orders table", f"describe table {settings.orders_table}",
+                        lambda: clients.client("dynamodb").describe_table(TableName=settings.orders_table))
 
     if not on_sandbox:
+        from opsmcp.backends.aws import credentials_problem
+
+        problem = credentials_problem(settings)
+        results.append(("FAIL", "credentials", problem) if problem else
+                       ("OK", "credentials", f"found for {settings.aws_endpoint_url or 'AWS'}"
+                                             + (f" (profile {settings.aws_profile})" if settings.aws_profile else "")))
         anyio.run(checks)
     elif moto_installed():
+        from opsmcp.sandbox.shared import running
+
         reason = "--sandbox" if settings.sandbox else "no AWS endpoint or credentials configured"
-        results.append(("OK", "backend", f"the embedded sandbox ({reason}): `opsmcp serve` starts and seeds it"))
+        state = running(settings.data_dir)
+        results.append(("OK", "backend", f"the embedded sandbox ({reason}): " + (
+            f"running at {state.get('endpoint')} (pid {state['pid']}), shared by every `opsmcp serve` on "
+            f"{settings.data_dir}" if state else "`opsmcp serve` starts and seeds it")))
     else:
         results.append(("FAIL", "backend", MISSING_EXTRA))
     from opsmcp.backends.prometheus import check_reachability
@@ -375,16 +481,88 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     from opsmcp.transport.auth import add_token
 
     settings = _settings(args)
-    path = Path(args.file) if args.file else settings.tokens_file
-    if path is None:
-        print("opsmcp: no tokens file: set OPSMCP_TOKENS_FILE or pass --file", file=sys.stderr)
-        return 2
+    path = Path(args.file) if args.file else settings.tokens_file or settings.data_dir / TOKENS_FILE
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     token = add_token(path, args.subject, scopes)
-    print(f"added {args.subject} ({', '.join(sorted(set(scopes)))}) to {path}; the token is shown only now:",
-          file=sys.stderr)
+    reads = ("`opsmcp serve` on this data dir reads it" if path == settings.data_dir / TOKENS_FILE
+             else "set OPSMCP_TOKENS_FILE to it for `opsmcp serve`" if path != settings.tokens_file
+             else "`opsmcp serve` reads it (OPSMCP_TOKENS_FILE)")
+    print(f"added {args.subject} ({', '.join(sorted(set(scopes)))}) to {path} ({reads}); the token is shown only "
+          "now:", file=sys.stderr)
     print(token)
     return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """``opsmcp approvals list|show|approve|deny``: the approvals HTTP API of a running server
+    (``--url``, default ``OPSMCP_URL``), as the identity of ``--token`` (default ``OPSMCP_TOKEN``).
+
+    Prints one line per request (``--json``: the API's JSON). Exit 0 on success, 1 when the
+    server refuses (not found, not pending, not allowed: its reason on stderr) or cannot be
+    reached."""
+    import json
+    import os
+
+    import httpx
+
+    url = (args.url or os.environ.get("OPSMCP_URL") or "http://127.0.0.1:3001").rstrip("/")
+    token = args.token or os.environ.get("OPSMCP_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    what = args.approvals_command
+    params: dict[str, str] | None = None
+    if what == "list":
+        method, path, body = "GET", "/api/approvals", None
+        params = {"status": "all" if args.all else "pending", "limit": str(args.limit)}
+    else:
+        from urllib.parse import quote
+
+        ident = quote(args.id, safe="")  # an id is never a path
+        method, path = ("GET", f"/api/approvals/{ident}") if what == "show" else (
+            "POST", f"/api/approvals/{ident}/{what}")
+        body = {"reason": args.reason} if what == "deny" else ({} if what == "approve" else None)
+    try:
+        # approve waits for the write to run; the server bounds it (playbook timeout, redrive size)
+        with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30, read=900)) as http:
+            resp = http.request(method, path, params=params, json=body)
+    except httpx.HTTPError as exc:
+        print(f"opsmcp: cannot reach {url}: {exc} (set --url or OPSMCP_URL)", file=sys.stderr)
+        return 1
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"error": resp.text[:500]}
+    if resp.status_code >= 400:
+        print(f"opsmcp: {resp.status_code}: {data.get('error') or data.get('error_description') or data}",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for item in data.get("approvals", [data]):
+        print(_approval_line(item, full=what != "list"))
+    return 0
+
+
+def _approval_line(item: dict[str, Any], full: bool) -> str:
+    """A request (the API's JSON) as text: one line, plus the preview and result when ``full``."""
+    bound = item.get("bound") or {}
+    held = f" {bound.get('argument')}<={bound.get('value')}" if bound else ""
+    who = f" by {item.get('approver')}" if item.get("approver") else ""
+    preview = str(item.get("preview") or "")
+    line = (f"{item.get('id')} {item.get('status')}{who} {item.get('tool')}{held} requested by "
+            f"{item.get('requester')} at {item.get('created_at')}, expires {item.get('expires_at')}: "
+            f"{preview.splitlines()[0] if preview else ''}")
+    if not full:
+        return line
+    extra = [line, preview, f"console: {item.get('console_url')}"]
+    if item.get("reason"):
+        extra.append(f"reason: {item['reason']}")
+    if item.get("result") is not None:
+        counts = {k: v for k, v in item["result"].items() if isinstance(v, (int, str)) and k != "next_cursor"}
+        extra.append("result: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    if item.get("error"):
+        extra.append(f"error: {item['error']}")
+    return "\n".join(extra)
 
 
 def _describe(resp: dict[str, Any]) -> str:
@@ -437,6 +615,17 @@ def _run(args: argparse.Namespace) -> int:
         return code
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number: use 1-65535, e.g. 3001")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opsmcp`` argument parser: every command and option, each with its help text."""
     from opsmcp import __version__
@@ -454,12 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "(streamable HTTP at /mcp, SSE at /sse, events at /events)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="HTTP bind address (default 127.0.0.1; other addresses need OPSMCP_HTTP_TOKEN)")
-    serve.add_argument("--port", type=int, default=3001, help="HTTP port (default 3001)")
+    serve.add_argument("--port", type=_port, default=3001, help="HTTP port, 1-65535 (default 3001)")
     serve.add_argument("--allow-writes", action="store_true", help="register write tools (env OPSMCP_ALLOW_WRITES=1)")
     serve.add_argument("--toolsets", help=f"comma-separated subset of {','.join(ALL_TOOLSETS)} (default: all)")
     serve.add_argument("--sandbox", action="store_true",
                        help="use the embedded moto sandbox even when AWS is configured (env OPSMCP_SANDBOX=1)")
     serve.add_argument("--data-dir", help="directory for the log store and audit log (OPSMCP_DATA_DIR)")
+    serve.add_argument("--sandbox-port", type=_port,
+                       help="port of the embedded sandbox's moto server when this server starts it "
+                            "(OPSMCP_SANDBOX_PORT; default a free port)")
     serve.set_defaults(func=cmd_serve)
 
     sandbox = sub.add_parser("sandbox", help="sandbox scenario tools").add_subparsers(
@@ -467,13 +659,21 @@ def build_parser() -> argparse.ArgumentParser:
     seed = sandbox.add_parser("seed", help="seed the incident scenario into an AWS-compatible endpoint",
                               description="Seed the sandbox's incident (queues, DLQs, orders, metrics) into an "
                                           "AWS-compatible endpoint and its log lines into the configured log store. "
-                                          "A second run does nothing; --reset replaces the scenario.")
+                                          "Parts already there are kept and missing or partial ones completed, so "
+                                          "a second run finishes a failed one and leaves a complete one alone; "
+                                          "--reset replaces the scenario.")
     seed.add_argument("--endpoint-url", required=True, help="the endpoint, e.g. http://localhost:4566 (LocalStack)")
     seed.add_argument("--region", default=None, help="AWS region (default AWS_REGION, else us-east-1)")
     seed.add_argument("--reset", action="store_true",
                       help="empty the scenario's queues, drop the orders table and the log store's lines, then seed")
     seed.add_argument("--data-dir", help="data directory whose log store gets the log lines (OPSMCP_DATA_DIR)")
     seed.set_defaults(func=cmd_sandbox_seed)
+    stop = sandbox.add_parser("stop", help="stop the data directory's shared sandbox now",
+                              description="Stop the embedded sandbox that the `opsmcp serve` processes of a data "
+                                          "directory share (it otherwise stops OPSMCP_SANDBOX_IDLE_SECONDS after the "
+                                          "last one left); the next `opsmcp serve` starts a fresh one.")
+    stop.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
+    stop.set_defaults(func=cmd_sandbox_stop)
 
     logs = sub.add_parser("logs", help="embedded log store").add_subparsers(
         dest="logs_command", required=True, metavar="SUBCOMMAND")
@@ -510,10 +710,33 @@ def build_parser() -> argparse.ArgumentParser:
         dest="token_command", required=True, metavar="SUBCOMMAND")
     add = token.add_parser("add", help="create a token for SUBJECT; prints it once, stores only its SHA-256")
     add.add_argument("subject", help="who the token identifies (audit caller), e.g. alice or ci-bot")
-    add.add_argument("--scopes", default="ops:read", help="comma-separated: ops:read, ops:write (default ops:read)")
-    add.add_argument("--file", help="tokens file (default OPSMCP_TOKENS_FILE)")
+    add.add_argument("--scopes", default="ops:read",
+                     help="comma-separated: ops:read, ops:write, ops:approve (default ops:read)")
+    add.add_argument("--file", help=f"tokens file (default OPSMCP_TOKENS_FILE, else <data dir>/{TOKENS_FILE}, which "
+                                    "`opsmcp serve` then reads)")
     add.add_argument("--data-dir", help="data directory (OPSMCP_DATA_DIR)")
     add.set_defaults(func=cmd_token_add)
+
+    approvals = sub.add_parser(
+        "approvals", help="approval requests of a running server (OPSMCP_WRITE_APPROVAL=human)",
+        description="List, show, approve or deny the approval requests of a running opsmcp server over HTTP, as "
+                    "the identity of the token given (approve and deny need scope ops:approve).").add_subparsers(
+        dest="approvals_command", required=True, metavar="SUBCOMMAND")
+    listing = approvals.add_parser("list", help="pending requests, newest first")
+    listing.add_argument("--all", action="store_true", help="every request, not only pending ones")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many, 1-500 (default 50)")
+    show = approvals.add_parser("show", help="one request: its preview, bound, status and result")
+    show.add_argument("id", help="the approval id, apr-...")
+    approve = approvals.add_parser("approve", help="approve a request: the write runs now, once, held to its preview")
+    approve.add_argument("id", help="the approval id, apr-...")
+    deny = approvals.add_parser("deny", help="deny a request: nothing changes")
+    deny.add_argument("id", help="the approval id, apr-...")
+    deny.add_argument("--reason", required=True, help="why (at most 500 characters); the requester sees it")
+    for command in (listing, show, approve, deny):
+        command.add_argument("--url", help="the server's base URL (default OPSMCP_URL, else http://127.0.0.1:3001)")
+        command.add_argument("--token", help="bearer token (default OPSMCP_TOKEN)")
+        command.add_argument("--json", action="store_true", help="print the API's JSON")
+        command.set_defaults(func=cmd_approvals)
     return parser
 
 

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         list(ALL_TOOLSETS), description="Toolsets to register, comma separated."
     )
     sandbox: bool = Field(False, description="Force the embedded moto sandbox.")
+    sandbox_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the embedded sandbox's moto server (default: a free one).")
+    sandbox_idle_seconds: float = Field(
+        600.0, ge=0, le=86_400, description="How long the shared sandbox outlives the last `opsmcp serve` "
+        "using it, seconds (clients that start a server per call find the same sandbox again).")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the log store and audit log live.")
     max_result_bytes: int = Field(60_000, ge=2_000, description="Size budget of one tool result, in bytes of JSON.")
     http_token: str | None = Field(None, description="Bearer token required on HTTP transports, if set.")
@@ -195,7 +200,7 @@ class Settings(BaseSettings):
         "approves over HTTP (console, CLI, chat link).")
     approval_secret: SecretStr | None = Field(
         None, description="HMAC key of approval tokens (and of sealed request state); replicas share it. "
-        "Random per process when unset.")
+        "When unset, one generated into <data_dir>/approval.secret (0600) on first use by a server with writes.")
     approval_ttl_seconds: float = Field(600.0, gt=0, le=86_400, description="How long an approval token is valid, s.")
     approval_request_ttl_seconds: float = Field(
         3600.0, ge=60, le=604_800, description="How long an approval request (mode human) waits for a person, s.")
@@ -208,6 +213,10 @@ class Settings(BaseSettings):
     notify_slack_url: SecretStr | None = Field(None, description="Slack incoming webhook for approvals and alerts.")
     notify_webhook_url: SecretStr | None = Field(None, description="Generic JSON webhook for approvals and alerts.")
     notify_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Bound of one notification attempt, s.")
+    chat_callback_secret: SecretStr | None = Field(
+        None, description="HMAC key of signed chat-bot approval callbacks (POST /webhooks/approvals); off when unset.")
+    chat_approvers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Chat users who may decide by callback: chatuser=identity, comma separated.")
 
     # --- the console at / (opsmcp.transport.console_panels) -------------------------
     console_metrics: list[ConsoleChart] = Field(
@@ -234,7 +243,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(ALL_TOOLSETS)}")
         return value
 
-    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "cloudwatch_log_groups", "approval_allow_self",
+                     "chat_approvers", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import threading
 import typing
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server import MCPServer
@@ -57,6 +58,7 @@ class OpsServer(MCPServer):
 
     - a call of a tool that exists but is not registered here (a write tool on a read-only
       server, a disabled toolset) says why and what to change, instead of "Unknown tool";
+    - a tool that does not exist names the closest tools and the whole list;
     - arguments that fail the input schema get :func:`opsmcp.surface.arg_errors.explain` (argument,
       what was wrong, the allowed range or values, an example) instead of pydantic's text.
     """
@@ -73,6 +75,8 @@ class OpsServer(MCPServer):
         why = self.runtime.hidden.get(name)
         if why is not None:
             raise ToolError(f"{name} is not available on this server: {why}")
+        if name not in self.runtime.tools:
+            raise ToolError(unknown_tool(name, self.runtime))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -80,6 +84,18 @@ class OpsServer(MCPServer):
                 raise
             schema = next((t.input_schema for t in await self.list_tools() if t.name == name), {})
             raise ToolError(explain(name, exc.__cause__, schema, arguments)) from exc.__cause__
+
+
+def unknown_tool(name: str, runtime: Runtime) -> str:
+    """The error text for a call of tool ``name`` that does not exist: the closest names the
+    caller may call and every tool it may call (a read-only identity is not shown write tools)."""
+    from opsmcp.calls.identity import may_call
+    from opsmcp.errors import closest
+
+    callable_ = sorted(t for t, mark in runtime.tools.items() if may_call(mark.write))
+    near = closest(name, callable_, n=3)
+    hint = f" Did you mean {', '.join(near)}?" if near else ""
+    return f"Unknown tool: {name[:100]}.{hint} The tools on this server: {', '.join(callable_)}."
 
 
 def build_toolsets(settings: Settings, clients: AwsClients) -> dict[str, object]:
@@ -143,6 +159,54 @@ def _wire_poller(runtime: Runtime) -> None:
     hub.on_last_listener = poller.stop
 
 
+def _wire_chat(runtime: Runtime) -> None:
+    """With ``OPSMCP_NOTIFY_SLACK_URL`` / ``OPSMCP_NOTIFY_WEBHOOK_URL``, tell chat about each new
+    approval request and each new firing alert (:class:`~opsmcp.backends.chat.ChatNotifier`)."""
+    from opsmcp.backends.chat import ChatNotifier
+
+    notifier = ChatNotifier.from_settings(runtime.settings)
+    if notifier is None:
+        return
+    runtime.approvals.desk.notify = notifier.approval
+    runtime.events.observers.append(notifier.observe)
+
+
+#: How long one readiness answer of :func:`backend_check` is reused, seconds (probes come often).
+READINESS_CACHE_SECONDS = 5.0
+
+
+def backend_check(runtime: Runtime) -> Callable[[], Awaitable[str | None]] | None:
+    """A cheap call to the first enabled AWS backend (SQS ListQueues, else the orders
+    table's DescribeTable), for ``/readyz``: returns why it failed (the tool error text: no
+    credentials, unknown profile, endpoint down) or None. Answers are reused for
+    :data:`READINESS_CACHE_SECONDS`. None when no AWS toolset is enabled."""
+    import time
+
+    from opsmcp.backends.aws import aws_call
+
+    clients, settings = runtime.clients, runtime.settings
+    if "queues" in runtime.toolsets:
+        what, call = "list queues", lambda: clients.client("sqs").list_queues(MaxResults=1)
+    elif "orders" in runtime.toolsets:
+        what = f"describe table {settings.orders_table}"
+        call = lambda: clients.client("dynamodb").describe_table(TableName=settings.orders_table)  # noqa: E731
+    else:
+        return None
+    last: list[Any] = [float("-inf"), None]  # when, answer
+
+    async def check() -> str | None:
+        if time.monotonic() - last[0] >= READINESS_CACHE_SECONDS:
+            try:
+                await aws_call(clients, what, call)
+                answer = None
+            except OpsError as exc:
+                answer = str(exc)
+            last[:] = [time.monotonic(), answer]
+        return typing.cast(str | None, last[1])
+
+    return check
+
+
 def build_audit(settings: Settings, clients: AwsClients) -> AuditSink:
     """The audit sink: the DynamoDB table when ``audit_table`` is set, else the JSON Lines file."""
     from opsmcp.calls.audit import DynamoAudit
@@ -167,6 +231,8 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     runtime = Runtime(settings=settings, clients=clients, toolsets=build_toolsets(settings, clients),
                       stats=ToolStats(), tools={}, events=hub, trail=trail)
     _wire_poller(runtime)
+    _wire_chat(runtime)
+    runtime.backend_check = backend_check(runtime)
     if "logs" in runtime.toolsets:  # what the log engine scanned, in /metrics
         runtime.stats.watch(runtime.toolsets["logs"].scan_totals)  # type: ignore[attr-defined]
     level = settings.log_level.upper()

@@ -42,6 +42,7 @@ from .render import (
     one_line,
     result_text,
     structured_of,
+    usable_answer,
 )
 
 log = logging.getLogger("opsmcp_agent")
@@ -97,6 +98,9 @@ class RunResult:
             when a limit ended the run and ``answer`` is partial.
         elapsed: wall time of the run in seconds.
         messages: the conversation after the run (no system message), to continue a chat.
+        answered: the model gave a usable answer (final, or the partial summary of a run a
+            limit stopped); False when ``answer`` only says it did not, with the evidence
+            gathered (see :func:`opsmcp_agent.render.usable_answer`).
     """
 
     question: str
@@ -105,6 +109,7 @@ class RunResult:
     stopped: str | None
     elapsed: float
     messages: list[BaseMessage] = field(default_factory=list)
+    answered: bool = True
 
     @property
     def cited(self) -> list[int]:
@@ -116,6 +121,7 @@ class RunResult:
         return {
             "question": self.question,
             "answer": self.answer,
+            "answered": self.answered,
             "stopped": self.stopped,
             "cited_steps": self.cited,
             "steps": [s.as_dict() for s in self.steps],
@@ -322,22 +328,25 @@ class Investigator:
                 raise mapped from exc
             raise
         messages = _drop_unanswered_calls(run.messages)
+        answered = True
         if run.stopped == "step_limit":
             remaining = self.config.time_limit - (time.perf_counter() - started)
-            partial = await self._partial_answer(messages, run.steps, remaining)
+            partial, answered = await self._partial_answer(messages, run.steps, remaining)
             answer = (
                 f"Stopped: the step limit ({self.config.max_steps} tool calls) was reached before a final "
                 f"answer. Partial answer:\n{partial}"
             )
         elif run.stopped == "time_limit":
+            answered = False
             answer = (
                 f"Stopped: the time limit ({self.config.time_limit:g}s) was reached before a final answer. "
                 f"Partial answer from the evidence so far:\n{_evidence_digest(run.steps)}"
             )
         else:
             last = messages[-1] if messages else None
-            answer = message_text(last.content) if isinstance(last, AIMessage) else ""
-            answer = answer or "(the model returned no answer)"
+            text = message_text(last.content) if isinstance(last, AIMessage) else ""
+            answered = usable_answer(text)
+            answer = text if answered else _no_answer(text, run.steps)
         if run.stopped:
             messages = messages + [AIMessage(answer)]
         return RunResult(
@@ -347,6 +356,7 @@ class Investigator:
             stopped=run.stopped,
             elapsed=time.perf_counter() - started,
             messages=messages,
+            answered=answered,
         )
 
     async def follow_up(self, messages: list[BaseMessage], instructions: str, timeout: float) -> str:
@@ -377,15 +387,27 @@ class Investigator:
             raise
         return clean_answer(result_text(reply.content))
 
-    async def _partial_answer(self, messages: list[BaseMessage], steps: list[Step], remaining: float) -> str:
+    async def _partial_answer(
+        self, messages: list[BaseMessage], steps: list[Step], remaining: float
+    ) -> tuple[str, bool]:
+        """The model's summary of a run the step limit stopped, and whether it is usable
+        (else the evidence digest, and False)."""
         if remaining > 1:
             try:
                 text = await self.follow_up(messages, STEP_LIMIT_INSTRUCTIONS, timeout=remaining)
-                if text:
-                    return text
+                if usable_answer(text):
+                    return text, True
             except Exception:  # any failure: fall back to the evidence digest
                 log.debug("the step-limit follow-up failed; answering with the evidence digest", exc_info=True)
-        return "The model gave no summary; the evidence gathered so far:\n" + _evidence_digest(steps)
+        return "The model gave no usable summary; the evidence gathered so far:\n" + _evidence_digest(steps), False
+
+
+def _no_answer(text: str, steps: list[Step]) -> str:
+    """What a run says when the model's last reply is not a usable answer (see
+    :func:`~opsmcp_agent.render.usable_answer`)."""
+    said = " ".join(text.split())
+    shown = f": {said[:200]!r}{'…' if len(said) > 200 else ''}" if said else ""
+    return f"(the model gave no usable answer{shown})\nThe evidence gathered so far:\n{_evidence_digest(steps)}"
 
 
 def _evidence_digest(steps: list[Step]) -> str:

@@ -5,9 +5,10 @@ or ``--server-url`` over streamable HTTP), loads its tools, and drives a LangGra
 on a local model (Ollama ``qwen3:8b`` by default, or ``--provider openai --base-url``).
 Steps print as they happen; the answer comes with the evidence it used.
 
-Exit codes: 0 done (also for a partial answer stopped by a limit), 1 other failure,
-2 bad input, 3 model endpoint unreachable, 4 model cannot call tools, 5 opsmcp server
-unreachable, 130 interrupted.
+Exit codes: 0 answered (also a partial answer the model summarised when a limit stopped
+it), 1 other failure, 2 bad input, 3 model endpoint unreachable, 4 model cannot call tools,
+5 opsmcp server unreachable, 6 the model gave no usable answer (the evidence gathered is
+still printed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from langchain_core.messages import BaseMessage
 from . import __version__
 from .agent import Investigator, RunResult
 from .config import ALL_TOOLSETS, AgentConfig, parse_toolsets
-from .errors import AgentError, BadInput
+from .errors import AgentError, BadInput, NoAnswer
 from .models import build_chat_model, check_model_endpoint
 from .output import StepPrinter, format_answer
 from .prompts import ALERT_QUESTION, REPORT_INSTRUCTIONS
@@ -280,14 +281,38 @@ async def _ask(config: AgentConfig, model: BaseChatModel, question: str, as_json
 
     async def body(inv: Investigator, box: Toolbox) -> RunResult:
         result = await inv.run(question)
+        failure = None if result.answered else no_answer_hint(config, result)
         if as_json:
-            print(json.dumps({**result.as_dict(), **_meta(config, box)}, ensure_ascii=False, default=str))
+            extra = {"error": failure.message, "kind": "NoAnswer"} if failure else {}
+            print(json.dumps({**result.as_dict(), **_meta(config, box), **extra}, ensure_ascii=False, default=str))
         else:
             print(format_answer(result))
         return result
 
-    await _with_agent(config, model, printer, stdin, body)
+    result = await _with_agent(config, model, printer, stdin, body)
+    if not result.answered:
+        failure = no_answer_hint(config, result)
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.exit_code
     return 0
+
+
+def no_answer_hint(config: AgentConfig, result: RunResult) -> NoAnswer:
+    """The failure of a run without a usable answer, with what to try (exit code 6)."""
+    room = (
+        f" or more room (--max-steps {config.max_steps * 2}, --timeout {config.time_limit * 2:g})"
+        if result.stopped
+        else ""
+    )
+    fewer = "fewer tools (--toolsets queues,logs)" if not config.toolsets else "fewer tools (a shorter --toolsets)"
+    return NoAnswer(
+        f"the model {config.model!r} gave no usable answer"
+        + (f" before the {result.stopped.replace('_', ' ')}" if result.stopped else "")
+        + f" ({len(result.steps)} tool call(s) made). Try {fewer}, a bigger model (--model qwen3:8b), "
+        + "--first-tool any"
+        + room
+        + "."
+    )
 
 
 async def _chat(config: AgentConfig, model: BaseChatModel, stdin: TextIO) -> int:

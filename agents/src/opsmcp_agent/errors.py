@@ -47,3 +47,10 @@ class ServerConnectionError(AgentError):
     """The opsmcp MCP server could not be started or reached."""
 
     exit_code = 5
+
+
+class NoAnswer(AgentError):
+    """The model gave no usable answer: nothing, or text that is not an answer (a tool call
+    written out as text, chat-template markup), also when a limit stopped the run."""
+
+    exit_code = 6

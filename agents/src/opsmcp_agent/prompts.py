@@ -27,6 +27,11 @@ Never invent queue names, order ids or trace ids.
 repeat the same failing call.
 - Do not run write tools (redrive, playbooks) unless the user asked for a change; when \
 you do, preview first (dry run / check mode).
+- A real write that answers status "pending_approval" with an approval_id has NOT \
+happened: a person must approve it outside this conversation. Say so and give the \
+approval_id; never repeat the write call (each call makes a new request). If you can wait, \
+call get_approval(approval_id) a few times; "done" carries the write's result, "denied" and \
+"expired" mean nothing changed.
 - Stop calling tools as soon as you can answer. Then answer briefly: what is failing, \
 the most likely root cause, the impact, and the next step. Cite the tool results you \
 rely on by their step number in square brackets, e.g. [1], [3].

@@ -106,6 +106,35 @@ def clean_answer(text: str) -> str:
     return _THINK.sub("", text or "").strip()
 
 
+_MARKUP = re.compile(
+    r"</?\|?(?:tool_call|tool_response|function_call|im_start|im_end|eot_id|start_header_id)\|?>|\[TOOL_CALLS\]",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def usable_answer(text: str) -> bool:
+    """True when ``text`` reads as an answer to the operator.
+
+    Not usable: nothing, or no word of letters; a tool call the model wrote as text instead
+    of making it (a JSON object with ``name`` and ``arguments``/``parameters``); or
+    chat-template markup (``<tool_call>``, ``<|im_start|>``) with no word besides.
+    Small models produce these when they are given too many tools or too little room.
+    """
+    body = clean_answer(text)
+    stripped = body.strip()
+    if stripped[:1] in "{[":
+        try:
+            parsed = json.loads(stripped)
+        except ValueError:
+            parsed = None
+        calls = parsed if isinstance(parsed, list) else [parsed]
+        if calls and all(isinstance(c, dict) and "name" in c and ({"arguments", "parameters"} & set(c))
+                         for c in calls):
+            return False
+    return bool(_WORD.search(_MARKUP.sub(" ", body)))
+
+
 def cited_steps(answer: str, n_steps: int) -> list[int]:
     """Step numbers the answer cites as ``[n]`` or ``[n, m]``, in order, within 1..n_steps."""
     seen: dict[int, None] = {}

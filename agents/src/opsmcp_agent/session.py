@@ -327,12 +327,19 @@ def _only_teardown_races(exc: BaseException) -> bool:
 
 
 def _connect_error(where: str, exc: BaseException) -> ServerConnectionError:
+    """The failure to reach opsmcp at ``where`` (a URL or a command line), with the next step."""
     text = _leaf(exc)
-    hint = ""
     if "401" in text or "403" in text:
         hint = " The server wants a valid bearer token: pass --token (env OPSMCP_AGENT_TOKEN)."
     elif "404" in text:
         hint = " Is the path right? opsmcp serves streamable HTTP at /mcp."
+    elif where.startswith(("http://", "https://")):
+        hint = (
+            " Is opsmcp running there? Start it with `opsmcp serve --transport http` (port 3001 by default) and "
+            "check the URL, or leave out --server-url and the agent starts `opsmcp serve` itself over stdio."
+        )
+    else:
+        hint = f" Run `{where}` in a terminal to see why it stops; `opsmcp doctor` checks its configuration."
     return ServerConnectionError(f"Could not connect to the opsmcp server ({where}): {text.splitlines()[0]}.{hint}")
 
 

@@ -93,13 +93,10 @@ class AwsClients:
             return found
         with self._lock:
             if key not in self._clients:
-                import boto3  # imported here: keeps `tools/list` cold start free of boto3
-                from botocore.config import Config
+                from botocore.config import Config  # imported here: keeps `tools/list` cold start free of boto3
 
                 if self._session is None:
-                    self._session = boto3.session.Session(
-                        profile_name=self.settings.aws_profile, region_name=self.settings.aws_region
-                    )
+                    self._session = _session(self.settings)
                 timeout = self.settings.backend_timeout_seconds
                 config = Config(
                     connect_timeout=timeout,
@@ -111,6 +108,100 @@ class AwsClients:
                     service, endpoint_url=self.settings.aws_endpoint_url, config=config
                 )
             return self._clients[key]
+
+
+#: The credentials LocalStack documents for local use; moto accepts any. Used only for an
+#: endpoint on this machine when no credentials are configured.
+LOCAL_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+def _session(settings: Settings) -> Any:
+    """A boto3 session for ``settings``' profile and region.
+
+    Raises:
+        OpsError: the profile does not exist or the AWS configuration cannot be read (the
+            message names the fix: :func:`credentials_problem`).
+    """
+    import boto3  # imported here: keeps `tools/list` cold start free of boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto3.session.Session(profile_name=settings.aws_profile, region_name=settings.aws_region)
+    except BotoCoreError as exc:
+        raise BackendUnavailable(_profile_problem(settings, exc)) from exc
+
+
+def _profile_problem(settings: Settings, exc: Exception) -> str:
+    """One sentence about a session that cannot be made, with the fix."""
+    from botocore.exceptions import ProfileNotFound
+
+    if isinstance(exc, ProfileNotFound):
+        return (f"AWS_PROFILE={settings.aws_profile} names a profile that is not in ~/.aws/config or "
+                f"~/.aws/credentials: create it (`aws configure --profile {settings.aws_profile}`), set AWS_PROFILE "
+                "to a profile that exists, or unset AWS_PROFILE (with no AWS configured, opsmcp serves its embedded "
+                "sandbox).")
+    return (f"the AWS configuration cannot be read ({type(exc).__name__}: {exc}): fix ~/.aws/config or unset "
+            "AWS_PROFILE.")
+
+
+def credentials_problem(settings: Settings) -> str | None:
+    """What is wrong with the AWS credentials boto3 would use for ``settings``, as one
+    sentence that names the fix; None when it finds credentials.
+
+    Looks where boto3 looks (environment, the profile, SSO and role configuration, the
+    container and instance metadata services); makes no AWS call. Short-lived credentials
+    (SSO, assumed roles) are only located here, not refreshed: an expired SSO login shows
+    up on the first call.
+    """
+    try:
+        session = _session(settings)
+        found = session.get_credentials()
+    except OpsError as exc:
+        return exc.message
+    except Exception as exc:  # botocore raises many types while reading config and token files
+        return _profile_problem(settings, exc)
+    if found is None:
+        where = f" for {settings.aws_endpoint_url}" if settings.aws_endpoint_url else ""
+        return (f"no AWS credentials found{where}: set AWS_PROFILE to a configured profile, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY; or unset AWS_ENDPOINT_URL and AWS_PROFILE to serve the embedded sandbox.")
+    return None
+
+
+def is_loopback(url: str | None) -> bool:
+    """True when ``url``'s host is this machine: ``localhost`` (and LocalStack's
+    ``localhost.localstack.cloud`` names), 127.0.0.0/8 or ::1."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not url:
+        return False
+    host = (urlsplit(url if "//" in url else f"//{url}").hostname or "").lower()
+    if host == "localhost" or host.endswith((".localhost", "localhost.localstack.cloud")):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def use_local_test_credentials(settings: Settings) -> str | None:
+    """For an endpoint on this machine (LocalStack, a moto server) with no credentials
+    configured (no AWS_ACCESS_KEY_ID, no profile, no ~/.aws files), put LocalStack's test
+    credentials (:data:`LOCAL_TEST_CREDENTIALS`) into this process's environment and return
+    a line saying so; otherwise change nothing and return None."""
+    import os
+    from pathlib import Path
+
+    if not is_loopback(settings.aws_endpoint_url) or settings.aws_profile or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return None
+    home = Path.home() / ".aws"
+    for path in (os.environ.get("AWS_SHARED_CREDENTIALS_FILE", home / "credentials"),
+                 os.environ.get("AWS_CONFIG_FILE", home / "config")):
+        if Path(path).exists():
+            return None
+    os.environ.update(LOCAL_TEST_CREDENTIALS)
+    return (f"AWS_ENDPOINT_URL={settings.aws_endpoint_url} is on this machine and no AWS credentials are set: "
+            "using LocalStack's test credentials (AWS_ACCESS_KEY_ID=test); set your own to override.")
 
 
 NOT_FOUND_CODES = {
@@ -161,8 +252,12 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
     if isinstance(exc, ReadTimeoutError):
         return BackendUnavailable(f"{endpoint} did not answer in time to {what}.",
                                   "retry later, or narrow the request.")
-    if isinstance(exc, (NoCredentialsError, NoRegionError)):
-        return BackendUnavailable(f"AWS is not configured to {what}: {exc}.", "set AWS credentials and AWS_REGION.")
+    if isinstance(exc, NoCredentialsError):
+        return BackendUnavailable(f"No AWS credentials to {what} at {endpoint}.",
+                                  "set AWS_PROFILE to a configured profile, or AWS_ACCESS_KEY_ID and "
+                                  "AWS_SECRET_ACCESS_KEY (LocalStack: test / test); then restart opsmcp.")
+    if isinstance(exc, NoRegionError):
+        return BackendUnavailable(f"AWS is not configured to {what}: {exc}.", "set AWS_REGION.")
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "Unknown"))

@@ -426,13 +426,18 @@ async def put_series(clients: AwsClients, series: Iterable[Series], *, now: date
     return await aws_call(clients, "put metric data", put_series_sync, clients, series, now=now)
 
 
-def put_series_sync(clients: AwsClients, series: Iterable[Series], *, now: datetime | None = None) -> int:
+def put_series_sync(clients: AwsClients, series: Iterable[Series], *, now: datetime | None = None,
+                    retries: bool = True) -> int:
     """Write metric series with PutMetricData (seeding the sandbox, tests); blocking.
 
     ``series`` has the shape :meth:`Scenario.metric_series` returns: ``(namespace, metric
     name, dimensions, unit, [(time, value)])``. Datums are grouped by namespace and sent
     in requests of at most 1000 datums and ~900 KB (CloudWatch's limits). Every timestamp
     is checked before anything is sent.
+
+    Args:
+        retries: ``False`` for one attempt per request (a caller that retries itself, after
+            checking whether the failed attempt landed: a repeated datapoint counts twice).
 
     Returns:
         the number of datapoints written.
@@ -457,7 +462,7 @@ def put_series_sync(clients: AwsClients, series: Iterable[Series], *, now: datet
             if not math.isfinite(float(v)):
                 raise InvalidInput(f"Datapoint of {namespace}/{name} at {iso(t)} is not a finite number: {v!r}.")
             by_ns.setdefault(namespace, []).append((_datum(name, dims, unit, t, v), size))
-    cw = clients.client("cloudwatch")
+    cw = clients.client("cloudwatch", retries=retries)
     written = 0
 
     def send(namespace: str, batch: list[dict[str, Any]]) -> None:

@@ -39,8 +39,10 @@ and a bound of 0 approves nothing.
   HTTP, and the write then runs in that server process through :meth:`ApprovalFlow.run_approved`.
 
 Several replicas: the token is self-contained, so a preview on one replica and the approved
-call on another work when the replicas share ``OPSMCP_APPROVAL_SECRET`` (random per process
-when unset, which suits one process). The same secret keys the SDK's sealing of
+call on another work when the replicas share ``OPSMCP_APPROVAL_SECRET``; when it is unset, a
+server with writes uses the data directory's ``approval.secret`` (generated once, 0600:
+:mod:`opsmcp.calls.secret_file`), so every process of one installation verifies the tokens
+of the others (clients that start a server per call). The same secret keys the SDK's sealing of
 ``request_state``, so a stateless elicitation round may also land on another replica. A
 token is single-use: the audit sink claims it once (a claim file created with ``O_EXCL``
 beside the audit file, or a conditional write to the DynamoDB audit table), so it stays
@@ -54,17 +56,13 @@ progress through the injected ``progress`` reporter, and the gate records every 
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import inspect
 import json
 import logging
-import secrets
 import threading
 import time
 import typing
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -76,6 +74,7 @@ from pydantic import BaseModel, Field
 
 from opsmcp.calls.approval_desk import ApprovalDesk, Reporter, iso
 from opsmcp.calls.approval_store import FINAL, ApprovalRequest, RequestStore, store_for
+from opsmcp.calls.approval_tokens import ApprovalTokens
 from opsmcp.calls.identity import caller, require_scope
 from opsmcp.calls.result_size import cut_text
 from opsmcp.errors import OpsError
@@ -206,111 +205,6 @@ class PreviewCache:
         return len(self._items)
 
 
-class ApprovalRefused(OpsError):
-    """A real write's approval token cannot be verified or was already used; nothing acted."""
-
-
-@dataclass(frozen=True)
-class Grant:
-    """What a verified approval token allows: ``bound`` (or None), its one-time ``nonce``,
-    and ``expires_at`` (epoch seconds)."""
-
-    bound: int | None
-    nonce: str
-    expires_at: float
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class ApprovalTokens:
-    """Signed, self-contained approvals for the confirm path.
-
-    A token is ``opsa1.<payload>.<mac>``: the payload (base64url JSON: tool ``t``, argument
-    digest ``a``, bound ``b``, caller subject ``s``, expiry ``e`` in epoch seconds, nonce
-    ``n``) and HMAC-SHA256 of it under a key derived from the server secret. Any replica with
-    the same secret verifies it; nothing is stored until it is used (:meth:`use`).
-
-    Args:
-        secret: the shared secret (``OPSMCP_APPROVAL_SECRET``); random bytes when None.
-        ttl: seconds a token stays valid.
-        clock: epoch-seconds clock (tests move it).
-    """
-
-    PREFIX = "opsa1"
-
-    def __init__(self, secret: bytes | None, ttl: float, clock: Callable[[], float] = time.time) -> None:
-        material = secret if secret is not None else secrets.token_bytes(32)
-        self._key = hashlib.sha256(b"opsmcp approval token v1\0" + material).digest()
-        self.ttl = ttl
-        self.clock = clock
-        self._used: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def _mac(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, f"{self.PREFIX}.{payload}".encode(), hashlib.sha256).digest())
-
-    def mint(self, tool: str, digest: str, bound: int | None, subject: str) -> tuple[str, float]:
-        """A token approving ``tool`` with the arguments of ``digest`` for ``subject``, capped at
-        ``bound``, and its expiry (epoch seconds)."""
-        expires = int(self.clock() + self.ttl)
-        body = {"t": tool, "a": digest, "b": bound, "s": subject, "e": expires, "n": uuid.uuid4().hex}
-        payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
-        return f"{self.PREFIX}.{payload}.{self._mac(payload)}", float(expires)
-
-    def verify(self, token: str, tool: str, digest: str, subject: str) -> Grant:
-        """The :class:`Grant` of a valid ``token`` for this call.
-
-        Raises:
-            ApprovalRefused: altered or foreign (signature), expired, issued to another caller,
-                for another tool or for other arguments.
-        """
-        again = "run the dry run again, show its preview to the user, and pass the new approval_token."
-        parts = token.split(".")
-        if len(parts) != 3 or parts[0] != self.PREFIX or not hmac.compare_digest(self._mac(parts[1]), parts[2]):
-            raise ApprovalRefused("Not done: the approval_token is not valid (altered, truncated, or issued by a "
-                                  "server with another OPSMCP_APPROVAL_SECRET).", again)
-        try:
-            body = json.loads(_unb64(parts[1]))
-            bound, expires, nonce = body["b"], float(body["e"]), str(body["n"])
-        except (ValueError, KeyError, TypeError):
-            raise ApprovalRefused("Not done: the approval_token cannot be read.", again) from None
-        if self.clock() >= expires:
-            raise ApprovalRefused(f"Not done: the approval_token expired {int(self.clock() - expires)} s ago "
-                                  f"(tokens last {int(self.ttl)} s).", again)
-        if body.get("s") != subject:
-            raise ApprovalRefused("Not done: the approval_token was issued to another caller.", again)
-        if body.get("t") != tool or body.get("a") != digest:
-            raise ApprovalRefused("Not done: the approval_token approves other arguments (or another tool) than "
-                                  "this call's; call with exactly the arguments of the approved dry run.", again)
-        return Grant(bound=bound if isinstance(bound, int) else None, nonce=nonce, expires_at=expires)
-
-    def use(self, grant: Grant, claim: Callable[[str, float], bool] | None = None) -> None:
-        """Spend ``grant`` once: remembered here until it expires and, when ``claim`` is
-        given (the audit sink's ``claim_once``: a claim file or a conditional write), claimed
-        durably, so it stays spent after a restart and on other replicas.
-
-        Raises:
-            ApprovalRefused: the token was already used. OpsError: the claim could not be stored.
-        """
-        now = self.clock()
-        with self._lock:
-            self._used = {n: e for n, e in self._used.items() if e > now}
-            if grant.nonce in self._used:
-                raise ApprovalRefused("Not done: this approval_token was already used; one approval makes one "
-                                      "change.", "run the dry run again and ask the user about the new preview.")
-            self._used[grant.nonce] = grant.expires_at
-        if claim is not None and not claim(grant.nonce, grant.expires_at):
-            raise ApprovalRefused("Not done: this approval_token was already used (before a restart, or on another "
-                                  "replica).",
-                                  "run the dry run again and ask the user about the new preview.")
-
-
 class ProgressTrail:
     """Wraps a write's ``progress`` reporter so the audit log follows a long write.
 
@@ -362,8 +256,10 @@ class ApprovalFlow:
         secret = self.settings.approval_secret
         self.mode = self.settings.write_approval
         self.previews = PreviewCache()
-        self.tokens = ApprovalTokens(secret.get_secret_value().encode() if secret else None,
-                                     self.settings.approval_ttl_seconds)
+        material = secret.get_secret_value().encode() if secret else None
+        if material is None and self.settings.allow_writes:  # every process of this data dir verifies tokens
+            material = _stored_secret(self.settings)
+        self.tokens = ApprovalTokens(material, self.settings.approval_ttl_seconds)
         store = self.store or store_for(self.trail.sink, self.settings.data_dir)
         self.desk = ApprovalDesk(self.settings, self.trail, store, execute=self.run_approved)
 
@@ -612,7 +508,8 @@ class ApprovalFlow:
         Raises:
             OpsError: mode ``prompt``; not confirmed with a token (the preview and a new token
                 in the message; nothing is stored that a second identical call could use);
-                ApprovalRefused for a token that fails verification or was used.
+                ApprovalRefused (:mod:`~opsmcp.calls.approval_tokens`) for a token that fails
+                verification or was used.
         """
         subject, digest = caller.get(), args_digest(name, kwargs, mark.preview_arg)
         if self.mode == "prompt":
@@ -761,3 +658,15 @@ def asked_for_progress(ctx: Context) -> bool:
                 return True
         outbound = getattr(outbound, "_inner", None)
     return False
+
+
+def _stored_secret(settings: Settings) -> bytes | None:
+    """The data directory's approval secret (:func:`opsmcp.calls.secret_file.stored_secret`);
+    None (a random key for this process) when it cannot be read or written, said in the log."""
+    from opsmcp.calls.secret_file import stored_secret
+
+    try:
+        return stored_secret(settings.data_dir)
+    except (OSError, OpsError) as exc:
+        log.warning("approval tokens verify only in this process: %s", exc)
+        return None

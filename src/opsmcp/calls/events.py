@@ -107,6 +107,8 @@ class EventHub:
         max_per_owner: most listeners of one identity at once.
         on_first_listener / on_last_listener: called (on the loop) when listeners go
             0 → 1 and 1 → 0; the poller starts and stops there.
+        observers: called (on the loop) with every published event, listeners or not
+            (chat notifications); they must not block, and what they raise is logged.
     """
 
     history: int = 1000
@@ -125,6 +127,7 @@ class EventHub:
     trims: int = 0
     _trim: asyncio.TimerHandle | None = None
     _trim_since: float = 0.0
+    observers: list[Callable[[Event], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._recent = deque(maxlen=max(1, self.history))
@@ -138,6 +141,11 @@ class EventHub:
         self.last_id += 1
         event = Event(self.last_id, type_, {**data, "type": type_, "at": data.get("at", time.time())})
         self._recent.append(event)
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception:
+                log.warning("an /events observer failed", exc_info=True)
         for listener in list(self.listeners):
             if listener.dropped or not listener.wants(event):
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class Runtime:
         ready / startup_error: background start-up (the sandbox) finished / failed.
         disabled: toolset -> why its start-up check failed; hidden: tool -> why it is not
             registered (writes off, toolset disabled).
+        backend_check: a cheap backend call for readiness; returns why it failed, or None.
     """
 
     settings: Settings
@@ -53,6 +55,7 @@ class Runtime:
     startup_error: str | None = None
     disabled: dict[str, str] = field(default_factory=dict)  # toolset -> why its start-up check failed
     hidden: dict[str, str] = field(default_factory=dict)  # tool -> why it is not registered (writes off...)
+    backend_check: Callable[[], Awaitable[str | None]] | None = None  # /readyz: why the backends do not answer
     approvals: ApprovalFlow = field(init=False)
 
     def __post_init__(self) -> None:

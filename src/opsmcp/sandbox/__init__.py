@@ -1,10 +1,13 @@
-"""The embedded sandbox: an in-process moto server seeded with the incident scenario.
+"""The embedded sandbox: a moto server seeded with the incident scenario.
 
-:func:`start_sandbox` starts moto on a free loopback port and resolves the sandbox's
-settings (endpoint, credentials, log store) before any client is built;
-:meth:`Sandbox.seed` then writes the incident into it (in the background under ``opsmcp
-serve``), so ``opsmcp serve`` works on a fresh machine with no AWS account.
-:func:`start_moto` is the bare server, shared with the tests and benchmarks.
+``opsmcp serve`` with no AWS configured uses the data directory's shared sandbox
+(:mod:`.shared`: one moto process, :mod:`.process`, for every server of that data
+directory), so ``opsmcp serve`` works on a fresh machine with no AWS account and clients
+that start a server per call meet the same state every time. :func:`start_sandbox` is the
+in-process variant (tests, benchmarks): it starts moto on a free loopback port and resolves
+the sandbox's settings (endpoint, credentials, log store) before any client is built;
+:meth:`Sandbox.seed` then writes the incident into it. :func:`start_moto` is the bare
+server, shared with the tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ MISSING_EXTRA = (
     "the embedded sandbox needs moto, which is not installed: pip install 'opsmcp[sandbox]' "
     "(or configure AWS: AWS_ENDPOINT_URL / AWS_PROFILE / AWS credentials)"
 )
+#: The seed settings a server takes from the sandbox it uses (it must read what was seeded).
+ADOPTED = ("aws_region", "orders_table", "orders_status_index", "orders_customer_index")
 #: moto's default account: any access key that is not AKIA... maps to it.
 SANDBOX_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox"}
 
@@ -46,7 +51,6 @@ class Sandbox:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
-    lock: Any = None  # the open lock file of the shared sandbox log store, if this process holds it
     queues: list[str] = field(default_factory=list)  # every seeded queue name, sources then DLQs
     _log_seeding: Any = None  # the child process writing the log store, while it runs
 
@@ -79,17 +83,10 @@ class Sandbox:
         return counts
 
     def stop(self) -> None:
-        """Stop the moto server; remove a per-process log store; release the store lock."""
-        try:
-            if self._log_seeding is not None:
-                self._log_seeding.kill()
-            self.server.stop()
-        finally:
-            if self.lock is None and "logs" in self.settings.toolsets:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{self.settings.log_store_path}{suffix}").unlink(missing_ok=True)
-            if self.lock is not None:
-                self.lock.close()
+        """Stop the moto server (and the log store's seeding, if it still runs)."""
+        if self._log_seeding is not None:
+            self._log_seeding.kill()
+        self.server.stop()
 
 
 def start_moto() -> tuple[Any, str]:
@@ -117,57 +114,15 @@ def sandbox_log_store(data_dir: Path) -> Path:
     return data_dir / "sandbox-logs.db"
 
 
-def _claim_log_store(data_dir: Path) -> tuple[Path, Any]:
-    """The log store this sandbox may recreate, and the lock that makes it ours.
-
-    The first sandbox server on a data dir takes an exclusive lock on
-    ``sandbox-logs.db.lock`` for its lifetime and recreates ``sandbox-logs.db``. A second
-    one on the same data dir (the lock is held) gets a store of its own,
-    ``sandbox-logs-<pid>.db``, removed when it stops: neither replaces the other's store.
-    Returns ``(path, open lock file or None)``.
-    """
-    import fcntl
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    shared = sandbox_log_store(data_dir)
-    lock = open(f"{shared}.lock", "a+")  # noqa: SIM115 - held open for the server's lifetime
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        import os
-
-        own = data_dir / f"sandbox-logs-{os.getpid()}.db"
-        log.warning("another opsmcp sandbox uses %s; this one keeps its logs in %s", shared, own)
-        return own, None
-    _remove_stale_stores(data_dir)
-    return shared, lock
-
-
-def _remove_stale_stores(data_dir: Path) -> None:
-    """Delete per-process stores (``sandbox-logs-<pid>.db*``) whose process is gone (killed)."""
-    import os
-
-    for path in data_dir.glob("sandbox-logs-*.db*"):
-        pid = path.name.removeprefix("sandbox-logs-").split(".", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            continue
-
-
 def start_sandbox(settings: Settings) -> Sandbox:
-    """Start moto in-process on a free loopback port; return the :class:`Sandbox` (not seeded).
+    """Start moto in this process on a free loopback port; return the :class:`Sandbox` (not seeded).
 
-    Resolves everything the server's clients need before they exist: the endpoint, the
-    sandbox settings (endpoint, no profile, the sandbox log store) in ``sandbox.settings``,
-    and sets fake credentials in this process's environment (never real ones). Seed it with
-    :meth:`Sandbox.seed` (in the background: ``tools/list`` need not wait). ``settings``
-    is only read.
+    The in-process variant the tests and benchmarks use (``opsmcp serve`` shares one sandbox
+    process per data directory instead: :mod:`.shared`). Resolves everything the server's
+    clients need before they exist: the endpoint, the sandbox settings (endpoint, no
+    profile, the sandbox log store) in ``sandbox.settings``, and sets fake credentials in
+    this process's environment (never real ones). Seed it with :meth:`Sandbox.seed`.
+    ``settings`` is only read.
 
     Raises:
         OpsError: moto (the ``sandbox`` extra) is not installed.
@@ -178,45 +133,54 @@ def start_sandbox(settings: Settings) -> Sandbox:
         raise OpsError(MISSING_EXTRA)
     started = time.perf_counter()
     server, endpoint = start_moto()
-    target, lock = sandbox_settings(settings, endpoint)
-    return Sandbox(endpoint=endpoint, server=server, settings=target, started=started, lock=lock)
+    target = sandbox_target(settings, endpoint, {})
+    return Sandbox(endpoint=endpoint, server=server, settings=target, started=started)
 
 
-def sandbox_settings(settings: Settings, endpoint: str) -> tuple[Settings, Any]:
-    """The sandbox's settings for moto at ``endpoint``, and the lock of its log store.
+def sandbox_target(settings: Settings, endpoint: str, seed: dict[str, Any]) -> Settings:
+    """``settings`` pointed at the sandbox at ``endpoint``.
 
     Sets the sandbox's dummy credentials in this process's environment (and drops any
-    profile or session token: never real ones), claims the log store
-    (:func:`_claim_log_store`, with the logs toolset) and returns ``(settings with the
-    endpoint, no profile, sandbox on and that store; the open lock file or None)``.
+    profile or session token: never real ones). The sandbox's seed settings (region, table
+    and index names, as ``seed``: :data:`ADOPTED`) win over this server's, which must read
+    what was seeded.
     """
     import os
 
     os.environ.update(SANDBOX_CREDENTIALS)
     os.environ.pop("AWS_PROFILE", None)
     os.environ.pop("AWS_SESSION_TOKEN", None)
-    store, lock = (settings.log_store_path, None)
-    if "logs" in settings.toolsets:
-        store, lock = _claim_log_store(settings.data_dir)
-    update: dict[str, Any] = {"aws_endpoint_url": endpoint, "aws_profile": None, "sandbox": True, "log_store": store}
+    update: dict[str, Any] = {k: v for k, v in seed.items() if k in ADOPTED}
+    update.update(aws_endpoint_url=endpoint, aws_profile=None, sandbox=True,
+                  log_store=sandbox_log_store(settings.data_dir))
     if settings.log_backend == "cloudwatch" and not settings.cloudwatch_log_groups:
         from opsmcp.sandbox.seed import SANDBOX_LOG_GROUP_PREFIX
 
         update["cloudwatch_log_groups"] = [SANDBOX_LOG_GROUP_PREFIX + "*"]  # what the sandbox seeds
-    target = settings.model_copy(update=update)
-    return target, lock
+    return settings.model_copy(update=update)
 
 
-def banner(sandbox: Sandbox) -> str:
-    """The human summary printed to stderr once the sandbox is seeded."""
+def banner(sandbox: Any) -> str:
+    """The human summary printed to stderr once the sandbox is seeded (a :class:`Sandbox` or a
+    :class:`~opsmcp.sandbox.shared.SharedSandbox`: its endpoint, counts, queues, seconds)."""
     c = sandbox.counts
+    if getattr(sandbox, "started_here", True):
+        where = f"moto at {sandbox.endpoint} ready {sandbox.seconds:.2f}s after start"
+    else:
+        where = f"joined the sandbox at {sandbox.endpoint} that another `opsmcp serve` on this data dir started"
+    shared = ""
+    if hasattr(sandbox, "started_here"):
+        idle = sandbox.settings.sandbox_idle_seconds
+        shared = (f" Every `opsmcp serve` on {sandbox.settings.data_dir} shares it (what one moves, all see); it "
+                  f"stops {idle:g} s after the last one leaves (`opsmcp sandbox stop` stops it now).")
     return (
-        f"opsmcp sandbox: moto at {sandbox.endpoint} ready {sandbox.seconds:.2f}s after start with an "
+        f"opsmcp sandbox: {where} with an "
         f"order-processing incident: {c.get('queues', 0)} queues ({', '.join(sandbox.queues)}), "
         f"{c.get('dead_letters', 0)} dead letters, {c.get('orders', 0)} orders"
         + (f", {c['log_lines']} log lines" if "log_lines" in c else "")
         + (f", {c['metric_points']} metric points" if "metric_points" in c else "")
         + ". Try: list_queues, then analyze_dlq('order-queue-dlq')."
+        + shared
     )
 
 

@@ -82,7 +82,9 @@ def _triage_dlq(tools: Collection[str], runbooks: Callable[[str], list[str]]) ->
                               "— when the DLQ started to grow."),
             ("redrive_dlq", f"Only for a group whose cause is fixed: redrive_dlq(queue={q}, signature=<that "
                             "group's signature>, dry_run=true); show the preview to the user. A real move needs "
-                            "their approval."),
+                            "their approval; when it answers status pending_approval, a person approves it "
+                            "outside this conversation: tell the user, do not repeat the call, and poll "
+                            "get_approval(approval_id) for the decision."),
         ])
         books = runbooks(queue)
         text = (

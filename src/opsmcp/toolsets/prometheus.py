@@ -43,6 +43,10 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _OUTER_MAX = re.compile(r"^\s*(max|max_over_time|topk)\s*(\(|by\b|without\b)", re.I)
 _OUTER_MIN = re.compile(r"^\s*(min|min_over_time|bottomk)\s*(\(|by\b|without\b)", re.I)
 _COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
+#: What a series name adds to its metric family's name. Prometheus keys /api/v1/metadata by
+#: the family (``http_request_duration_seconds``, and for OpenMetrics targets ``requests``
+#: for ``requests_total``), so a series without metadata of its own takes its family's.
+_FAMILY_SUFFIXES = ("_bucket", "_count", "_sum", "_created", "_total", "_info", "_gcount", "_gsum")
 
 Query = Annotated[str, Field(description="PromQL expression, e.g. 'sum by (queue) (sqs_dlq_depth)'.", max_length=4000)]
 
@@ -177,16 +181,33 @@ class PrometheusTools:
 
         async def one(name: str) -> None:
             try:
-                meta = await self.backend.metadata(name)
+                meta = await self._metadata(name)
             except OpsError:  # metadata is a refinement; the suffix rule still applies
                 return
-            found[name] = (meta.get(name) or [{}])[0].get("type", "")
+            found[name] = meta.get("type", "")
             self._type_cache[name] = (now, found[name])
 
         await asyncio.gather(*(one(n) for n in sorted(names - set(found))[:MAX_SERIES]))
         if len(self._type_cache) > 10_000:  # bounded: forget everything stale
             self._type_cache = {n: v for n, v in self._type_cache.items() if now - v[0] < self.TYPES_TTL}
         return found
+
+    async def _metadata(self, name: str) -> dict[str, str]:
+        """The metadata (``type``, ``help``, ``unit``) of series ``name``, else of its metric
+        family (``name`` less a :data:`_FAMILY_SUFFIXES` suffix); ``{}`` when neither has any.
+
+        Raises:
+            OpsError: Prometheus could not be asked (as :meth:`PrometheusBackend.get`).
+        """
+        meta = await self.backend.metadata(name)
+        if meta.get(name):
+            return meta[name][0]
+        family = next((name.removesuffix(s) for s in _FAMILY_SUFFIXES if name.endswith(s) and len(name) > len(s)), "")
+        if family:
+            meta = await self.backend.metadata(family)
+            if meta.get(family):
+                return meta[family][0]
+        return {}
 
     @tool(title="Query Prometheus (range)", read_only=True, idempotent=True, open_world=True)
     async def query_promql(
@@ -364,8 +385,7 @@ class PrometheusTools:
 
         async def info(name: str) -> PromMetricInfo:
             async with sem:
-                meta, labels = await asyncio.gather(self.backend.metadata(name), self.backend.label_names(name))
-            first = (meta.get(name) or [{}])[0]
+                first, labels = await asyncio.gather(self._metadata(name), self.backend.label_names(name))
             return PromMetricInfo(name=name, type=first.get("type") or None, help=first.get("help") or None,
                                   labels=[lab for lab in labels if lab != "__name__"])
 

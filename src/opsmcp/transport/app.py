@@ -3,9 +3,10 @@
 Routes: ``/mcp`` (streamable HTTP), ``/sse`` + ``/messages/`` (legacy SSE), ``/events``
 (the typed SSE feed for custom UIs) and the live page at ``/`` (:mod:`opsmcp.transport.console`),
 ``/healthz`` (liveness),
-``/readyz`` (readiness), ``/metrics`` (Prometheus), ``/api/approvals`` (approval requests,
-:mod:`opsmcp.transport.approvals_api`), ``/api/console/*`` (what the console shows at load,
-:mod:`opsmcp.transport.console_api`), and with OAuth the RFC 9728 metadata
+``/readyz`` (readiness: start-up done and a cheap backend call answers), ``/metrics``
+(Prometheus), ``/api/approvals`` (approval requests, :mod:`opsmcp.transport.approvals_api`),
+``/api/console/*`` (what the console shows at load, :mod:`opsmcp.transport.console_api`),
+and with OAuth the RFC 9728 metadata
 at ``/.well-known/oauth-protected-resource/mcp``.
 
 Every request passes, outermost first:
@@ -40,12 +41,15 @@ from opsmcp.calls.runtime import Runtime
 from opsmcp.transport import approvals_api, console_api
 from opsmcp.transport import console as live
 from opsmcp.transport.auth import HttpAuth, build_http_auth
+from opsmcp.transport.chat_callback import PATH as CHAT_CALLBACK
+from opsmcp.transport.chat_callback import chat_callback_route
 from opsmcp.transport.console_panels import Panels
 from opsmcp.transport.origin import HostOriginPolicy
 from opsmcp.transport.webhooks import alertmanager_route
 
 #: Routes that answer without a token (probes and the OAuth metadata), still under the Host/Origin policy.
-OPEN_PATHS = ("/healthz", "/readyz", "/", *live.STATIC_PATHS)  # the page holds no data; its feed needs a token
+OPEN_PATHS = ("/healthz", "/readyz", "/", *live.STATIC_PATHS,  # the page holds no data; its feed needs a token
+              CHAT_CALLBACK)  # signed by the chat bot (HMAC), not a bearer token; 404 unless configured
 OPEN_PREFIXES = ("/.well-known/oauth-protected-resource",)
 #: Routes that show tool activity: they need ``ops:read``.
 READ_PATHS = ("/events", "/metrics")
@@ -135,6 +139,9 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
 
     async def readyz(request: Request) -> Response:
         ready, reason = _ready(runtime)
+        if ready and runtime.backend_check is not None:  # the backends answer (credentials, endpoint)
+            failed = await runtime.backend_check()
+            ready, reason = failed is None, failed or reason
         body = {"status": "ready" if ready else "not ready", "reason": reason, "disabled_toolsets": runtime.disabled}
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -156,6 +163,7 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
             resource_url=auth.oauth.resource_server_url, authorization_servers=[auth.oauth.issuer_url],
             scopes_supported=sorted(ALL_SCOPES), resource_name="opsmcp"))
     app.router.routes.append(alertmanager_route(runtime))  # POST /webhooks/alertmanager
+    app.router.routes.append(chat_callback_route(runtime))  # POST /webhooks/approvals (signed chat callbacks)
     gated: ASGIApp = AuthGate(app, auth)
     if settings.allowed_origins:  # browsers on the configured origins may call /events and /mcp
         gated = cors(gated, settings.allowed_origins)

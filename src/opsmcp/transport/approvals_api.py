@@ -73,6 +73,26 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
+async def decision(desk: Any, request_id: str, approve: bool, reason: Any) -> JSONResponse:
+    """Decide ``request_id`` as the current caller (:meth:`ApprovalDesk.decide`) and answer as
+    the API does: 200 the request, 400 a bad reason, 403, 404, 409, 503 (see the module doc)."""
+    if reason is not None and not isinstance(reason, str):
+        return _error("reason must be a string", 400)
+    if reason is not None and len(reason) > MAX_REASON_CHARS:
+        return _error(f"reason is {len(reason)} characters; at most {MAX_REASON_CHARS}", 400)
+    try:
+        decided = await desk.decide(request_id, approve, reason)
+    except NotFound as exc:
+        return _error(exc.message, 404)
+    except ApprovalForbidden as exc:
+        return _error(str(exc), 403)
+    except ApprovalConflict as exc:
+        return _error(str(exc), 409)
+    except OpsError as exc:
+        return _error(str(exc), 503)
+    return _ok(desk.view(decided))
+
+
 def routes(runtime: Any) -> list[Route]:
     """The ``/api/approvals`` routes for ``runtime`` (an :class:`opsmcp.calls.runtime.Runtime`;
     its approval flow's desk holds the requests)."""
@@ -112,22 +132,7 @@ def routes(runtime: Any) -> list[Route]:
             body = await _body(request)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(f"malformed body: {exc}", 400)
-        reason = body.get("reason")
-        if reason is not None and not isinstance(reason, str):
-            return _error("reason must be a string", 400)
-        if reason is not None and len(reason) > MAX_REASON_CHARS:
-            return _error(f"reason is {len(reason)} characters; at most {MAX_REASON_CHARS}", 400)
-        try:
-            decided = await desk.decide(request.path_params["id"], approve, reason)
-        except NotFound as exc:
-            return _error(exc.message, 404)
-        except ApprovalForbidden as exc:
-            return _error(str(exc), 403)
-        except ApprovalConflict as exc:
-            return _error(str(exc), 409)
-        except OpsError as exc:
-            return _error(str(exc), 503)
-        return _ok(desk.view(decided))
+        return await decision(desk, request.path_params["id"], approve, body.get("reason"))
 
     async def approve(request: Request) -> Response:
         return await decide(request, True)
