@@ -177,16 +177,20 @@ def serve_app(settings) -> Iterator[tuple[str, Any]]:
         uv.should_exit = True
         thread.join(15)
 
-def send_dead_letters(endpoint: str, queue: str, n: int) -> None:
+def send_dead_letters(endpoint: str, queue: str, n: int, code: str = "Timeout", error: str | None = None,
+                      order_prefix: str = "ord-new-") -> None:
+    """``n`` dead letters with ErrorCode ``code`` and ErrorMessage ``error`` (default
+    "Inventory timed out after <i>ms"), order ids ``<order_prefix><i>``."""
     import boto3
 
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     for i in range(n):
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"orderId": f"ord-new-{i}", "type": "OrderCreated"}),
-                         MessageAttributes={"ErrorCode": {"DataType": "String", "StringValue": "Timeout"},
-                                            "ErrorMessage": {"DataType": "String",
-                                                             "StringValue": f"Inventory timed out after {i}ms"}})
+        body = json.dumps({"orderId": f"{order_prefix}{i}", "type": "OrderCreated"})
+        text = error or f"Inventory timed out after {i}ms"
+        sqs.send_message(QueueUrl=url, MessageBody=body,
+                         MessageAttributes={"ErrorCode": {"DataType": "String", "StringValue": code},
+                                            "ErrorMessage": {"DataType": "String", "StringValue": text}})
 
 
 # ------------------------------------------------------------------ data ---

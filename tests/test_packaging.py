@@ -118,6 +118,22 @@ def test_the_package_list_names_every_package_of_the_source_tree() -> None:
     assert config["package-dir"]["opsmcp.tools"] == "tools" and (ROOT / "tools" / "catalog.yml").is_file()
 
 
+def test_wheel_ships_the_console_and_its_chart_library(wheel_venv: Path, tmp_path: Path) -> None:
+    """The console's page, script and the vendored uPlot (with its licence) are in the
+    installed wheel, byte for byte, where the console routes read them."""
+    script = """
+import json
+from opsmcp.transport.console import STATIC_FILES, _static
+print(json.dumps({name: len(_static(name)) for name in [*STATIC_FILES, "index.html", "vendor/uPlot.LICENSE"]}))
+"""
+    run = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", script], cwd=tmp_path, env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    static = ROOT / "src" / "opsmcp" / "static"
+    assert json.loads(run.stdout) == {name: (static / name).stat().st_size for name in (
+        "app.js", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css", "index.html", "vendor/uPlot.LICENSE")}
+
+
 async def test_installed_server_lists_playbooks_over_stdio(wheel_venv: Path, tmp_path: Path) -> None:
     """`opsmcp serve --allow-writes` from the installed wheel lists and describes the
     shipped playbooks to an MCP client, and serves the catalog and a runbook as resources."""

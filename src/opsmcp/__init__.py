@@ -9,8 +9,9 @@ The package by layer, top to bottom; a module imports only from its own layer or
   runtime, and registers every tool through the one choke point.
 - ``transport/`` — the HTTP surface: the Starlette app (``app``), Host/Origin policy
   (``origin``), authentication (``auth``), the console page and ``/events`` feed
-  (``console``), the Alertmanager webhook (``webhooks``), the approvals API
-  (``approvals_api``) and signed chat-bot callbacks (``chat_callback``).
+  (``console``), what the console reads at load (``console_api``, ``console_panels``), the
+  Alertmanager webhook (``webhooks``), the approvals API (``approvals_api``) and signed
+  chat-bot callbacks (``chat_callback``).
 - ``surface/`` — MCP beyond tools: ``prompts``, ``resources``, ``completions``,
   ``subscriptions``, which tools an identity sees (``tool_visibility``), how argument
   errors read (``arg_errors``), the SDK internals opsmcp uses (``sdk_seams``).
@@ -18,7 +19,7 @@ The package by layer, top to bottom; a module imports only from its own layer or
   (``identity``), approval of writes (``approval``; its tokens ``approval_tokens``; mode
   human's requests ``approval_desk`` and their store ``approval_store``), the audit trail
   (``audit``); and what the server built (``runtime``: what the upper layers may read of the
-  backends; ``events``).
+  backends; ``events`` with its ``depth_history``; ``heap``: giving freed memory back).
 - ``toolsets/`` — one module per domain: queues, orders, logs, metrics, prometheus,
   alerts, playbooks, approvals (``base``: the ``@tool`` mark).
 - ``analysis/`` — domain logic that is not a toolset: the redrive mover, DLQ failure

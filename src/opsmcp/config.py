@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +22,27 @@ from pydantic_settings import (
 )
 
 ALL_TOOLSETS = ("queues", "orders", "logs", "metrics", "playbooks", "prometheus", "alerts")
+
+
+class ConsoleChart(BaseModel):
+    """One metric chart of the console (``OPSMCP_CONSOLE_METRICS``): a CloudWatch metric over
+    the last hour at one-minute periods, one line per value of ``split_by`` (at most 6)."""
+
+    title: str = Field(max_length=80)
+    namespace: str = Field(min_length=1, max_length=255)
+    metric: str = Field(min_length=1, max_length=255)
+    stat: str = Field("Average", max_length=16)
+    split_by: str | None = Field(None, max_length=255, description="Dimension: one line per value.")
+    dimensions: dict[str, str] = Field(default_factory=dict, description="Fixed dimensions of every line.")
+
+
+#: The sandbox's order-system signals: per service, errors per minute and p95 latency.
+DEFAULT_CONSOLE_METRICS = (
+    {"title": "Errors per minute", "namespace": "OpsMCP/Services", "metric": "ErrorCount", "stat": "Sum",
+     "split_by": "Service"},
+    {"title": "p95 latency, ms", "namespace": "OpsMCP/Services", "metric": "LatencyP95", "stat": "Maximum",
+     "split_by": "Service"},
+)
 
 
 def _default_data_dir() -> Path:
@@ -68,6 +89,10 @@ class Settings(BaseSettings):
     events_history: int = Field(1000, ge=1, le=100_000, description="Events kept for Last-Event-ID resumption.")
     events_buffer: int = Field(
         256, ge=1, le=100_000, description="Undelivered events one /events client may hold before it is dropped.")
+    events_max_listeners: int = Field(
+        256, ge=1, le=100_000, description="Most /events listeners at once (all identities); 503 past it.")
+    events_max_listeners_per_identity: int = Field(
+        32, ge=1, le=100_000, description="Most /events listeners one identity holds at once; 503 past it.")
 
     # --- HTTP identities and browser policy (opsmcp.transport.auth, opsmcp.transport.origin) -----------
     http_token_subject: str = Field("token", description="Subject (audit caller) of OPSMCP_HTTP_TOKEN.")
@@ -207,6 +232,15 @@ class Settings(BaseSettings):
         None, description="HMAC key of signed chat-bot approval callbacks (POST /webhooks/approvals); off when unset.")
     chat_approvers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Chat users who may decide by callback: chatuser=identity, comma separated.")
+
+    # --- the console at / (opsmcp.transport.console_panels) -------------------------
+    console_metrics: list[ConsoleChart] = Field(
+        default_factory=lambda: [ConsoleChart.model_validate(c) for c in DEFAULT_CONSOLE_METRICS], max_length=4,
+        description="The console's metric charts, JSON list of {title, namespace, metric, stat, split_by, dimensions}.")
+    console_cache_seconds: float = Field(
+        30.0, ge=1, le=3600, description="How long the console reuses failure groups and charts it read, seconds.")
+    console_dlq_read: int = Field(
+        200, ge=1, le=5000, description="Most messages the console's failure groups read per DLQ (analyze_dlq).")
 
     # --- MCP resources --------------------------------------------------------------
     resource_poll_seconds: float = Field(

@@ -288,7 +288,9 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     """
     settings = settings or Settings()
     clients = AwsClients(settings)
-    hub = EventHub(history=settings.events_history, buffer=settings.events_buffer)
+    hub = EventHub(history=settings.events_history, buffer=settings.events_buffer,
+                   max_listeners=settings.events_max_listeners,
+                   max_per_owner=settings.events_max_listeners_per_identity)
     trail = AuditTrail(build_audit(settings, clients), hub.publish, lambda: bool(hub.listeners))
     built = build_toolsets(settings, clients)
     runtime = Runtime(settings=settings, clients=clients, toolsets=built.toolsets, stats=ToolStats(), tools={},

@@ -22,6 +22,7 @@ the next record, so the torn line never swallows it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -53,6 +54,8 @@ REDACTED = "***redacted***"
 MAX_VALUE_CHARS = 2_048
 #: Largest audit record (bytes of JSON); a larger one keeps only its argument names.
 MAX_RECORD_BYTES = 16_384
+#: Bytes :meth:`FileAudit.tail` reads at a time, from the end of the file.
+TAIL_BLOCK_BYTES = 65_536
 #: ``phase`` values of DynamoDB audit-table items that are not audit records: approval-token
 #: claims and approval requests (:mod:`opsmcp.calls.approval_store`).
 NOT_RECORDS = ("claimed", "request")
@@ -219,13 +222,28 @@ class FileAudit:
 
 def read_tail(path: Path, n: int) -> list[dict[str, Any]]:
     """The last ``n`` records of the audit file at ``path`` (blocking; unreadable lines are
-    returned as ``{"unreadable": text}``); [] when there is no file."""
-    if not path.exists():
+    returned as ``{"unreadable": text}``); [] when there is no file.
+
+    Reads the file backwards in blocks until it holds ``n`` whole lines, so the cost is
+    that of the lines returned, not of the whole log (the console reads it on every write).
+    """
+    if n <= 0 or not path.exists():
         return []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = fh.readlines()[-n:] if n > 0 else []
+    with open(path, "rb") as fh:
+        pos = fh.seek(0, os.SEEK_END)
+        blocks: list[bytes] = []
+        newlines = 0
+        while pos > 0 and newlines <= n:
+            step = min(TAIL_BLOCK_BYTES, pos)
+            pos -= step
+            fh.seek(pos)
+            blocks.append(fh.read(step))
+            newlines += blocks[-1].count(b"\n")
+    lines = io.StringIO(b"".join(reversed(blocks)).decode("utf-8", errors="replace")).readlines()
+    if pos > 0:
+        lines = lines[1:]  # the first line is cut where reading stopped
     out = []
-    for line in lines:
+    for line in lines[-n:]:
         try:
             out.append(json.loads(line))
         except ValueError:

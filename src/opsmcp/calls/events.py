@@ -14,6 +14,15 @@ Event types (``type`` field, also the SSE ``event:`` name):
 - ``tool_call``: one tool call (tool, ok, milliseconds, caller);
 - ``approval``: an approval request changed status (``id``, ``status``, ``tool``,
   ``requester``, ``approver``; ``OPSMCP_WRITE_APPROVAL=human``).
+- ``metrics``: the newest points of the console's metric charts (``charts``: title, error,
+  lines of label and ``[epoch s, value]`` points), once per ``OPSMCP_CONSOLE_CACHE_SECONDS``
+  while anyone listens (:mod:`opsmcp.transport.console_panels`).
+
+Listeners are capped per identity and in total (``OPSMCP_EVENTS_MAX_LISTENERS_PER_IDENTITY``,
+``OPSMCP_EVENTS_MAX_LISTENERS``): :meth:`EventHub.add` raises :class:`ListenerLimit` past
+either (the route answers 503). When many listeners have left, the hub hands the freed
+heap back to the operating system (:func:`opsmcp.calls.heap.give_back`), so RSS falls
+again after a burst.
 
 Every event gets an increasing integer id. A listener that reconnects with
 ``Last-Event-ID`` gets the events after that id still in the bounded history. A listener
@@ -31,9 +40,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opsmcp.calls.depth_history import DepthHistory
+from opsmcp.calls.heap import give_back
+from opsmcp.errors import OpsError
+
 log = logging.getLogger("opsmcp.calls.events")
 
-EVENT_TYPES = ("queue_depth", "dlq_message", "alert", "write", "tool_call", "approval")
+EVENT_TYPES = ("queue_depth", "dlq_message", "alert", "write", "tool_call", "approval", "metrics")
 
 
 @dataclass(frozen=True)
@@ -46,9 +59,22 @@ class Event:
     data: dict[str, Any]
 
 
+class ListenerLimit(OpsError):
+    """Too many ``/events`` listeners: in total, or for this identity."""
+
+
+#: Listeners that must have left (or been refused) since the last hand-back before the heap is trimmed again.
+TRIM_AFTER_LEFT = 64
+#: Seconds without a listener leaving (or refused) before the heap is trimmed (one trim per burst).
+TRIM_DELAY_SECONDS = 1.0
+#: Longest a trim is postponed by a steady stream of leaving listeners, seconds.
+TRIM_MAX_DELAY_SECONDS = 10.0
+
+
 @dataclass(eq=False)
 class Listener:
-    """One connected ``/events`` client: its type filter and bounded buffer.
+    """One connected ``/events`` client: its type filter, bounded buffer and owner (the
+    identity it counts against).
 
     ``dropped`` is set when the buffer overflowed; the stream then ends after what it holds.
     """
@@ -56,6 +82,7 @@ class Listener:
     types: frozenset[str] | None
     buffer: asyncio.Queue[Event | None]
     dropped: bool = False
+    owner: str = ""
 
     def wants(self, event: Event) -> bool:
         """True when ``event`` passes this listener's ``?types=`` filter."""
@@ -77,6 +104,8 @@ class EventHub:
     Args:
         history: how many recent events are kept for ``Last-Event-ID`` resumption.
         buffer: how many undelivered events one listener may hold before it is dropped.
+        max_listeners: most listeners at once (all identities).
+        max_per_owner: most listeners of one identity at once.
         on_first_listener / on_last_listener: called (on the loop) when listeners go
             0 → 1 and 1 → 0; the poller starts and stops there.
         observers: called (on the loop) with every published event, listeners or not
@@ -85,12 +114,20 @@ class EventHub:
 
     history: int = 1000
     buffer: int = 256
+    max_listeners: int = 256
+    max_per_owner: int = 32
     on_first_listener: Callable[[], None] | None = None
     on_last_listener: Callable[[], None] | None = None
     last_id: int = 0
     _recent: deque[Event] = field(init=False)
     listeners: set[Listener] = field(default_factory=set)
+    per_owner: dict[str, int] = field(default_factory=dict)
     dropped_total: int = 0
+    refused_total: int = 0
+    left_since_trim: int = 0
+    trims: int = 0
+    _trim: asyncio.TimerHandle | None = None
+    _trim_since: float = 0.0
     observers: list[Callable[[Event], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -129,14 +166,28 @@ class EventHub:
         listener.buffer.put_nowait(None)
         self.remove(listener)
 
-    def add(self, types: frozenset[str] | None = None, last_event_id: int | None = None) -> Listener:
+    def add(self, types: frozenset[str] | None = None, last_event_id: int | None = None, owner: str = "") -> Listener:
         """Register a listener; replay the kept events after ``last_event_id`` (if given).
 
         Args:
             types: only these event types (None: all).
             last_event_id: the ``Last-Event-ID`` the client resumes from.
+            owner: the identity the listener counts against (the caller's subject).
+
+        Raises:
+            ListenerLimit: ``max_listeners`` listen already, or ``max_per_owner`` of ``owner``.
         """
-        listener = Listener(types=types, buffer=asyncio.Queue(maxsize=max(1, self.buffer)))
+        if len(self.listeners) >= self.max_listeners:
+            self._refused()
+            raise ListenerLimit(f"{len(self.listeners)} /events listeners are connected, the most this server "
+                                f"takes (OPSMCP_EVENTS_MAX_LISTENERS={self.max_listeners}).",
+                                "retry later, or close feeds you do not read.")
+        if self.per_owner.get(owner, 0) >= self.max_per_owner:
+            self._refused()
+            raise ListenerLimit(f"{owner or 'this identity'} has {self.per_owner[owner]} /events listeners open, the "
+                                f"most one identity may hold (OPSMCP_EVENTS_MAX_LISTENERS_PER_IDENTITY="
+                                f"{self.max_per_owner}).", "close feeds (tabs) you do not read, then retry.")
+        listener = Listener(types=types, buffer=asyncio.Queue(maxsize=max(1, self.buffer)), owner=owner)
         if last_event_id is not None:
             for event in self._recent:
                 if event.id > last_event_id and listener.wants(event):
@@ -145,16 +196,55 @@ class EventHub:
                     listener.buffer.put_nowait(event)
         first = not self.listeners
         self.listeners.add(listener)
+        self.per_owner[owner] = self.per_owner.get(owner, 0) + 1
         if first and self.on_first_listener:
             self.on_first_listener()
         return listener
 
     def remove(self, listener: Listener) -> None:
-        """Unregister ``listener`` (idempotent)."""
+        """Unregister ``listener`` (idempotent); after many left, the freed heap is handed
+        back to the OS (:meth:`_ended`)."""
         if listener in self.listeners:
             self.listeners.discard(listener)
+            left = self.per_owner.get(listener.owner, 1) - 1
+            if left > 0:
+                self.per_owner[listener.owner] = left
+            else:
+                self.per_owner.pop(listener.owner, None)
+            self._ended()
             if not self.listeners and self.on_last_listener:
                 self.on_last_listener()
+
+    def _refused(self) -> None:
+        self.refused_total += 1
+        self._ended()  # a burst of refused connections leaves freed heap too
+
+    def _ended(self) -> None:
+        """Count a listener that left or was refused; once :data:`TRIM_AFTER_LEFT` did, hand
+        the heap back when the burst is over: :data:`TRIM_DELAY_SECONDS` after the last one,
+        but at most :data:`TRIM_MAX_DELAY_SECONDS` after the first."""
+        self.left_since_trim += 1
+        if self.left_since_trim < TRIM_AFTER_LEFT:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop (a test calling remove directly): trim now
+            self._trim_now()
+            return
+        now = loop.time()
+        if self._trim is None:
+            self._trim_since = now
+        elif now - self._trim_since < TRIM_MAX_DELAY_SECONDS:
+            self._trim.cancel()
+        else:
+            return
+        self._trim = loop.call_later(TRIM_DELAY_SECONDS, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        self.left_since_trim = 0
+        self.trims += 1
+        give_back()
 
     def latest(self, type_: str) -> list[Event]:
         """The kept events of ``type_``, oldest first (for snapshots)."""
@@ -181,6 +271,8 @@ class DepthPoller:
             ``dlq_message`` events (None: ``dlq_message`` events carry counts only).
         interval: seconds between polls (> 0).
         sample: dead letters read from a DLQ that grew, to name its failure groups.
+        history: the last hour of every queue's depth (visible + in flight), recorded on
+            every poll (the console's depth charts).
     """
 
     hub: EventHub
@@ -188,6 +280,7 @@ class DepthPoller:
     read_dead_letters: DeadLetterReader | None = None
     interval: float = 5.0
     sample: int = 50
+    history: DepthHistory = field(default_factory=DepthHistory)
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[str, set[str]] = field(default_factory=dict)  # DLQ -> message ids already reported
     polls: int = 0
@@ -224,7 +317,9 @@ class DepthPoller:
         self.polls += 1
         queues = await self.list_queues()
         by_name = {q["name"]: q for q in queues}
+        now = time.time()
         for q in queues:
+            self.history.record(q["name"], q["visible"] + q["in_flight"], now)
             dlq = by_name.get(q["dlq"]) if q.get("dlq") else None
             current = {"queue": q["name"], "visible": q["visible"], "in_flight": q["in_flight"],
                        "delayed": q["delayed"], "is_dlq": bool(q.get("is_dlq")), "dlq": q.get("dlq"),
@@ -241,6 +336,7 @@ class DepthPoller:
                 await self._new_dead_letters(q["name"], depth - was, depth)
         for gone in set(self.state) - set(by_name):
             del self.state[gone]
+            self.history.forget(gone)
 
     async def _sample(self, dlq: str) -> list[dict[str, Any]]:
         if self.read_dead_letters is None:

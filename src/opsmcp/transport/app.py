@@ -5,6 +5,7 @@ Routes: ``/mcp`` (streamable HTTP), ``/sse`` + ``/messages/`` (legacy SSE), ``/e
 ``/healthz`` (liveness),
 ``/readyz`` (readiness: start-up done and a cheap backend call answers), ``/metrics``
 (Prometheus), ``/api/approvals`` (approval requests, :mod:`opsmcp.transport.approvals_api`),
+``/api/console/*`` (what the console shows at load, :mod:`opsmcp.transport.console_api`),
 and with OAuth the RFC 9728 metadata
 at ``/.well-known/oauth-protected-resource/mcp``.
 
@@ -43,20 +44,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from opsmcp import __version__
 from opsmcp.calls.identity import ALERTS_SCOPE, ALL_SCOPES, KNOWN_SCOPES, READ_SCOPE, caller, scopes
 from opsmcp.calls.runtime import Runtime
-from opsmcp.transport import approvals_api
+from opsmcp.transport import approvals_api, console_api
 from opsmcp.transport import console as live
 from opsmcp.config import weak_token_problem
 from opsmcp.errors import OpsError
 from opsmcp.transport.auth import HttpAuth, build_http_auth, webhook_token_matches
 from opsmcp.transport.chat_callback import PATH as CHAT_CALLBACK
 from opsmcp.transport.chat_callback import chat_callback_route
+from opsmcp.transport.console_panels import Panels
 from opsmcp.transport.origin import HostOriginPolicy
 from opsmcp.transport.rpc_ids import RequestIdGuard
 from opsmcp.transport.webhooks import PATH as WEBHOOK_PATH
 from opsmcp.transport.webhooks import alertmanager_route
 
 #: Routes that answer without a token (probes and the OAuth metadata), still under the Host/Origin policy.
-OPEN_PATHS = ("/healthz", "/readyz", "/", "/static/app.js",  # the page holds no data; its feed needs a token
+OPEN_PATHS = ("/healthz", "/readyz", "/", *live.STATIC_PATHS,  # the page holds no data; its feed needs a token
               CHAT_CALLBACK)  # signed by the chat bot (HMAC), not a bearer token; 404 unless configured
 OPEN_PREFIXES = ("/.well-known/oauth-protected-resource",)
 #: Routes that show tool activity: they need ``ops:read``.
@@ -178,7 +180,9 @@ def build_app(server: MCPServer, runtime: Runtime, host: str = "127.0.0.1", port
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ])
-    app.router.routes.extend(live.routes(runtime))  # /events, the live page at / and its script
+    panels = Panels(runtime)  # what the console shows at load
+    app.router.routes.extend(live.routes(runtime, panels))  # /events, the console at / and its scripts
+    app.router.routes.extend(console_api.routes(runtime, panels))  # /api/console/*
     app.router.routes.extend(approvals_api.routes(runtime))  # /api/approvals
     if auth is not None and auth.oauth is not None and auth.oauth.resource_server_url is not None:
         app.router.routes.extend(create_protected_resource_routes(

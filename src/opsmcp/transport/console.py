@@ -8,10 +8,14 @@
   state and the latest dead-letter, alert and write events);
 - a comment heartbeat every ``OPSMCP_EVENTS_HEARTBEAT_SECONDS``;
 - a client whose buffer fills is dropped (the stream ends); the page reconnects with its
-  last id.
+  last id;
+- listeners are capped per identity and in total (``OPSMCP_EVENTS_MAX_LISTENERS_PER_IDENTITY``,
+  ``OPSMCP_EVENTS_MAX_LISTENERS``): past either the answer is 503 with ``Retry-After`` and
+  ``{"error": ...}`` naming the limit.
 
-``GET /`` serves the live page (static HTML + JS from package data, no build step, no CDN).
-The page itself holds no data; the feed it reads is authenticated like every other route.
+``GET /`` serves the console (static HTML + JS from package data, and the uPlot chart
+library vendored under ``static/vendor/``; no build step, no CDN). The page itself holds no
+data; the feed and the ``/api/...`` routes it reads are authenticated like every other route.
 """
 
 from __future__ import annotations
@@ -26,13 +30,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from opsmcp import __version__
-from opsmcp.calls.events import EVENT_TYPES
+from opsmcp.calls.events import EVENT_TYPES, ListenerLimit
+from opsmcp.calls.identity import caller
 
 SNAPSHOT_KEEP = 20  # latest events of each kind in a snapshot
+RETRY_AFTER_SECONDS = 30  # what a 503 (too many listeners) asks the client to wait
+
+
+#: What ``/static/`` serves (package data, no token needed: no data in them) and as what.
+STATIC_FILES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "vendor/uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "vendor/uPlot.min.css": "text/css; charset=utf-8",
+}
+#: Their paths, open like the page itself (:data:`opsmcp.transport.app.OPEN_PATHS`).
+STATIC_PATHS = tuple(f"/static/{name}" for name in STATIC_FILES)
 
 
 def _static(name: str) -> bytes:
-    return resources.files("opsmcp").joinpath("static", name).read_bytes()
+    return resources.files("opsmcp").joinpath("static", *name.split("/")).read_bytes()
 
 
 def _types(raw: str | None) -> frozenset[str] | None:
@@ -54,9 +70,12 @@ def _last_id(request: Request) -> int | None:
     return int(raw)
 
 
-def routes(runtime: Any) -> list[Route]:
+def routes(runtime: Any, panels: Any = None) -> list[Route]:
     """The ``/events``, ``/`` and ``/static/*`` routes for ``runtime`` (an opsmcp Runtime
-    with ``events`` (EventHub), ``poller`` (DepthPoller or None) and ``settings``)."""
+    with ``events`` (EventHub), ``poller`` (DepthPoller or None) and ``settings``).
+
+    ``panels`` (a :class:`~opsmcp.transport.console_panels.Panels`, optional): its metric
+    charts are published as ``metrics`` events while anyone listens."""
     heartbeat = runtime.settings.events_heartbeat_seconds
 
     async def events(request: Request) -> Response:
@@ -66,7 +85,14 @@ def routes(runtime: Any) -> list[Route]:
             types, last = _types(request.query_params.get("types")), _last_id(request)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        listener = runtime.events.add(types, last)
+        try:
+            listener = runtime.events.add(types, last, owner=caller.get())
+        except ListenerLimit as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"})
+
+        if panels is not None:
+            panels.watch_metrics()
 
         async def stream() -> AsyncIterator[dict[str, Any]]:
             try:
@@ -86,14 +112,17 @@ def routes(runtime: Any) -> list[Route]:
                         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
                                  "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'"})
 
-    async def script(request: Request) -> Response:
-        return Response(_static("app.js"), media_type="text/javascript; charset=utf-8",
-                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    def static(name: str) -> Any:
+        async def serve(request: Request) -> Response:
+            return Response(_static(name), media_type=STATIC_FILES[name],
+                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+        return serve
 
     return [
         Route("/events", events, methods=["GET"]),
         Route("/", page, methods=["GET"]),
-        Route("/static/app.js", script, methods=["GET"]),
+        *(Route(path, static(name), methods=["GET"]) for name, path in zip(STATIC_FILES, STATIC_PATHS, strict=True)),
     ]
 
 
