@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="Visibility timeout (s) of DLQ messages while analyze_dlq/redrive_dlq hold them; "
         "after a crash mid-redrive they are invisible this long."
     )
+    dlq_read_seconds: float = Field(
+        4.0, gt=0, le=600,
+        description="Time budget of one analyze_dlq read, seconds: it stops receiving in time to answer within about "
+        "this long and answers from the sample it read (with exact totals from the queue's attributes)."
+    )
 
     # --- orders -----------------------------------------------------------------
     orders_table: str = Field("orders", description="DynamoDB table of orders (hash key orderId).")

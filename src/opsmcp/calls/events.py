@@ -263,44 +263,26 @@ class DepthPoller:
 
 
 DEAD_LETTER_SAMPLE = 50  # messages read from a DLQ that grew, to name its failure groups
-SAMPLE_HIDE_SECONDS = 10  # visibility timeout while sampling; released as soon as read
 
 
 def queue_sources(queue_tools: Any) -> tuple[QueueLister, DeadLetterReader]:
     """The poller's two readers, built on the queues toolset (``QueueTools``).
 
     The lister reads every queue (up to 1,000) with ``list_queues``. The dead-letter reader
-    reads up to :data:`DEAD_LETTER_SAMPLE` messages of a DLQ that grew (hidden for at most
-    :data:`SAMPLE_HIDE_SECONDS`, released as soon as they are read) and names each one's
-    failure signature the way ``analyze_dlq`` does. Reading raises the messages' receive
-    counts, harmless in a DLQ without a redrive policy of its own; a DLQ that has one is not
-    read. SQS keeps a dead letter's original sent time, so "new" is judged by message id.
+    reads up to :data:`DEAD_LETTER_SAMPLE` messages of a DLQ that grew through
+    ``QueueTools.dead_letters``: the same one-at-a-time, shared read as ``analyze_dlq``
+    (messages hidden only while read, released at once), so in one process the poller and
+    ``analyze_dlq`` never hide messages from each other; the poller may get a read an
+    ``analyze_dlq`` call just made. Reading raises the messages' receive counts, harmless
+    in a DLQ without a redrive policy of its own; a DLQ that has one is not read. SQS keeps
+    a dead letter's original sent time, so "new" is judged by message id.
     """
-    from opsmcp.analysis.dlq_signatures import MessageFacts, signatures
-    from opsmcp.backends.sqs import redrive_policy
 
     async def list_states() -> list[dict[str, Any]]:
         result = await queue_tools.list_queues(limit=1000)
         return [q.model_dump() for q in result.queues]
 
     async def read(dlq: str, n: int) -> list[dict[str, Any]]:
-        url, attrs = await queue_tools.sqs.require(dlq)
-        if redrive_policy(attrs):
-            return []
-        messages: dict[str, dict[str, Any]] = {}
-        try:
-            while len(messages) < DEAD_LETTER_SAMPLE:
-                batch = await queue_tools.sqs.receive(url, 10, SAMPLE_HIDE_SECONDS)
-                fresh = [m for m in batch if m["MessageId"] not in messages]
-                if not fresh:
-                    break
-                messages.update((m["MessageId"], m) for m in fresh)
-        finally:
-            if messages:
-                await queue_tools.sqs.release(url, [m["ReceiptHandle"] for m in messages.values()])
-        facts = [MessageFacts(m) for m in messages.values()]
-        sigs = await signatures(facts, queue_tools.correlate)
-        return [{"signature": sigs[f.id][0], "message_id": f.id, "order_id": f.order_id, "trace_id": f.trace_id}
-                for f in facts]
+        return list(await queue_tools.dead_letters(dlq, n))
 
     return list_states, read
