@@ -11,14 +11,16 @@ also scan the whole queue for every receive. So:
   delayed) unchanged. At most :data:`MAX_SHARED` reads are kept (oldest dropped first),
   as ids and signatures only, never message bodies.
 - **Bounded.** A read stops at ``max_messages``, or when another receive would take it
-  past its time budget (the time already spent on the queue's attributes is reserved for
-  reading them again at the end), or at a receive error; it then holds a *sample*: the
-  messages receive returned first. SQS chooses which messages a receive returns: that is
-  not a random sample, and moto returns the oldest first.
-- **Honest.** The queue's counts are read before and after (after releasing what this read
-  held), and :meth:`DlqRead.reasons` names everything that kept the read from seeing the
-  whole queue: messages in flight before it started, another reader during it, a bound,
-  an error, FIFO message groups.
+  past its time budget (counted from the caller's start, so the queue's attributes are
+  inside it), or at a receive error; it then holds a *sample*: the messages receive
+  returned first. SQS chooses which messages a receive returns: that is not a random
+  sample, and moto returns the oldest first.
+- **Honest.** The queue's counts are read before, and again after a read that drained the
+  queue (after releasing what it held), to tell "saw everything" from "someone else hid
+  some"; a sample is not read again (on emulators that costs as much as a receive, and a
+  sample is incomplete anyway). :meth:`DlqRead.reasons` names everything that kept the
+  read from seeing the whole queue: messages in flight before it began, another reader
+  during it, a bound, an error, FIFO message groups.
 
 Messages are released as soon as the receiving ends, before their signatures are worked
 out (which may ask the log store).
@@ -43,6 +45,7 @@ MAX_SHARED = 32  # finished reads kept (one per queue)
 MAX_LOCKS = 256  # per-queue locks kept while unused
 STALE_RECEIVES = 3  # empty receives in a row after which the queue counts as drained
 MIN_HOLD_SECONDS = 30  # visibility timeout of the messages held while reading (released at once)
+RELEASE_CHUNKS = 8  # concurrent parts the held messages are released in
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class DlqRead:
     url: str
     fifo: bool
     before: Counts
-    after: Counts
+    after: Counts | None  # None: not read again (a sample, or the read failed: after_error)
     max_messages: int
     stop: str
     receive_calls: int
@@ -88,6 +91,7 @@ class DlqRead:
     groups: list[SignatureGroup]
     records: list[tuple[str, str, str | None, str | None]]
     error: str | None = None
+    hold: int = 0  # the visibility timeout the read used, seconds
     release_failed: int = 0
     after_error: str | None = None
     read_at: float = field(default_factory=time.time)
@@ -101,12 +105,17 @@ class DlqRead:
     @property
     def total(self) -> int:
         """Messages in the queue after reading (visible + in flight + delayed), never fewer than were read."""
-        return max(self.after.total, self.messages_read)
+        return max(self.now.total, self.messages_read)
+
+    @property
+    def now(self) -> Counts:
+        """The counts after reading when they were read again, else before."""
+        return self.after or self.before
 
     @property
     def population(self) -> int:
         """Messages the read could have received (visible before or after it; at least those read)."""
-        return max(self.before.visible, self.after.visible, self.messages_read)
+        return max(self.before.visible, self.now.visible, self.messages_read)
 
     @property
     def sampled(self) -> bool:
@@ -135,7 +144,7 @@ class DlqRead:
             out.append("in_flight")
         if self.missed:
             out.append("fifo_groups" if self.fifo else "other_reader")
-        if self.before.delayed or self.after.delayed:
+        if self.before.delayed or self.now.delayed:
             out.append("delayed")
         if self.sampled:
             out.append(self.stop)
@@ -175,8 +184,8 @@ class DlqReader:
         Args:
             attributes: the queue's attributes, just read by the caller (its counts key the
                 shared reads; a new read takes them as "before").
-            started: ``time.monotonic()`` when the caller began (default: now); the time
-                since then is reserved for reading the attributes again at the end.
+            started: ``time.monotonic()`` when the caller began (default: now): the time
+                budget counts from there.
 
         Returns ``(read, shared)``; ``shared`` is true when another call did the reading.
         Never raises for a failed receive (the read ends with ``stop="read_error"``).
@@ -188,7 +197,7 @@ class DlqReader:
         async with lock:
             found = self._shared.get(url)
             if found is not None and time.monotonic() - found.finished <= SHARE_SECONDS and found.serves(max_messages) \
-                    and ((waited and found.finished >= arrived) or found.after == Counts.of(attributes)):
+                    and ((waited and found.finished >= arrived) or found.now == Counts.of(attributes)):
                 return found, True
             if waited:  # the attributes were read while another read held messages
                 started = time.monotonic()
@@ -218,7 +227,7 @@ class DlqReader:
     async def _read(self, url: str, attributes: dict[str, str], max_messages: int, started: float) -> DlqRead:
         before = Counts.of(attributes)
         reading = time.monotonic()
-        deadline = started + self.budget - (reading - started)  # the attributes are read again at the end
+        deadline = started + self.budget
         hold = min(self.hold, max(MIN_HOLD_SECONDS, math.ceil(self.budget) + 10))
         seen: dict[str, dict[str, Any]] = {}
         calls, empty, stop, error = 0, 0, "drained", None
@@ -248,14 +257,16 @@ class DlqReader:
         finally:
             if seen:
                 with anyio.CancelScope(shield=True):
-                    failed = await self.sqs.release(url, [m["ReceiptHandle"] for m in seen.values()])
+                    failed = await self._release(url, [m["ReceiptHandle"] for m in seen.values()])
         seconds = time.monotonic() - started
-        after, after_error = before, None
-        try:
-            after = Counts.of(await self.sqs.attributes(url))
-        except OpsError as exc:
-            after_error = str(exc)
-        if failed:  # ours, still hidden: not another reader's
+        after: Counts | None = None
+        after_error = None
+        if stop == "drained" or len(seen) >= before.visible:
+            try:
+                after = Counts.of(await self.sqs.attributes(url))
+            except OpsError as exc:
+                after_error = str(exc)
+        if after and failed:  # ours, still hidden: not another reader's
             after = Counts(after.visible + len(failed), max(0, after.in_flight - len(failed)), after.delayed)
         facts = [MessageFacts(m) for m in seen.values()]
         sigs = await signatures(facts, self.correlate)
@@ -263,4 +274,20 @@ class DlqReader:
             url=url, fifo=attributes.get("FifoQueue") == "true", before=before, after=after,
             max_messages=max_messages, stop=stop, receive_calls=calls, seconds=seconds, budget=self.budget,
             groups=collect(facts, sigs), records=[(f.id, sigs[f.id].text, f.order_id, f.trace_id) for f in facts],
-            error=error, release_failed=len(failed), after_error=after_error)
+            error=error, hold=hold, release_failed=len(failed), after_error=after_error)
+
+    async def _release(self, url: str, handles: list[str]) -> list[str]:
+        """Release ``handles`` in :data:`RELEASE_CHUNKS` concurrent parts; return those that failed."""
+        failed: list[str] = []
+        size = -(-len(handles) // RELEASE_CHUNKS // 10) * 10  # whole batches of 10
+
+        async def part(chunk: list[str]) -> None:
+            try:
+                failed.extend(await self.sqs.release(url, chunk))
+            except OpsError:
+                failed.extend(chunk)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(0, len(handles), size):
+                tg.start_soon(part, handles[i:i + size])
+        return failed

@@ -120,12 +120,12 @@ class DlqAnalysis(Result):
     source_queues: list[str]
     messages_read: int
     approximate_total: int = Field(description="Messages in the queue (visible + in flight + delayed) by its "
-                                               "attributes after reading; never below messages_read.")
+                                               "attributes; never below messages_read.")
     visible: int = Field(description="ApproximateNumberOfMessages before reading.")
     in_flight: int = Field(description="ApproximateNumberOfMessagesNotVisible before reading: received by another "
                                        "reader and not yet deleted or released; this read could not see them.")
-    in_flight_after: int = Field(description="ApproximateNumberOfMessagesNotVisible after this read released its "
-                                             "own messages.")
+    in_flight_after: int | None = Field(description="ApproximateNumberOfMessagesNotVisible after this read "
+                                                    "released its own messages; null for a sample (not read again).")
     complete: bool = Field(description="True only when every message in the queue was read: counts exact, none "
                                        "hidden by another reader.")
     incomplete_because: list[str] = Field(description="Why not complete: in_flight, other_reader, fifo_groups, "
@@ -315,8 +315,8 @@ class QueueTools:
         notes: list[str] = []
         page = _parse_ids_cursor(cursor) if cursor else None
         max_messages = page[3] if page else clamp("max_messages", max_messages, 1, MAX_ANALYZE, notes)
-        url = await self.sqs.resolve(queue)  # also makes the client on a first call: not part of the reserve below
-        started = time.monotonic()  # the reader reserves the time from here on for reading the attributes again
+        url = await self.sqs.resolve(queue)  # also makes the client on a first call: not part of the budget below
+        started = time.monotonic()  # the read's time budget counts from here (the attributes are read inside it)
         url, attributes, sources = await self._dlq_context(url)
         read, shared = await self.reader.read(url, attributes, max_messages, started)
         groups: list[DlqGroup] = []
@@ -345,7 +345,8 @@ class QueueTools:
         return DlqAnalysis(
             queue=queue_name(url), source_queues=sources, messages_read=read.messages_read,
             approximate_total=read.total, visible=read.before.visible, in_flight=read.before.in_flight,
-            in_flight_after=read.after.in_flight, complete=not reasons, incomplete_because=reasons,
+            in_flight_after=read.after.in_flight if read.after else None, complete=not reasons,
+            incomplete_because=reasons,
             sampled=read.sampled, sample=_sample_text(read) if read.sampled else None,
             receive_calls=read.receive_calls, read_seconds=round(read.seconds, 3),
             read_at=datetime.fromtimestamp(read.read_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -476,6 +477,8 @@ def _sample_text(read: DlqRead) -> str:
            "time_budget": f"the {read.budget:g} s read budget ({read.receive_calls} receive calls in "
                           f"{read.seconds:.1f} s)",
            "read_error": "a receive failed"}.get(read.stop, read.stop)
+    if not read.messages_read:
+        return f"none of ~{read.population} visible messages: {why} before any message was read."
     return (f"{read.messages_read} of ~{read.population} visible messages: the first ones {read.receive_calls} receive "
             f"calls returned before {why} ended the read. SQS chooses which messages a receive returns (not a random "
             f"sample; moto returns the oldest first), so a rare failure may be missing; estimated_count = count x "
@@ -498,16 +501,20 @@ def _read_notes(read: DlqRead, shared: bool, hold: int) -> list[str]:
     elif read.missed:
         notes.append(f"{read.missed} message(s) visible when the read began were not received: another reader (a "
                      "consumer, another opsmcp replica, a redrive) hid or deleted them while this read ran; call again")
-    delayed = max(read.before.delayed, read.after.delayed)
+    delayed = max(read.before.delayed, read.now.delayed)
     if delayed:
         notes.append(f"{delayed} message(s) are delayed and cannot be received yet")
-    if read.sampled:
+    if read.stop == "read_error":
+        notes.append(f"a receive failed: {read.error}; it may have hidden up to 10 messages for "
+                     f"{read.hold} s without this call learning which")
+    if read.sampled and not read.messages_read:
+        notes.append(f"no message was read: only the counts (~{read.population} visible) are known")
+    elif read.sampled:
         more = {"max_messages": f"raise max_messages (up to {MAX_ANALYZE}) to read more",
-                "time_budget": "OPSMCP_DLQ_READ_SECONDS sets the budget",
-                "read_error": f"the receive failed: {read.error}"}.get(read.stop, "")
+                "time_budget": "OPSMCP_DLQ_READ_SECONDS sets the budget"}.get(read.stop, "call again")
         notes.append(f"sampled: read {read.messages_read} of ~{read.population} visible messages; group counts are "
                      f"extrapolated (estimated_count); {more}")
-    if read.before.total != read.after.total:
+    if read.after and read.before.total != read.after.total:
         notes.append(f"the queue changed while it was read: {read.before.total} messages before, {read.after.total} "
                      "after")
     if read.after_error:
