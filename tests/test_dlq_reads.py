@@ -230,3 +230,20 @@ async def test_a_deep_dlq_is_sampled_within_the_bound(fresh_moto, tmp_path):
         assert all(g["estimated_count"] == round(g["count"] * 60 / read) for g in out["groups"])
         assert any(n.startswith("sampled: read") for n in out["notes"])
     assert _counts(sqs, "deep-dlq") == (60, 0)
+
+
+async def test_list_queues_names_queues_deleted_while_it_listed(seeded, monkeypatch):
+    """A queue deleted between ListQueues and its attributes was left out without a word."""
+    sqs = seeded.runtime.toolsets["queues"].sqs
+    real = sqs.list_urls
+
+    async def list_urls(prefix=None, limit=1000, token=None):
+        urls, next_token = await real(prefix, limit, token)
+        await anyio.to_thread.run_sync(lambda: seeded.sqs.delete_queue(QueueUrl=_url(seeded.sqs, "notification-queue")))
+        return urls, next_token
+
+    monkeypatch.setattr(sqs, "list_urls", list_urls)
+    out = await call(seeded.client, "list_queues")
+    assert "notification-queue" not in {q["name"] for q in out["queues"]}
+    assert any("1 queue(s) were deleted between listing and reading" in n and "notification-queue" in n
+               for n in out["notes"])

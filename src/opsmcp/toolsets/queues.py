@@ -188,6 +188,10 @@ class QueueTools:
         await each(fetch, urls)
         sources: dict[str, list[str]] = {}
         infos = []
+        gone = [queue_name(u) for u in urls if u not in attrs]
+        if gone:
+            notes.append(f"{len(gone)} queue(s) were deleted between listing and reading their counts and are left "
+                         f"out: {', '.join(gone[:10])}")
         urls = [u for u in urls if u in attrs]
         for url in urls:
             a = attrs[url]
