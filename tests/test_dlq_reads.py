@@ -19,6 +19,14 @@ pytestmark = pytest.mark.anyio
 DLQ = "order-queue-dlq"  # 28 dead letters in the sandbox scenario
 
 
+@pytest.fixture
+def seeded(seeded):
+    """conftest's seeded server with a roomy read budget: these tests are about other readers, and
+    on a loaded machine a read (here one includes another replica's whole call) can take 4 s."""
+    seeded.runtime.toolsets["queues"].reader.budget = 120.0
+    return seeded
+
+
 def _url(sqs, name):
     return sqs.get_queue_url(QueueName=name)["QueueUrl"]
 
@@ -146,7 +154,8 @@ async def test_another_replica_reading_at_the_same_time(seeded, monkeypatch, tmp
     are in flight; A, which B does not hinder (B releases before A goes on), reads all 28."""
     from opsmcp.server import build_server
 
-    _, replica_b = build_server(make_settings(seeded.settings.aws_endpoint_url, tmp_path / "b", toolsets=["queues"]))
+    _, replica_b = build_server(make_settings(seeded.settings.aws_endpoint_url, tmp_path / "b", toolsets=["queues"],
+                                              dlq_read_seconds=120))
     b_results = []
 
     async def on_b() -> None:
@@ -247,3 +256,14 @@ async def test_list_queues_names_queues_deleted_while_it_listed(seeded, monkeypa
     assert "notification-queue" not in {q["name"] for q in out["queues"]}
     assert any("1 queue(s) were deleted between listing and reading" in n and "notification-queue" in n
                for n in out["notes"])
+
+
+async def test_a_read_holds_a_bounded_amount_of_bodies(seeded, monkeypatch):
+    """Bodies held in memory are bounded (a DLQ of 5,000 messages of 1 MiB would be 5 GB)."""
+    from opsmcp.analysis import dlq_read
+
+    _fill(seeded.sqs, "heavy-dlq", [({"orderId": f"o{n}", "pad": "x" * 1000}, "Timeout") for n in range(20)])
+    monkeypatch.setattr(dlq_read, "MAX_READ_BYTES", 5000)
+    out = await call(seeded.client, "analyze_dlq", queue="heavy-dlq")
+    assert out["messages_read"] == 10 and out["incomplete_because"] == ["max_bytes"] and out["sampled"]
+    assert out["groups"][0]["estimated_count"] == 20

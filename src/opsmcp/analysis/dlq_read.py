@@ -10,10 +10,10 @@ also scan the whole queue for every receive. So:
   :data:`SHARE_SECONDS` by callers that find the queue's counts (visible, in flight,
   delayed) unchanged. At most :data:`MAX_SHARED` reads are kept (oldest dropped first),
   as ids and signatures only, never message bodies.
-- **Bounded.** A read stops at ``max_messages``, or when another receive would take it
-  past its time budget (counted from the caller's start, so the queue's attributes are
-  inside it), or at a receive error; it then holds a *sample*: the messages receive
-  returned first. SQS chooses which messages a receive returns: that is not a random
+- **Bounded.** A read stops at ``max_messages`` or :data:`MAX_READ_BYTES` of bodies, or
+  when another receive would take it past its time budget (counted from the caller's
+  start, so the queue's attributes are inside it), or at a receive error; it then holds a
+  *sample*: the messages receive returned first. SQS chooses which messages a receive returns: that is not a random
   sample, and moto returns the oldest first.
 - **Honest.** The queue's counts are read before, and again after a read that drained the
   queue (after releasing what it held), to tell "saw everything" from "someone else hid
@@ -46,6 +46,7 @@ MAX_LOCKS = 256  # per-queue locks kept while unused
 STALE_RECEIVES = 3  # empty receives in a row after which the queue counts as drained
 MIN_HOLD_SECONDS = 30  # visibility timeout of the messages held while reading (released at once)
 RELEASE_CHUNKS = 8  # concurrent parts the held messages are released in
+MAX_READ_BYTES = 64 * 2**20  # message bodies one read holds in memory at most (SQS allows 1 MiB per message)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class DlqRead:
     """What one read of a DLQ saw, and how.
 
     ``stop`` is why receiving ended: ``drained`` (receives brought nothing new),
-    ``max_messages``, ``time_budget`` or ``read_error`` (``error`` says which).
+    ``max_messages``, ``max_bytes`` (:data:`MAX_READ_BYTES` of bodies held), ``time_budget``
+    or ``read_error`` (``error`` says which).
     ``groups`` hold every id of each signature; ``records`` hold ``(message id, signature,
     order id, trace id)`` per message read (no bodies: a kept read stays small).
     """
@@ -138,7 +140,7 @@ class DlqRead:
         """Why this read did not see the whole queue (empty when it did): ``in_flight``
         (received by someone else before it began), ``other_reader`` (hidden or deleted by
         someone else while it read), ``fifo_groups``, ``delayed``, and the bound that ended
-        it (``max_messages``, ``time_budget``) or ``read_error``."""
+        it (``max_messages``, ``max_bytes``, ``time_budget``) or ``read_error``."""
         out = []
         if self.before.in_flight:
             out.append("in_flight")
@@ -230,12 +232,15 @@ class DlqReader:
         deadline = started + self.budget
         hold = min(self.hold, max(MIN_HOLD_SECONDS, math.ceil(self.budget) + 10))
         seen: dict[str, dict[str, Any]] = {}
-        calls, empty, stop, error = 0, 0, "drained", None
+        calls, empty, stop, error, held = 0, 0, "drained", None, 0
         failed: list[str] = []
         try:
             while True:
                 if len(seen) >= max_messages:
                     stop = "max_messages"
+                    break
+                if held >= MAX_READ_BYTES:
+                    stop = "max_bytes"
                     break
                 now = time.monotonic()
                 if calls and now + (now - reading) / calls > deadline:
@@ -248,6 +253,7 @@ class DlqReader:
                     break
                 calls += 1
                 fresh = [m for m in batch if m["MessageId"] not in seen]
+                held += sum(len(m.get("Body", "")) for m in fresh)
                 for m in batch:  # a message seen again gets its newest receipt handle, so the release works
                     seen[m["MessageId"]] = m
                 if fresh:
@@ -279,7 +285,7 @@ class DlqReader:
     async def _release(self, url: str, handles: list[str]) -> list[str]:
         """Release ``handles`` in :data:`RELEASE_CHUNKS` concurrent parts; return those that failed."""
         failed: list[str] = []
-        size = -(-len(handles) // RELEASE_CHUNKS // 10) * 10  # whole batches of 10
+        size = math.ceil(len(handles) / RELEASE_CHUNKS / 10) * 10  # whole batches of 10
 
         async def part(chunk: list[str]) -> None:
             try:

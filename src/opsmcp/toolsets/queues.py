@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import anyio
 from pydantic import BaseModel, Field
 
-from opsmcp.analysis.dlq_read import SHARE_SECONDS, DlqRead, DlqReader
+from opsmcp.analysis.dlq_read import MAX_READ_BYTES, SHARE_SECONDS, DlqRead, DlqReader
 from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, iso_ms, signatures
 from opsmcp.analysis.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
@@ -129,7 +129,8 @@ class DlqAnalysis(Result):
     complete: bool = Field(description="True only when every message in the queue was read: counts exact, none "
                                        "hidden by another reader.")
     incomplete_because: list[str] = Field(description="Why not complete: in_flight, other_reader, fifo_groups, "
-                                                      "delayed, max_messages, time_budget, read_error (see notes).")
+                                                      "delayed, max_messages, max_bytes, time_budget, read_error (see "
+                                                      "notes).")
     sampled: bool = Field(description="True when a bound ended the read: groups' estimated_count are extrapolated.")
     sample: str | None = Field(None, description="When sampled: which messages were read and how counts scale.")
     receive_calls: int = Field(description="ReceiveMessage calls the read made.")
@@ -478,6 +479,7 @@ def _parse_ids_cursor(cursor: str) -> tuple[str, int, int, int]:
 def _sample_text(read: DlqRead) -> str:
     """How a sampled read chose its messages and how its counts scale."""
     why = {"max_messages": f"max_messages={read.max_messages}",
+           "max_bytes": f"{MAX_READ_BYTES // 2**20} MiB of message bodies",
            "time_budget": f"the {read.budget:g} s read budget ({read.receive_calls} receive calls in "
                           f"{read.seconds:.1f} s)",
            "read_error": "a receive failed"}.get(read.stop, read.stop)
@@ -515,6 +517,7 @@ def _read_notes(read: DlqRead, shared: bool, hold: int) -> list[str]:
         notes.append(f"no message was read: only the counts (~{read.population} visible) are known")
     elif read.sampled:
         more = {"max_messages": f"raise max_messages (up to {MAX_ANALYZE}) to read more",
+                "max_bytes": f"the read holds at most {MAX_READ_BYTES // 2**20} MiB of message bodies",
                 "time_budget": "OPSMCP_DLQ_READ_SECONDS sets the budget"}.get(read.stop, "call again")
         notes.append(f"sampled: read {read.messages_read} of ~{read.population} visible messages; group counts are "
                      f"extrapolated (estimated_count); {more}")
