@@ -267,3 +267,30 @@ async def test_a_read_holds_a_bounded_amount_of_bodies(seeded, monkeypatch):
     out = await call(seeded.client, "analyze_dlq", queue="heavy-dlq")
     assert out["messages_read"] == 10 and out["incomplete_because"] == ["max_bytes"] and out["sampled"]
     assert out["groups"][0]["estimated_count"] == 20
+
+
+async def test_list_queues_answers_with_the_counts_it_could_read(fresh_moto, tmp_path):
+    """One queue whose counts do not come back within the backend timeout (its request stalls,
+    as moto's do on a 50,000-message queue: it scans every message for them) used to fail the
+    whole list_queues; now the other queues are listed and that one is named as unread."""
+    import time
+
+    from mcp import Client
+
+    from opsmcp.server import build_server
+
+    sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
+    for name in ("slow-deep", "slow-a", "slow-b"):
+        sqs.create_queue(QueueName=name)
+    server, runtime = build_server(make_settings(fresh_moto, tmp_path, toolsets=["queues"],
+                                                 backend_timeout_seconds=1))
+
+    def stall(params, **_):
+        if params.get("QueueUrl", "").endswith("/slow-deep"):
+            time.sleep(1.5)  # past the 1 s backend timeout
+
+    runtime.clients.client("sqs").meta.events.register("provide-client-params.sqs.GetQueueAttributes", stall)
+    async with Client(server) as client:
+        out = await call(client, "list_queues", prefix="slow-")
+    assert {q["name"] for q in out["queues"]} == {"slow-a", "slow-b"} and out["unread"] == ["slow-deep"]
+    assert out["truncated"] and any("could not be read" in n for n in out["notes"])

@@ -14,11 +14,9 @@ its DLQ); a received message stays hidden for its visibility timeout unless rele
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -38,6 +36,7 @@ __all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueList", "QueueTools", "
 DEFAULT_HOLD_SECONDS = 120  # how long analysis/redrive keeps read messages hidden (OPSMCP_REDRIVE_HOLD_SECONDS)
 DEFAULT_READ_SECONDS = 4.0  # time budget of one analyze_dlq read (OPSMCP_DLQ_READ_SECONDS)
 MAX_ANALYZE = 5000  # analyze_dlq's max_messages bound
+LIST_CONCURRENCY = 16  # attribute reads one list_queues runs at once (the rest wait here, not in the backend timeout)
 BODY_PREVIEW_BYTES = 4096
 MAX_QUEUE_ARG = 1024  # a queue URL or ARN; names are at most 80 characters
 MAX_PREFIX = 80  # AWS caps QueueNamePrefix at 80 characters
@@ -49,24 +48,6 @@ QueueArg = Annotated[str, Field(description="Queue name (e.g. 'order-queue-dlq')
 
 
 # ---------------------------------------------------------------- models --------------
-
-
-async def each(fn: Callable[[str], Coroutine[Any, Any, None]], items: Iterable[str]) -> None:
-    """Run ``fn(item)`` for every item concurrently. When they fail only with
-    :class:`~opsmcp.errors.OpsError` (a backend that is down fails them all), raise the first
-    one, not the task group's ExceptionGroup, so the tool error still names the endpoint."""
-    try:
-        async with anyio.create_task_group() as tg:
-            for item in items:
-                tg.start_soon(fn, item)
-    except BaseExceptionGroup as group:
-        ops, rest = group.split(OpsError)
-        if ops is None or rest is not None:
-            raise
-        first: BaseException = ops
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
 
 
 class QueueInfo(BaseModel):
@@ -89,6 +70,8 @@ class QueueList(Result):
 
     queues: list[QueueInfo]
     count: int
+    unread: list[str] = Field(default_factory=list, description="Queues listed whose counts could not be read in "
+                                                                "time (left out of queues); call again for them.")
 
 
 class PeekedMessage(BaseModel):
@@ -181,18 +164,33 @@ class QueueTools:
         limit = clamp("limit", limit, 1, 1000, notes)
         urls, token = await self.sqs.list_urls(prefix, limit, cursor)
         attrs: dict[str, dict[str, str]] = {}
+        failed: dict[str, OpsError] = {}
+        limiter = anyio.CapacityLimiter(LIST_CONCURRENCY)
 
         async def fetch(url: str) -> None:
-            with contextlib.suppress(NotFound):  # deleted between list and read: left out
-                attrs[url] = await self.sqs.attributes(url)
+            async with limiter:
+                try:
+                    attrs[url] = await self.sqs.attributes(url)
+                except NotFound:  # deleted between list and read: named below
+                    pass
+                except OpsError as exc:
+                    failed[url] = exc
 
-        await each(fetch, urls)
+        async with anyio.create_task_group() as tg:
+            for url in urls:
+                tg.start_soon(fetch, url)
+        if failed and not attrs:  # nothing could be read: the backend is down, say so
+            raise next(iter(failed.values()))
         sources: dict[str, list[str]] = {}
         infos = []
-        gone = [queue_name(u) for u in urls if u not in attrs]
+        gone = [queue_name(u) for u in urls if u not in attrs and u not in failed]
         if gone:
             notes.append(f"{len(gone)} queue(s) were deleted between listing and reading their counts and are left "
                          f"out: {', '.join(gone[:10])}")
+        unread = [queue_name(u) for u in urls if u in failed]
+        if unread:
+            notes.append(f"the counts of {len(unread)} queue(s) could not be read ({next(iter(failed.values()))}); "
+                         "they are left out (see unread): call again, or with a prefix or a smaller limit")
         urls = [u for u in urls if u in attrs]
         for url in urls:
             a = attrs[url]
@@ -215,7 +213,8 @@ class QueueTools:
             notes.append(f"no queue name starts with {prefix!r}; call list_queues without prefix to see all")
         if prefix or token or cursor:
             notes.append("is_dlq/source_queues consider only the queues listed here; analyze_dlq checks all queues")
-        return QueueList(queues=infos, count=len(infos), truncated=bool(token), next_cursor=token, notes=notes)
+        return QueueList(queues=infos, count=len(infos), unread=unread, truncated=bool(token or unread),
+                         next_cursor=token, notes=notes)
 
     # -------------------------------------------------------------- peek_messages ------
     @tool(title="Peek at queue messages", read_only=False, destructive=False, idempotent=False)
