@@ -9,7 +9,8 @@ search_logs('timeout') -> get_order(an order id of that group); each session rep
 until its level's ``--seconds`` are up (a call that starts before the end is finished and
 counted). Concurrent analyze_dlq calls share one read (age_seconds > 0), as they would in
 production. The driver, the server and the sandbox's moto (inside the server process) share
-the machine's cores; RSS is the server process and its children (psutil).
+the machine's cores; RSS and CPU are the server process and its children (psutil). Every
+level first opens all its sessions (``initialize``), then starts its clock.
 
 Usage: python scripts/bench_sessions.py [--levels 1 10 50 100 200] [--seconds 15] [--rounds 2]
 """
@@ -66,8 +67,22 @@ async def triage_ids(url: str) -> tuple[str, str]:
     return group["trace_ids"][0], group["order_ids"][0]
 
 
-async def level(url: str, sessions: int, seconds: float, trace: str, order: str) -> dict[str, Any]:
-    """``sessions`` concurrent sessions looping the triage path for ``seconds``."""
+def _cpu(proc: Any) -> float:
+    """CPU seconds of ``proc`` and its children."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except Exception:  # a child that just exited
+            pass
+    return total
+
+
+async def level(url: str, server_pid: int, sessions: int, seconds: float, trace: str, order: str,
+                open_limit: float = 120.0) -> dict[str, Any]:
+    """``sessions`` concurrent sessions: all opened first (at most ``open_limit`` s), then each
+    loops the triage path for ``seconds``."""
     import anyio
     from mcp import Client
 
@@ -79,15 +94,19 @@ async def level(url: str, sessions: int, seconds: float, trace: str, order: str)
     errors: list[str] = []
     opened: list[float] = []
     shared = [0]
-    stop_at = time.monotonic() + seconds
+    go = anyio.Event()
+    stop_at = [0.0]
 
     async def session(n: int) -> None:
         try:
             t0 = time.perf_counter()
             async with Client(url) as client:
                 opened.append(time.perf_counter() - t0)
+                if len(opened) == sessions:
+                    go.set()
+                await go.wait()
                 i = n % len(path)  # sessions start at different steps
-                while time.monotonic() < stop_at:
+                while time.monotonic() < stop_at[0]:
                     tool, args = path[i % len(path)]
                     t = time.perf_counter()
                     result = await client.call_tool(tool, args)
@@ -99,15 +118,31 @@ async def level(url: str, sessions: int, seconds: float, trace: str, order: str)
                         shared[0] += 1
                     i += 1
         except Exception as exc:  # a broken session is an error, counted, not a crash of the driver
+            while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]  # type: ignore[assignment]
             errors.append(f"session {n}: {type(exc).__name__}: {exc}")
+            if not go.is_set() and len(opened) + len(errors) >= sessions:
+                go.set()
 
-    t0 = time.perf_counter()
+    import psutil
+
+    server_proc, me = psutil.Process(server_pid), psutil.Process()
     async with anyio.create_task_group() as tg:
         for n in range(sessions):
             tg.start_soon(session, n)
+        with anyio.move_on_after(open_limit):
+            await go.wait()  # every session open (or failed): the clock starts
+        go.set()
+        open_s = max(opened, default=0.0)
+        cpu0 = (_cpu(server_proc), _cpu(me))
+        t0 = time.perf_counter()
+        stop_at[0] = time.monotonic() + seconds
     wall = time.perf_counter() - t0
+    cpu_server, cpu_driver = _cpu(server_proc) - cpu0[0], _cpu(me) - cpu0[1]
+    calls = max(1, len(latencies))
     return {"calls": len(latencies), "errors": errors, "wall": wall, "p50": pct(latencies, 0.5),
             "p99": pct(latencies, 0.99), "rate": len(latencies) / wall, "open_p50": pct(opened, 0.5) * 1000,
+            "open_max": open_s, "server_cpu_ms": cpu_server / calls * 1000, "driver_cpu_ms": cpu_driver / calls * 1000,
             "shared": shared[0], "by_tool": by_tool}
 
 
@@ -133,7 +168,7 @@ def main() -> None:
         for r in range(opts.rounds):
             for n in opts.levels:
                 before = server_rss_mib(server.pid)
-                row = anyio.run(level, url, n, opts.seconds, trace, order)
+                row = anyio.run(level, url, server.pid, n, opts.seconds, trace, order)
                 row["rss_before"], row["rss_after"] = before, server_rss_mib(server.pid)
                 results.setdefault(n, []).append(row)
                 print(f"round {r + 1}, {n} sessions: {row['calls']} calls, {len(row['errors'])} errors, "
@@ -147,10 +182,11 @@ def main() -> None:
         def span(key: str, fmt: str = ".0f", xs: list[dict[str, Any]] = xs) -> str:
             return f"{min(x[key] for x in xs):{fmt}}-{max(x[key] for x in xs):{fmt}}"
         rows.append([n, span("calls"), sum(len(x["errors"]) for x in xs), span("rate", ".1f"),
-                     f"{min(x['rate'] for x in xs) / base:.1f}x", span("p50"), span("p99"), span("open_p50"),
-                     span("shared"), span("rss_after")])
+                     f"{min(x['rate'] for x in xs) / base:.1f}x", span("p50"), span("p99"), span("open_max", ".1f"),
+                     span("server_cpu_ms"), span("driver_cpu_ms"), span("shared"), span("rss_after")])
     print(table(["sessions", "calls", "errors (all rounds)", "calls/s", "calls/s vs 1", "p50 ms", "p99 ms",
-                 "session open p50 ms", "analyze_dlq shared", "server RSS MiB after"], rows))
+                 "all open after s", "server CPU ms/call", "driver CPU ms/call", "analyze_dlq shared",
+                 "server RSS MiB after"], rows))
     tools = ["list_queues", "analyze_dlq", "get_trace", "search_logs", "get_order"]
     print(table(["sessions (last round)", *(f"{tool} p50/p99 ms" for tool in tools)],
                 [[n, *(f"{pct(xs[-1]['by_tool'].get(t, []), 0.5):.0f}/{pct(xs[-1]['by_tool'].get(t, []), 0.99):.0f}"
