@@ -510,8 +510,8 @@ def _read_notes(read: DlqRead, shared: bool, hold: int) -> list[str]:
     if delayed:
         notes.append(f"{delayed} message(s) are delayed and cannot be received yet")
     if read.stop == "read_error":
-        notes.append(f"a receive failed: {read.error}; it may have hidden up to 10 messages for "
-                     f"{read.hold} s without this call learning which")
+        notes.append(f"a receive failed ({(read.error or '').rstrip('.')}); it may have hidden up to 10 messages "
+                     f"for {read.hold} s without this call learning which")
     if read.sampled and not read.messages_read:
         notes.append(f"no message was read: only the counts (~{read.population} visible) are known")
     elif read.sampled:
