@@ -1,8 +1,9 @@
 """Queues toolset: list queues, peek, analyse a DLQ by failure signature, redrive a DLQ.
 
 Data comes from SQS (:class:`~opsmcp.backends.sqs.SqsBackend`). The failure-signature
-grouping lives in :mod:`.dlq_signatures` and the redrive mover (the code that deletes
-data) in :mod:`.redrive`; this module holds the tools and wires them together. DLQ
+grouping lives in :mod:`.dlq_signatures`, the bounded read of a DLQ that concurrent callers
+share in :mod:`.dlq_read`, and the redrive mover (the code that deletes data) in
+:mod:`.redrive`; this module holds the tools and wires them together. DLQ
 analysis can correlate messages with application logs through an optional ``correlate``
 callable (trace id -> that trace's ERROR lines), which the server wires to the log store.
 
