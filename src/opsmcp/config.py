@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         description="Visibility timeout (s) of DLQ messages while analyze_dlq/redrive_dlq hold them; "
         "after a crash mid-redrive they are invisible this long."
     )
+    dlq_read_seconds: float = Field(
+        4.0, gt=0, le=600,
+        description="Time budget of one analyze_dlq read, seconds: it stops receiving in time to answer within about "
+        "this long and answers from the sample it read (with exact totals from the queue's attributes)."
+    )
 
     redrive_max_seconds: float = Field(
         900.0, ge=5, le=86_400, description="Time limit of one redrive_dlq call, seconds: it takes no new batch after "

@@ -158,6 +158,7 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> Built:
     """Build each enabled toolset's backend (``settings.toolsets``) and hand ``(settings,
     backend)`` to the toolset; the queue-state reader, the alert store and the catalog reader
     are also returned for the runtime, so nothing above reaches into a toolset."""
+    from opsmcp.analysis.dlq_read import DlqReader
     from opsmcp.analysis.queue_state import QueueStates
     from opsmcp.backends.dynamodb import DynamoBackend
     from opsmcp.backends.sqs import SqsBackend
@@ -176,7 +177,8 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> Built:
         # ERROR lines of their trace.
         correlate = out["logs"].error_lines if "logs" in out else None  # type: ignore[attr-defined]
         sqs = SqsBackend(clients)
-        built.queues = QueueStates(sqs, correlate)
+        reader = DlqReader(sqs, correlate, settings.redrive_hold_seconds, settings.dlq_read_seconds)
+        built.queues = QueueStates(sqs, correlate, reader)  # one shared DLQ read for the tools and the poller
         out["queues"] = QueueTools(settings, sqs, correlate=correlate, states=built.queues)
     if "orders" in enabled:
         out["orders"] = OrderTools(settings, DynamoBackend(clients))

@@ -8,8 +8,10 @@ and, through :class:`~opsmcp.calls.runtime.Runtime`, to the ``/events`` depth po
 - :meth:`QueueStates.page`: one page of queues with their counts and DLQ wiring
   (:class:`QueueInfo`), the body of ``list_queues``;
 - :meth:`QueueStates.states`: every queue (up to 1,000) as dicts, for the poller;
-- :meth:`QueueStates.dead_letters`: a small sample of a DLQ that grew, each with its failure
-  signature, for ``dlq_message`` events;
+- :meth:`QueueStates.dead_letters`: a sample of a DLQ that grew, each with its failure
+  signature, for ``dlq_message`` events, through the same shared read as ``analyze_dlq``
+  (:class:`~opsmcp.analysis.dlq_read.DlqReader`), so in one process the poller and
+  ``analyze_dlq`` never hide messages from each other;
 - :meth:`QueueStates.describe` and :meth:`QueueStates.depth`: one queue's state and its
   three counts, for the queue resource and its subscriptions;
 - :meth:`QueueStates.names`: every queue name, for completion.
@@ -20,22 +22,23 @@ mapped to :class:`~opsmcp.errors.OpsError`).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from pydantic import BaseModel, Field
 
-from opsmcp.analysis.dlq_signatures import Correlator, MessageFacts, signatures
+from opsmcp.analysis.dlq_read import DlqReader
+from opsmcp.analysis.dlq_signatures import Correlator
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.errors import NotFound, OpsError
 from opsmcp.times import iso, utcnow
 
 #: Messages read from a DLQ that grew, to name its failure groups (``dlq_message`` events).
 DEAD_LETTER_SAMPLE = 50
-#: Visibility timeout (s) of the sampled dead letters; released as soon as they are read.
-SAMPLE_HIDE_SECONDS = 10
+#: Attribute reads one page runs at once (the rest wait here, not inside the backend timeout).
+LIST_CONCURRENCY = 16
 #: The three counts of a queue: (visible, in flight, delayed).
 Depth = tuple[int, int, int]
 
@@ -73,6 +76,18 @@ class QueueInfo(BaseModel):
     source_queues: list[str] = Field(default_factory=list, description="For a DLQ: the queues that feed it.")
 
 
+@dataclass
+class Page:
+    """One page of queues: ``queues`` with their counts, ``next_cursor``, the names listed
+    whose counts could not be read (``unread``, left out of ``queues``), and ``notes`` saying
+    what was left out and why."""
+
+    queues: list[QueueInfo]
+    next_cursor: str | None
+    unread: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def _counts(attributes: dict[str, str]) -> Depth:
     return (int(attributes.get("ApproximateNumberOfMessages", 0)),
             int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
@@ -94,30 +109,55 @@ class QueueStates:
         sqs: the SQS adapter.
         correlate: optional trace-id -> ERROR lines reader (the logs toolset's), used to name
             the failure signature of sampled dead letters without error attributes.
+        reader: the shared DLQ read (the composition root hands the same one to the queues
+            toolset); default: one on ``sqs``.
     """
 
-    def __init__(self, sqs: SqsBackend, correlate: Correlator | None = None) -> None:
+    def __init__(self, sqs: SqsBackend, correlate: Correlator | None = None, reader: DlqReader | None = None) -> None:
         self.sqs = sqs
         self.correlate = correlate
+        self.reader = reader or DlqReader(sqs, correlate)
         self._urls: dict[str, str] = {}
 
-    async def page(self, prefix: str | None, limit: int, cursor: str | None) -> tuple[list[QueueInfo], str | None]:
+    async def page(self, prefix: str | None, limit: int, cursor: str | None) -> Page:
         """One page of queues (at most ``limit``, 1..1000) whose names start with ``prefix``,
         with their counts and DLQ wiring; ``is_dlq``/``source_queues`` consider this page only.
-        Returns ``(queues, next cursor or None)``. A queue deleted between the list and the
-        read is left out.
+        At most :data:`LIST_CONCURRENCY` attribute reads run at once. A queue deleted between
+        the list and the read is left out and named in ``notes``; one whose counts could not
+        be read is named in ``unread``.
 
         Raises:
-            InvalidInput: a cursor SQS does not accept. OpsError: SQS failed.
+            InvalidInput: a cursor SQS does not accept. OpsError: SQS failed for every queue
+                (the backend is down: the error names it).
         """
         urls, token = await self.sqs.list_urls(prefix, limit, cursor)
         attrs: dict[str, dict[str, str]] = {}
+        failed: dict[str, OpsError] = {}
+        limiter = anyio.CapacityLimiter(LIST_CONCURRENCY)
 
         async def fetch(url: str) -> None:
-            with contextlib.suppress(NotFound):  # deleted between list and read: left out
-                attrs[url] = await self.sqs.attributes(url)
+            async with limiter:
+                try:
+                    attrs[url] = await self.sqs.attributes(url)
+                except NotFound:  # deleted between list and read: named below
+                    pass
+                except OpsError as exc:
+                    failed[url] = exc
 
-        await each(fetch, urls)
+        async with anyio.create_task_group() as tg:
+            for url in urls:
+                tg.start_soon(fetch, url)
+        if failed and not attrs:  # nothing could be read: the backend is down, say so
+            raise next(iter(failed.values()))
+        notes: list[str] = []
+        gone = [queue_name(u) for u in urls if u not in attrs and u not in failed]
+        if gone:
+            notes.append(f"{len(gone)} queue(s) were deleted between listing and reading their counts and are left "
+                         f"out: {', '.join(gone[:10])}")
+        unread = [queue_name(u) for u in urls if u in failed]
+        if unread:
+            notes.append(f"the counts of {len(unread)} queue(s) could not be read ({next(iter(failed.values()))}); "
+                         "they are left out (see unread): call again, or with a prefix or a smaller limit")
         sources: dict[str, list[str]] = {}
         infos = []
         for url in (u for u in urls if u in attrs):
@@ -132,7 +172,7 @@ class QueueStates:
             if info.name in sources:
                 info.is_dlq = True
                 info.source_queues = sorted(sources[info.name])
-        return infos, token
+        return Page(infos, token, unread, notes)
 
     async def names(self) -> list[str]:
         """Every queue name (at most 10,000), for name completion and "did you mean"."""
@@ -141,35 +181,25 @@ class QueueStates:
     async def states(self) -> list[dict[str, Any]]:
         """Every queue (up to 1,000) as a dict with ``name``, ``visible``, ``in_flight``,
         ``delayed``, ``dlq`` and ``is_dlq`` (the ``/events`` poller's reader)."""
-        infos, _ = await self.page(None, 1000, None)
-        return [q.model_dump() for q in infos]
+        page = await self.page(None, 1000, None)
+        return [q.model_dump() for q in page.queues]
 
     async def dead_letters(self, dlq: str, n: int = DEAD_LETTER_SAMPLE) -> list[dict[str, Any]]:
-        """Up to ``n`` messages of DLQ ``dlq``, each as ``{"signature", "message_id",
-        "order_id", "trace_id"}``, named the way ``analyze_dlq`` names them.
+        """Up to ``n`` dead letters of DLQ ``dlq`` (more when a shared read already holds
+        more), each ``{"signature", "message_id", "order_id", "trace_id"}``, named the way
+        ``analyze_dlq`` names them and read through the same shared read
+        (:class:`~opsmcp.analysis.dlq_read.DlqReader`). A queue with a redrive policy of its
+        own is not read (``[]``): reading raises receive counts.
 
-        The messages are hidden for at most :data:`SAMPLE_HIDE_SECONDS` and released as soon
-        as they are read. Reading raises their receive counts, harmless in a DLQ without a
-        redrive policy of its own; a DLQ that has one is not read ([] is returned).
+        Raises:
+            NotFound: no such queue. OpsError: its attributes could not be read.
         """
         url, attrs = await self.sqs.require(dlq)
         if redrive_policy(attrs):
             return []
-        messages: dict[str, dict[str, Any]] = {}
-        try:
-            while len(messages) < n:
-                batch = await self.sqs.receive(url, min(10, n - len(messages)), SAMPLE_HIDE_SECONDS)
-                fresh = [m for m in batch if m["MessageId"] not in messages]
-                if not fresh:
-                    break
-                messages.update((m["MessageId"], m) for m in fresh)
-        finally:
-            if messages:
-                await self.sqs.release(url, [m["ReceiptHandle"] for m in messages.values()])
-        facts = [MessageFacts(m) for m in messages.values()]
-        sigs = await signatures(facts, self.correlate)
-        return [{"signature": sigs[f.id][0], "message_id": f.id, "order_id": f.order_id, "trace_id": f.trace_id}
-                for f in facts]
+        read, _ = await self.reader.read(url, attrs, n)
+        return [{"signature": sig, "message_id": mid, "order_id": order, "trace_id": trace}
+                for mid, sig, order, trace in read.records]
 
     async def describe(self, name: str) -> dict[str, Any]:
         """Queue ``name``'s state as a JSON-ready dict: counts, FIFO, its DLQ and

@@ -116,10 +116,25 @@ class SqsBackend:
 
     async def dead_letter_sources(self, url: str) -> list[str]:
         """URLs of the queues whose RedrivePolicy targets the queue at ``url``
-        (ListDeadLetterSourceQueues, its first page)."""
-        resp = await aws_call(self.clients, f"list the source queues of {queue_name(url)}",
-                              self._sqs.list_dead_letter_source_queues, QueueUrl=url)
-        return list(resp.get("queueUrls", []))
+        (ListDeadLetterSourceQueues, every page): one request per 1,000 sources instead of
+        reading every queue's attributes.
+
+        Raises:
+            NotFound: no queue at ``url``.
+        """
+        urls: list[str] = []
+        token = None
+        for _ in range(10):
+            kwargs: dict[str, Any] = {"QueueUrl": url, "MaxResults": MAX_LIST}
+            if token:
+                kwargs["NextToken"] = token
+            resp = await aws_call(self.clients, f"list the source queues of {queue_name(url)}",
+                                  self._sqs.list_dead_letter_source_queues, **kwargs)
+            urls += resp.get("queueUrls", [])
+            token = resp.get("NextToken")
+            if not token:
+                break
+        return urls
 
     async def receive(self, url: str, max_messages: int, visibility_timeout: int,
                       wait_seconds: int = 0) -> list[dict[str, Any]]:

@@ -71,8 +71,9 @@ def _triage_dlq(tools: Collection[str], runbooks: Callable[[str], list[str]]) ->
         which failures are safe to redrive."""
         q = _q(queue)
         path = _steps(tools, [
-            ("analyze_dlq", f"analyze_dlq(queue={q}) — every dead letter grouped by failure signature, with "
-                            "counts, first/last sent time, order ids and trace ids. Nothing is moved."),
+            ("analyze_dlq", f"analyze_dlq(queue={q}) — the dead letters grouped by failure signature, with "
+                            "counts, first/last sent time, order ids and trace ids (a deep DLQ: a stated sample; "
+                            "check complete). Nothing is moved."),
             ("get_trace", "get_trace(trace_id=<a trace id of the largest group>) — the request across services; "
                           "the first ERROR line explains the failure."),
             ("search_logs", 'search_logs(query=<the group\'s error message in double quotes>, level="ERROR", '
@@ -117,8 +118,9 @@ def _explain_order(tools: Collection[str], runbooks: Callable[[str], list[str]])
                             "name the order outside its trace (retries, later events)."),
             ("list_queues", "list_queues() — DLQs that hold messages now; the failing service's DLQ is the "
                             "place to look."),
-            ("analyze_dlq", "analyze_dlq(queue=<that DLQ>) — the order id appears in a group's order_ids if a "
-                            "message about it is dead-lettered; the group names the cause."),
+            ("analyze_dlq", "analyze_dlq(queue=<that DLQ>) — the order id appears in a group's order_ids (a "
+                            "page; ids_cursor gives the rest) if a message about it is dead-lettered; the group "
+                            "names the cause."),
         ])
         text = (
             f"Explain what happened to order {o}.\n\nShortest tool path:\n{path}\n\n"

@@ -1,8 +1,9 @@
 """Queues toolset: list queues, peek, analyse a DLQ by failure signature, redrive a DLQ.
 
 Data comes from SQS (:class:`~opsmcp.backends.sqs.SqsBackend`). The failure-signature
-grouping lives in :mod:`.dlq_signatures` and the redrive mover (the code that deletes
-data) in :mod:`.redrive`; this module holds the tools and wires them together. DLQ
+grouping lives in :mod:`.dlq_signatures`, the bounded read of a DLQ that concurrent callers
+share in :mod:`.dlq_read`, and the redrive mover (the code that deletes data) in
+:mod:`.redrive`; this module holds the tools and wires them together. DLQ
 analysis can correlate messages with application logs through an optional ``correlate``
 callable (trace id -> that trace's ERROR lines), which the server wires to the log store.
 
@@ -13,23 +14,31 @@ its DLQ); a received message stays hidden for its visibility timeout unless rele
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, group, iso_ms, signatures
-from opsmcp.analysis.queue_state import QueueInfo, QueueStates, each
+from opsmcp.analysis.dlq_read import MAX_READ_BYTES, SHARE_SECONDS, DlqRead, DlqReader
+from opsmcp.analysis.dlq_signatures import Correlator, DlqGroup, MessageFacts, iso_ms, signatures
+from opsmcp.analysis.queue_state import QueueInfo, QueueStates
 from opsmcp.analysis.redrive import Mover, Progress, RedriveFailure, RedriveResult, Route
 from opsmcp.backends.aws import call_budget
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.config import Settings
-from opsmcp.errors import InvalidInput, NotFound
+from opsmcp.errors import InvalidInput
 from opsmcp.results import OutsideText, Result, clamp, untrusted
 from opsmcp.toolsets.base import tool
 
 __all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueInfo", "QueueList", "QueueTools", "RedriveFailure",
            "RedriveResult"]
 
+DEFAULT_READ_SECONDS = 4.0  # time budget of one analyze_dlq read (OPSMCP_DLQ_READ_SECONDS)
+MAX_ANALYZE = 5000  # analyze_dlq's max_messages bound
 BODY_PREVIEW_BYTES = 4096
 MAX_QUEUE_ARG = 1024  # a queue URL or ARN; names are at most 80 characters
 MAX_PREFIX = 80  # AWS caps QueueNamePrefix at 80 characters
@@ -48,6 +57,8 @@ class QueueList(Result):
 
     queues: list[QueueInfo]
     count: int
+    unread: list[str] = Field(default_factory=list, description="Queues listed whose counts could not be read in "
+                                                                "time (left out of queues); call again for them.")
 
 
 class PeekedMessage(BaseModel):
@@ -82,7 +93,25 @@ class DlqAnalysis(OutsideText):
     queue: str
     source_queues: list[str]
     messages_read: int
-    approximate_total: int = Field(description="ApproximateNumberOfMessages before reading.")
+    approximate_total: int = Field(description="Messages in the queue (visible + in flight + delayed) by its "
+                                               "attributes; never below messages_read.")
+    visible: int = Field(description="ApproximateNumberOfMessages before reading.")
+    in_flight: int = Field(description="ApproximateNumberOfMessagesNotVisible before reading: received by another "
+                                       "reader and not yet deleted or released; this read could not see them.")
+    in_flight_after: int | None = Field(description="ApproximateNumberOfMessagesNotVisible after this read "
+                                                    "released its own messages; null for a sample (not read again).")
+    complete: bool = Field(description="True only when every message in the queue was read: counts exact, none "
+                                       "hidden by another reader.")
+    incomplete_because: list[str] = Field(description="Why not complete: in_flight, other_reader, fifo_groups, "
+                                                      "delayed, max_messages, max_bytes, time_budget, read_error (see "
+                                                      "notes).")
+    sampled: bool = Field(description="True when a bound ended the read: groups' estimated_count are extrapolated.")
+    sample: str | None = Field(None, description="When sampled: which messages were read and how counts scale.")
+    receive_calls: int = Field(description="ReceiveMessage calls the read made.")
+    read_seconds: float = Field(description="How long the read took.")
+    read_at: str = Field(description="When the read ended, ISO-8601 UTC.")
+    age_seconds: float = Field(description="0 when this call read the queue; else the age of the read it shares "
+                                           "with another call.")
     groups: list[DlqGroup]
 
 
@@ -107,9 +136,11 @@ class QueueTools:
                  states: QueueStates | None = None) -> None:
         self.sqs = sqs
         self.correlate = correlate
-        self.states = states or QueueStates(sqs, correlate)
         self.hold = settings.redrive_hold_seconds
         self.max_seconds = settings.redrive_max_seconds
+        self.states = states or QueueStates(sqs, correlate, DlqReader(sqs, correlate, self.hold,
+                                                                      settings.dlq_read_seconds))
+        self.reader = self.states.reader
 
     # -------------------------------------------------------------- list_queues --------
     @tool(title="List SQS queues", read_only=True, idempotent=True)
@@ -129,12 +160,15 @@ class QueueTools:
             InvalidInput: a cursor SQS does not accept (start over without it)."""
         notes: list[str] = []
         limit = clamp("limit", limit, 1, 1000, notes)
-        infos, token = await self.states.page(prefix, limit, cursor)
+        page = await self.states.page(prefix, limit, cursor)
+        infos, token, unread = page.queues, page.next_cursor, page.unread
+        notes += page.notes
         if prefix and not infos:
             notes.append(f"no queue name starts with {prefix!r}; call list_queues without prefix to see all")
         if prefix or token or cursor:
             notes.append("is_dlq/source_queues consider only the queues listed here; analyze_dlq checks all queues")
-        return QueueList(queues=infos, count=len(infos), truncated=bool(token), next_cursor=token, notes=notes)
+        return QueueList(queues=infos, count=len(infos), unread=unread, truncated=bool(token or unread),
+                         next_cursor=token, notes=notes)
 
     # -------------------------------------------------------------- peek_messages ------
     @tool(title="Peek at queue messages", read_only=False, destructive=False, idempotent=False)
@@ -202,49 +236,18 @@ class QueueTools:
                 f"analyse its DLQ {queue_name(policy['deadLetterTargetArn'])!r} instead, or use peek_messages "
                 "for a sample.",
             )
-        sources = await self._sources_of(attributes.get("QueueArn", ""))
+        sources = await self._sources_of(url)
         return url, attributes, sources
 
-    async def _sources_of(self, arn: str) -> list[str]:
-        """Names of queues whose RedrivePolicy targets ``arn`` (every queue is read).
+    async def _sources_of(self, url: str) -> list[str]:
+        """Names of the queues whose RedrivePolicy targets the queue at ``url``
+        (ListDeadLetterSourceQueues: one request, however many queues exist).
 
         Raises:
-            OpsError: a queue could not be read (a wrong answer here could redrive to the
-                wrong queue, so failures are not skipped); a queue deleted meanwhile is.
+            OpsError: the list could not be read (a wrong answer here could redrive to the
+                wrong queue, so a failure is not skipped).
         """
-        found: list[str] = []
-
-        async def check(url: str) -> None:
-            try:
-                policy = redrive_policy(await self.sqs.attributes(url))
-            except NotFound:
-                return
-            if policy and policy.get("deadLetterTargetArn") == arn:
-                found.append(queue_name(url))
-
-        await each(check, await self.sqs.all_urls())
-        return sorted(found)
-
-    async def _read_all(self, url: str, limit: int, expected: int, seen: dict[str, dict[str, Any]]) -> None:
-        """Receive up to ``limit`` distinct messages into ``seen`` (message id -> message),
-        keeping them hidden; the caller releases them, even when this raises.
-
-        Stops when the queue is drained, when ``expected`` messages were read, or when
-        receives bring back only messages already seen (whose receipt handle is refreshed, so
-        the release works even after a visibility timeout ran out).
-        """
-        empty = 0
-        while len(seen) < limit:
-            batch = await self.sqs.receive(url, min(10, limit - len(seen)), visibility_timeout=self.hold)
-            fresh = [m for m in batch if m["MessageId"] not in seen]
-            for m in batch:
-                seen[m["MessageId"]] = m
-            if not fresh:
-                empty += 1
-                if len(seen) >= expected or empty >= 3:
-                    break
-            else:
-                empty = 0
+        return sorted(queue_name(u) for u in await self.sqs.dead_letter_sources(url))
 
     # -------------------------------------------------------------- analyze_dlq --------
     @tool(title="Analyse a DLQ by failure signature", read_only=False, destructive=False, idempotent=False)
@@ -253,41 +256,60 @@ class QueueTools:
         queue: QueueArg,
         max_messages: Annotated[int, Field(description="Read at most this many messages, 1-5000 (others are "
                                                      "clamped).")] = 1000,
+        cursor: Annotated[str | None, Field(description="A group's ids_cursor: the next page of its ids.",
+                                            max_length=MAX_CURSOR)] = None,
     ) -> DlqAnalysis:
-        """Read a DLQ (all of it, up to max_messages) and group its messages by failure
-        signature: the ErrorCode/ErrorMessage attributes where present, else the last ERROR
-        log line of the message's trace id, else the message type. Each group: count, first/last
-        sent time, sample message ids, order ids and trace ids. Nothing is moved: messages are
-        hidden while being read and made visible again before this returns (receive counts
-        rise by 1). Refuses a queue that has a redrive policy of its own."""
+        """Read a DLQ and group its messages by failure signature: the ErrorCode/ErrorMessage
+        attributes where present, else the last ERROR log line of the message's trace id, else
+        the message type. Each group: count, estimated_count, first/last sent time, message,
+        order and trace ids (a page, with totals and an ids_cursor for the rest). Totals come
+        from the queue's attributes; the read stops at max_messages or its time budget
+        (OPSMCP_DLQ_READ_SECONDS) and then answers from a sample (`sampled`, `sample`).
+        `complete` is true only when every message was read; `incomplete_because` says why
+        not (e.g. messages in flight with another reader). Concurrent calls on one queue share
+        one read (`age_seconds`). Nothing is moved: messages are hidden while read and made
+        visible again before this returns (receive counts rise by 1). Refuses a queue that has
+        a redrive policy of its own."""
         notes: list[str] = []
-        max_messages = clamp("max_messages", max_messages, 1, 5000, notes)
-        url, attributes, sources = await self._dlq_context(queue)
-        expected = int(attributes.get("ApproximateNumberOfMessages", 0))
-        seen: dict[str, dict[str, Any]] = {}
-        messages: list[dict[str, Any]] = []
-        try:
-            await self._read_all(url, max_messages, expected, seen)
-            messages = list(seen.values())
-            facts = [MessageFacts(m) for m in messages]
-            groups = group(facts, await signatures(facts, self.correlate))
-        finally:
-            failed = await self.sqs.release(url, [m["ReceiptHandle"] for m in seen.values()])
-        if failed:
-            notes.append(f"{len(failed)} message(s) could not be released and stay hidden for up to {self.hold} s")
+        page = _parse_ids_cursor(cursor) if cursor else None
+        max_messages = page[3] if page else clamp("max_messages", max_messages, 1, MAX_ANALYZE, notes)
+        url = await self.sqs.resolve(queue)  # also makes the client on a first call: not part of the budget below
+        started = time.monotonic()  # the read's time budget counts from here (the attributes are read inside it)
+        url, attributes, sources = await self._dlq_context(url)
+        read, shared = await self.reader.read(url, attributes, max_messages, started)
+        groups: list[DlqGroup] = []
+        next_cursor = None
+        if page:
+            found = next((g for g in read.groups if _group_key(g.signature) == page[0]), None)
+            if found is None:
+                raise InvalidInput("the group this cursor pages through is not among the messages read now (the DLQ "
+                                   "changed since the cursor was issued).",
+                                   "call analyze_dlq without cursor for the current groups.")
+            shown, more = found.page(read.scale, page[1], page[2])
+            next_cursor = shown.ids_cursor = _ids_cursor(found.signature, more, max_messages) if more else None
+            groups = [shown]
+        else:
+            for g in read.groups:
+                shown, more = g.page(read.scale)
+                shown.ids_cursor = _ids_cursor(g.signature, more, max_messages) if more else None
+                groups.append(shown)
+        notes += _read_notes(read, shared, self.hold)
         if not sources:
             notes.append(f"no queue's RedrivePolicy targets {queue_name(url)}: it is not wired as a DLQ")
-        truncated = len(messages) >= max_messages and expected > len(messages)
-        if truncated:
-            notes.append(f"read {len(messages)} of ~{expected} messages; raise max_messages to read more")
-        elif attributes.get("FifoQueue") == "true" and len(messages) < expected:
-            notes.append("FIFO: messages queued behind the first batch of their message group cannot be read "
-                         "without moving them")
         if any(g.basis == "message_type" for g in groups) and self.correlate is None:
             notes.append("log correlation is off (logs toolset disabled): groups without error attributes use "
                          "the message type")
-        return DlqAnalysis(queue=queue_name(url), source_queues=sources, messages_read=len(messages),
-                           approximate_total=expected, groups=groups, truncated=truncated, notes=notes)
+        reasons = read.reasons()
+        return DlqAnalysis(
+            queue=queue_name(url), source_queues=sources, messages_read=read.messages_read,
+            approximate_total=read.total, visible=read.before.visible, in_flight=read.before.in_flight,
+            in_flight_after=read.after.in_flight if read.after else None, complete=not reasons,
+            incomplete_because=reasons,
+            sampled=read.sampled, sample=_sample_text(read) if read.sampled else None,
+            receive_calls=read.receive_calls, read_seconds=round(read.seconds, 3),
+            read_at=datetime.fromtimestamp(read.read_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            age_seconds=round(time.monotonic() - read.finished, 3) if shared else 0.0, groups=groups,
+            truncated=bool(reasons) or any(g.ids_cursor for g in groups), next_cursor=next_cursor, notes=notes)
 
     # -------------------------------------------------------------- redrive_dlq --------
     @tool(title="Redrive a DLQ", read_only=False, destructive=True, idempotent=False, write=True, preview_arg="dry_run",
@@ -363,3 +385,89 @@ class QueueTools:
                                 "signatures")
         return result
 
+
+
+# ---------------------------------------------------------------- analyze_dlq helpers -----
+
+
+def _group_key(signature: str) -> str:
+    return hashlib.sha256(signature.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _ids_cursor(signature: str, offsets: tuple[int, int], max_messages: int) -> str:
+    """The opaque cursor of a group's next id page: ``(group, message offset, id offset, max_messages)``."""
+    raw = json.dumps([_group_key(signature), offsets[0], offsets[1], max_messages], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _parse_ids_cursor(cursor: str) -> tuple[str, int, int, int]:
+    """The parts of an :func:`_ids_cursor`.
+
+    Raises:
+        InvalidInput: not a cursor analyze_dlq returned.
+    """
+    try:
+        key, m, i, n = json.loads(base64.urlsafe_b64decode(cursor.strip() + "=" * (-len(cursor.strip()) % 4)))
+        if isinstance(key, str) and len(key) == 16 and all(type(v) is int and 0 <= v <= 10**7 for v in (m, i, n)) \
+                and 1 <= n <= MAX_ANALYZE:
+            return key, m, i, n
+    except (ValueError, TypeError, UnicodeError):
+        pass
+    raise InvalidInput("cursor is not a group's ids_cursor from analyze_dlq.",
+                       "call analyze_dlq without cursor and pass one group's ids_cursor.")
+
+
+def _sample_text(read: DlqRead) -> str:
+    """How a sampled read chose its messages and how its counts scale."""
+    why = {"max_messages": f"max_messages={read.max_messages}",
+           "max_bytes": f"{MAX_READ_BYTES // 2**20} MiB of message bodies",
+           "time_budget": f"the {read.budget:g} s read budget ({read.receive_calls} receive calls in "
+                          f"{read.seconds:.1f} s)",
+           "read_error": "a receive failed"}.get(read.stop, read.stop)
+    if not read.messages_read:
+        return f"none of ~{read.population} visible messages: {why} before any message was read."
+    return (f"{read.messages_read} of ~{read.population} visible messages: the first ones {read.receive_calls} receive "
+            f"calls returned before {why} ended the read. SQS chooses which messages a receive returns (not a random "
+            f"sample; moto returns the oldest first), so a rare failure may be missing; estimated_count = count x "
+            f"{read.population}/{read.messages_read}.")
+
+
+def _read_notes(read: DlqRead, shared: bool, hold: int) -> list[str]:
+    """Notes naming everything that kept ``read`` from seeing the whole queue, and how to see more."""
+    notes = []
+    if shared:
+        notes.append(f"shared read: another call read this queue {time.monotonic() - read.finished:.1f} s ago; a read "
+                     f"is reused for up to {SHARE_SECONDS:.0f} s while the queue's counts stay the same")
+    if read.before.in_flight:
+        notes.append(f"{read.before.in_flight} message(s) were in flight when the read began (received by another "
+                     "reader, neither deleted nor released): their contents could not be read; call again after their "
+                     "visibility timeout")
+    if read.missed and read.fifo:
+        notes.append(f"FIFO: {read.missed} message(s) queued behind the first message of their group cannot be read "
+                     "without moving them")
+    elif read.missed:
+        notes.append(f"{read.missed} message(s) visible when the read began were not received: another reader (a "
+                     "consumer, another opsmcp replica, a redrive) hid or deleted them while this read ran; call again")
+    delayed = max(read.before.delayed, read.now.delayed)
+    if delayed:
+        notes.append(f"{delayed} message(s) are delayed and cannot be received yet")
+    if read.stop == "read_error":
+        notes.append(f"a receive failed ({(read.error or '').rstrip('.')}); it may have hidden up to 10 messages "
+                     f"for {read.hold} s without this call learning which")
+    if read.sampled and not read.messages_read:
+        notes.append(f"no message was read: only the counts (~{read.population} visible) are known")
+    elif read.sampled:
+        more = {"max_messages": f"raise max_messages (up to {MAX_ANALYZE}) to read more",
+                "max_bytes": f"the read holds at most {MAX_READ_BYTES // 2**20} MiB of message bodies",
+                "time_budget": "OPSMCP_DLQ_READ_SECONDS sets the budget"}.get(read.stop, "call again")
+        notes.append(f"sampled: read {read.messages_read} of ~{read.population} visible messages; group counts are "
+                     f"extrapolated (estimated_count); {more}")
+    if read.after and read.before.total != read.after.total:
+        notes.append(f"the queue changed while it was read: {read.before.total} messages before, {read.after.total} "
+                     "after")
+    if read.after_error:
+        notes.append(f"the queue's counts after reading could not be read ({read.after_error}); the counts before "
+                     "are shown")
+    if read.release_failed:
+        notes.append(f"{read.release_failed} message(s) could not be released and stay hidden for up to {hold} s")
+    return notes
