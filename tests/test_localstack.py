@@ -48,7 +48,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from helpers import call, real_redrive
+from helpers import call
 
 import localstack_host as lh
 import promstack
@@ -279,10 +279,10 @@ def test_the_triage_path_and_an_approved_redrive_on_localstack(stack, tmp_path):
     from opsmcp.server import build_server
 
     settings = Settings(aws_endpoint_url=stack.ls.url, aws_region="us-east-1", data_dir=tmp_path, allow_writes=True,
-                        toolsets=["queues", "orders", "metrics"])
+                        toolsets=["queues", "orders", "metrics"], write_approval="human")
     scenario = build_scenario()
-    server, _ = build_server(settings)
-    anyio.run(_triage, server, scenario)
+    server, runtime = build_server(settings)
+    anyio.run(_triage, server, runtime, scenario)
     sqs = boto3.client("sqs", endpoint_url=stack.ls.url, region_name="us-east-1")
     url = sqs.get_queue_url(QueueName="order-cancellation-queue")["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
@@ -291,10 +291,14 @@ def test_the_triage_path_and_an_approved_redrive_on_localstack(stack, tmp_path):
     assert "redrive_dlq" in audit
 
 
-async def _triage(server: Any, scenario: Any) -> None:
-    """list_queues, analyze_dlq, get_order, query_metrics, then a dry run and the approved move."""
+async def _triage(server: Any, runtime: Any, scenario: Any) -> None:
+    """list_queues, analyze_dlq, get_order, query_metrics, then a dry run, the real call
+    (an approval request: OPSMCP_WRITE_APPROVAL=human) and a person's approval that moves it."""
     from mcp import Client
 
+    from opsmcp.calls.identity import caller
+
+    reset = caller.set("agent")
     async with Client(server) as client:
         listed = await call(client, "list_queues")
         depth = {q["name"]: q for q in listed["queues"]}
@@ -307,8 +311,19 @@ async def _triage(server: Any, scenario: Any) -> None:
                             metric_name="ApproximateNumberOfMessagesVisible",
                             dimensions={"QueueName": "order-queue-dlq"}, start="-6h")
         assert metric["point_count"] > 100 and metric["summary"]["max"] > 0, metric["summary"]
-        moved = await real_redrive(client, queue="order-cancellation-queue-dlq")
-        assert moved["moved"] == 8 and moved["remaining"] == 0 and not moved["failed"]
+        preview = await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq")
+        assert preview["matched"] == 8 and preview["approval"]["bound"] == 8
+        pending = await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
+        assert pending["status"] == "pending_approval" and pending["approval_id"]
+    caller.reset(reset)
+    reset = caller.set("lead")  # a person other than the requester approves
+    try:
+        done = await runtime.approvals.desk.decide(pending["approval_id"], True)
+    finally:
+        caller.reset(reset)
+    assert done.status == "done" and done.result is not None, done
+    moved = done.result
+    assert moved["moved"] == 8 and moved["remaining"] == 0 and not moved["failed"]
 
 
 def test_bench_redrive_measures_localstack(stack):
