@@ -28,7 +28,7 @@ from test_console import (
     send_hostile_dead_letters,
     visible,
 )
-from test_events import _send_dead_letters
+from helpers import send_dead_letters
 from test_live_page import CHROMIUM, DRIVER, browser  # noqa: F401  (browser: the Chromium fixture)
 
 from opsmcp.calls.audit import FileAudit
@@ -160,7 +160,7 @@ def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_fee
 
         # Then live, from /events: new dead letters grow the table, the chart and their group.
         _wait(lambda: "order-queue-dlq" in runtime.poller.seen, 30, "the poller's baseline")
-        _send_dead_letters(fresh_moto, "order-queue-dlq", 4)
+        send_dead_letters(fresh_moto, "order-queue-dlq", 4)
         _wait(lambda: browser.execute_script(
             "const row = document.querySelector('tr[data-queue=\"order-queue-dlq\"]');"
             "return row && +row.cells[1].textContent + +row.cells[2].textContent === 35"), 30, "depth 35")
