@@ -363,7 +363,7 @@ def team_tokens(tmp_path: Any) -> dict[str, str]:
     path = tmp_path / "tokens.jsonl"
     return {name: add_token(path, name, scopes) for name, scopes in {
         "agent": ["ops:read", "ops:write"], "lead": ["ops:read", "ops:approve"], "viewer": ["ops:read"],
-        "solo": ["ops:read", "ops:write", "ops:approve"]}.items()}
+        "solo": ["ops:read", "ops:write", "ops:approve"], "alertmanager": ["alerts:write"]}.items()}
 
 
 async def mcp_call(url: str, token: str, tool: str, **arguments: Any) -> dict[str, Any]:

@@ -169,7 +169,7 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
                 {"status": "firing", "fingerprint": "f1", "labels": {"alertname": "DLQGrowing", "severity": "page"},
                  "annotations": {"summary": "<!channel> look"}, "startsAt": "2026-12-01T08:00:00Z",
                  "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph"}]}
-            hooks = {"Authorization": f"Bearer {tokens['agent']}"}
+            hooks = {"Authorization": f"Bearer {tokens['alertmanager']}"}  # Alertmanager's own credential
             assert http.post("/webhooks/alertmanager", json=alert, headers=hooks).status_code == 200
             posts = r.wait_for(4)
             assert http.post("/webhooks/alertmanager", json=alert, headers=hooks).status_code == 200  # a repeat

@@ -291,7 +291,7 @@ def test_the_env_file_asks_each_secret_once_and_compose_passes_it_on(compose):
     (OPENSEARCH_INITIAL_ADMIN_PASSWORD and OPSMCP_OPENSEARCH_PASSWORD), which had to match."""
     example = (ROOT / "deploy" / "opsmcp.env.example").read_text()
     asked = re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.M)
-    assert sorted(asked) == ["OPENSEARCH_INITIAL_ADMIN_PASSWORD", "OPSMCP_HTTP_TOKEN"], asked
+    assert sorted(asked) == ["OPENSEARCH_INITIAL_ADMIN_PASSWORD", "OPSMCP_HTTP_TOKEN", "OPSMCP_WEBHOOK_TOKEN"], asked
     opsmcp = compose["services"]["opsmcp"]
     assert opsmcp["entrypoint"][:2] == ["/bin/sh", "-c"]
     assert 'OPSMCP_OPENSEARCH_PASSWORD="$$OPENSEARCH_INITIAL_ADMIN_PASSWORD" exec opsmcp "$$@"' in opsmcp["entrypoint"]

@@ -207,11 +207,11 @@ def console_server(fresh_moto: str, tmp_path: Path, **overrides: Any):
     """The real HTTP app on a moto server seeded with the incident (queues, orders, the last
     hour of metrics), writes on (mode prompt-or-confirm unless overridden), the alerts
     toolset on, and identities ``agent`` (read, write), ``viewer`` (read), ``lead`` (read,
-    approve), ``approver_only`` (approve). Yields ``(base url, runtime, tokens)``."""
+    approve), ``approver_only`` (approve), ``alertmanager`` (alerts:write). Yields ``(base url, runtime, tokens)``."""
     from helpers import serve_app
 
     keys = tokens(tmp_path, agent=["ops:read", "ops:write"], viewer=["ops:read"], approver_only=["ops:approve"],
-                  lead=["ops:read", "ops:approve"])
+                  lead=["ops:read", "ops:approve"], alertmanager=["alerts:write"])
     options: dict[str, Any] = dict(allow_writes=True, write_approval="prompt-or-confirm",
                                    toolsets=["queues", "metrics", "alerts"], tokens_file=tmp_path / "tokens.jsonl",
                                    alertmanager_url="http://127.0.0.1:9", events_poll_seconds=0.5)
@@ -232,7 +232,7 @@ def test_the_console_api_serves_every_panel_at_load(fresh_moto, tmp_path):
         done = anyio.run(lambda: mcp_call(base, keys["agent"], "redrive_dlq", queue=dlq, max_messages=2,
                                           dry_run=False, confirm=True, approval_token=preview["approval"]["token"]))
         assert done["moved"] == 2
-        posted = http.post("/webhooks/alertmanager", json=alert_payload())
+        posted = http.post("/webhooks/alertmanager", json=alert_payload(), headers=bearer(keys["alertmanager"]))
         assert posted.status_code == 200, posted.text
 
         writes = http.get("/api/console/writes", params={"limit": 5}).json()

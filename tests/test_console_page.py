@@ -31,7 +31,7 @@ from test_console import (
 from helpers import send_dead_letters
 from test_live_page import CHROMIUM, DRIVER, browser  # noqa: F401  (browser: the Chromium fixture)
 
-from opsmcp.calls.audit import FileAudit
+from opsmcp.calls.audit import read_tail
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
@@ -110,7 +110,7 @@ def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_m
         assert visible(fresh_moto, dlq) == dlq_before - 5 and visible(fresh_moto, source) == source_before + 5
         again = httpx.post(f"{base}/api/approvals/{request_id}/approve", headers=bearer(keys["lead"]), json={})
         assert again.status_code == 409
-        intents = [r for r in FileAudit(runtime.settings.audit_log_path).tail(200)
+        intents = [r for r in read_tail(runtime.settings.audit_log_path, 200)
                    if r.get("call_id") == request_id and r["phase"] == "intent"]
         assert len(intents) == 1 and intents[0]["arguments"]["max_messages"] == 5
         _wait(lambda: browser.execute_script(
@@ -128,7 +128,7 @@ def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_fee
         done = anyio.run(lambda: mcp_call(base, keys["agent"], "redrive_dlq", queue=dlq, max_messages=2,
                                           dry_run=False, confirm=True, approval_token=preview["approval"]["token"]))
         assert done["moved"] == 2
-        assert httpx.post(f"{base}/webhooks/alertmanager", headers=bearer(keys["viewer"]),
+        assert httpx.post(f"{base}/webhooks/alertmanager", headers=bearer(keys["alertmanager"]),
                           json=alert_payload()).status_code == 200
         send_hostile_dead_letters(fresh_moto, "order-queue-dlq", 3)
 

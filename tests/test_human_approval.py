@@ -86,7 +86,11 @@ async def test_the_requester_alone_changes_nothing(human):
         preview = await call(agent, "redrive_dlq", queue=DLQ)
         assert preview["status"] == "dry_run" and preview["approval"] is None
         for extra in ({}, {"confirm": True, "approval_token": token}, {}, {"confirm": True}):
-            out = await call(agent, "redrive_dlq", queue=DLQ, dry_run=False, **extra)
+            if extra:  # confirm and a token are not arguments here: refused, nothing stored or moved
+                with pytest.raises(ToolFailed, match="a person approves every real change"):
+                    await call(agent, "redrive_dlq", queue=DLQ, dry_run=False, **extra)
+                continue
+            out = await call(agent, "redrive_dlq", queue=DLQ, dry_run=False)
             assert out["status"] == "pending_approval" and out["moved"] == 0 and out["matched"] == 8
             assert out["approval"]["token"] is None and out["approval"]["bound"] == 8
             ids.add(out["approval_id"])
@@ -94,7 +98,7 @@ async def test_the_requester_alone_changes_nothing(human):
             with pytest.raises(ToolFailed, match=r"No approval request|approval_id"):
                 await call(agent, "get_approval", approval_id=forged)
         assert (await call(agent, "get_approval", approval_id=sorted(ids)[0]))["status"] == "pending"
-    assert len(ids) == 4 and visible(h.sqs, DLQ) == 8
+    assert len(ids) == 2 and visible(h.sqs, DLQ) == 8
     desk = h.runtime.approvals.desk
     with acting_as("agent"):  # its own identity, even with ops:approve, may not approve its requests
         for request_id in ids:

@@ -55,7 +55,8 @@ import promstack
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "Seed-Pass-42!"
-TOKEN = "compose-on-host-token"
+TOKEN = "compose-on-host-token-0123456789abcdef"  # 32+ characters: compose binds 0.0.0.0
+WEBHOOK_TOKEN = "w" * 40  # Alertmanager's own credential (compose passes OPSMCP_WEBHOOK_TOKEN to both)
 HOOKS_BUDGET = 900.0  # s: hook 10 builds a venv (pip, ~1-2 min on 2 cores) and seeds
 pytestmark = pytest.mark.timeout(1800)
 
@@ -409,7 +410,8 @@ def host_stack(stack, tmp_path_factory):
     for name, source in (("prometheus.yml", "deploy/prometheus/prometheus.yml"),
                          ("alertmanager.yml", "deploy/alertmanager/alertmanager.yml")):
         (work / name).write_text(_host((ROOT / source).read_text(), mapping))
-    env_file = {"OPSMCP_HTTP_TOKEN": TOKEN, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": PASSWORD}
+    env_file = {"OPSMCP_HTTP_TOKEN": TOKEN, "OPSMCP_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+                "OPENSEARCH_INITIAL_ADMIN_PASSWORD": PASSWORD}
     example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / "deploy" / "opsmcp.env.example").read_text(), re.M))
     assert set(example) == set(env_file), "fill every variable deploy/opsmcp.env.example asks for"
     base = {k: v for k, v in os.environ.items()

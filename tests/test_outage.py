@@ -172,7 +172,6 @@ async def test_stalled_backend_mid_redrive_answers_within_5s_with_what_moved(tmp
     the stall with what moved so far (status stopped, stop_reason backend), and nothing is
     lost: once the backend is back and the hold has run out, every message is in the DLQ or
     the source queue, and those in both were reported in duplicates_possible."""
-    import re
 
     import boto3
     from mcp import Client
@@ -183,7 +182,7 @@ async def test_stalled_backend_mid_redrive_answers_within_5s_with_what_moved(tmp
     moto = MotoProcess().start()
     try:
         settings = make_settings(moto.endpoint, tmp_path, toolsets=["queues"], allow_writes=True,
-                                 redrive_hold_seconds=5)
+                                 redrive_hold_seconds=5, write_approval="prompt-or-confirm")
         sqs = boto3.client("sqs", endpoint_url=moto.endpoint, region_name="us-east-1")
         dlq = sqs.create_queue(QueueName="stall-dlq")["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -203,12 +202,12 @@ async def test_stalled_backend_mid_redrive_answers_within_5s_with_what_moved(tmp
         answered: dict[str, Any] = {}
         async with Client(server) as client:
             preview = await client.call_tool("redrive_dlq", {"queue": "stall-dlq"})
-            token = re.search(r"approval_token=(\S+)", json.dumps(preview.structured_content))
-            assert token is not None
+            token = (preview.structured_content or {}).get("approval", {}).get("token")
+            assert token, preview
 
             async def move() -> None:
                 answered["result"] = await client.call_tool("redrive_dlq", {
-                    "queue": "stall-dlq", "dry_run": False, "confirm": True, "approval_token": token.group(1)})
+                    "queue": "stall-dlq", "dry_run": False, "confirm": True, "approval_token": token})
                 answered["at"] = time.monotonic()
 
             async with anyio.create_task_group() as tg:

@@ -158,7 +158,8 @@ async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):
 async def test_audit_failure_stops_the_write_before_it_acts(fresh_moto, tmp_path):
     blocked = tmp_path / "audit-is-a-directory"
     blocked.mkdir()
-    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, audit_log=blocked)
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, audit_log=blocked,
+                             write_approval="prompt-or-confirm")
     seed_aws(settings, build_scenario(), metrics=False)
     server, _ = build_server(settings)
     sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")

@@ -26,7 +26,7 @@ if [ ! -x "$VENV/bin/opsmcp" ] || ! "$VENV/bin/python" -c "import opensearchpy" 
   "$PYTHON" -m venv "$VENV"
   BUILD="$(mktemp -d)"  # the mount is read-only and a build writes beside the sources
   trap 'rm -rf "$BUILD"' EXIT
-  cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/src" "$BUILD/"
+  cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/src" "$SRC/tools" "$BUILD/"  # tools/: the playbook catalog
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "$BUILD[opensearch]"
 fi
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"

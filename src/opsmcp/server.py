@@ -111,12 +111,18 @@ class OpsServer(MCPServer):
     def _absent(self, name: str) -> dict[str, str]:
         """Arguments tool ``name`` deliberately lacks on this server, and why (for argument errors)."""
         mark = self.runtime.tools.get(name)
-        if mark is None or not mark.write or self.runtime.settings.write_approval != "prompt":
+        mode = self.runtime.settings.write_approval
+        if mark is None or not mark.write or mode == "prompt-or-confirm":
             return {}
-        why = (f"this server makes real changes only through an approval prompt that the user answers "
-               f"(OPSMCP_WRITE_APPROVAL=prompt), so a client that cannot show one cannot make them; call with "
-               f"{mark.preview_arg}=false from a client that supports approval prompts (elicitation), or show the "
-               "dry run's preview to the user")
+        if mode == "human":
+            why = (f"on this server a person approves every real change (OPSMCP_WRITE_APPROVAL=human): call with "
+                   f"{mark.preview_arg}=false and no confirm; the answer is an approval request (pending_approval, "
+                   "approval_id) that you can follow with get_approval")
+        else:
+            why = (f"this server makes real changes only through an approval prompt that the user answers "
+                   f"(OPSMCP_WRITE_APPROVAL=prompt), so a client that cannot show one cannot make them; call with "
+                   f"{mark.preview_arg}=false from a client that supports approval prompts (elicitation), or show "
+                   "the dry run's preview to the user")
         return {"confirm": why, "approval_token": why}
 
 
