@@ -313,9 +313,10 @@ async def _triage(server: Any, runtime: Any, scenario: Any) -> None:
                             dimensions={"QueueName": "order-queue-dlq"}, start="-6h")
         assert metric["point_count"] > 100 and metric["summary"]["max"] > 0, metric["summary"]
         preview = await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq")
-        assert preview["matched"] == 8 and preview["approval"]["bound"] == 8
+        assert preview["matched"] == 8 and preview["moved"] == 0
         pending = await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False)
-        assert pending["status"] == "pending_approval" and pending["approval_id"]
+        assert pending["status"] == "pending_approval" and pending["approval_id"] and pending["moved"] == 0
+        assert pending["approval"]["bound"] == 8  # the request is held to what the preview showed
     caller.reset(reset)
     reset = caller.set("lead")  # a person other than the requester approves
     try:
