@@ -218,6 +218,28 @@ def prune(alerts: dict[str, StoredAlert], max_stored: int, sizes: dict[str, int]
     return gone
 
 
+#: Characters of an alert's summary a listing shows.
+SUMMARY_CHARS = 300
+
+
+def newest_firing_first(alerts: list[StoredAlert]) -> list[StoredAlert]:
+    """``alerts`` as every listing shows them: firing first, then newest start first."""
+    ordered = sorted(alerts, key=lambda a: a.starts_at or "", reverse=True)
+    ordered.sort(key=lambda a: a.status != "firing")
+    return ordered
+
+
+def brief(a: StoredAlert) -> dict[str, Any]:
+    """One alert as a listing shows it (``list_alerts``, the console): ``fingerprint``,
+    ``alertname``, ``status``, ``severity``, ``summary`` (the summary or description
+    annotation, cut to :data:`SUMMARY_CHARS` characters), ``starts_at``, ``ends_at``,
+    ``received_count``."""
+    text = a.annotations.get("summary") or a.annotations.get("description")
+    return {"fingerprint": a.fingerprint, "alertname": a.labels.get("alertname"), "status": a.status,
+            "severity": a.labels.get("severity"), "summary": text[:SUMMARY_CHARS] if text else None,
+            "starts_at": a.starts_at, "ends_at": a.ends_at, "received_count": a.received_count}
+
+
 class AlertStore(Protocol):
     """What the alerts toolset, the webhook and completion need from a store."""
 
