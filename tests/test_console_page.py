@@ -19,17 +19,18 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from test_console import (
+from helpers import (
+    CHROMIUM,
+    DRIVER,
     HOSTILE_SUMMARY,
     alert_payload,
     bearer,
     console_server,
     mcp_call,
+    send_dead_letters,
     send_hostile_dead_letters,
     visible,
 )
-from test_events import _send_dead_letters
-from test_live_page import CHROMIUM, DRIVER, browser  # noqa: F401  (browser: the Chromium fixture)
 
 from opsmcp.calls.audit import FileAudit
 
@@ -77,7 +78,7 @@ for (let i = 0; i < data.length; i += 4) {
 return n;"""
 
 
-def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_messages(browser, fresh_moto,  # noqa: F811
+def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_messages(browser, fresh_moto,
                                                                                           tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -110,7 +111,7 @@ def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_m
         assert visible(fresh_moto, dlq) == dlq_before - 5 and visible(fresh_moto, source) == source_before + 5
         again = httpx.post(f"{base}/api/approvals/{request_id}/approve", headers=bearer(keys["lead"]), json={})
         assert again.status_code == 409
-        intents = [r for r in FileAudit(runtime.settings.audit_log_path).tail(200)
+        intents = [r for r in anyio.run(FileAudit(runtime.settings.audit_log_path).tail, 200)
                    if r.get("call_id") == request_id and r["phase"] == "intent"]
         assert len(intents) == 1 and intents[0]["arguments"]["max_messages"] == 5
         _wait(lambda: browser.execute_script(
@@ -120,7 +121,7 @@ def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_m
         assert visible(fresh_moto, dlq) == dlq_before - 5  # nothing ran twice
 
 
-def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_feed(browser, fresh_moto,  # noqa: F811
+def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_feed(browser, fresh_moto,
                                                                                    tmp_path):
     dlq = "order-cancellation-queue-dlq"
     with console_server(fresh_moto, tmp_path) as (base, runtime, keys):
@@ -128,7 +129,7 @@ def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_fee
         done = anyio.run(lambda: mcp_call(base, keys["agent"], "redrive_dlq", queue=dlq, max_messages=2,
                                           dry_run=False, confirm=True, approval_token=preview["approval"]["token"]))
         assert done["moved"] == 2
-        assert httpx.post(f"{base}/webhooks/alertmanager", headers=bearer(keys["viewer"]),
+        assert httpx.post(f"{base}/webhooks/alertmanager", headers=bearer(keys["alertmanager"]),
                           json=alert_payload()).status_code == 200
         send_hostile_dead_letters(fresh_moto, "order-queue-dlq", 3)
 
@@ -160,7 +161,7 @@ def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_fee
 
         # Then live, from /events: new dead letters grow the table, the chart and their group.
         _wait(lambda: "order-queue-dlq" in runtime.poller.seen, 30, "the poller's baseline")
-        _send_dead_letters(fresh_moto, "order-queue-dlq", 4)
+        send_dead_letters(fresh_moto, "order-queue-dlq", 4)
         _wait(lambda: browser.execute_script(
             "const row = document.querySelector('tr[data-queue=\"order-queue-dlq\"]');"
             "return row && +row.cells[1].textContent + +row.cells[2].textContent === 35"), 30, "depth 35")
