@@ -60,7 +60,7 @@ class SandboxFiles:
     def write_state(self, state: dict[str, Any]) -> None:
         """Replace the state file atomically (a temporary file renamed over it), mode 0600."""
         temp = self.state.with_name(f".state.{os.getpid()}.json")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w") as fh:
             json.dump(state, fh)
         os.replace(temp, self.state)

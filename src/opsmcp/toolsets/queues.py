@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -32,6 +31,7 @@ from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput
 from opsmcp.results import OutsideText, Result, clamp, untrusted
+from opsmcp.times import iso
 from opsmcp.toolsets.base import tool
 
 __all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueInfo", "QueueList", "QueueTools", "RedriveFailure",
@@ -296,7 +296,7 @@ class QueueTools:
             incomplete_because=reasons,
             sampled=read.sampled, sample=_sample_text(read) if read.sampled else None,
             receive_calls=read.receive_calls, read_seconds=round(read.seconds, 3),
-            read_at=datetime.fromtimestamp(read.read_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            read_at=iso(read.read_at, "seconds"),
             age_seconds=round(time.monotonic() - read.finished, 3) if shared else 0.0, groups=groups,
             truncated=bool(reasons) or any(g.ids_cursor for g in groups), next_cursor=next_cursor, notes=notes)
 
