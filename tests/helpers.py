@@ -5,7 +5,7 @@ module.
 - settings and tool calls: :func:`make_settings`, :func:`call` (:class:`ToolFailed`),
   :func:`real_redrive`, :func:`drain_queue`, :data:`FIXTURES`;
 - the real ``opsmcp`` process and app: :data:`OPSMCP`, :func:`clean_env`, :func:`http_server`,
-  :func:`serve_app`, :func:`free_port`;
+  :func:`wait_answering`, :func:`stop_process`, :func:`serve_app`, :func:`free_port`;
 - data: :func:`make_pair`, :func:`fill`, :func:`send_dead_letters`, :func:`load_fixture_into`;
 - a write toolset with no backend (:class:`Things`) and the playbook test's process marker
   (:data:`MARKER_ENV`, :func:`marked`), old files (:func:`make_old`) and workers (:func:`sleepers`);
@@ -133,11 +133,17 @@ def http_server(tmp_path: Path, *flags: str, token: str | None = None):
         wait_answering(f"{base}/readyz", proc, 60)  # the sandbox is up
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any], seconds: float = 10.0) -> None:
+    """Terminate ``proc`` and wait for it; kill it when it has not ended after ``seconds``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=seconds)
 
 
 def wait_answering(url: str, proc: subprocess.Popen[Any], seconds: float = 60.0) -> None:
