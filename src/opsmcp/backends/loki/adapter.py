@@ -27,21 +27,21 @@ from opsmcp.backends.jsonline import read_line
 from opsmcp.backends.logbackend import (
     ERROR_LEVELS,
     Check,
+    LogRecord,
+    SearchPage,
+    Stats,
+    StatsGroup,
+    TraceLines,
     errors_by_trace,
     levels_arg,
-    LogRecord,
     most_first,
     ms_iso,
     ms_to_datetime,
     newest_window,
     normalize_level,
-    SearchPage,
-    Stats,
-    StatsGroup,
     to_ms,
     trace_candidates,
     trace_lines,
-    TraceLines,
 )
 from opsmcp.backends.loki import logql as lq
 from opsmcp.backends.loki.client import LokiClient

@@ -21,19 +21,19 @@ from typing import TYPE_CHECKING, Any
 from opsmcp.backends.logbackend import (
     COUNT_CAP,
     Check,
-    errors_by_trace,
-    levels_arg,
     LogRecord,
-    ms_iso,
-    ms_to_datetime,
-    normalize_level,
     SearchPage,
     Stats,
     StatsGroup,
+    TraceLines,
+    errors_by_trace,
+    levels_arg,
+    ms_iso,
+    ms_to_datetime,
+    normalize_level,
     to_ms,
     trace_candidates,
     trace_lines,
-    TraceLines,
 )
 from opsmcp.backends.logstore.parser import parse_timestamp
 from opsmcp.backends.opensearch import query as q
