@@ -22,7 +22,7 @@ BEARER = bearer("replica-test-token")
 def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_path) -> None:
     import anyio
 
-    from opsmcp.calls.audit import create_audit_table
+    from opsmcp.sandbox.seed import create_audit_table
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
 
@@ -111,7 +111,7 @@ def _race(fresh_moto: str, tmp_path) -> None:
     import httpx
     from helpers import mcp_call, team_tokens
 
-    from opsmcp.calls.audit import create_audit_table
+    from opsmcp.sandbox.seed import create_audit_table
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
 

@@ -13,7 +13,8 @@ from helpers import ToolFailed, call, make_settings, visible
 from mcp import Client
 from mcp.types import ElicitResult
 
-from opsmcp.calls.audit import FileAudit, create_audit_table, read_tail, redact
+from opsmcp.calls.audit import FileAudit, read_tail, redact
+from opsmcp.sandbox.seed import create_audit_table
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server

@@ -464,18 +464,6 @@ async def mark_interrupted(sink: AuditSink, *, host: str = HOST,
     return added
 
 
-def create_audit_table(client: Any, table: str) -> None:
-    """Create the DynamoDB audit table (on-demand) if it does not exist."""
-    if table in client.list_tables().get("TableNames", []):
-        return
-    client.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "call_id", "AttributeType": "S"},
-                              {"AttributeName": "phase", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "call_id", "KeyType": "HASH"}, {"AttributeName": "phase", "KeyType": "RANGE"}],
-    )
-
-
 def format_records(records: Iterable[dict[str, Any]]) -> str:
     """Render records one per line for ``opsmcp audit tail``."""
     lines = []
