@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.aws import AwsClients, aws_call
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
-from opsmcp.private import open_private
+from opsmcp.private import open_private, replace_private
 from opsmcp.times import iso
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -339,14 +339,8 @@ class FileAlertStore:
 
     def _rewrite(self) -> None:
         """Write the live alerts to a new file (0600), fsync, and rename it over the store."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         lines = [self._line(FILE_HEADER)] + [self._line({"put": a.model_dump()}) for a in self._alerts.values()]
-        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        replace_private(self.path, b"".join(lines))
         self._file_bytes = sum(len(line) for line in lines)
 
     async def record(self, incoming: list[IncomingAlert]) -> list[Change]:

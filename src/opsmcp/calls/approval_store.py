@@ -34,7 +34,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ import anyio.to_thread
 
 from opsmcp.backends.aws import AwsClients, aws_call, aws_error_code
 from opsmcp.errors import OpsError
-from opsmcp.private import open_private
+from opsmcp.private import open_private, replace_private
 
 STATUSES = ("pending", "approved", "executing", "done", "failed", "denied", "expired")
 #: Statuses a request never leaves.
@@ -172,23 +171,7 @@ class FileRequestStore:
             os.close(fd)  # closing releases the lock
 
     def _write(self, request: ApprovalRequest) -> None:
-        target = self._path(request.id)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(request.to_json())
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with _ignored():
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_private(self._path(request.id), request.to_json().encode())
 
     def _read(self, path: Path) -> ApprovalRequest | None:
         try:
