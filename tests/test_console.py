@@ -165,8 +165,9 @@ def test_the_console_api_serves_every_panel_at_load(fresh_moto, tmp_path):
         depths_before = {q: visible(fresh_moto, q) for q in ("order-queue-dlq", "payment-queue-dlq.fifo", dlq)}
         groups = http.get("/api/console/groups").json()
         assert [d["queue"] for d in groups["dlqs"]] == sorted(depths_before, key=lambda q: -depths_before[q])
-        for shown in groups["dlqs"]:  # the very signatures analyze_dlq gives an agent
+        for shown in groups["dlqs"]:  # the very signatures analyze_dlq gives an agent, from the very same read
             agent_view = anyio.run(lambda q=shown["queue"]: mcp_call(base, keys["agent"], "analyze_dlq", queue=q))
+            assert agent_view["age_seconds"] > 0, "the console read the DLQ apart from the shared read"
             assert [(g["signature"], g["count"]) for g in shown["groups"]] == [
                 (g["signature"], g["count"]) for g in agent_view["groups"]]
             assert sum(g["count"] for g in shown["groups"]) == shown["depth"] == depths_before[shown["queue"]]
