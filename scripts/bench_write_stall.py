@@ -136,7 +136,7 @@ async def main() -> None:
         import boto3
 
         sys.path.insert(0, str(ROOT / "src"))
-        from opsmcp.calls.audit import create_audit_table
+        from opsmcp.sandbox.seed import create_audit_table
 
         create_audit_table(boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1"), AUDIT_TABLE)
     results: dict[tuple[str, str], list[tuple[float, float, float, int, float]]] = {}

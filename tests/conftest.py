@@ -1,5 +1,6 @@
 """Shared fixtures: a real moto server over HTTP on a free loopback port, a seeded server with
-its client, and the playbook tests' catalog. Plain helpers live in ``helpers.py``.
+its client, the playbook tests' catalog and headless Chromium (``browser``). Plain helpers
+live in ``helpers.py``; test modules import neither each other nor this module.
 
 Tests talk to AWS APIs only through this server (never in-process mocks), so the
 boto3 clients, timeouts and error mapping are exercised as in production.
@@ -24,7 +25,7 @@ os.environ.update(
     AWS_EC2_METADATA_DISABLED="true",
 )
 
-from helpers import FIXTURES, MARKER_ENV, make_settings  # after the fake credentials
+from helpers import CHROMIUM, DRIVER, FIXTURES, MARKER_ENV, make_settings  # after the fake credentials
 
 #: The quick tier (``scripts/test --quick``, ``pytest -m quick``): unit tests and tests of the
 #: server in memory (mcp.Client on build_server, the session's in-process moto server, SQLite
@@ -214,3 +215,21 @@ def catalog():
 
     return load_catalog(packaged_catalog())
 
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium, headless, through chromium-driver (Selenium); quit afterwards. Tests
+    that use it skip themselves without :data:`helpers.CHROMIUM` and :data:`helpers.DRIVER`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

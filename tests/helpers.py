@@ -5,13 +5,19 @@ module.
 - settings and tool calls: :func:`make_settings`, :func:`call` (:class:`ToolFailed`),
   :func:`real_redrive`, :func:`drain_queue`, :data:`FIXTURES`;
 - the real ``opsmcp`` process and app: :data:`OPSMCP`, :func:`clean_env`, :func:`http_server`,
-  :func:`serve_app`, :func:`free_port`;
+  :func:`wait_answering`, :func:`stop_process`, :func:`serve_app`, :func:`free_port`;
 - data: :func:`make_pair`, :func:`fill`, :func:`send_dead_letters`, :func:`load_fixture_into`;
 - a write toolset with no backend (:class:`Things`) and the playbook test's process marker
   (:data:`MARKER_ENV`, :func:`marked`), old files (:func:`make_old`) and workers (:func:`sleepers`);
-- approvals over HTTP: :func:`team_tokens`, :func:`mcp_call`, :func:`visible`; an SSE reader
-  (:class:`Feed`); a stalling proxy in front of a backend (:class:`StallingProxy`); a built
-  wheel (:func:`build_wheel`).
+- approvals over HTTP: :func:`team_tokens`, :func:`bearer`, :func:`mcp_call`, :func:`visible`;
+  an SSE reader (:class:`Feed`); a stalling proxy in front of a backend (:class:`StallingProxy`);
+  a built wheel (:func:`build_wheel`);
+- HTTP security: :func:`settings_for` (a dead AWS endpoint), :func:`mcp_post` with :data:`INIT`,
+  :func:`mcp_session`, an OAuth issuer on loopback (:func:`oauth`, :func:`jwks_server`, :data:`DROP`);
+- the console: :func:`console_server` (seeded with the incident and an hour of metrics),
+  :func:`alert_payload`, :func:`send_hostile_dead_letters` (:data:`HOSTILE_SUMMARY`,
+  :data:`HOSTILE_ERROR`), :func:`seed_last_hour_metrics`; Debian's :data:`CHROMIUM` and
+  :data:`DRIVER` (the ``browser`` fixture is in ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -127,11 +133,17 @@ def http_server(tmp_path: Path, *flags: str, token: str | None = None):
         wait_answering(f"{base}/readyz", proc, 60)  # the sandbox is up
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any], seconds: float = 10.0) -> None:
+    """Terminate ``proc`` and wait for it; kill it when it has not ended after ``seconds``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=seconds)
 
 
 def wait_answering(url: str, proc: subprocess.Popen[Any], seconds: float = 60.0) -> None:
@@ -153,18 +165,25 @@ READY_BUDGET_S = 120.0  # spawn to a seeded sandbox on a loaded 2-core machine
 
 
 @contextmanager
-def serve_app(settings) -> Iterator[tuple[str, Any]]:
-    """The real HTTP app for ``settings`` under uvicorn on a free loopback port (in a thread);
-    yields ``(base url, runtime)`` and stops it."""
+def serve_app(settings, bind: str = "127.0.0.1", prepare: Any = None) -> Iterator[tuple[str, Any]]:
+    """The real HTTP app for ``settings`` under uvicorn on a free port of ``bind`` (in a
+    thread), ``prepare(runtime)`` called first when given; yields ``(base url via 127.0.0.1,
+    runtime)`` and stops it.
+
+    Raises:
+        OpsError: the app refuses to serve (a weak token on a non-loopback bind, bad auth settings).
+    """
     import uvicorn
 
     from opsmcp.server import build_server
     from opsmcp.transport.app import build_app
 
     server, runtime = build_server(settings)
+    if prepare:
+        prepare(runtime)
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(build_app(server, runtime), host="127.0.0.1", port=port, log_level="warning",
-                                       lifespan="on"))
+    uv = uvicorn.Server(uvicorn.Config(build_app(server, runtime, host=bind, port=port), host=bind, port=port,
+                                       log_level="warning", lifespan="on"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -352,25 +371,41 @@ def build_wheel(where: Path) -> Path:
 
 
 def visible(sqs: Any, name: str) -> int:
+    """ApproximateNumberOfMessages of queue ``name``; ``sqs`` is a boto3 SQS client or the
+    URL of a moto server."""
+    if isinstance(sqs, str):
+        sqs = boto3.client("sqs", endpoint_url=sqs, region_name="us-east-1")
     url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
                ["Attributes"]["ApproximateNumberOfMessages"])
 
 
-def team_tokens(tmp_path: Any) -> dict[str, str]:
+#: The identities of :func:`team_tokens` unless others are given.
+TEAM = {"agent": ["ops:read", "ops:write"], "lead": ["ops:read", "ops:approve"], "viewer": ["ops:read"],
+        "solo": ["ops:read", "ops:write", "ops:approve"]}
+
+
+def team_tokens(tmp_path: Any, identities: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """A tokens file at ``tmp_path/tokens.jsonl`` with one token per identity (name ->
+    scopes; default :data:`TEAM`); returns name -> token."""
     from opsmcp.transport.auth import add_token
 
     path = tmp_path / "tokens.jsonl"
-    return {name: add_token(path, name, scopes) for name, scopes in {
-        "agent": ["ops:read", "ops:write"], "lead": ["ops:read", "ops:approve"], "viewer": ["ops:read"],
-        "solo": ["ops:read", "ops:write", "ops:approve"], "alertmanager": ["alerts:write"]}.items()}
+    return {name: add_token(path, name, scopes) for name, scopes in (identities or TEAM).items()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header of ``token``."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def mcp_call(url: str, token: str, tool: str, **arguments: Any) -> dict[str, Any]:
+    """``tool`` over streamable HTTP (the real client) as the identity of ``token``; its
+    structuredContent (:func:`call`)."""
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http, \
+    async with httpx2.AsyncClient(headers=bearer(token), timeout=120) as http, \
             Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
         return await call(client, tool, **arguments)
 
@@ -456,3 +491,152 @@ class StallingProxy:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+# ------------------------------------------------------------------ HTTP security ---
+
+DEAD_ENDPOINT = "http://127.0.0.1:1"  # connection refused at once
+
+
+def settings_for(tmp_path: Path, **overrides: Any):
+    """Queues and logs toolsets on a dead AWS endpoint, writes enabled, data under tmp_path."""
+    from opsmcp.config import Settings
+
+    base: dict[str, Any] = {"aws_endpoint_url": DEAD_ENDPOINT, "aws_region": "us-east-1", "data_dir": tmp_path / "data",
+                            "toolsets": ["queues", "logs"], "allow_writes": True, "backend_timeout_seconds": 2}
+    return Settings(**(base | overrides))
+
+
+def mcp_post(base: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    """One JSON-RPC POST to /mcp (no session)."""
+    return httpx.post(f"{base}/mcp", json=body, timeout=10, headers={
+        "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25", **headers})
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+async def mcp_session(base: str, token: str | None) -> Any:
+    """An SDK client over streamable HTTP with ``Authorization: Bearer token``."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    return Client(streamable_http_client(f"{base}/mcp", http_client=httpx2.AsyncClient(
+        headers=bearer(token) if token else {}, timeout=30)))
+
+
+@contextmanager
+def jwks_server(jwks: dict[str, Any]) -> Iterator[str]:
+    """Serve ``jwks`` at http://127.0.0.1:PORT/jwks.json; yield the URL."""
+    body = json.dumps(jwks).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+ISSUER = "https://auth.example"
+DROP = object()  # a claim mint() leaves out (None is sent as JSON null)
+
+
+@contextmanager
+def oauth(tmp_path: Path, **overrides: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """Settings of a resource server trusting a JWKS served on loopback; yields (settings,
+    mint(**claims) -> token signed by the JWKS key, other_key)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    public.update(kid="k1", use="sig", alg="RS256")
+
+    def mint(signing_key: Any = key, alg: str = "RS256", kid: str = "k1", **claims: Any) -> str:
+        body = {"iss": ISSUER, "aud": "opsmcp-tests", "sub": "user-42", "exp": int(time.time()) + 300,
+                "scope": "ops:read"} | claims
+        return jwt.encode({k: v for k, v in body.items() if v is not DROP}, signing_key, algorithm=alg,
+                          headers={"kid": kid})
+
+    with jwks_server({"keys": [public]}) as jwks_url:
+        yield (settings_for(tmp_path, jwks_url=jwks_url, jwt_issuer=ISSUER, jwt_audience="opsmcp-tests", **overrides),
+               mint, ec.generate_private_key(ec.SECP256R1()))
+
+
+# ------------------------------------------------------------------ the console ---
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+HOSTILE_SUMMARY = '<img src=x onerror="window.__pwned=1">order-processor errors & "quotes"'
+HOSTILE_ERROR = "<script>window.__pwned=2</script> stock service said <b>no</b>"
+#: The identities of :func:`console_server`.
+CONSOLE_TEAM = {"agent": ["ops:read", "ops:write"], "viewer": ["ops:read"], "approver_only": ["ops:approve"],
+                "lead": ["ops:read", "ops:approve"], "alertmanager": ["alerts:write"]}
+
+
+def seed_last_hour_metrics(settings: Any, scenario: Any) -> int:
+    """Put the scenario's CloudWatch series, only their last 70 minutes (what the console
+    reads), into the moto server; returns the number of points."""
+    from datetime import UTC, datetime, timedelta
+
+    from opsmcp.backends.aws import AwsClients
+    from opsmcp.backends.cloudwatch import put_series_sync
+
+    since = datetime.now(UTC) - timedelta(minutes=70)
+    recent = [(ns, name, dims, unit, [(t, v) for t, v in points if t >= since])
+              for ns, name, dims, unit, points in scenario.metric_series()]
+    return put_series_sync(AwsClients(settings), recent)
+
+
+def send_hostile_dead_letters(endpoint: str, queue: str, n: int) -> None:
+    """``n`` dead letters whose ErrorMessage is markup (the failure signature shows it)."""
+    send_dead_letters(endpoint, queue, n, code="Rejected", error=HOSTILE_ERROR, order_prefix="ord-x-")
+
+
+def alert_payload(summary: str = HOSTILE_SUMMARY) -> dict[str, Any]:
+    """An Alertmanager webhook payload (version 4) with one firing alert, started 30 minutes ago."""
+    from datetime import UTC, datetime, timedelta
+
+    started = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"version": "4", "status": "firing", "receiver": "opsmcp", "groupKey": "{}", "alerts": [{
+        "status": "firing", "fingerprint": "c0ffee0000000001",
+        "labels": {"alertname": "OrderProcessorErrors", "severity": "critical"},
+        "annotations": {"summary": summary}, "startsAt": started, "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph"}]}
+
+
+@contextmanager
+def console_server(fresh_moto: str, tmp_path: Path, **overrides: Any):
+    """The real HTTP app on a moto server seeded with the incident (queues, orders, the last
+    hour of metrics), writes on (mode prompt-or-confirm unless overridden), the alerts
+    toolset on, and the identities of :data:`CONSOLE_TEAM` (``alertmanager`` posts the
+    webhook). Yields ``(base url, runtime, tokens)``."""
+    from opsmcp.sandbox.scenario import build_scenario
+    from opsmcp.sandbox.seed import seed_aws
+
+    keys = team_tokens(tmp_path, CONSOLE_TEAM)
+    options: dict[str, Any] = dict(allow_writes=True, write_approval="prompt-or-confirm",
+                                   toolsets=["queues", "metrics", "alerts"], tokens_file=tmp_path / "tokens.jsonl",
+                                   alertmanager_url="http://127.0.0.1:9", events_poll_seconds=0.5)
+    settings = make_settings(fresh_moto, tmp_path, **{**options, **overrides})
+    scenario = build_scenario()
+    seed_aws(settings, scenario, metrics=False)
+    assert seed_last_hour_metrics(settings, scenario) > 1000
+    with serve_app(settings) as (base, runtime):
+        yield base, runtime, keys

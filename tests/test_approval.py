@@ -314,7 +314,7 @@ async def test_a_lost_outcome_record_is_reported_in_the_result(tmp_path):
 async def test_a_token_is_single_use_across_replicas_sharing_the_audit_table(seeded_writes):
     """Two replicas with one secret and one DynamoDB audit table: a token spent on A is
     refused on B (B's own memory has never seen it; the table's conditional write has)."""
-    from opsmcp.calls.audit import create_audit_table
+    from opsmcp.sandbox.seed import create_audit_table
 
     settings, sqs = seeded_writes.settings, seeded_writes.sqs
     ddb = boto3.client("dynamodb", endpoint_url=settings.aws_endpoint_url, region_name="us-east-1")

@@ -1,6 +1,6 @@
 """I/O off the event loop and bounded: the one AWS call makes clients and calls in worker threads
-and gives up within the backend timeout (the DynamoDB audit and alert store too); the audit file
-is written and fsynced in a worker thread."""
+and gives up within the backend timeout (the DynamoDB audit, alert store and approval requests
+too); the audit file is written and fsynced in a worker thread."""
 
 from __future__ import annotations
 
@@ -86,11 +86,12 @@ def silent_endpoint() -> Iterator[str]:
         server.close()
 
 
-@pytest.mark.parametrize("what", ["audit", "alerts"])
+@pytest.mark.parametrize("what", ["audit", "alerts", "approval requests"])
 async def test_the_dynamodb_audit_and_alert_store_give_up_within_the_backend_timeout(tmp_path, what) -> None:
     import time
 
     from opsmcp.backends.alertstore import DynamoAlertStore
+    from opsmcp.calls.approval_store import DynamoRequestStore
     from opsmcp.calls.audit import DynamoAudit
     from opsmcp.errors import OpsError
 
@@ -101,6 +102,8 @@ async def test_the_dynamodb_audit_and_alert_store_give_up_within_the_backend_tim
             if what == "audit":
                 await DynamoAudit(clients, "audit").append({"time": "t", "call_id": "1", "phase": "intent",
                                                             "tool": "x"})
-            else:
+            elif what == "alerts":
                 await DynamoAlertStore(clients, "alerts").all()
+            else:  # mode human's requests, in the audit table
+                await DynamoRequestStore(clients, "audit").list()
         assert time.monotonic() - start < 2.5  # botocore alone: 3 attempts x (connect + read timeout)

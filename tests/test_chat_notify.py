@@ -140,9 +140,9 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
     ops:approve follows it (the console's approve call) and the write runs once. A new
     firing alert is sent too; a repeat and a resolution are not."""
     from helpers import serve_app
-    from helpers import mcp_call, team_tokens, visible
+    from helpers import TEAM, bearer, mcp_call, team_tokens, visible
 
-    tokens = team_tokens(tmp_path)
+    tokens = team_tokens(tmp_path, {**TEAM, "alertmanager": ["alerts:write"]})
     with receiver() as r:
         settings = make_settings(fresh_moto, tmp_path, allow_writes=True, toolsets=["queues", "alerts"],
                                  write_approval="human", tokens_file=tmp_path / "tokens.jsonl",
@@ -169,7 +169,7 @@ def test_chat_link_approval_and_alert_notifications_over_http(fresh_moto, tmp_pa
                 {"status": "firing", "fingerprint": "f1", "labels": {"alertname": "DLQGrowing", "severity": "page"},
                  "annotations": {"summary": "<!channel> look"}, "startsAt": "2026-12-01T08:00:00Z",
                  "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph"}]}
-            hooks = {"Authorization": f"Bearer {tokens['alertmanager']}"}  # Alertmanager's own credential
+            hooks = bearer(tokens["alertmanager"])  # Alertmanager posts with its own credential
             assert http.post("/webhooks/alertmanager", json=alert, headers=hooks).status_code == 200
             posts = r.wait_for(4)
             assert http.post("/webhooks/alertmanager", json=alert, headers=hooks).status_code == 200  # a repeat

@@ -35,15 +35,14 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from helpers import OPSMCP, clean_env, free_port, visible, wait_answering  # noqa: E402
 
 from opsmcp.cli import build_parser  # noqa: E402
 
-OPSMCP = str(Path(sys.executable).parent / "opsmcp")
 STOP_BUDGET_S = 10.0  # Ctrl-C to exit: 0.5-0.6 s measured; the rest is a loaded machine's slack
 START_BUDGET_S = 60.0  # spawn to /healthz on a loaded machine
 
@@ -57,19 +56,6 @@ def no_aws(monkeypatch, home: Path) -> None:
     monkeypatch.setenv("OPSMCP_DATA_DIR", str(home / "data"))
 
 
-def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
-    env.update(HOME=str(home), OPSMCP_DATA_DIR=str(home / "data"))
-    return env
-
-
-def dlq_depth(endpoint: str, name: str) -> int:
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"])
-
-
 def test_sandbox_seed_without_credentials_seeds_logs_once(fresh_moto, tmp_path, monkeypatch, capsys):
     """Regression: without credentials it printed a NoCredentialsError traceback; it seeded no
     logs; a second run doubled every DLQ."""
@@ -80,16 +66,16 @@ def test_sandbox_seed_without_credentials_seeds_logs_once(fresh_moto, tmp_path, 
     assert main(seed) == 0
     first = capsys.readouterr().err
     assert "Traceback" not in first and "12001 log lines" in first
-    assert dlq_depth(fresh_moto, "order-queue-dlq") == 28
+    assert visible(fresh_moto, "order-queue-dlq") == 28
     with LogStore(tmp_path / "data" / "logs.db", readonly=True) as store:
         assert store.count() == 12001
     assert main(seed) == 0  # a second run changes nothing
     assert "already holds the scenario" in capsys.readouterr().err
-    assert dlq_depth(fresh_moto, "order-queue-dlq") == 28
+    assert visible(fresh_moto, "order-queue-dlq") == 28
     with LogStore(tmp_path / "data" / "logs.db", readonly=True) as store:
         assert store.count() == 12001
     assert main([*seed, "--reset"]) == 0  # replaces, never adds
-    assert dlq_depth(fresh_moto, "order-queue-dlq") == 28
+    assert visible(fresh_moto, "order-queue-dlq") == 28
     with LogStore(tmp_path / "data" / "logs.db", readonly=True) as store:
         assert store.count() == 12001
 
@@ -167,33 +153,14 @@ def test_serve_without_the_sandbox_extra_names_it(tmp_path, monkeypatch, capsys)
     assert "pip install 'opsmcp[sandbox]'" in err and len(err.strip().splitlines()) == 1, err
 
 
-def _wait_healthz(proc: subprocess.Popen, base: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + START_BUDGET_S
-    while True:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"no /healthz within {START_BUDGET_S} s"
-        time.sleep(0.1)  # a bounded readiness poll
-
-
 @pytest.mark.parametrize("transport", ["http", "stdio"])
 def test_ctrl_c_stops_the_server_promptly_and_says_so(tmp_path, transport):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([OPSMCP, "serve", "--transport", transport, "--port", str(port)], env=clean_env(tmp_path),
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         if transport == "http":
-            _wait_healthz(proc, f"http://127.0.0.1:{port}")
+            wait_answering(f"http://127.0.0.1:{port}/healthz", proc, START_BUDGET_S)
         else:  # the sandbox's banner: built, seeded and idle, its stdin reader waiting for a line
             # (regression: asyncio's SIGINT handling waited for that line, forever)
             assert proc.stderr is not None

@@ -23,11 +23,11 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import helpers
 import jsonschema
 import pytest
-from mcp import Client, StdioServerParameters
-
 from helpers import build_wheel
+from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +39,8 @@ BIN = Path(sys.executable).parent
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
-    env.update(HOME=str(home), OPSMCP_DATA_DIR=str(home / "data"), OPSMCP_SANDBOX_IDLE_SECONDS="0", **extra)
-    return env
+    """:func:`helpers.clean_env` with the sandbox stopping as soon as its last server leaves."""
+    return helpers.clean_env(home, **{"OPSMCP_SANDBOX_IDLE_SECONDS": "0", **extra})
 
 
 def test_server_json_is_valid_for_the_registry_and_names_this_release() -> None:

@@ -1,91 +1,32 @@
-"""The console's data at load (``/api/console/*``: failure groups through analyze_dlq, the
+"""The console's data at load (``/api/console/*``: failure groups through the shared DLQ read
+analyze_dlq uses, the
 last hour of depths, key metrics, writes from the audit log, alerts from the store), the
 ``/events`` listener caps and the heap hand-back (issue 19, item 11), and the bounded
 depth ring. Against a real moto server and the real HTTP app."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3
 import httpx
 import pytest
-from helpers import call, make_settings
+from helpers import (
+    HOSTILE_SUMMARY,
+    alert_payload,
+    bearer,
+    console_server,
+    make_settings,
+    mcp_call,
+    team_tokens,
+    visible,
+)
 
 from opsmcp.calls import events as events_module
 from opsmcp.calls.depth_history import DepthHistory
 from opsmcp.calls.events import EventHub, ListenerLimit
-from opsmcp.sandbox.scenario import build_scenario
-from opsmcp.sandbox.seed import seed_aws
-
-HOSTILE_SUMMARY = '<img src=x onerror="window.__pwned=1">order-processor errors & "quotes"'
-HOSTILE_ERROR = "<script>window.__pwned=2</script> stock service said <b>no</b>"
-
-
-# ----------------------------------------------------------------- shared helpers ----
-
-def tokens(tmp_path: Path, **identities: list[str]) -> dict[str, str]:
-    """A tokens file at ``tmp_path/tokens.jsonl`` with one token per identity; name -> token."""
-    from opsmcp.transport.auth import add_token
-
-    return {name: add_token(tmp_path / "tokens.jsonl", name, scopes) for name, scopes in identities.items()}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def seed_last_hour_metrics(settings: Any, scenario: Any) -> int:
-    """Put the scenario's CloudWatch series, only their last 70 minutes (what the console
-    reads), into the moto server; returns the number of points."""
-    from opsmcp.backends.aws import AwsClients
-    from opsmcp.backends.cloudwatch import put_series_sync
-
-    since = datetime.now(UTC) - timedelta(minutes=70)
-    recent = [(ns, name, dims, unit, [(t, v) for t, v in points if t >= since])
-              for ns, name, dims, unit, points in scenario.metric_series()]
-    return put_series_sync(AwsClients(settings), recent)
-
-
-def send_hostile_dead_letters(endpoint: str, queue: str, n: int) -> None:
-    """``n`` dead letters whose ErrorMessage is markup (the failure signature shows it)."""
-    from helpers import send_dead_letters
-
-    send_dead_letters(endpoint, queue, n, code="Rejected", error=HOSTILE_ERROR, order_prefix="ord-x-")
-
-
-def alert_payload(summary: str = HOSTILE_SUMMARY) -> dict[str, Any]:
-    started = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"version": "4", "status": "firing", "receiver": "opsmcp", "groupKey": "{}", "alerts": [{
-        "status": "firing", "fingerprint": "c0ffee0000000001",
-        "labels": {"alertname": "OrderProcessorErrors", "severity": "critical"},
-        "annotations": {"summary": summary}, "startsAt": started, "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus/graph"}]}
-
-
-async def mcp_call(base: str, token: str, tool: str, **arguments: Any) -> dict[str, Any]:
-    """``tool`` over streamable HTTP (the real client) as the identity of ``token``."""
-    import httpx2
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
-
-    async with httpx2.AsyncClient(headers=bearer(token), timeout=120) as http, \
-            Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
-        return await call(client, tool, **arguments)
-
-
-def visible(endpoint: str, name: str) -> int:
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                                                   "ApproximateNumberOfMessagesNotVisible"])
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
 
 # ----------------------------------------------------------------- the depth ring ----
@@ -163,7 +104,7 @@ def test_give_back_returns_a_fragmented_heap_to_the_os():
 def test_events_answers_503_past_the_caps_and_takes_listeners_again_when_one_leaves(fresh_moto, tmp_path):
     from helpers import Feed, serve_app
 
-    keys = tokens(tmp_path, alice=["ops:read"], bob=["ops:read"])
+    keys = team_tokens(tmp_path, {"alice": ["ops:read"], "bob": ["ops:read"]})
     settings = make_settings(fresh_moto, tmp_path, toolsets=["queues"], tokens_file=tmp_path / "tokens.jsonl",
                              events_max_listeners=3, events_max_listeners_per_identity=2)
     with serve_app(settings) as (base, runtime), httpx.Client(timeout=30) as http:
@@ -202,27 +143,6 @@ def _refusal(http: httpx.Client, url: str, token: str) -> httpx.Response:
 
 # ----------------------------------------------------------------- /api/console ------
 
-@contextlib.contextmanager
-def console_server(fresh_moto: str, tmp_path: Path, **overrides: Any):
-    """The real HTTP app on a moto server seeded with the incident (queues, orders, the last
-    hour of metrics), writes on (mode prompt-or-confirm unless overridden), the alerts
-    toolset on, and identities ``agent`` (read, write), ``viewer`` (read), ``lead`` (read,
-    approve), ``approver_only`` (approve), ``alertmanager`` (alerts:write). Yields ``(base url, runtime, tokens)``."""
-    from helpers import serve_app
-
-    keys = tokens(tmp_path, agent=["ops:read", "ops:write"], viewer=["ops:read"], approver_only=["ops:approve"],
-                  lead=["ops:read", "ops:approve"], alertmanager=["alerts:write"])
-    options: dict[str, Any] = dict(allow_writes=True, write_approval="prompt-or-confirm",
-                                   toolsets=["queues", "metrics", "alerts"], tokens_file=tmp_path / "tokens.jsonl",
-                                   alertmanager_url="http://127.0.0.1:9", events_poll_seconds=0.5)
-    settings = make_settings(fresh_moto, tmp_path, **{**options, **overrides})
-    scenario = build_scenario()
-    seed_aws(settings, scenario, metrics=False)
-    assert seed_last_hour_metrics(settings, scenario) > 1000
-    with serve_app(settings) as (base, runtime):
-        yield base, runtime, keys
-
-
 def test_the_console_api_serves_every_panel_at_load(fresh_moto, tmp_path):
     dlq = "order-cancellation-queue-dlq"
     with console_server(fresh_moto, tmp_path) as (base, _runtime, keys), \
@@ -245,8 +165,9 @@ def test_the_console_api_serves_every_panel_at_load(fresh_moto, tmp_path):
         depths_before = {q: visible(fresh_moto, q) for q in ("order-queue-dlq", "payment-queue-dlq.fifo", dlq)}
         groups = http.get("/api/console/groups").json()
         assert [d["queue"] for d in groups["dlqs"]] == sorted(depths_before, key=lambda q: -depths_before[q])
-        for shown in groups["dlqs"]:  # the very signatures analyze_dlq gives an agent
+        for shown in groups["dlqs"]:  # the very signatures analyze_dlq gives an agent, from the very same read
             agent_view = anyio.run(lambda q=shown["queue"]: mcp_call(base, keys["agent"], "analyze_dlq", queue=q))
+            assert agent_view["age_seconds"] > 0, "the console read the DLQ apart from the shared read"
             assert [(g["signature"], g["count"]) for g in shown["groups"]] == [
                 (g["signature"], g["count"]) for g in agent_view["groups"]]
             assert sum(g["count"] for g in shown["groups"]) == shown["depth"] == depths_before[shown["queue"]]

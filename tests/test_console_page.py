@@ -19,19 +19,19 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from test_console import (
+from helpers import (
+    CHROMIUM,
+    DRIVER,
     HOSTILE_SUMMARY,
     alert_payload,
     bearer,
     console_server,
     mcp_call,
+    send_dead_letters,
     send_hostile_dead_letters,
     visible,
 )
-from helpers import send_dead_letters
-from test_live_page import CHROMIUM, DRIVER, browser  # noqa: F401  (browser: the Chromium fixture)
 
-from opsmcp.calls.audit import read_tail
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
@@ -77,7 +77,7 @@ for (let i = 0; i < data.length; i += 4) {
 return n;"""
 
 
-def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_messages(browser, fresh_moto,  # noqa: F811
+def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_messages(browser, fresh_moto,
                                                                                           tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -110,7 +110,7 @@ def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_m
         assert visible(fresh_moto, dlq) == dlq_before - 5 and visible(fresh_moto, source) == source_before + 5
         again = httpx.post(f"{base}/api/approvals/{request_id}/approve", headers=bearer(keys["lead"]), json={})
         assert again.status_code == 409
-        intents = [r for r in read_tail(runtime.settings.audit_log_path, 200)
+        intents = [r for r in anyio.run(FileAudit(runtime.settings.audit_log_path).tail, 200)
                    if r.get("call_id") == request_id and r["phase"] == "intent"]
         assert len(intents) == 1 and intents[0]["arguments"]["max_messages"] == 5
         _wait(lambda: browser.execute_script(
@@ -120,7 +120,7 @@ def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_m
         assert visible(fresh_moto, dlq) == dlq_before - 5  # nothing ran twice
 
 
-def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_feed(browser, fresh_moto,  # noqa: F811
+def test_the_panels_show_what_happened_before_the_page_opened_and_follow_the_feed(browser, fresh_moto,
                                                                                    tmp_path):
     dlq = "order-cancellation-queue-dlq"
     with console_server(fresh_moto, tmp_path) as (base, runtime, keys):

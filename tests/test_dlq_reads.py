@@ -23,7 +23,7 @@ DLQ = "order-queue-dlq"  # 28 dead letters in the sandbox scenario
 def seeded(seeded):
     """conftest's seeded server with a roomy read budget: these tests are about other readers, and
     on a loaded machine a read (here one includes another replica's whole call) can take 4 s."""
-    seeded.runtime.toolsets["queues"].reader.budget = 120.0
+    seeded.runtime.queues.reader.budget = 120.0
     return seeded
 
 

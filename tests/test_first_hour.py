@@ -5,7 +5,6 @@ processes; /readyz that says whether the backends answer."""
 
 from __future__ import annotations
 
-import os
 import socket
 import stat
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import helpers
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
@@ -23,9 +23,8 @@ BUDGET_S = 120.0
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
-    env.update(HOME=str(home), OPSMCP_DATA_DIR=str(home / "data"), AWS_EC2_METADATA_DISABLED="true", **extra)
-    return env
+    """:func:`helpers.clean_env` with no EC2 metadata lookup (no AWS at all, quickly)."""
+    return helpers.clean_env(home, **{"AWS_EC2_METADATA_DISABLED": "true", **extra})
 
 
 def run(home: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:

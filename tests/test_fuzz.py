@@ -35,7 +35,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -393,11 +392,9 @@ def test_rss_growth_bounded_under_1mb_arguments(fuzz: types.SimpleNamespace, too
 @pytest.fixture(scope="module")
 def http_base(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``opsmcp serve --transport http`` on a free port, pointed at the session's moto."""
-    import socket
+    from helpers import free_port, stop_process, wait_answering
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     data = tmp_path_factory.mktemp("fuzz-http")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSMCP_")}
     env.update(AWS_ENDPOINT_URL=moto_endpoint, OPSMCP_DATA_DIR=str(data), OPSMCP_TOOLSETS="queues,orders")
@@ -405,24 +402,10 @@ def http_base(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> I
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"server exited: {proc.stderr.read() if proc.stderr else ''}"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not answer /healthz within 60 s"
-            time.sleep(0.05)  # readiness poll with a deadline
+        wait_answering(f"{base}/healthz", proc, 60)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}

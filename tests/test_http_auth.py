@@ -10,83 +10,31 @@ which proves where a refusal happened.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from helpers import (
+    DEAD_ENDPOINT,
+    DROP,
+    INIT,
+    ISSUER,
+    free_port,
+    mcp_post,
+    mcp_session,
+    oauth,
+    serve_app,
+    settings_for,
+)
 
 from opsmcp.calls.runtime import Runtime
-from opsmcp.server import build_server
 from opsmcp.cli import main as cli_main
 from opsmcp.config import Settings
-from opsmcp.transport.app import build_app
+from opsmcp.server import build_server
 
-DEAD_ENDPOINT = "http://127.0.0.1:1"  # connection refused at once
 STRONG = "s3cret-for-tests-0123456789abcdefghij"  # 36 characters: long enough for a non-loopback bind
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
-    """Queues and logs toolsets on a dead AWS endpoint, writes enabled, data under tmp_path."""
-    base: dict[str, Any] = {"aws_endpoint_url": DEAD_ENDPOINT, "aws_region": "us-east-1", "data_dir": tmp_path / "data",
-                            "toolsets": ["queues", "logs"], "allow_writes": True, "backend_timeout_seconds": 2}
-    return Settings(**(base | overrides))
-
-
-@contextmanager
-def serve(settings: Settings, bind: str = "127.0.0.1",
-          prepare: Any = None) -> Iterator[tuple[str, Runtime]]:
-    """Run the HTTP app for ``settings`` bound to ``bind``; yield (base URL via 127.0.0.1, runtime)."""
-    server, runtime = build_server(settings)
-    if prepare:
-        prepare(runtime)
-    port = free_port()
-    app = build_app(server, runtime, host=bind, port=port)
-    userver = uvicorn.Server(uvicorn.Config(app, host=bind, port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=userver.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not userver.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)  # bounded poll for readiness
-    try:
-        yield f"http://127.0.0.1:{port}", runtime
-    finally:
-        userver.should_exit = True
-        thread.join(10)
-
-
-def mcp_post(base: str, body: dict[str, Any], **headers: str) -> httpx.Response:
-    """One JSON-RPC POST to /mcp (no session)."""
-    return httpx.post(f"{base}/mcp", json=body, timeout=10, headers={
-        "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25", **headers})
-
-
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
-
-
-async def mcp_session(base: str, token: str | None) -> Any:
-    """An SDK client over streamable HTTP with ``Authorization: Bearer token``."""
-    import httpx2
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return Client(streamable_http_client(f"{base}/mcp", http_client=httpx2.AsyncClient(headers=headers, timeout=30)))
 
 
 def audit_records(settings: Settings) -> list[dict[str, Any]]:
@@ -103,7 +51,7 @@ ROUTES = ["/events", "/metrics", "/healthz", "/readyz", "/sse", "/mcp"]
 def test_foreign_host_or_origin_is_refused_on_every_route(tmp_path):
     """Regression (issue 8 C): /events and /metrics answered 200 to Host: evil.example and
     Origin: http://evil.example; only /mcp and /sse checked."""
-    with serve(settings_for(tmp_path)) as (base, _):
+    with serve_app(settings_for(tmp_path)) as (base, _):
         for route in ROUTES:
             for headers in ({"Host": "evil.example"}, {"Origin": "http://evil.example"},
                             {"Host": "evil.example", "Origin": "http://evil.example"}, {"Origin": "null"}):
@@ -124,7 +72,7 @@ def test_foreign_host_or_origin_is_refused_on_every_route(tmp_path):
 def test_configured_origins_and_hosts(tmp_path):
     settings = settings_for(tmp_path, allowed_origins="https://ui.example, http://localhost:*",
                             allowed_hosts="ops.example")
-    with serve(settings) as (base, _):
+    with serve_app(settings) as (base, _):
         for origin in ("https://ui.example", "https://UI.example/", "http://localhost:5173"):
             assert httpx.get(f"{base}/metrics", headers={"Origin": origin}, timeout=10).status_code == 200, origin
         # the SDK's own loopback origin list no longer overrides ours on /mcp
@@ -139,7 +87,7 @@ def test_non_loopback_bind_still_validates_origin(tmp_path):
     """Regression (issue 8 D): bound to a non-loopback address the SDK switches Host/Origin
     validation off, so a valid token plus a foreign Origin got 200."""
     auth = {"Authorization": f"Bearer {STRONG}"}
-    with serve(settings_for(tmp_path, http_token=STRONG), bind="0.0.0.0") as (base, _):
+    with serve_app(settings_for(tmp_path, http_token=STRONG), bind="0.0.0.0") as (base, _):
         assert httpx.get(f"{base}/metrics", headers=auth, timeout=10).status_code == 200
         for route in ("/metrics", "/events", "/healthz"):
             got = httpx.get(f"{base}{route}", headers={**auth, "Origin": "http://evil.example"}, timeout=10)
@@ -147,7 +95,7 @@ def test_non_loopback_bind_still_validates_origin(tmp_path):
         assert mcp_post(base, INIT, Origin="http://evil.example", **auth).status_code == 403
         assert mcp_post(base, INIT, **auth).status_code == 200
     # behind a load balancer: OPSMCP_ALLOWED_HOSTS restricts Host on a non-loopback bind too
-    with serve(settings_for(tmp_path, http_token=STRONG, allowed_hosts="ops.example"),
+    with serve_app(settings_for(tmp_path, http_token=STRONG, allowed_hosts="ops.example"),
                bind="0.0.0.0") as (base, _):
         assert httpx.get(f"{base}/metrics", headers={**auth, "Host": "ops.example"}, timeout=10).status_code == 200
         assert httpx.get(f"{base}/metrics", headers={**auth, "Host": "evil.example"}, timeout=10).status_code == 403
@@ -163,7 +111,7 @@ async def test_shared_token_scheme_case_insensitive_and_subject_not_a_hash(tmp_p
 
     token = "t0ken-for-tests"
     settings = settings_for(tmp_path, http_token=token, http_token_subject="ops-team")
-    with serve(settings) as (base, _):
+    with serve_app(settings) as (base, _):
         for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
             got = httpx.get(f"{base}/metrics", headers={"Authorization": f"{scheme} {token}"}, timeout=10)
             assert got.status_code == 200, scheme
@@ -199,7 +147,7 @@ async def test_tokens_file_scopes_and_tool_visibility(tmp_path, capsys):
     assert cli_main(["token", "add", "eve", "--scopes", "ops:admin", "--file", str(tmp_path / "tokens.jsonl")]) == 1
 
     settings = settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")
-    with serve(settings) as (base, _):
+    with serve_app(settings) as (base, _):
         def status(route: str, token: str) -> int:
             return httpx.get(f"{base}{route}", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
 
@@ -269,64 +217,12 @@ def test_malformed_tokens_file_refuses_to_start(tmp_path):
     from opsmcp.errors import OpsError
 
     (tmp_path / "tokens.jsonl").write_text('{"subject": "a"}\n')
-    with pytest.raises(OpsError, match="line 1"), serve(settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")):
+    with pytest.raises(OpsError, match="line 1"), \
+            serve_app(settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")):
         pass
 
 
 # ----------------------------------------------------------------- OAuth: JWT + JWKS
-
-
-@contextmanager
-def jwks_server(jwks: dict[str, Any]) -> Iterator[str]:
-    """Serve ``jwks`` at http://127.0.0.1:PORT/jwks.json; yield the URL."""
-    body = json.dumps(jwks).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-ISSUER = "https://auth.example"
-DROP = object()  # a claim mint() leaves out (None is sent as JSON null)
-
-
-@contextmanager
-def oauth(tmp_path: Path, **overrides: Any) -> Iterator[tuple[Settings, Any, Any]]:
-    """Settings of a resource server trusting a JWKS served on loopback; yields (settings,
-    mint(**claims) -> token signed by the JWKS key, other_key)."""
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from jwt.algorithms import RSAAlgorithm
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-    public.update(kid="k1", use="sig", alg="RS256")
-
-    def mint(signing_key: Any = key, alg: str = "RS256", kid: str = "k1", **claims: Any) -> str:
-        body = {"iss": ISSUER, "aud": "opsmcp-tests", "sub": "user-42", "exp": int(time.time()) + 300,
-                "scope": "ops:read"} | claims
-        return jwt.encode({k: v for k, v in body.items() if v is not DROP}, signing_key, algorithm=alg,
-                          headers={"kid": kid})
-
-    with jwks_server({"keys": [public]}) as jwks_url:
-        yield (settings_for(tmp_path, jwks_url=jwks_url, jwt_issuer=ISSUER, jwt_audience="opsmcp-tests", **overrides),
-               mint, ec.generate_private_key(ec.SECP256R1()))
 
 
 async def test_oauth_resource_server_with_jwks(tmp_path):
@@ -334,7 +230,7 @@ async def test_oauth_resource_server_with_jwks(tmp_path):
 
     issuer = ISSUER
     with oauth(tmp_path, public_url="https://ops.example") as (settings, mint, other):
-        with serve(settings) as (base, _):
+        with serve_app(settings) as (base, _):
             # 401 points at the RFC 9728 metadata, which is served without a token
             denied = httpx.get(f"{base}/metrics", timeout=10)
             assert denied.status_code == 401
@@ -387,7 +283,7 @@ async def test_oauth_resource_server_with_jwks(tmp_path):
 def test_jwks_without_issuer_is_a_configuration_error(tmp_path):
     from opsmcp.errors import OpsError
 
-    with pytest.raises(OpsError, match="OPSMCP_JWT_ISSUER"), serve(settings_for(tmp_path, jwks_url="http://x/jwks")):
+    with pytest.raises(OpsError, match="OPSMCP_JWT_ISSUER"), serve_app(settings_for(tmp_path, jwks_url="http://x/jwks")):
         pass
 
 
@@ -401,7 +297,7 @@ def test_readyz_waits_for_the_sandbox_and_reports_its_failure(tmp_path):
         runtime.ready.clear()  # what `opsmcp serve` does while the sandbox boots
         runtime.backend_check = None  # no backend here; /readyz's backend probe: test_first_hour.py
 
-    with serve(settings_for(tmp_path), prepare=starting) as (base, runtime):
+    with serve_app(settings_for(tmp_path), prepare=starting) as (base, runtime):
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
         ready = httpx.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 503 and "starting" in ready.json()["reason"]
@@ -432,7 +328,7 @@ async def test_metrics_count_outcomes_latency_and_backend_errors_per_server(tmp_
     for name in ("a", "b"):
         (tmp_path / name / "data").mkdir(parents=True)
         LogStore(tmp_path / name / "data" / "logs.db").load_files([str(lines)], show_progress=False)
-    with serve(settings_for(tmp_path / "a")) as (base, _), serve(settings_for(tmp_path / "b")) as (other, _):
+    with serve_app(settings_for(tmp_path / "a")) as (base, _), serve_app(settings_for(tmp_path / "b")) as (other, _):
         async with await mcp_session(base, None) as client:
             assert not (await client.call_tool("log_stats", {})).is_error
             assert (await client.call_tool("list_queues", {})).is_error  # backend down
@@ -470,7 +366,7 @@ def test_jwt_scope_claim_of_any_shape_is_401_or_403_never_500(tmp_path):
     """Regression (issue 19 item 9): a JWT whose `scope` was null or a number got HTTP 500
     with a traceback from jwt_scopes. Now: null, "" or a missing claim mean no scopes (403
     where a scope is needed); any other shape makes the token invalid (401)."""
-    with oauth(tmp_path) as (settings, mint, _), serve(settings) as (base, _):
+    with oauth(tmp_path) as (settings, mint, _), serve_app(settings) as (base, _):
         shapes = {
             "null": (mint(scope=None), 403), "empty": (mint(scope=""), 403), "missing": (mint(scope=DROP), 403),
             "number": (mint(scope=5), 401), "float": (mint(scope=1.5), 401), "object": (mint(scope={"a": 1}), 401),
@@ -501,11 +397,11 @@ def test_weak_shared_token_refused_on_a_non_loopback_bind(tmp_path, monkeypatch,
         assert "OPSMCP_HTTP_TOKEN is 1 characters" in err and "at least 32" in err, err
         assert "secrets.token_urlsafe(32)" in err
     for weak in ({"http_token": "x" * 31}, {"webhook_token": "w" * 12, "http_token": STRONG}):
-        with pytest.raises(OpsError, match="at least 32"), serve(settings_for(tmp_path, **weak), bind="0.0.0.0"):
+        with pytest.raises(OpsError, match="at least 32"), serve_app(settings_for(tmp_path, **weak), bind="0.0.0.0"):
             pass
-    with serve(settings_for(tmp_path, http_token="a"), bind="127.0.0.1") as (base, _):  # loopback: any token
+    with serve_app(settings_for(tmp_path, http_token="a"), bind="127.0.0.1") as (base, _):  # loopback: any token
         assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer a"}, timeout=10).status_code == 200
-    with serve(settings_for(tmp_path, http_token="x" * 32), bind="0.0.0.0") as (base, _):
+    with serve_app(settings_for(tmp_path, http_token="x" * 32), bind="0.0.0.0") as (base, _):
         assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {'x' * 32}"},
                          timeout=10).status_code == 200
 
@@ -516,7 +412,7 @@ def test_requests_with_unusable_ids_get_a_jsonrpc_error(tmp_path):
     Invalid Request and id null, on /mcp and the legacy /messages/; good ids still work."""
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
                "MCP-Protocol-Version": "2025-11-25"}
-    with serve(settings_for(tmp_path)) as (base, _):
+    with serve_app(settings_for(tmp_path)) as (base, _):
         opened = mcp_post(base, INIT)
         assert opened.status_code == 200
         headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]

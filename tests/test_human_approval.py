@@ -86,8 +86,8 @@ async def test_the_requester_alone_changes_nothing(human):
         preview = await call(agent, "redrive_dlq", queue=DLQ)
         assert preview["status"] == "dry_run" and preview["approval"] is None
         for extra in ({}, {"confirm": True, "approval_token": token}, {}, {"confirm": True}):
-            if extra:  # confirm and a token are not arguments here: refused, nothing stored or moved
-                with pytest.raises(ToolFailed, match="a person approves every real change"):
+            if extra:  # arguments this server's write tools do not have: refused (strict arguments)
+                with pytest.raises(ToolFailed, match="confirm is not an argument of redrive_dlq"):
                     await call(agent, "redrive_dlq", queue=DLQ, dry_run=False, **extra)
                 continue
             out = await call(agent, "redrive_dlq", queue=DLQ, dry_run=False)
@@ -398,8 +398,8 @@ async def test_pending_requests_are_bounded_and_an_interrupted_write_is_marked_f
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid whose process has exited: the server that ran the write is gone
     store = h.runtime.approvals.desk.store
-    store.transition(ids[0], frozenset({"pending"}), {"status": "executing", "approver": "lead",
-                                                      "executor": f"{HOST}:{gone.pid}"})
+    await store.transition(ids[0], frozenset({"pending"}), {"status": "executing", "approver": "lead",
+                                                            "executor": f"{HOST}:{gone.pid}"})
     found = await h.runtime.approvals.desk.get(ids[0])
     assert found is not None and found.status == "failed" and "interrupted" in (found.error or "")
     assert visible(h.sqs, DLQ) == 8

@@ -10,33 +10,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import boto3
-from helpers import make_settings
+from helpers import bearer, call, make_settings, serve_app, visible
 from mcp import Client
 from pydantic import SecretStr
-from helpers import serve_app
 
 DLQ = "order-cancellation-queue-dlq"
 SOURCE = "order-cancellation-queue"
-BEARER = {"Authorization": "Bearer replica-test-token"}
-
-
-def visible(sqs, name: str) -> int:
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
-
-
-async def _call(client: Client, tool: str, **arguments):
-    result = await client.call_tool(tool, arguments)
-    text = " ".join(getattr(c, "text", "") for c in result.content)
-    assert not result.is_error, text
-    return result.structured_content
+BEARER = bearer("replica-test-token")
 
 
 def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_path) -> None:
     import anyio
 
-    from opsmcp.calls.audit import create_audit_table
+    from opsmcp.sandbox.seed import create_audit_table
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
 
@@ -61,21 +47,21 @@ def test_preview_on_one_replica_approved_redrive_on_the_other(fresh_moto, tmp_pa
                 Client(streamable_http_client(f"{url_a}/mcp", http_client=http_a)) as on_a, \
                 Client(streamable_http_client(f"{url_b}/mcp", http_client=http_b)) as on_b:
             # Alternate reads between the replicas.
-            listed = await _call(on_a, "list_queues")
+            listed = await call(on_a, "list_queues")
             assert DLQ in {q["name"] for q in listed["queues"]}
-            analysis = await _call(on_b, "analyze_dlq", queue=DLQ)
+            analysis = await call(on_b, "analyze_dlq", queue=DLQ)
             assert analysis["messages_read"] == before
             # Preview on A; the approved real move on B, held to what A's preview showed.
-            preview = await _call(on_a, "redrive_dlq", queue=DLQ, max_messages=5)
+            preview = await call(on_a, "redrive_dlq", queue=DLQ, max_messages=5)
             assert preview["matched"] == 5
             token = preview["approval"]["token"]
             real = dict(queue=DLQ, max_messages=5, dry_run=False, confirm=True, approval_token=token)
-            moved = await _call(on_b, "redrive_dlq", **real)
+            moved = await call(on_b, "redrive_dlq", **real)
             assert moved["moved"] == 5 and moved["status"] == "complete"
             # The same token is spent for both replicas.
             again = await on_a.call_tool("redrive_dlq", real)
             assert again.is_error and "already used" in again.content[0].text  # type: ignore[union-attr]
-            order = await _call(on_b, "find_orders", status="CANCELLED", limit=1)
+            order = await call(on_b, "find_orders", status="CANCELLED", limit=1)
             assert "orders" in order
 
     with serve_app(a_settings) as (url_a, _), serve_app(b_settings) as (url_b, _):
@@ -125,7 +111,7 @@ def _race(fresh_moto: str, tmp_path) -> None:
     import httpx
     from helpers import mcp_call, team_tokens
 
-    from opsmcp.calls.audit import create_audit_table
+    from opsmcp.sandbox.seed import create_audit_table
     from opsmcp.sandbox.scenario import build_scenario
     from opsmcp.sandbox.seed import seed_aws
 

@@ -13,7 +13,8 @@ from helpers import ToolFailed, call, make_settings, visible
 from mcp import Client
 from mcp.types import ElicitResult
 
-from opsmcp.calls.audit import FileAudit, create_audit_table, read_tail, redact
+from opsmcp.calls.audit import FileAudit, read_tail, redact
+from opsmcp.sandbox.seed import create_audit_table
 from opsmcp.sandbox.scenario import build_scenario
 from opsmcp.sandbox.seed import seed_aws
 from opsmcp.server import build_server
@@ -156,16 +157,19 @@ async def test_dry_runs_are_audited_with_caller_and_redaction(seeded):
 
 
 async def test_audit_failure_stops_the_write_before_it_acts(fresh_moto, tmp_path):
-    blocked = tmp_path / "audit-is-a-directory"
-    blocked.mkdir()
-    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, audit_log=blocked,
+    audit = tmp_path / "audit.jsonl"
+    settings = make_settings(fresh_moto, tmp_path, allow_writes=True, audit_log=audit,
                              write_approval="prompt-or-confirm")
     seed_aws(settings, build_scenario(), metrics=False)
     server, _ = build_server(settings)
     sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
     async with Client(server) as client:
+        preview = await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq")
+        audit.unlink()
+        audit.mkdir()  # from here on the audit log cannot be written
         with pytest.raises(ToolFailed, match="Cannot write the audit log"):
-            await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True)
+            await call(client, "redrive_dlq", queue="order-cancellation-queue-dlq", dry_run=False, confirm=True,
+                       approval_token=preview["approval"]["token"])
     assert visible(sqs, "order-cancellation-queue-dlq") == 8 and visible(sqs, "order-cancellation-queue") == 0
 
 

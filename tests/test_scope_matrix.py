@@ -19,7 +19,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import PromptReference, ResourceTemplateReference
-from test_http_auth import DROP, INIT, mcp_post, oauth, serve
+from helpers import DROP, INIT, mcp_post, mcp_session, oauth, serve_app, settings_for
 
 from opsmcp.surface.tool_visibility import SCOPE_REFUSED
 from opsmcp.transport.auth import hash_token
@@ -137,7 +137,8 @@ async def test_every_method_against_every_scope_set(tmp_path: Path) -> None:
     identities = {"nobody": [], "alertmanager": ["alerts:write"], "reader": [READ], "writer-only": [WRITE],
                   "operator": [READ, WRITE]}
     tokens = tokens_file(tmp_path / "tokens.jsonl", identities)
-    with oauth(tmp_path, tokens_file=tmp_path / "tokens.jsonl") as (settings, mint, _), serve(settings) as (base, _):
+    with oauth(tmp_path, tokens_file=tmp_path / "tokens.jsonl") as (settings, mint, _), \
+            serve_app(settings) as (base, _):
         cases = {name: (tokens[name], set(scopes)) for name, scopes in identities.items()}
         cases |= {"jwt scope ''": (mint(scope=""), set()), "jwt scope null": (mint(scope=None), set()),
                   "jwt scp [ops:write]": (mint(scope=DROP, scp=[WRITE]), {WRITE}),
@@ -151,10 +152,8 @@ async def test_every_method_against_every_scope_set(tmp_path: Path) -> None:
 
 
 async def test_refusal_names_caller_method_and_scope(tmp_path: Path) -> None:
-    from test_http_auth import mcp_session, settings_for
-
     tokens = tokens_file(tmp_path / "tokens.jsonl", {"eve": [], "wanda": [WRITE]})
-    with serve(settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")) as (base, _):
+    with serve_app(settings_for(tmp_path, tokens_file=tmp_path / "tokens.jsonl")) as (base, _):
         for who in ("eve", "wanda"):
             async with await mcp_session(base, tokens[who]) as client:
                 with pytest.raises(MCPError) as refused:

@@ -22,27 +22,15 @@ import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 
-from helpers import call
+from helpers import call, clean_env, free_port
 
 pytestmark = pytest.mark.anyio
 OPSMCP = str(Path(sys.executable).parent / "opsmcp")
 BUDGET_S = 120.0  # a sandbox start, or stop, on a loaded 2-core machine
 
 
-def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
-    env.update(HOME=str(home), OPSMCP_DATA_DIR=str(home / "data"), **extra)
-    return env
-
-
 def state_of(home: Path) -> dict:
     return json.loads((home / "data" / "sandbox" / "state.json").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_gone(pid: int) -> None:

@@ -151,3 +151,114 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     fake.write_text("from opsmcp.server import build_server\n")
     assert "opsmcp.server" in imports_of(fake, "opsmcp.toolsets.x", set(modules()))
     assert layer_of("opsmcp.server") < layer_of("opsmcp.toolsets.queues")
+
+
+# ----------------------------------------------------------------- the wiring rule ---
+
+#: Where ``runtime.toolsets`` (the toolset instances) may be read: the composition root, which
+#: builds them and registers their tools through the choke point, and the Runtime itself.
+TOOLSETS_READERS = {"opsmcp.server", "opsmcp.calls.runtime"}
+
+
+def _dotted(node: ast.AST) -> str:
+    """``a.b.c`` of a Name/Attribute chain ("?" for anything else in it)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return "?"
+
+
+def toolsets_reads(source: str) -> list[str]:
+    """Every read of a runtime's ``toolsets`` in ``source`` (``x.toolsets`` or
+    ``getattr(x, "toolsets")``), as ``line: expression``. ``settings.toolsets`` (the names
+    in the settings) and ``args.toolsets`` (the command line's) are not toolsets."""
+    def names_toolsets(base: str) -> bool:
+        return base.rpartition(".")[2] == "settings" or base == "args"
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "toolsets" and not names_toolsets(_dotted(node.value)):
+            found.append(f"{node.lineno}: {_dotted(node.value)}.toolsets")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value == "toolsets"
+              and not names_toolsets(_dotted(node.args[0]))):
+            found.append(f"{node.lineno}: getattr({_dotted(node.args[0])}, 'toolsets')")
+    return found
+
+
+def test_only_the_composition_root_reads_the_toolsets():
+    """The wiring rule: events, resources, webhooks, completions, the console and the command
+    line read what the runtime exposes (``runtime.queues``, ``.alerts``, ``.catalog``,
+    ``.metrics``, ``.enabled``), never a toolset's attributes or its tool methods past the
+    choke point."""
+    reads = {name: toolsets_reads(path.read_text(encoding="utf-8")) for name, path in modules().items()
+             if name not in TOOLSETS_READERS}
+    assert {name: found for name, found in reads.items() if found} == {}
+
+
+@pytest.mark.parametrize("source,flagged", [
+    ('await runtime.toolsets["queues"].list_queues(limit=1000)', True),
+    ('tools = self.runtime.toolsets.get("metrics")', True),
+    ('found = getattr(runtime, "toolsets")', True),
+    ('if "logs" in runtime.toolsets: pass', True),
+    ('if "logs" in settings.toolsets: pass', False),
+    ('names = self.settings.toolsets + args.toolsets', False),
+    ('if "queues" in runtime.enabled: pass', False),
+    ('if getattr(args, "toolsets", None): pass', False),
+])
+def test_the_toolsets_check_sees_a_read(source, flagged):
+    assert bool(toolsets_reads(source)) is flagged
+
+
+# ----------------------------------------------------------------- tests share helpers ---
+
+TESTS = Path(__file__).resolve().parent
+AGENT_TESTS = TESTS.parent / "agents" / "tests"
+
+
+def test_module_imports(source: str) -> list[str]:
+    """Test modules and conftest that ``source`` imports (``test_x``, ``conftest``,
+    ``tests.test_x``...), as ``line: module``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.ImportFrom):  # from . import test_x / from .conftest import y
+            names = [node.module] if node.module else [a.name for a in node.names]
+        for name in names:
+            last = name.rpartition(".")[2]
+            if name.split(".")[0] in ("tests", "conftest") or last == "conftest" or last.startswith("test_"):
+                found.append(f"{node.lineno}: {name}")
+    return found
+
+
+test_module_imports.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+def test_no_test_module_imports_another_test_module_or_conftest():
+    """Shared helpers live in ``helpers.py`` (functions, constants) and fixtures in
+    ``conftest.py``, which pytest loads itself: no test module imports another one (or
+    conftest), so one test module's refactor never breaks another's collection."""
+    files = [p for root in (TESTS, AGENT_TESTS) for p in sorted(root.rglob("*.py"))
+             if "node_modules" not in p.parts]
+    assert len(files) > 50
+    found = {str(p.relative_to(TESTS.parent)): hits for p in files
+             if (hits := test_module_imports(p.read_text(encoding="utf-8")))}
+    assert found == {}
+
+
+@pytest.mark.parametrize("source,flagged", [
+    ("from test_console import console_server", True),
+    ("from test_http_auth import mcp_session", True),
+    ("import test_live_page", True),
+    ("from conftest import browser", True),
+    ("from tests.test_events import x", True),
+    ("from helpers import console_server, team_tokens", False),
+    ("import moto_process", False),
+])
+def test_the_test_import_check_sees_an_import(source, flagged):
+    assert bool(test_module_imports(source)) is flagged

@@ -128,3 +128,14 @@ async def test_hostile_times_are_tool_errors_in_every_tool(time_client) -> None:
         if not result.is_error or "Internal error" in text or f"{arg}=" not in text or not names_range:
             failures.append(f"{param.id}: is_error={result.is_error} {text[:200]!r}")
     assert not failures, "\n".join(failures)
+
+
+def test_iso_formats_datetimes_and_epoch_seconds_alike():
+    """One time format: a datetime, a naive one (UTC) and epoch seconds (approval requests,
+    DLQ reads) give the same text."""
+    from opsmcp.times import iso
+
+    t = datetime(2026, 11, 21, 14, 5, 0, 250_000, tzinfo=UTC)
+    assert iso(t) == iso(t.replace(tzinfo=None)) == iso(t.timestamp()) == "2026-11-21T14:05:00.250Z"
+    assert iso(t.timestamp(), "seconds") == "2026-11-21T14:05:00Z"
+    assert iso(0) == "1970-01-01T00:00:00.000Z" and iso(None) is None

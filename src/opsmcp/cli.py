@@ -437,9 +437,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     async def checks() -> None:
         clients = runtime.clients  # each client made inside the probe: an unusable profile is a FAIL line
-        if "queues" in runtime.toolsets:
+        if "queues" in runtime.enabled:
             await probe("sqs", "list queues", lambda: clients.client("sqs").list_queues(MaxResults=1000))
-        if "orders" in runtime.toolsets:
+        if "orders" in runtime.enabled:
             await probe("orders table", f"describe table {settings.orders_table}",
                         lambda: clients.client("dynamodb").describe_table(TableName=settings.orders_table))
 
@@ -465,10 +465,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     for label, ok, detail in check_reachability(settings):  # Prometheus, Alertmanager, alert webhook (if set)
         results.append(("OK" if ok else "FAIL", label, detail))
-    for name in runtime.toolsets:
+    for name in runtime.enabled:
         why = runtime.disabled.get(name)
         results.append(("WARN" if why else "OK", f"toolset {name}", f"disabled: {why}" if why else "loaded"))
-    if "logs" in runtime.toolsets:
+    if "logs" in runtime.enabled:
         if settings.log_backend != "embedded":
             from opsmcp.backends.log_factory import log_backend_checks
 

@@ -243,9 +243,9 @@ class Settings(BaseSettings):
         default_factory=lambda: [ConsoleChart.model_validate(c) for c in DEFAULT_CONSOLE_METRICS], max_length=4,
         description="The console's metric charts, JSON list of {title, namespace, metric, stat, split_by, dimensions}.")
     console_cache_seconds: float = Field(
-        30.0, ge=1, le=3600, description="How long the console reuses failure groups and charts it read, seconds.")
+        30.0, ge=1, le=3600, description="How long the console reuses the charts it read, seconds.")
     console_dlq_read: int = Field(
-        200, ge=1, le=5000, description="Most messages the console's failure groups read per DLQ (analyze_dlq).")
+        200, ge=1, le=5000, description="Most messages the console's failure groups read per DLQ (the shared read).")
 
     # --- MCP resources --------------------------------------------------------------
     resource_poll_seconds: float = Field(

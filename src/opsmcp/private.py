@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,34 @@ def create_private(path: Path) -> None:
     library opens by name, such as a SQLite database)."""
     with contextlib.suppress(FileExistsError):
         os.close(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+
+
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace file ``path`` with ``data`` atomically: written to a temporary file beside it
+    (mode 0600, in a 0700 directory made when missing), fsynced, renamed over ``path``, and the
+    directory fsynced. A reader sees the old file or the new one, never part of one; a
+    failure leaves ``path`` as it was and no temporary file.
+
+    Raises:
+        OSError: the directory or the file cannot be written.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=private_dir(path.parent), prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def data_paths(settings: Settings) -> list[Path]:

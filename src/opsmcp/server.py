@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from opsmcp.analysis.queue_state import QueueStates
     from opsmcp.backends.alertstore import AlertStore
     from opsmcp.backends.ansible.reader import CatalogReader
+    from opsmcp.backends.cloudwatch import CloudWatchBackend
 
 log = logging.getLogger("opsmcp")
 
@@ -158,12 +159,14 @@ class Built:
     queues: QueueStates | None = None
     alerts: AlertStore | None = None
     catalog: CatalogReader | None = None
+    metrics: CloudWatchBackend | None = None
 
 
 def build_toolsets(settings: Settings, clients: AwsClients) -> Built:
     """Build each enabled toolset's backend (``settings.toolsets``) and hand ``(settings,
-    backend)`` to the toolset; the queue-state reader, the alert store and the catalog reader
-    are also returned for the runtime, so nothing above reaches into a toolset."""
+    backend)`` to the toolset; the queue-state reader, the alert store, the catalog reader and
+    the CloudWatch metrics backend are also returned for the runtime, so nothing above
+    reaches into a toolset."""
     from opsmcp.analysis.dlq_read import DlqReader
     from opsmcp.analysis.queue_state import QueueStates
     from opsmcp.backends.dynamodb import DynamoBackend
@@ -192,7 +195,8 @@ def build_toolsets(settings: Settings, clients: AwsClients) -> Built:
         from opsmcp.backends.cloudwatch import CloudWatchBackend
         from opsmcp.toolsets.metrics import MetricTools
 
-        out["metrics"] = MetricTools(settings, CloudWatchBackend(clients))
+        built.metrics = CloudWatchBackend(clients)
+        out["metrics"] = MetricTools(settings, built.metrics)
     if "playbooks" in enabled:
         from opsmcp.backends.ansible.reader import CatalogReader
         from opsmcp.toolsets.playbooks import PlaybookTools
@@ -302,7 +306,8 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     trail = AuditTrail(build_audit(settings, clients), hub.publish, lambda: bool(hub.listeners))
     built = build_toolsets(settings, clients)
     runtime = Runtime(settings=settings, clients=clients, toolsets=built.toolsets, stats=ToolStats(), tools={},
-                      events=hub, trail=trail, queues=built.queues, alerts=built.alerts, catalog=built.catalog)
+                      events=hub, trail=trail, queues=built.queues, alerts=built.alerts, catalog=built.catalog,
+                      metrics=built.metrics)
     _wire_poller(runtime)
     _wire_chat(runtime)
     runtime.backend_check = backend_check(runtime)

@@ -163,20 +163,23 @@ def parse_window(
 
 
 @overload
-def iso(t: datetime, timespec: str = "milliseconds") -> str: ...
+def iso(t: datetime | float, timespec: str = "milliseconds") -> str: ...
 @overload
 def iso(t: None, timespec: str = "milliseconds") -> None: ...
-def iso(t: datetime | None, timespec: str = "milliseconds") -> str | None:
-    """Format a datetime as ISO-8601 UTC with a ``Z`` suffix: the one time format of every
+def iso(t: datetime | float | None, timespec: str = "milliseconds") -> str | None:
+    """Format a time as ISO-8601 UTC with a ``Z`` suffix: the one time format of every
     answer, audit record and seeded log line. A naive datetime is taken as UTC.
 
     Args:
-        t: the time (None gives None).
+        t: a datetime, or epoch seconds (``time.time()``; approval requests, DLQ reads);
+            None gives None.
         timespec: ``"milliseconds"`` (default), ``"seconds"`` or ``"microseconds"``
             (:meth:`datetime.isoformat`'s names).
     """
     if t is None:
         return None
+    if not isinstance(t, datetime):
+        t = datetime.fromtimestamp(t, UTC)
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

@@ -152,6 +152,47 @@ class DlqRead:
             out.append(self.stop)
         return out
 
+    def notes(self, read_more: str) -> list[str]:
+        """Notes naming everything that kept this read from seeing the whole queue, and how to
+        see more (``read_more``: what the caller can do when ``max_messages`` ended the read;
+        ``analyze_dlq`` and the console say it differently). Empty when it saw everything."""
+        notes = []
+        if self.before.in_flight:
+            notes.append(f"{self.before.in_flight} message(s) were in flight when the read began (received by another "
+                         "reader, neither deleted nor released): their contents could not be read; call again after "
+                         "their visibility timeout")
+        if self.missed and self.fifo:
+            notes.append(f"FIFO: {self.missed} message(s) queued behind the first message of their group cannot be "
+                         "read without moving them")
+        elif self.missed:
+            notes.append(f"{self.missed} message(s) visible when the read began were not received: another reader (a "
+                         "consumer, another opsmcp replica, a redrive) hid or deleted them while this read ran; call "
+                         "again")
+        delayed = max(self.before.delayed, self.now.delayed)
+        if delayed:
+            notes.append(f"{delayed} message(s) are delayed and cannot be received yet")
+        if self.stop == "read_error":
+            notes.append(f"a receive failed ({(self.error or '').rstrip('.')}); it may have hidden up to 10 messages "
+                         f"for {self.hold} s without this call learning which")
+        if self.sampled and not self.messages_read:
+            notes.append(f"no message was read: only the counts (~{self.population} visible) are known")
+        elif self.sampled:
+            more = {"max_messages": read_more,
+                    "max_bytes": f"the read holds at most {MAX_READ_BYTES // 2**20} MiB of message bodies",
+                    "time_budget": "OPSMCP_DLQ_READ_SECONDS sets the budget"}.get(self.stop, "call again")
+            notes.append(f"sampled: read {self.messages_read} of ~{self.population} visible messages; group counts "
+                         f"are extrapolated (estimated_count); {more}")
+        if self.after and self.before.total != self.after.total:
+            notes.append(f"the queue changed while it was read: {self.before.total} messages before, "
+                         f"{self.after.total} after")
+        if self.after_error:
+            notes.append(f"the queue's counts after reading could not be read ({self.after_error}); the counts before "
+                         "are shown")
+        if self.release_failed:
+            notes.append(f"{self.release_failed} message(s) could not be released and stay hidden for up to "
+                         f"{self.hold} s")
+        return notes
+
     def serves(self, max_messages: int) -> bool:
         """True when this read answers a request for at most ``max_messages`` as a new one would."""
         if max_messages < self.messages_read:

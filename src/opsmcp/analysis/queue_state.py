@@ -8,6 +8,9 @@ and, through :class:`~opsmcp.calls.runtime.Runtime`, to the ``/events`` depth po
 - :meth:`QueueStates.page`: one page of queues with their counts and DLQ wiring
   (:class:`QueueInfo`), the body of ``list_queues``;
 - :meth:`QueueStates.states`: every queue (up to 1,000) as dicts, for the poller;
+- :meth:`QueueStates.read_dlq`: the shared read of one DLQ with its failure signatures, the
+  body of ``analyze_dlq`` and of the console's failure groups (:meth:`QueueStates.dlq`
+  refuses a queue that has a redrive policy of its own);
 - :meth:`QueueStates.dead_letters`: a sample of a DLQ that grew, each with its failure
   signature, for ``dlq_message`` events, through the same shared read as ``analyze_dlq``
   (:class:`~opsmcp.analysis.dlq_read.DlqReader`), so in one process the poller and
@@ -22,6 +25,7 @@ mapped to :class:`~opsmcp.errors.OpsError`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +33,10 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from opsmcp.analysis.dlq_read import DlqReader
+from opsmcp.analysis.dlq_read import Counts, DlqRead, DlqReader
 from opsmcp.analysis.dlq_signatures import Correlator
 from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
-from opsmcp.errors import NotFound, OpsError
+from opsmcp.errors import InvalidInput, NotFound, OpsError
 from opsmcp.times import iso, utcnow
 
 #: Messages read from a DLQ that grew, to name its failure groups (``dlq_message`` events).
@@ -89,9 +93,8 @@ class Page:
 
 
 def _counts(attributes: dict[str, str]) -> Depth:
-    return (int(attributes.get("ApproximateNumberOfMessages", 0)),
-            int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)))
+    counts = Counts.of(attributes)
+    return counts.visible, counts.in_flight, counts.delayed
 
 
 def _dlq_of(attributes: dict[str, str]) -> tuple[str | None, int | None]:
@@ -183,6 +186,42 @@ class QueueStates:
         ``delayed``, ``dlq`` and ``is_dlq`` (the ``/events`` poller's reader)."""
         page = await self.page(None, 1000, None)
         return [q.model_dump() for q in page.queues]
+
+    async def dlq(self, queue: str) -> tuple[str, dict[str, str]]:
+        """DLQ ``queue`` (name or URL): its URL and attributes.
+
+        Raises:
+            NotFound: no such queue. InvalidInput: the queue has a redrive policy of its own
+                (reading all of it would raise receive counts and can move messages onward).
+        """
+        url, attributes = await self.sqs.require(queue)
+        policy = redrive_policy(attributes)
+        if policy:
+            raise InvalidInput(
+                f"{queue_name(url)} has a redrive policy (it feeds {queue_name(policy['deadLetterTargetArn'])} after "
+                f"{policy['maxReceiveCount']} receives), so reading all of it would raise receive counts and can move "
+                "messages to that DLQ.",
+                f"analyse its DLQ {queue_name(policy['deadLetterTargetArn'])!r} instead, or use peek_messages "
+                "for a sample.",
+            )
+        return url, attributes
+
+    async def read_dlq(self, queue: str, max_messages: int) -> tuple[DlqRead, bool]:
+        """The read of DLQ ``queue`` (name or URL) for a caller wanting at most
+        ``max_messages``, through the shared read (:meth:`DlqReader.read
+        <opsmcp.analysis.dlq_read.DlqReader.read>`: one at a time per queue, reused while the
+        queue's counts stay the same, messages released before it returns). Its time budget
+        counts from after the queue's URL is known (a first call also makes the client).
+
+        Returns ``(read, shared)``: ``shared`` is true when another call did the reading.
+
+        Raises:
+            NotFound / InvalidInput: as :meth:`dlq`. OpsError: SQS failed before reading.
+        """
+        url = await self.sqs.resolve(queue)
+        started = time.monotonic()
+        url, attributes = await self.dlq(url)
+        return await self.reader.read(url, attributes, max_messages, started)
 
     async def dead_letters(self, dlq: str, n: int = DEAD_LETTER_SAMPLE) -> list[dict[str, Any]]:
         """Up to ``n`` dead letters of DLQ ``dlq`` (more when a shared read already holds

@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field
 from opsmcp.backends.aws import AwsClients, aws_call
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, OpsError
-from opsmcp.private import open_private
+from opsmcp.private import open_private, replace_private
 from opsmcp.times import iso
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -218,6 +218,28 @@ def prune(alerts: dict[str, StoredAlert], max_stored: int, sizes: dict[str, int]
     return gone
 
 
+#: Characters of an alert's summary a listing shows.
+SUMMARY_CHARS = 300
+
+
+def newest_firing_first(alerts: list[StoredAlert]) -> list[StoredAlert]:
+    """``alerts`` as every listing shows them: firing first, then newest start first."""
+    ordered = sorted(alerts, key=lambda a: a.starts_at or "", reverse=True)
+    ordered.sort(key=lambda a: a.status != "firing")
+    return ordered
+
+
+def brief(a: StoredAlert) -> dict[str, Any]:
+    """One alert as a listing shows it (``list_alerts``, the console): ``fingerprint``,
+    ``alertname``, ``status``, ``severity``, ``summary`` (the summary or description
+    annotation, cut to :data:`SUMMARY_CHARS` characters), ``starts_at``, ``ends_at``,
+    ``received_count``."""
+    text = a.annotations.get("summary") or a.annotations.get("description")
+    return {"fingerprint": a.fingerprint, "alertname": a.labels.get("alertname"), "status": a.status,
+            "severity": a.labels.get("severity"), "summary": text[:SUMMARY_CHARS] if text else None,
+            "starts_at": a.starts_at, "ends_at": a.ends_at, "received_count": a.received_count}
+
+
 class AlertStore(Protocol):
     """What the alerts toolset, the webhook and completion need from a store."""
 
@@ -317,14 +339,8 @@ class FileAlertStore:
 
     def _rewrite(self) -> None:
         """Write the live alerts to a new file (0600), fsync, and rename it over the store."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         lines = [self._line(FILE_HEADER)] + [self._line({"put": a.model_dump()}) for a in self._alerts.values()]
-        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        replace_private(self.path, b"".join(lines))
         self._file_bytes = sum(len(line) for line in lines)
 
     async def record(self, incoming: list[IncomingAlert]) -> list[Change]:

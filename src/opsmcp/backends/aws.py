@@ -351,6 +351,19 @@ def map_aws_error(exc: Exception, endpoint: str, what: str) -> OpsError:
     return OpsError(f"Failed to {what}: {type(exc).__name__}: {exc}.")
 
 
+def aws_error_code(exc: BaseException) -> str | None:
+    """The AWS error code (``ConditionalCheckFailedException``...) behind ``exc``: a botocore
+    ``ClientError``, or an :class:`~opsmcp.errors.OpsError` that :func:`aws_call` mapped from
+    one (directly, or through the causes of errors that wrap it); None for anything else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code"):
+            return str(response["Error"]["Code"])
+        seen = seen.__cause__
+    return None
+
+
 def aws_call_sync(clients: AwsClients, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking boto3 call ``fn(*args, **kwargs)`` here, for code that already runs in
     a worker thread (the log backends: the toolset calls them off the event loop). Bounded

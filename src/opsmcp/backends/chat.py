@@ -31,9 +31,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from opsmcp.result_size import cut_text
+
 log = logging.getLogger("opsmcp.backends.chat")
 
-#: Longest preview text a notification carries (characters).
+#: Characters of preview text a notification keeps (a longer preview is cut and marked,
+#: :func:`~opsmcp.result_size.cut_text`).
 MAX_PREVIEW_CHARS = 1_500
 
 
@@ -43,17 +46,13 @@ def slack_escape(text: Any) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 12] + " ...[cut]"
-
-
 def slack_text(payload: dict[str, Any]) -> str:
     """The Slack message for an ``approval`` or ``alert`` payload (mrkdwn, values escaped)."""
     link = payload.get("console_url") or ""
     if payload.get("type") == "approval":
         bound = payload.get("bound") or {}
         held = f" (held to {slack_escape(bound.get('argument'))} ≤ {slack_escape(bound.get('value'))})" if bound else ""
-        preview = slack_escape(_cut(str(payload.get("preview") or ""), MAX_PREVIEW_CHARS)).replace("```", "'''")
+        preview = slack_escape(cut_text(str(payload.get("preview") or ""), MAX_PREVIEW_CHARS)).replace("```", "'''")
         title = f"Approval needed: `{slack_escape(payload.get('tool'))}` requested by " \
                 f"{slack_escape(payload.get('requester'))}{held}, expires {slack_escape(payload.get('expires_at'))}"
         review = f"<{link}|Review {slack_escape(payload.get('id'))}>" if link.startswith("http") else \
@@ -106,7 +105,7 @@ class ChatNotifier:
         keep = ("id", "tool", "arguments", "preview", "bound", "requester", "created_at", "expires_at", "status",
                 "console_url")
         payload = {"type": "approval"} | {k: view.get(k) for k in keep}
-        payload["preview"] = _cut(str(payload.get("preview") or ""), MAX_PREVIEW_CHARS)
+        payload["preview"] = cut_text(str(payload.get("preview") or ""), MAX_PREVIEW_CHARS)
         self.notify(payload)
 
     def alert(self, event: dict[str, Any]) -> None:

@@ -4,13 +4,16 @@
 object gives its level, service, message, trace and event ids from the configured field
 names (dotted names reach into nested objects); any other line is its own message, with
 level ``UNKNOWN`` and no ids. :func:`documents` reads JSON Lines files for ``opsmcp logs
-load`` into the documents such an engine stores.
+load`` into the documents such an engine stores; :func:`progress_line` is the line count the
+loaders of ``opsmcp logs load`` show on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,23 @@ from opsmcp.backends.logbackend import normalize_level
 from opsmcp.backends.logstore.ingest import ByteCounter
 from opsmcp.backends.logstore.parser import _SURROGATE, IngestReport, standard_fields
 from opsmcp.errors import NotFound
+
+
+@contextlib.contextmanager
+def progress_line(what: str, show: bool = True) -> Iterator[Callable[[int], None] | None]:
+    """A callback for a loader's ``on_progress`` that rewrites ``<what>: N lines`` on stderr
+    (None when not ``show``); the line is ended when the block ends, however it ends."""
+    if not show:
+        yield None
+        return
+
+    def tick(lines: int) -> None:
+        print(f"\r{what}: {lines:,} lines", end="", file=sys.stderr, flush=True)
+
+    try:
+        yield tick
+    finally:
+        print(file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,24 @@ Every method is synchronous (the toolset calls it off the event loop) and raises
 :class:`BackendUnavailable` for an engine that is down or throttling. Where an engine
 cannot do what another does, the result's ``notes`` say so.
 
-Also here, because both engines need them: times as epoch milliseconds (:func:`to_ms`,
-:func:`~opsmcp.times.ms_iso`) and level normalisation (:func:`normalize_level`).
+Also here, because every engine needs them: times as epoch milliseconds (:func:`to_ms`,
+:func:`~opsmcp.times.ms_iso`), level normalisation (:func:`normalize_level`) and its inverse
+(:func:`level_spellings`), the engines' field-name settings (:func:`with_field_overrides`),
+the newest window a query reads (:func:`newest_window`), the ids a trace lookup tries
+(:func:`trace_candidates`) and the answers of ``get_trace`` and ``error_lines``
+(:func:`trace_lines`, :func:`errors_by_trace`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from opsmcp.errors import InvalidInput
 
 from opsmcp.times import ms_iso as ms_iso  # re-exported: both engines format their times with it
 
@@ -40,6 +47,12 @@ _ONE_MS = timedelta(milliseconds=1)
 _LEVEL_ALIASES = {"WARNING": "WARN", "ERR": "ERROR", "INFORMATION": "INFO", "CRIT": "CRITICAL", "EMERG": "FATAL"}
 _NUMERIC_LEVELS = {10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL"}  # pino/bunyan
 LEVEL_CACHE: dict[str, str] = {}
+#: Canonical level -> its spellings, the canonical one first (the inverse of :func:`normalize_level`'s aliases).
+LEVEL_SPELLINGS: dict[str, tuple[str, ...]] = {}
+for _alias, _canon in _LEVEL_ALIASES.items():
+    LEVEL_SPELLINGS[_canon] = (*LEVEL_SPELLINGS.get(_canon, (_canon,)), _alias)
+
+F = TypeVar("F")
 
 
 # --------------------------------------------------------------------------- times and levels
@@ -75,6 +88,16 @@ def normalize_level(value: Any) -> str:
     if isinstance(value, (int, float)):
         return _NUMERIC_LEVELS.get(int(value), str(int(value)))
     return str(value).upper()
+
+
+def level_spellings(levels: Sequence[str], *, cases: bool = False) -> list[str]:
+    """Canonical ``levels`` with the other spellings shippers use (``WARN``: ``WARN``,
+    ``WARNING``), for engines that match the stored text; with ``cases`` each also in lower
+    case and capitalised (``warn``, ``Warn``), for engines that match it exactly."""
+    out = [s for lv in levels for s in LEVEL_SPELLINGS.get(lv, (lv,))]
+    if cases:
+        out = [v for s in out for v in (s, s.lower(), s.capitalize())]
+    return list(dict.fromkeys(out))
 
 
 def levels_arg(level: str | Sequence[str] | None) -> list[str] | None:
@@ -256,15 +279,69 @@ class LogBackend(Protocol):
         ...
 
 
+def with_field_overrides(cls: type[F], overrides: dict[str, str], setting: str,
+                         name_pattern: re.Pattern[str] | None = None) -> F:
+    """The field names ``cls`` (a dataclass of the engine's field names) with ``overrides``
+    (attribute -> field name) from ``setting`` (``OPSMCP_LOKI_FIELDS``...).
+
+    Raises:
+        InvalidInput: an unknown key, or (with ``name_pattern``) a name that is not a plain
+            (dotted) field name.
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InvalidInput(f"Unknown field setting(s) {unknown} in {setting}.", f"use keys {sorted(known)}.")
+    for key, name in overrides.items():
+        if name_pattern is not None and not name_pattern.match(name):
+            raise InvalidInput(f"{setting}: {key}={name!r} is not a plain field name.",
+                               "use letters, digits and _ (dots for nested fields), e.g. traceId or ctx.level.")
+    return cls(**overrides)
+
+
+def newest_window(start_ms: int | None, end_ms: int | None, max_ms: int, setting: str,
+                  notes: list[str]) -> tuple[int, int]:
+    """The window ``(lo, hi)`` in epoch ms one query reads: ``end_ms`` (default now) back to
+    ``start_ms`` (default ``max_ms`` before it), held to its newest ``max_ms``; a cut is said
+    in ``notes``, naming ``setting`` (the bound's setting)."""
+    hi = end_ms if end_ms is not None else to_ms(datetime.now(UTC))
+    lo = start_ms if start_ms is not None else hi - max_ms
+    if hi - lo > max_ms:
+        lo = hi - max_ms
+        notes.append(f"read the newest {max_ms / 3_600_000:g} h of the window: {setting} bounds each query; "
+                     f"from {ms_iso(lo)}")
+    return lo, hi
+
+
+def trace_candidates(trace_id: str) -> list[str]:
+    """The ids a trace lookup tries, in order: as given, trimmed, trimmed and lower-cased
+    (exact ids only: ids that share segments never mix)."""
+    return list(dict.fromkeys([trace_id, trace_id.strip(), trace_id.strip().lower()]))
+
+
+def errors_by_trace(records: Iterable[LogRecord], per_trace: int) -> dict[str, list[dict[str, Any]]]:
+    """:meth:`LogBackend.error_lines`' answer from ``records`` (in the order given): the
+    ERROR-and-worse lines of each trace id, at most ``per_trace`` each; traces without one
+    are left out."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.level in ERROR_LEVELS and r.trace_id is not None and len(out.setdefault(r.trace_id, [])) < per_trace:
+            out[r.trace_id].append(error_line(r.ts_ms, r.service, r.level, r.message, r.event_id))
+    return {t: v for t, v in out.items() if v}
+
+
 def error_line(ts_ms: int, service: str, level: str, message: str, event_id: str | None) -> dict[str, Any]:
     """One entry of :meth:`LogBackend.error_lines`."""
     return {"timestamp": ms_iso(ts_ms), "service": service, "level": level, "message": message, "event_id": event_id}
 
 
-def trace_lines(trace_id: str, recs: list[LogRecord], limit: int, size: int, notes: list[str]) -> TraceLines:
+def trace_lines(trace_id: str, recs: list[LogRecord], limit: int, size: int, notes: list[str],
+                fetched: int | None = None) -> TraceLines:
     """The :class:`TraceLines` of one trace's records (oldest first), ``size`` being how many
-    lines the engine was asked for (reaching it means there may be more, said in ``notes``)."""
-    if len(recs) >= size:
+    lines the engine was asked for and ``fetched`` how many it returned (default: as many as
+    ``recs``; more when the engine's match was wider than the exact id): reaching ``size``
+    means there may be more, said in ``notes``."""
+    if (len(recs) if fetched is None else fetched) >= size:
         notes.append(f"the trace has more than {len(recs):,} lines; counts cover the first {len(recs):,}")
     services = list(dict.fromkeys(r.service for r in recs))
     first_error = next((r for r in recs if r.level in ERROR_LEVELS), None)

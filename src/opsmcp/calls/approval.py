@@ -72,13 +72,14 @@ from mcp.server.mcpserver import AcceptedElicitation, CancelledElicitation, Cont
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from opsmcp.calls.approval_desk import ApprovalDesk, Reporter, iso
+from opsmcp.calls.approval_desk import ApprovalDesk, Reporter
 from opsmcp.calls.approval_store import FINAL, ApprovalRequest, RequestStore, store_for
 from opsmcp.calls.approval_tokens import ApprovalTokens
 from opsmcp.calls.identity import caller, require_scope
 from opsmcp.result_size import cut_text
 from opsmcp.errors import OpsError
 from opsmcp.results import ApprovalOffer, Result, WriteResult
+from opsmcp.times import iso
 from opsmcp.toolsets.base import INJECTED, ToolMark
 
 if TYPE_CHECKING:

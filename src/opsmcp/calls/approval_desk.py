@@ -29,16 +29,15 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.to_thread
 
 from opsmcp.calls.approval_store import FINAL, ApprovalRequest, RequestStore, new_id
 from opsmcp.calls.audit import HOST, pid_alive, redact
 from opsmcp.calls.identity import APPROVE_SCOPE, caller, scopes
 from opsmcp.errors import NotFound, OpsError
+from opsmcp.times import iso
 
 if TYPE_CHECKING:
     from opsmcp.calls.audit import AuditTrail
@@ -65,13 +64,6 @@ class ApprovalForbidden(OpsError):
 
 class ApprovalConflict(OpsError):
     """The request is not pending any more (decided, running, done, expired)."""
-
-
-def iso(epoch: float | None) -> str | None:
-    """Epoch seconds as ISO-8601 UTC with a ``Z`` (milliseconds), or None."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -116,7 +108,7 @@ class ApprovalDesk:
     async def get(self, request_id: str) -> ApprovalRequest | None:
         """The request (settled: an overdue pending one is marked expired, an interrupted
         one failed), or None for an unknown id."""
-        req = await anyio.to_thread.run_sync(self.store.get, request_id)
+        req = await self.store.get(request_id)
         return await self._settle(req) if req is not None else None
 
     async def describe(self, request_id: str) -> dict[str, Any] | None:
@@ -126,7 +118,7 @@ class ApprovalDesk:
 
     async def list(self, status: str = "pending", limit: int = 100) -> list[ApprovalRequest]:
         """Requests newest first: ``status`` ``"pending"`` or ``"all"``; at most ``limit``."""
-        found = await anyio.to_thread.run_sync(self.store.list)
+        found = await self.store.list()
         settled = [await self._settle(r) for r in found]
         if status != "all":
             settled = [r for r in settled if r.status == status]
@@ -150,7 +142,7 @@ class ApprovalDesk:
         return req
 
     async def _reread(self, req: ApprovalRequest) -> ApprovalRequest:
-        return await anyio.to_thread.run_sync(self.store.get, req.id) or req
+        return await self.store.get(req.id) or req
 
     # ------------------------------------------------------------------ creating ----
     async def create(self, tool: str, arguments: dict[str, Any], preview: str, bound_argument: str | None,
@@ -171,7 +163,7 @@ class ApprovalDesk:
         req = ApprovalRequest(id=new_id(), tool=tool, arguments=arguments, shown_arguments=redact(arguments),
                               preview=preview, bound_argument=bound_argument, bound=bound, requester=caller.get(),
                               created_at=now, expires_at=now + self.settings.approval_request_ttl_seconds)
-        await anyio.to_thread.run_sync(self.store.create, req)
+        await self.store.create(req)
         await self._audit(req, "requested", "pending", actor=req.requester, strict=True)
         self._announce(req)
         if self.notify is not None:
@@ -255,7 +247,7 @@ class ApprovalDesk:
     async def _move(self, req: ApprovalRequest, expect: frozenset[str], changes: dict[str, Any]
                     ) -> ApprovalRequest | None:
         """Transition ``req`` in the store; on success publish the change and wake waiters."""
-        moved = await anyio.to_thread.run_sync(self.store.transition, req.id, expect, changes)
+        moved = await self.store.transition(req.id, expect, changes)
         if moved is not None:
             self._announce(moved)
         return moved

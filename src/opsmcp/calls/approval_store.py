@@ -22,7 +22,9 @@ exactly one wins, and the write runs once.
   audit table (``call_id`` = the request id, ``phase`` = ``"request"``, beside the
   request's own audit records), each transition an ``UpdateItem`` conditioned on the status.
 
-The stores block (file and boto3 I/O): call them off the event loop.
+Every store method is a coroutine whose I/O runs off the event loop: the files in a worker
+thread, every DynamoDB call through :func:`~opsmcp.backends.aws.aws_call` (bounded by
+``backend_timeout_seconds``, errors mapped), like the audit sinks and the alert stores.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,7 +42,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio.to_thread
+
+from opsmcp.backends.aws import AwsClients, aws_call, aws_error_code
 from opsmcp.errors import OpsError
+from opsmcp.private import open_private, replace_private
 
 STATUSES = ("pending", "approved", "executing", "done", "failed", "denied", "expired")
 #: Statuses a request never leaves.
@@ -118,18 +123,19 @@ class ApprovalRequest:
 
 
 class RequestStore(Protocol):
-    """Durable approval requests (blocking calls)."""
+    """Durable approval requests (coroutines; their I/O runs off the event loop)."""
 
-    def create(self, request: ApprovalRequest) -> None:
+    async def create(self, request: ApprovalRequest) -> None:
         """Store a new request. Raises OpsError when it cannot be stored."""
 
-    def get(self, request_id: str) -> ApprovalRequest | None:
+    async def get(self, request_id: str) -> ApprovalRequest | None:
         """The request, or None when the id is unknown."""
 
-    def list(self) -> list[ApprovalRequest]:
+    async def list(self) -> list[ApprovalRequest]:
         """Every stored request (any order)."""
 
-    def transition(self, request_id: str, expect: frozenset[str], changes: dict[str, Any]) -> ApprovalRequest | None:
+    async def transition(self, request_id: str, expect: frozenset[str],
+                         changes: dict[str, Any]) -> ApprovalRequest | None:
         """Atomically apply ``changes`` if the request's status is in ``expect``; the updated
         request, or None when it is unknown or its status is not in ``expect``."""
 
@@ -154,8 +160,7 @@ class FileRequestStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = open_private(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW)  # in a 0700 directory
         except OSError as exc:
             raise OpsError(f"Cannot open the approval store {self.directory}: {exc.strerror or exc}.",
                            "fix the data directory's permissions (OPSMCP_DATA_DIR); nothing was changed.") from exc
@@ -166,23 +171,7 @@ class FileRequestStore:
             os.close(fd)  # closing releases the lock
 
     def _write(self, request: ApprovalRequest) -> None:
-        target = self._path(request.id)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(request.to_json())
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with _ignored():
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_private(self._path(request.id), request.to_json().encode())
 
     def _read(self, path: Path) -> ApprovalRequest | None:
         try:
@@ -190,13 +179,16 @@ class FileRequestStore:
         except (OSError, ValueError, TypeError):
             return None
 
-    def create(self, request: ApprovalRequest) -> None:
-        """Write ``request`` (a new id); drops decided requests older than
+    async def create(self, request: ApprovalRequest) -> None:
+        """Write ``request`` (a new id) in a worker thread; drops decided requests older than
         :data:`KEEP_DECIDED_SECONDS` (their story stays in the audit log).
 
         Raises:
             OpsError: the directory cannot be written.
         """
+        await anyio.to_thread.run_sync(self._create, request)
+
+    def _create(self, request: ApprovalRequest) -> None:
         try:
             with self._locked():
                 self._write(request)
@@ -209,11 +201,11 @@ class FileRequestStore:
             raise OpsError(f"Cannot store the approval request in {self.directory}: {exc.strerror or exc}.",
                            "fix the data directory's permissions or free disk space; nothing was changed.") from exc
 
-    def get(self, request_id: str) -> ApprovalRequest | None:
+    async def get(self, request_id: str) -> ApprovalRequest | None:
         """The request with ``request_id`` (None: unknown or not an id)."""
         if not ID_PATTERN.fullmatch(request_id):
             return None
-        return self._read(self._path(request_id))
+        return await anyio.to_thread.run_sync(self._read, self._path(request_id))
 
     def _all(self) -> list[ApprovalRequest]:
         if not self.directory.is_dir():
@@ -221,18 +213,22 @@ class FileRequestStore:
         found = (self._read(p) for p in self.directory.glob("apr-*.json"))
         return [r for r in found if r is not None]
 
-    def list(self) -> list[ApprovalRequest]:
+    async def list(self) -> list[ApprovalRequest]:
         """Every readable request file."""
-        return self._all()
+        return await anyio.to_thread.run_sync(self._all)
 
-    def transition(self, request_id: str, expect: frozenset[str], changes: dict[str, Any]) -> ApprovalRequest | None:
-        """See :meth:`RequestStore.transition` (under the directory's lock).
+    async def transition(self, request_id: str, expect: frozenset[str],
+                         changes: dict[str, Any]) -> ApprovalRequest | None:
+        """See :meth:`RequestStore.transition` (under the directory's lock, in a worker thread).
 
         Raises:
             OpsError: the file cannot be rewritten.
         """
         if not ID_PATTERN.fullmatch(request_id):
             return None
+        return await anyio.to_thread.run_sync(self._transition, request_id, expect, changes)
+
+    def _transition(self, request_id: str, expect: frozenset[str], changes: dict[str, Any]) -> ApprovalRequest | None:
         try:
             with self._locked():
                 current = self._read(self._path(request_id))
@@ -247,90 +243,99 @@ class FileRequestStore:
 
 
 class DynamoRequestStore:
-    """Approval requests as items of the DynamoDB audit table (see the module doc).
+    """Approval requests as items of the DynamoDB audit table (see the module doc); every
+    call goes through :func:`~opsmcp.backends.aws.aws_call`.
 
     Args:
-        client: a boto3 DynamoDB client.
+        clients: the shared boto3 clients.
         table: the audit table (hash key ``call_id``, range key ``phase``).
     """
 
-    def __init__(self, client: Any, table: str) -> None:
-        self.client = client
+    def __init__(self, clients: AwsClients, table: str) -> None:
+        self.clients = clients
         self.table = table
 
     def _key(self, request_id: str) -> dict[str, Any]:
         return {"call_id": {"S": request_id}, "phase": {"S": REQUEST_PHASE}}
 
-    def _failed(self, what: str, exc: Exception) -> OpsError:
-        return OpsError(f"Cannot {what} in DynamoDB table {self.table}: {exc}.",
-                        "check OPSMCP_AUDIT_TABLE and AWS access; nothing was changed.")
+    async def _call(self, what: str, operation: str, **kwargs: Any) -> Any:
+        """DynamoDB ``operation`` on the table through the bounded AWS call.
 
-    def create(self, request: ApprovalRequest) -> None:
+        Raises:
+            OpsError: it failed, saying what could not be done (the AWS error as its cause).
+        """
+        try:
+            return await aws_call(self.clients, f"{what} in {self.table}",
+                                  getattr(self.clients.lazy("dynamodb"), operation), TableName=self.table, **kwargs)
+        except OpsError as exc:
+            raise OpsError(f"Cannot {what} in DynamoDB table {self.table}: {exc.message}",
+                           "check OPSMCP_AUDIT_TABLE and AWS access; nothing was changed.") from exc
+
+    async def create(self, request: ApprovalRequest) -> None:
         """PutItem the request (conditional: a new id).
 
         Raises:
-            OpsError: the table is missing or unreachable.
+            OpsError: the table is missing or unreachable, or did not answer in time.
         """
         item = self._key(request.id) | {
             "time": {"S": str(request.created_at)}, "tool": {"S": request.tool}, "status": {"S": request.status},
             "expires_at": {"N": str(int(request.expires_at))}, "request": {"S": request.to_json()}}
-        try:
-            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(call_id)")
-        except Exception as exc:
-            raise self._failed("store the approval request", exc) from exc
+        await self._call("store the approval request", "put_item", Item=item,
+                         ConditionExpression="attribute_not_exists(call_id)")
 
-    def get(self, request_id: str) -> ApprovalRequest | None:
-        """The request (a consistent read), or None."""
+    async def get(self, request_id: str) -> ApprovalRequest | None:
+        """The request (a consistent read), or None.
+
+        Raises:
+            OpsError: the table is missing or unreachable, or did not answer in time.
+        """
         if not ID_PATTERN.fullmatch(request_id):
             return None
-        try:
-            item = self.client.get_item(TableName=self.table, Key=self._key(request_id),
-                                        ConsistentRead=True).get("Item")
-        except Exception as exc:
-            raise self._failed("read approval request", exc) from exc
+        item = (await self._call("read approval request", "get_item", Key=self._key(request_id),
+                                 ConsistentRead=True)).get("Item")
         return ApprovalRequest.from_json(item["request"]["S"]) if item and "request" in item else None
 
-    def list(self) -> list[ApprovalRequest]:
-        """Every request of the table (a Scan filtered on ``phase``; the audit table is small)."""
+    async def list(self) -> list[ApprovalRequest]:
+        """Every request of the table (a Scan filtered on ``phase``; the audit table is small).
+
+        Raises:
+            OpsError: the table is missing or unreachable, or did not answer in time.
+        """
         out: list[ApprovalRequest] = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "FilterExpression": "#p = :p", "ConsistentRead": True,
+        kwargs: dict[str, Any] = {"FilterExpression": "#p = :p", "ConsistentRead": True,
                                   "ExpressionAttributeNames": {"#p": "phase"},
                                   "ExpressionAttributeValues": {":p": {"S": REQUEST_PHASE}}}
-        try:
-            while True:
-                resp = self.client.scan(**kwargs)
-                for item in resp.get("Items", []):
-                    with _ignored():
-                        out.append(ApprovalRequest.from_json(item["request"]["S"]))
-                if "LastEvaluatedKey" not in resp:
-                    return out
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        except OpsError:
-            raise
-        except Exception as exc:
-            raise self._failed("list approval requests", exc) from exc
+        while True:
+            resp = await self._call("list approval requests", "scan", **kwargs)
+            for item in resp.get("Items", []):
+                with _ignored():
+                    out.append(ApprovalRequest.from_json(item["request"]["S"]))
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def transition(self, request_id: str, expect: frozenset[str], changes: dict[str, Any]) -> ApprovalRequest | None:
+    async def transition(self, request_id: str, expect: frozenset[str],
+                         changes: dict[str, Any]) -> ApprovalRequest | None:
         """See :meth:`RequestStore.transition`: an UpdateItem conditioned on ``status``.
 
         Raises:
-            OpsError: the table is missing or unreachable.
+            OpsError: the table is missing or unreachable, or did not answer in time.
         """
-        current = self.get(request_id)
+        current = await self.get(request_id)
         if current is None or current.status not in expect:
             return None
         updated = ApprovalRequest(**(asdict(current) | changes))
         try:
-            self.client.update_item(
-                TableName=self.table, Key=self._key(request_id), UpdateExpression="SET #s = :to, #r = :doc",
-                ConditionExpression="#s = :from", ExpressionAttributeNames={"#s": "status", "#r": "request"},
-                ExpressionAttributeValues={":to": {"S": updated.status}, ":doc": {"S": updated.to_json()},
-                                           ":from": {"S": current.status}})
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code == "ConditionalCheckFailedException":
+            await self._call(f"update approval request {request_id}", "update_item",
+                             Key=self._key(request_id), UpdateExpression="SET #s = :to, #r = :doc",
+                             ConditionExpression="#s = :from",
+                             ExpressionAttributeNames={"#s": "status", "#r": "request"},
+                             ExpressionAttributeValues={":to": {"S": updated.status}, ":doc": {"S": updated.to_json()},
+                                                        ":from": {"S": current.status}})
+        except OpsError as exc:
+            if aws_error_code(exc) == "ConditionalCheckFailedException":
                 return None  # another approver (or replica) changed it first
-            raise self._failed(f"update approval request {request_id}", exc) from exc
+            raise
         return updated
 
 
@@ -343,8 +348,8 @@ def store_for(sink: Any, data_dir: Path) -> RequestStore:
     """The request store that goes with audit sink ``sink``: the DynamoDB audit table's
     (several replicas) when the sink is one, else files under ``<data_dir>/approvals``."""
     table, clients = getattr(sink, "table", None), getattr(sink, "clients", None)
-    if isinstance(table, str) and clients is not None:
-        return DynamoRequestStore(clients.lazy("dynamodb"), table)  # made in the thread of its first call
+    if isinstance(table, str) and isinstance(clients, AwsClients):
+        return DynamoRequestStore(clients, table)
     return FileRequestStore(data_dir / "approvals")
 
 

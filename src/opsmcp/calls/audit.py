@@ -38,11 +38,11 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 
-from opsmcp.backends.aws import AwsClients, aws_call
+from opsmcp.backends.aws import AwsClients, aws_call, aws_error_code
 from opsmcp.calls.identity import caller
 from opsmcp.result_size import cap_values, cut_text, json_size
 from opsmcp.errors import OpsError
-from opsmcp.private import open_private
+from opsmcp.private import open_private, private_dir
 from opsmcp.times import now_iso
 from opsmcp.toolsets.base import INJECTED
 
@@ -191,9 +191,9 @@ class FileAudit:
         """
         name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
         try:
-            self.claims.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.claims)
             self._prune_claims()
-            fd = os.open(self.claims / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = open_private(self.claims / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
         except FileExistsError:
             return False
         except OSError as exc:
@@ -339,9 +339,7 @@ class DynamoAudit:
                 ConditionExpression="attribute_not_exists(call_id)",
             )
         except OpsError as exc:
-            cause = exc.__cause__
-            code = getattr(cause, "response", {}).get("Error", {}).get("Code")
-            if code == "ConditionalCheckFailedException":
+            if aws_error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise OpsError(f"Cannot record the approval in DynamoDB table {self.table}: {exc.message}",
                            "check OPSMCP_AUDIT_TABLE and AWS access; no write was made.") from exc
@@ -464,18 +462,6 @@ async def mark_interrupted(sink: AuditSink, *, host: str = HOST,
         await sink.append(record)
         added.append(record)
     return added
-
-
-def create_audit_table(client: Any, table: str) -> None:
-    """Create the DynamoDB audit table (on-demand) if it does not exist."""
-    if table in client.list_tables().get("TableNames", []):
-        return
-    client.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "call_id", "AttributeType": "S"},
-                              {"AttributeName": "phase", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "call_id", "KeyType": "HASH"}, {"AttributeName": "phase", "KeyType": "RANGE"}],
-    )
 
 
 def format_records(records: Iterable[dict[str, Any]]) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # built by the composition root; imported here for their type
     from opsmcp.analysis.queue_state import QueueStates
     from opsmcp.backends.alertstore import AlertStore
     from opsmcp.backends.ansible.reader import CatalogReader
+    from opsmcp.backends.cloudwatch import CloudWatchBackend
 
 log = logging.getLogger("opsmcp")
 
@@ -37,7 +38,8 @@ class Runtime:
     Attributes:
         settings: the settings the server was built with.
         clients: the shared boto3 clients (:class:`~opsmcp.backends.aws.AwsClients`).
-        toolsets: toolset name -> instance (built by the composition root).
+        toolsets: toolset name -> instance: the composition root's registry, read by it and the
+            registration code only (``tests/test_structure.py`` checks it); ``enabled`` names them.
         stats: per-tool counters and histograms behind ``/metrics``.
         tools: registered tool name -> its :class:`~opsmcp.toolsets.base.ToolMark`.
         events: the ``/events`` hub; ``poller``: its queue-depth poller (queues toolset on).
@@ -52,6 +54,8 @@ class Runtime:
             without the alerts toolset).
         catalog: the playbook catalog reader for the playbook resources and name completion
             (None without the playbooks toolset).
+        metrics: the CloudWatch metrics backend the console's charts read (None without the
+            metrics toolset).
 
     What the upper layers need from the backends is here, built by the composition root;
     none of them reaches into a toolset or calls a tool past the choke point.
@@ -72,12 +76,18 @@ class Runtime:
     queues: QueueStates | None = None
     alerts: AlertStore | None = None
     catalog: CatalogReader | None = None
+    metrics: CloudWatchBackend | None = None
     backend_check: Callable[[], Awaitable[str | None]] | None = None  # /readyz: why the backends do not answer
     approvals: ApprovalFlow = field(init=False)
 
     def __post_init__(self) -> None:
         self.ready.set()  # cleared by whoever starts a background dependency (the sandbox)
         self.approvals = ApprovalFlow(self.settings, self.trail, self.wait_ready)
+
+    @property
+    def enabled(self) -> list[str]:
+        """Names of the toolsets the server built, in the order it built them (``opsmcp doctor``)."""
+        return list(self.toolsets)
 
     @property
     def audit(self) -> AuditSink | None:

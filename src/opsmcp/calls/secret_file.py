@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 
 from opsmcp.errors import OpsError
+from opsmcp.private import open_private
 
 log = logging.getLogger("opsmcp")
 
@@ -39,9 +40,8 @@ def stored_secret(data_dir: Path) -> bytes:
     """
     path = Path(data_dir) / SECRET_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)  # 0600, in a 0700 directory
         try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32) + "\n")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from opsmcp.private import open_private, private_dir
+from opsmcp.private import open_private, private_dir, replace_private
 
 
 class SandboxFiles:
@@ -58,12 +58,8 @@ class SandboxFiles:
         return state if isinstance(state, dict) else None
 
     def write_state(self, state: dict[str, Any]) -> None:
-        """Replace the state file atomically (a temporary file renamed over it), mode 0600."""
-        temp = self.state.with_name(f".state.{os.getpid()}.json")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh)
-        os.replace(temp, self.state)
+        """Replace the state file atomically (:func:`~opsmcp.private.replace_private`), mode 0600."""
+        replace_private(self.state, json.dumps(state).encode())
 
     def remove_state(self, pid: int | None = None) -> None:
         """Remove the state file (only if it belongs to ``pid``, when given)."""

@@ -4,7 +4,7 @@
 first); ``get_alert`` returns one alert by fingerprint (or a unique prefix of it) with its
 labels, annotations, times, generator URL and how many times it was received. The store
 (:mod:`opsmcp.backends.alertstore`) is shared with the webhook route
-(:mod:`opsmcp.transport.webhooks`), which reaches it through this toolset's ``store``.
+(:mod:`opsmcp.transport.webhooks`), which reaches it as ``runtime.alerts``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from opsmcp.backends.alertstore import AlertStore, StoredAlert
+from opsmcp.backends.alertstore import AlertStore, StoredAlert, brief, newest_firing_first
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput, NotFound, did_you_mean
 from opsmcp.results import OutsideText, clamp, untrusted
@@ -56,12 +56,7 @@ class AlertResult(OutsideText):
 
 
 def _summary(a: StoredAlert) -> AlertSummary:
-    text = a.annotations.get("summary") or a.annotations.get("description")
-    return AlertSummary(
-        fingerprint=a.fingerprint, alertname=a.labels.get("alertname"), status=a.status,
-        severity=a.labels.get("severity"), summary=text[:300] if text else None, starts_at=a.starts_at,
-        ends_at=a.ends_at, received_count=a.received_count,
-    )
+    return AlertSummary(**brief(a))
 
 
 class AlertTools:
@@ -98,11 +93,9 @@ class AlertTools:
         sev = (severity or "").strip() or None
         after = iso(parse_time(since, name="since")) if since and since.strip() else None
         alerts = await self.store.all()
-        found = [a for a in alerts if (want is None or a.status == want)
-                 and (sev is None or a.labels.get("severity") == sev)
-                 and (after is None or a.last_received >= after)]
-        found.sort(key=lambda a: a.starts_at or "", reverse=True)
-        found.sort(key=lambda a: a.status != "firing")
+        found = newest_firing_first([a for a in alerts if (want is None or a.status == want)
+                                     and (sev is None or a.labels.get("severity") == sev)
+                                     and (after is None or a.last_received >= after)])
         if not alerts:
             notes.append("no alerts received yet: point an Alertmanager webhook receiver at "
                          "POST /webhooks/alertmanager")

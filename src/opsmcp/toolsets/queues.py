@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -32,6 +31,7 @@ from opsmcp.backends.sqs import SqsBackend, queue_name, redrive_policy
 from opsmcp.config import Settings
 from opsmcp.errors import InvalidInput
 from opsmcp.results import OutsideText, Result, clamp, untrusted
+from opsmcp.times import iso
 from opsmcp.toolsets.base import tool
 
 __all__ = ["DlqAnalysis", "DlqGroup", "PeekResult", "QueueInfo", "QueueList", "QueueTools", "RedriveFailure",
@@ -140,7 +140,6 @@ class QueueTools:
         self.max_seconds = settings.redrive_max_seconds
         self.states = states or QueueStates(sqs, correlate, DlqReader(sqs, correlate, self.hold,
                                                                       settings.dlq_read_seconds))
-        self.reader = self.states.reader
 
     # -------------------------------------------------------------- list_queues --------
     @tool(title="List SQS queues", read_only=True, idempotent=True)
@@ -226,16 +225,7 @@ class QueueTools:
             InvalidInput: the queue has a redrive policy of its own (reading it could move
                 messages onward).
         """
-        url, attributes = await self.sqs.require(queue)
-        policy = redrive_policy(attributes)
-        if policy:
-            raise InvalidInput(
-                f"{queue_name(url)} has a redrive policy (it feeds {queue_name(policy['deadLetterTargetArn'])} after "
-                f"{policy['maxReceiveCount']} receives), so reading all of it would raise receive counts and can move "
-                "messages to that DLQ.",
-                f"analyse its DLQ {queue_name(policy['deadLetterTargetArn'])!r} instead, or use peek_messages "
-                "for a sample.",
-            )
+        url, attributes = await self.states.dlq(queue)
         sources = await self._sources_of(url)
         return url, attributes, sources
 
@@ -273,10 +263,9 @@ class QueueTools:
         notes: list[str] = []
         page = _parse_ids_cursor(cursor) if cursor else None
         max_messages = page[3] if page else clamp("max_messages", max_messages, 1, MAX_ANALYZE, notes)
-        url = await self.sqs.resolve(queue)  # also makes the client on a first call: not part of the budget below
-        started = time.monotonic()  # the read's time budget counts from here (the attributes are read inside it)
-        url, attributes, sources = await self._dlq_context(url)
-        read, shared = await self.reader.read(url, attributes, max_messages, started)
+        read, shared = await self.states.read_dlq(queue, max_messages)
+        url = read.url
+        sources = await self._sources_of(url)
         groups: list[DlqGroup] = []
         next_cursor = None
         if page:
@@ -293,7 +282,7 @@ class QueueTools:
                 shown, more = g.page(read.scale)
                 shown.ids_cursor = _ids_cursor(g.signature, more, max_messages) if more else None
                 groups.append(shown)
-        notes += _read_notes(read, shared, self.hold)
+        notes += _read_notes(read, shared)
         if not sources:
             notes.append(f"no queue's RedrivePolicy targets {queue_name(url)}: it is not wired as a DLQ")
         if any(g.basis == "message_type" for g in groups) and self.correlate is None:
@@ -307,7 +296,7 @@ class QueueTools:
             incomplete_because=reasons,
             sampled=read.sampled, sample=_sample_text(read) if read.sampled else None,
             receive_calls=read.receive_calls, read_seconds=round(read.seconds, 3),
-            read_at=datetime.fromtimestamp(read.read_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            read_at=iso(read.read_at, "seconds"),
             age_seconds=round(time.monotonic() - read.finished, 3) if shared else 0.0, groups=groups,
             truncated=bool(reasons) or any(g.ids_cursor for g in groups), next_cursor=next_cursor, notes=notes)
 
@@ -432,42 +421,11 @@ def _sample_text(read: DlqRead) -> str:
             f"{read.population}/{read.messages_read}.")
 
 
-def _read_notes(read: DlqRead, shared: bool, hold: int) -> list[str]:
-    """Notes naming everything that kept ``read`` from seeing the whole queue, and how to see more."""
+def _read_notes(read: DlqRead, shared: bool) -> list[str]:
+    """Notes naming everything that kept ``read`` from seeing the whole queue, and how to see
+    more (:meth:`~opsmcp.analysis.dlq_read.DlqRead.notes`), after the shared read's age."""
     notes = []
     if shared:
         notes.append(f"shared read: another call read this queue {time.monotonic() - read.finished:.1f} s ago; a read "
                      f"is reused for up to {SHARE_SECONDS:.0f} s while the queue's counts stay the same")
-    if read.before.in_flight:
-        notes.append(f"{read.before.in_flight} message(s) were in flight when the read began (received by another "
-                     "reader, neither deleted nor released): their contents could not be read; call again after their "
-                     "visibility timeout")
-    if read.missed and read.fifo:
-        notes.append(f"FIFO: {read.missed} message(s) queued behind the first message of their group cannot be read "
-                     "without moving them")
-    elif read.missed:
-        notes.append(f"{read.missed} message(s) visible when the read began were not received: another reader (a "
-                     "consumer, another opsmcp replica, a redrive) hid or deleted them while this read ran; call again")
-    delayed = max(read.before.delayed, read.now.delayed)
-    if delayed:
-        notes.append(f"{delayed} message(s) are delayed and cannot be received yet")
-    if read.stop == "read_error":
-        notes.append(f"a receive failed ({(read.error or '').rstrip('.')}); it may have hidden up to 10 messages "
-                     f"for {read.hold} s without this call learning which")
-    if read.sampled and not read.messages_read:
-        notes.append(f"no message was read: only the counts (~{read.population} visible) are known")
-    elif read.sampled:
-        more = {"max_messages": f"raise max_messages (up to {MAX_ANALYZE}) to read more",
-                "max_bytes": f"the read holds at most {MAX_READ_BYTES // 2**20} MiB of message bodies",
-                "time_budget": "OPSMCP_DLQ_READ_SECONDS sets the budget"}.get(read.stop, "call again")
-        notes.append(f"sampled: read {read.messages_read} of ~{read.population} visible messages; group counts are "
-                     f"extrapolated (estimated_count); {more}")
-    if read.after and read.before.total != read.after.total:
-        notes.append(f"the queue changed while it was read: {read.before.total} messages before, {read.after.total} "
-                     "after")
-    if read.after_error:
-        notes.append(f"the queue's counts after reading could not be read ({read.after_error}); the counts before "
-                     "are shown")
-    if read.release_failed:
-        notes.append(f"{read.release_failed} message(s) could not be released and stay hidden for up to {hold} s")
-    return notes
+    return notes + read.notes(f"raise max_messages (up to {MAX_ANALYZE}) to read more")

@@ -4,7 +4,7 @@
 Routes (mounted by :mod:`opsmcp.transport.app`, behind the same Host/Origin policy and
 bearer authentication as every route; all ``GET``, all need ``ops:read``):
 
-- ``/api/console/groups``: failure groups of every DLQ (through ``analyze_dlq``);
+- ``/api/console/groups``: failure groups of every DLQ (the shared DLQ read ``analyze_dlq`` uses);
 - ``/api/console/depths``: the last hour of queue depths;
 - ``/api/console/metrics``: the key metric charts (``OPSMCP_CONSOLE_METRICS``);
 - ``/api/console/writes?limit=N``: the last N writes from the audit log (1-200, default 50);

@@ -2,23 +2,26 @@
 last hour of queue depths, the key metric charts, the writes history and the alerts.
 Read-only and bounded; :mod:`opsmcp.transport.console_api` serves them as JSON.
 
-Where each comes from:
+Everything comes from what the server built for the upper layers
+(:class:`~opsmcp.calls.runtime.Runtime`), never from a toolset:
 
-- **failure groups**: every DLQ through the queues toolset's own ``analyze_dlq`` (the same
-  signatures an agent gets; at most ``OPSMCP_CONSOLE_DLQ_READ`` messages per DLQ, at most
-  :data:`MAX_DLQS` DLQs, deepest first). One read at a time, reused for
-  ``OPSMCP_CONSOLE_CACHE_SECONDS`` unless the DLQ's depth changed since
-  (:class:`Shared`). Seam: :func:`_analyze` is the one call; when ``analyze_dlq`` becomes
-  a shared, coalesced read per queue, this module keeps calling it and its own cache can go.
+- **failure groups**: every DLQ through ``runtime.queues``
+  (:meth:`~opsmcp.analysis.queue_state.QueueStates.read_dlq`), the same shared read and
+  signatures ``analyze_dlq`` gives an agent, so the console never hides messages from an
+  agent's read: it shares it. At most ``OPSMCP_CONSOLE_DLQ_READ`` messages per DLQ, at most
+  :data:`MAX_DLQS` DLQs, deepest first; a read is reused while the DLQ's counts stay the
+  same (:data:`~opsmcp.analysis.dlq_read.SHARE_SECONDS`), by the console and agents alike.
 - **depths**: the depth poller's ring (:class:`~opsmcp.calls.depth_history.DepthHistory`:
   the last hour, sampled while someone listens to ``/events``); before its first sample,
-  CloudWatch's ``AWS/SQS ApproximateNumberOfMessagesVisible`` (metrics toolset on).
-- **metrics**: ``OPSMCP_CONSOLE_METRICS`` charts read through the metrics toolset's
-  CloudWatch backend: the last hour at 60-second periods, at most
-  :data:`MAX_LINES` lines per chart, reused for ``OPSMCP_CONSOLE_CACHE_SECONDS``.
+  CloudWatch's ``AWS/SQS ApproximateNumberOfMessagesVisible`` (``runtime.metrics``).
+- **metrics**: ``OPSMCP_CONSOLE_METRICS`` charts read through ``runtime.metrics`` (the
+  CloudWatch backend): the last hour at 60-second periods, at most :data:`MAX_LINES` lines
+  per chart, reused for ``OPSMCP_CONSOLE_CACHE_SECONDS``.
 - **writes**: the audit sink's ``tail`` (the last :data:`AUDIT_RECORDS` records), folded to
   one row per write (``call_id``): who, what, when, outcome, counts, approver.
-- **alerts**: the alerts toolset's ``list_alerts`` (the alert store), firing first.
+- **alerts**: the alert store (``runtime.alerts``), firing first, newest start first, as
+  ``list_alerts`` orders and summarises them (:func:`~opsmcp.backends.alertstore.newest_firing_first`,
+  :func:`~opsmcp.backends.alertstore.brief`).
 
 Every answer says what it left out (``truncated``, ``omitted``, ``notes``). Text that came
 from outside (alert summaries, failure signatures, error messages, write arguments) is
@@ -34,12 +37,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
-import anyio.to_thread
 
+from opsmcp.backends.alertstore import brief, newest_firing_first
 from opsmcp.errors import OpsError
+
+if TYPE_CHECKING:
+    from opsmcp.analysis.dlq_read import DlqRead
+    from opsmcp.backends.cloudwatch import CloudWatchBackend
+    from opsmcp.calls.audit import AuditSink
+    from opsmcp.calls.runtime import Runtime
 
 log = logging.getLogger("opsmcp.transport.console_panels")
 
@@ -122,20 +131,35 @@ class Panels:
     """The panel readers of one server (one per :class:`~opsmcp.calls.runtime.Runtime`).
 
     Args:
-        runtime: the server's runtime (``settings``, ``toolsets``, ``poller``, ``audit``, ``events``).
+        runtime: the server's runtime (``settings``, ``queues``, ``metrics``, ``alerts``,
+            ``poller``, ``audit``, ``events``).
     """
 
-    runtime: Any
-    groups_cache: Shared[dict[str, Any]] = field(init=False)
+    runtime: Runtime
+    depths_cache: Shared[dict[str, Any]] = field(init=False)
     metrics_cache: Shared[dict[str, Any]] = field(init=False)
     writes_cache: Shared[tuple[list[dict[str, Any]], int, int]] = field(init=False)
     _feed: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         ttl = self.runtime.settings.console_cache_seconds
-        self.groups_cache = Shared(ttl)
+        self.depths_cache = Shared(ttl, max_keys=1)
         self.metrics_cache = Shared(ttl, max_keys=1)
         self.writes_cache = Shared(WRITES_REUSE_SECONDS, max_keys=1)  # pages reloading on one write event
+
+    async def _dlq_depths(self, notes: list[str] | None = None) -> dict[str, int]:
+        """DLQ name -> depth (visible + in flight): as of the poller's last poll while it runs,
+        else from one page of up to 1,000 queues (``notes`` says when more exist)."""
+        poller = self.runtime.poller
+        if poller is not None and poller.running and poller.state:
+            return {name: s["visible"] + s["in_flight"] for name, s in poller.state.items() if s.get("is_dlq")}
+        states = self.runtime.queues
+        if states is None:
+            return {}
+        page = await states.page(None, 1000, None)
+        if (page.next_cursor or page.unread) and notes is not None:
+            notes.append("more queues exist than one page lists (1000)")
+        return {q.name: q.visible + q.in_flight for q in page.queues if q.is_dlq}
 
     # ------------------------------------------------------------- failure groups -----
     async def failure_groups(self) -> dict[str, Any]:
@@ -146,28 +170,18 @@ class Panels:
         "service", "error_message", "count", "first_sent", "last_sent", "order_ids"}]}],
         "omitted" (DLQs not read: over MAX_DLQS), "read_at", "untrusted"}``.
         """
-        queues = self.runtime.toolsets.get("queues")
-        if queues is None:
+        if self.runtime.queues is None:
             return {"available": False, "reason": "the queues toolset is off (OPSMCP_TOOLSETS)", "dlqs": []}
         notes: list[str] = []
-        poller = self.runtime.poller
-        if poller is not None and poller.running and poller.state:  # depths as of the last poll
-            depths = {name: s["visible"] + s["in_flight"] for name, s in poller.state.items() if s.get("is_dlq")}
-        else:
-            listing = await queues.list_queues(limit=1000)
-            depths = {q.name: q.visible + q.in_flight for q in listing.queues if q.is_dlq}
-            if listing.truncated:
-                notes.append("more queues exist than list_queues returned (1000)")
+        depths = await self._dlq_depths(notes)
         dlqs = sorted(depths, key=lambda name: (-depths[name], name))
         shown, omitted = dlqs[:MAX_DLQS], max(0, len(dlqs) - MAX_DLQS)
         limiter = anyio.CapacityLimiter(DLQ_CONCURRENCY)
         out: dict[str, dict[str, Any]] = {}
 
         async def one(name: str) -> None:
-            depth = depths[name]
             async with limiter:
-                out[name] = await self.groups_cache.get(
-                    name, lambda: self._dlq_groups(queues, name, depth), still_good=lambda kept: kept["depth"] == depth)
+                out[name] = await self._dlq_groups(name, depths[name])
 
         async with anyio.create_task_group() as tg:
             for name in shown:
@@ -178,26 +192,24 @@ class Panels:
                 "notes": notes, "read_at": time.time(),
                 "untrusted": ["dlqs[].groups[].signature", "dlqs[].groups[].error_message", "dlqs[].notes"]}
 
-    async def _dlq_groups(self, queues: Any, name: str, depth: int) -> dict[str, Any]:
+    async def _dlq_groups(self, name: str, depth: int) -> dict[str, Any]:
         base: dict[str, Any] = {"queue": name, "depth": depth, "messages_read": 0, "approximate_total": depth,
                                 "truncated": False, "notes": [], "error": None, "groups": []}
-        if depth == 0:
+        states = self.runtime.queues
+        if depth == 0 or states is None:
             return base
         try:
-            analysis = await _analyze(queues, name, self.runtime.settings.console_dlq_read)
+            read, _ = await states.read_dlq(name, self.runtime.settings.console_dlq_read)
         except OpsError as exc:
             return {**base, "error": str(exc)}
-        groups = [{"signature": g.signature, "basis": g.basis, "service": g.service, "error_message": g.error_message,
-                   "count": g.count, "first_sent": g.first_sent, "last_sent": g.last_sent,
-                   "order_ids": g.order_ids[:ORDER_IDS_SHOWN]} for g in analysis.groups]
-        return {**base, "messages_read": analysis.messages_read, "approximate_total": analysis.approximate_total,
-                "truncated": analysis.truncated, "notes": list(analysis.notes), "groups": groups}
+        return {**base, **failure_groups_of(read)}
 
     # ------------------------------------------------------------------- depths -------
     async def depths(self) -> dict[str, Any]:
         """The last hour of every DLQ's depth: the poller's ring, and before its first sample
         (nobody listened) CloudWatch's ``AWS/SQS ApproximateNumberOfMessagesVisible``
-        (1-minute Maximum; SQS publishes it for every queue) when the metrics toolset is on.
+        (1-minute Maximum; SQS publishes it for every queue) when ``runtime.metrics`` is set
+        (the metrics toolset is on).
 
         Returns :meth:`~opsmcp.calls.depth_history.DepthHistory.read`'s answer (``queues``:
         the ring's samples of every tracked queue) plus ``available``, ``polling`` (the
@@ -212,16 +224,15 @@ class Panels:
         history = poller.history.read()
         dlqs = sorted(name for name, s in poller.state.items() if s.get("is_dlq"))
         if not poller.state:  # no poll finished yet
-            listing = await self.runtime.toolsets["queues"].list_queues(limit=1000)
-            dlqs = sorted(q.name for q in listing.queues if q.is_dlq)
+            dlqs = sorted(await self._dlq_depths())
         notes = ["sampled every OPSMCP_EVENTS_POLL_SECONDS while someone listens to /events"]
         if history["untracked"]:
             notes.append(f"{history['untracked']} queue(s) not tracked (over {poller.history.max_queues})")
         cloudwatch: dict[str, Any] = {}
-        tools = self.runtime.toolsets.get("metrics")
-        if tools is not None and dlqs:
-            earlier = await self.groups_cache.get(" cloudwatch depths", lambda: self._cloudwatch_depths(
-                tools.backend, dlqs[:MAX_DLQS]), still_good=lambda kept: set(kept) == set(dlqs[:MAX_DLQS]))
+        backend = self.runtime.metrics
+        if backend is not None and dlqs:
+            earlier = await self.depths_cache.get("cloudwatch", lambda: self._cloudwatch_depths(
+                backend, dlqs[:MAX_DLQS]), still_good=lambda kept: set(kept) == set(dlqs[:MAX_DLQS]))
             for name, points in earlier.items():
                 first = history["queues"].get(name, [[None]])[0][0]
                 cloudwatch[name] = [p for p in points if first is None or p[0] < first] if isinstance(
@@ -231,7 +242,7 @@ class Panels:
         return {**history, "available": True, "reason": None, "polling": poller.running, "dlqs": dlqs,
                 "cloudwatch": cloudwatch, "notes": notes}
 
-    async def _cloudwatch_depths(self, backend: Any, dlqs: list[str]) -> dict[str, Any]:
+    async def _cloudwatch_depths(self, backend: CloudWatchBackend, dlqs: list[str]) -> dict[str, Any]:
         end = datetime.now(UTC)
         out: dict[str, Any] = {}
         for name in dlqs:
@@ -253,12 +264,12 @@ class Panels:
         "unit", "period_seconds", "lines": [{"label", "dimensions", "points": [[epoch s, value]]}],
         "omitted", "error"}], "read_at"}``.
         """
-        tools = self.runtime.toolsets.get("metrics")
-        if tools is None:
+        backend = self.runtime.metrics
+        if backend is None:
             return {"available": False, "reason": "the metrics toolset is off (OPSMCP_TOOLSETS)", "charts": []}
-        return await self.metrics_cache.get("charts", lambda: self._read_metrics(tools.backend))
+        return await self.metrics_cache.get("charts", lambda: self._read_metrics(backend))
 
-    async def _read_metrics(self, backend: Any) -> dict[str, Any]:
+    async def _read_metrics(self, backend: CloudWatchBackend) -> dict[str, Any]:
         end = datetime.now(UTC)
         start = end - timedelta(hours=1)
         charts: list[dict[str, Any]] = []
@@ -293,7 +304,7 @@ class Panels:
         ``OPSMCP_CONSOLE_CACHE_SECONDS`` while a listener of ``/events`` takes them (no
         ``?types=`` filter, or one naming ``metrics``); started by the ``/events`` route,
         ends by itself when no such listener is left (no-op while running or not wanted)."""
-        if self.runtime.toolsets.get("metrics") is None or (self._feed is not None and not self._feed.done()):
+        if self.runtime.metrics is None or (self._feed is not None and not self._feed.done()):
             return
         if not self._metrics_wanted():
             return
@@ -347,11 +358,11 @@ class Panels:
         latest = self.runtime.events.latest("write")
         return latest[-1].id if latest else 0
 
-    async def _fold_writes(self, sink: Any, seen: int) -> tuple[list[dict[str, Any]], int, int]:
+    async def _fold_writes(self, sink: AuditSink, seen: int) -> tuple[list[dict[str, Any]], int, int]:
         """The newest :data:`AUDIT_RECORDS` audit records folded to one row per ``call_id``,
         newest first, how many records were read, and ``seen`` (the newest ``write`` event
         id when the read started)."""
-        records = await sink.tail(AUDIT_RECORDS)  # the sink reads off the event loop itself
+        records = await sink.tail(AUDIT_RECORDS)  # off the event loop: the sink's own worker thread or AWS call
         rows: dict[str, dict[str, Any]] = {}
         for r in records:
             if not isinstance(r, dict) or "call_id" not in r or r.get("phase") == "progress":
@@ -379,20 +390,37 @@ class Panels:
 
     # ------------------------------------------------------------------- alerts -------
     async def alerts(self, limit: int) -> dict[str, Any]:
-        """The alert store's alerts through ``list_alerts``: firing first, newest start
-        first, at most ``limit`` (1-:data:`MAX_ALERTS`)."""
-        tools = self.runtime.toolsets.get("alerts")
-        if tools is None:
+        """The alert store's alerts (``runtime.alerts``), firing first, newest start first, at
+        most ``limit`` (1-:data:`MAX_ALERTS`), each summarised as ``list_alerts`` does.
+
+        Raises:
+            OpsError: the store could not be read.
+        """
+        store = self.runtime.alerts
+        if store is None:
             return {"available": False, "reason": "alerts are off: set OPSMCP_ALERTMANAGER_URL (or "
                                                   "OPSMCP_ALERTS_TABLE) and keep 'alerts' in OPSMCP_TOOLSETS",
                     "alerts": []}
-        result = await tools.list_alerts(limit=max(1, min(limit, MAX_ALERTS)))
-        return {"available": True, "reason": None, "total": result.total, "firing": result.firing,
-                "alerts": [a.model_dump() for a in result.alerts], "truncated": result.truncated,
-                "notes": list(result.notes), "untrusted": ["alerts[].summary", "alerts[].alertname"]}
+        limit = max(1, min(limit, MAX_ALERTS))
+        found = newest_firing_first(await store.all())
+        notes = [] if found else ["no alerts received yet: point an Alertmanager webhook receiver at "
+                                  "POST /webhooks/alertmanager"]
+        return {"available": True, "reason": None, "total": len(found),
+                "firing": sum(a.status == "firing" for a in found), "alerts": [brief(a) for a in found[:limit]],
+                "truncated": len(found) > limit, "notes": notes,
+                "untrusted": ["alerts[].summary", "alerts[].alertname"]}
 
 
-async def _analyze(queues: Any, name: str, max_messages: int) -> Any:
-    """The one place the console reads a DLQ: the queues toolset's ``analyze_dlq`` (the same
-    signatures agents get; messages hidden while read and released before it returns)."""
-    return await queues.analyze_dlq(queue=name, max_messages=max_messages)
+def failure_groups_of(read: DlqRead) -> dict[str, Any]:
+    """One DLQ's entry of the failure-groups panel from its shared read: ``messages_read``,
+    ``approximate_total``, ``truncated`` (the read did not see the whole DLQ, or a group has
+    more order ids than the :data:`ORDER_IDS_SHOWN` shown), ``notes`` (what the read missed
+    and why) and ``groups`` (biggest first, as ``analyze_dlq`` lists them)."""
+    groups = [{"signature": g.signature, "basis": g.basis, "service": g.service, "error_message": g.error_message,
+               "count": g.count, "first_sent": g.first_sent, "last_sent": g.last_sent,
+               "order_ids": g.order_ids[:ORDER_IDS_SHOWN]} for g in read.groups]
+    cut = any(len(g.order_ids) > ORDER_IDS_SHOWN for g in read.groups)
+    return {"messages_read": read.messages_read, "approximate_total": read.total,
+            "truncated": bool(read.reasons()) or cut,
+            "notes": read.notes("OPSMCP_CONSOLE_DLQ_READ sets how many messages the console reads per DLQ"),
+            "groups": groups}

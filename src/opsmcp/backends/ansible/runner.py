@@ -31,6 +31,7 @@ from opsmcp.backends.ansible.catalog import PlaybookEntry, validate_vars
 from opsmcp.backends.ansible.results import EventCollector, PlaybookRun, TaskEvent
 from opsmcp.catalog import packaged_dir
 from opsmcp.errors import InvalidInput, OpsError
+from opsmcp.private import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def run_playbook(
 
 def _prepare_data_dir(pdd: str) -> None:
     for sub in ("inventory", "env", "tmp", "home"):
-        os.makedirs(os.path.join(pdd, sub), mode=0o700, exist_ok=True)
+        private_dir(Path(pdd) / sub)
     # An empty config so no ansible.cfg from the cwd or home is picked up.
     with open(os.path.join(pdd, "ansible.cfg"), "w", encoding="utf-8") as fh:
         fh.write("[defaults]\n")

@@ -42,13 +42,15 @@ from opsmcp.backends.logbackend import (
     Stats,
     StatsGroup,
     TraceLines,
-    error_line,
+    errors_by_trace,
     levels_arg,
+    most_first,
     ms_iso,
     ms_to_datetime,
+    newest_window,
     normalize_level,
-    most_first,
     to_ms,
+    trace_candidates,
     trace_lines,
 )
 from opsmcp.backends.scancost import ScanUsage, human_bytes
@@ -179,15 +181,7 @@ class CloudWatchLogs:
         return out, notes
 
     def _window(self, start_ms: int | None, end_ms: int | None, notes: list[str]) -> tuple[int, int]:
-        hi = end_ms if end_ms is not None else to_ms(datetime.now(UTC))
-        lo = start_ms if start_ms is not None else hi - self.max_window_ms
-        if hi - lo > self.max_window_ms:
-            lo = hi - self.max_window_ms
-            hours = self.max_window_ms / 3_600_000
-            what = "asked" if start_ms is not None else "the whole history was asked"
-            notes.append(f"read the newest {hours:g} h of the window ({what}): OPSMCP_CLOUDWATCH_MAX_WINDOW_HOURS "
-                         f"bounds each query; from {ms_iso(lo)}")
-        return lo, hi
+        return newest_window(start_ms, end_ms, self.max_window_ms, "OPSMCP_CLOUDWATCH_MAX_WINDOW_HOURS", notes)
 
     def _record(self, ts_ms: int, raw: str, key: str, include_doc: bool) -> LogRecord:
         f = self.fields
@@ -435,7 +429,7 @@ class CloudWatchLogs:
         notes: list[str] = []
         size = min(max(limit + 1, 2_000), COUNT_CAP)
         tid, rows = trace_id, []
-        for candidate in dict.fromkeys([trace_id, trace_id.strip(), trace_id.strip().lower()]):
+        for candidate in trace_candidates(trace_id):
             rows = self._trace_rows([candidate], None, size, notes)
             if rows:
                 tid = candidate
@@ -455,11 +449,7 @@ class CloudWatchLogs:
         if not ids:
             return {}
         rows = self._trace_rows(ids, list(ERROR_LEVELS), min(q.MAX_INSIGHTS_LIMIT, per_trace * len(ids) * 4), [])
-        out: dict[str, list[dict[str, Any]]] = {}
-        for _, _, r in rows:
-            if r.level in ERROR_LEVELS and r.trace_id is not None and len(out.setdefault(r.trace_id, [])) < per_trace:
-                out[r.trace_id].append(error_line(r.ts_ms, r.service, r.level, r.message, r.event_id))
-        return {t: v for t, v in out.items() if v}
+        return errors_by_trace((r for _, _, r in rows), per_trace)
 
     # ---------------------------------------------------------------- counts
 

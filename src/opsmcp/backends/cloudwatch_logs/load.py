@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 from opsmcp.backends.aws import AwsClients, aws_call_sync
 from opsmcp.backends.cloudwatch_logs.query import Fields
-from opsmcp.backends.jsonline import documents
+from opsmcp.backends.jsonline import documents, progress_line
 from opsmcp.backends.logstore.ingest import ByteCounter
 from opsmcp.backends.logstore.parser import IngestReport
 from opsmcp.errors import OpsError
@@ -159,16 +158,8 @@ def load_with_settings(settings: Any, paths: Sequence[str | Path], *, group: str
     group of ``OPSMCP_CLOUDWATCH_LOG_GROUPS``, else ``/opsmcp/logs``) with the configured
     field names; with ``show_progress`` a line count on stderr as batches go out."""
     target = group or default_group(settings.cloudwatch_log_groups)
-
-    def tick(lines: int) -> None:
-        print(f"\rloading logs into {target}: {lines:,} lines", end="", file=sys.stderr, flush=True)
-
-    try:
+    with progress_line(f"loading logs into {target}", show_progress) as tick:
         report = load_jsonl(AwsClients(settings), target, paths,
-                            fields=Fields.from_overrides(settings.cloudwatch_fields),
-                            on_progress=tick if show_progress else None)
-    finally:
-        if show_progress:
-            print(file=sys.stderr)
+                            fields=Fields.from_overrides(settings.cloudwatch_fields), on_progress=tick)
     report.sources = [*report.sources, f"→ log group {target}"]
     return report

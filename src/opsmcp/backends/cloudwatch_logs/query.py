@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from opsmcp.backends.fulltext import Tree, raw_words
-from opsmcp.errors import InvalidInput
+from opsmcp.backends.logbackend import level_spellings, with_field_overrides
 
 MAX_INSIGHTS_LIMIT = 10_000  # Logs Insights returns at most 10,000 rows per query
 MAX_PATTERN_CHARS = 1024  # FilterLogEvents' filterPattern length limit
 FIELD_NAME = re.compile(r"^@?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:@/+=, -]{1,200}$")
 _LITERAL_OK = re.compile(r"[A-Za-z0-9_-]")
-#: Canonical level → the spellings shippers use, matched case-insensitively.
-LEVEL_SPELLINGS = {"WARN": ("WARN", "WARNING"), "ERROR": ("ERROR", "ERR"), "CRITICAL": ("CRITICAL", "CRIT"),
-                   "FATAL": ("FATAL", "EMERG"), "INFO": ("INFO", "INFORMATION")}
 
 
 @dataclass(frozen=True)
@@ -56,15 +53,7 @@ class Fields:
         Raises:
             InvalidInput: an unknown key, or a name that is not a plain (dotted) field name.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise InvalidInput(f"Unknown field setting(s) {unknown} in {setting}.", f"use keys {sorted(known)}.")
-        for key, name in overrides.items():
-            if not FIELD_NAME.match(name):
-                raise InvalidInput(f"{setting}: {key}={name!r} is not a plain field name.",
-                                   "use letters, digits and _ (dots for nested fields), e.g. traceId or ctx.level.")
-        return cls(**overrides)
+        return with_field_overrides(cls, overrides, setting, FIELD_NAME)
 
 
 # --------------------------------------------------------------------------- literals
@@ -87,11 +76,6 @@ def exact_regex(values: Sequence[str], *, ignore_case: bool = False) -> str:
     """A regex literal matching a whole value equal to one of ``values``."""
     alts = "|".join(regex_escape(v) for v in values)
     return regex_literal(("(?i)" if ignore_case else "") + f"^({alts})$")
-
-
-def level_values(levels: Sequence[str]) -> list[str]:
-    """Canonical levels with their other spellings (``WARN`` → ``WARN``, ``WARNING``)."""
-    return list(dict.fromkeys(s for lv in levels for s in LEVEL_SPELLINGS.get(lv, (lv,))))
 
 
 def text_regex(node: Tree) -> str:
@@ -128,7 +112,7 @@ def _conditions(f: Fields, *, tree: Tree | None, service: str | None, levels: Se
     if service is not None:
         out.append(f"{f.service} =~ {exact_regex([service])}")
     if levels:
-        out.append(f"{f.level} =~ {exact_regex(level_values(levels), ignore_case=True)}")
+        out.append(f"{f.level} =~ {exact_regex(level_spellings(levels), ignore_case=True)}")
     if trace_ids:
         out.append(f"{f.trace_id} =~ {exact_regex(trace_ids)}")
     if tree is not None:
@@ -206,7 +190,7 @@ def json_pattern(f: Fields, *, service: str | None = None, levels: Sequence[str]
     if service is not None:
         clause(f.service, [service])
     if levels:
-        clause(f.level, [s for lv in level_values(levels) for s in (lv, lv.lower(), lv.capitalize())])
+        clause(f.level, level_spellings(levels, cases=True))
     if trace_ids:
         clause(f.trace_id, list(trace_ids))
     if not clauses:

@@ -29,6 +29,7 @@ from opsmcp.backends.logbackend import (
     ms_iso,
     ms_to_datetime,
     to_ms,
+    trace_candidates,
 )
 from opsmcp.backends.logstore.connection import StoreFile
 from opsmcp.backends.logstore.fts import fts_query, tag_query
@@ -329,17 +330,12 @@ class LogStore(StoreFile):
         cols = self._COLS + (", doc" if include_doc else "")
 
         def run(c: sqlite3.Connection) -> TraceLines | None:
-            tid = trace_id
             by_trace = f"SELECT {cols} FROM logs WHERE trace_id = ? ORDER BY id LIMIT ?"
-            rows = c.execute(by_trace, (tid, limit + 1)).fetchall()
-            if not rows:
-                for alt in dict.fromkeys([tid.strip(), tid.strip().lower()]):
-                    if alt == tid:
-                        continue
-                    rows = c.execute(by_trace, (alt, limit + 1)).fetchall()
-                    if rows:
-                        tid = alt
-                        break
+            rows: list[Any] = []
+            for tid in trace_candidates(trace_id):
+                rows = c.execute(by_trace, (tid, limit + 1)).fetchall()
+                if rows:
+                    break
             if not rows:
                 return None
             recs = self._records(rows[:limit], include_doc)

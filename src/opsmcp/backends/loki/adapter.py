@@ -32,13 +32,15 @@ from opsmcp.backends.logbackend import (
     Stats,
     StatsGroup,
     TraceLines,
-    error_line,
+    errors_by_trace,
     levels_arg,
+    most_first,
     ms_iso,
     ms_to_datetime,
+    newest_window,
     normalize_level,
-    most_first,
     to_ms,
+    trace_candidates,
     trace_lines,
 )
 from opsmcp.backends.loki import logql as lq
@@ -101,13 +103,7 @@ class LokiLogs:
         return lq.selector(self.base, self.service_label, service)
 
     def _window(self, start_ms: int | None, end_ms: int | None, notes: list[str]) -> tuple[int, int]:
-        hi = end_ms if end_ms is not None else to_ms(datetime.now(UTC))
-        lo = start_ms if start_ms is not None else hi - self.max_window_ms
-        if hi - lo > self.max_window_ms:
-            lo = hi - self.max_window_ms
-            notes.append(f"read the newest {self.max_window_ms / 3_600_000:g} h of the window: "
-                         f"OPSMCP_LOKI_MAX_WINDOW_HOURS bounds each query; from {ms_iso(lo)}")
-        return lo, hi
+        return newest_window(start_ms, end_ms, self.max_window_ms, "OPSMCP_LOKI_MAX_WINDOW_HOURS", notes)
 
     def _get(self, path: str, what: str, params: dict[str, Any]) -> Any:
         data = self.client.request("GET", path, what, params=params)
@@ -217,7 +213,7 @@ class LokiLogs:
         """See :meth:`LogBackend.get_trace`: exact id only (also tried trimmed and lower-cased)."""
         size = min(max(limit + 1, 2_000), MAX_ENTRIES)
         tid, rows = trace_id, []
-        for candidate in dict.fromkeys([trace_id, trace_id.strip(), trace_id.strip().lower()]):
+        for candidate in trace_candidates(trace_id):
             rows = self._trace_rows([candidate], None, size)
             if rows:
                 tid = candidate
@@ -234,11 +230,8 @@ class LokiLogs:
         ids = [t for t in dict.fromkeys(trace_ids) if t]
         if not ids:
             return {}
-        out: dict[str, list[dict[str, Any]]] = {}
-        for _, _, r in self._trace_rows(ids, list(ERROR_LEVELS), min(MAX_ENTRIES, per_trace * TRACE_IDS_PER_QUERY)):
-            if r.level in ERROR_LEVELS and r.trace_id is not None and len(out.setdefault(r.trace_id, [])) < per_trace:
-                out[r.trace_id].append(error_line(r.ts_ms, r.service, r.level, r.message, r.event_id))
-        return {t: v for t, v in out.items() if v}
+        rows = self._trace_rows(ids, list(ERROR_LEVELS), min(MAX_ENTRIES, per_trace * TRACE_IDS_PER_QUERY))
+        return errors_by_trace((r for _, _, r in rows), per_trace)
 
     # ---------------------------------------------------------------- counts
 

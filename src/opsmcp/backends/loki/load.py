@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from opsmcp.backends.jsonline import documents
+from opsmcp.backends.jsonline import documents, progress_line
 from opsmcp.backends.logstore.ingest import ByteCounter
 from opsmcp.backends.logstore.parser import IngestReport
 from opsmcp.backends.loki.client import LokiClient
@@ -93,18 +92,12 @@ def load_jsonl(client: LokiClient, paths: Sequence[str | Path], *, service_label
 def load_with_settings(settings: Any, paths: Sequence[str | Path], *, show_progress: bool = False) -> IngestReport:
     """``opsmcp logs load --to loki`` with the configured client, labels and field names."""
     client = LokiClient.from_settings(settings)
-
-    def tick(lines: int) -> None:
-        print(f"\rpushing logs to {client.url}: {lines:,} lines", end="", file=sys.stderr, flush=True)
-
     try:
-        report = load_jsonl(client, paths, service_label=settings.loki_service_label,
-                            labels=fixed_labels(settings.loki_selector),
-                            fields=Fields.from_overrides(settings.loki_fields),
-                            on_progress=tick if show_progress else None)
+        with progress_line(f"pushing logs to {client.url}", show_progress) as tick:
+            report = load_jsonl(client, paths, service_label=settings.loki_service_label,
+                                labels=fixed_labels(settings.loki_selector),
+                                fields=Fields.from_overrides(settings.loki_fields), on_progress=tick)
     finally:
-        if show_progress:
-            print(file=sys.stderr)
         client.close()
     report.sources = [*report.sources, f"→ {client.url}"]
     return report

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from opsmcp.backends.fulltext import Tree, words
+from opsmcp.backends.logbackend import level_spellings, with_field_overrides
 from opsmcp.errors import InvalidInput
 
 LEVEL = "opsmcp_level"
@@ -37,8 +38,6 @@ SELECTOR = re.compile(r'^\{\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]
 _LITERAL_OK = re.compile(r"[A-Za-z0-9_]")
 _ASCII_WORD = re.compile(r"^[a-z0-9]+$")
 DROP_ERRORS = "drop __error__, __error_details__"
-LEVEL_SPELLINGS = {"WARN": ("WARN", "WARNING"), "ERROR": ("ERROR", "ERR"), "CRITICAL": ("CRITICAL", "CRIT"),
-                   "FATAL": ("FATAL", "EMERG"), "INFO": ("INFO", "INFORMATION")}
 
 
 @dataclass(frozen=True)
@@ -57,16 +56,7 @@ class Fields:
         Raises:
             InvalidInput: an unknown key or a name that is not a plain (dotted) field name.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise InvalidInput(f"Unknown field setting(s) {unknown} in OPSMCP_LOKI_FIELDS.",
-                               f"use keys {sorted(known)}.")
-        for key, name in overrides.items():
-            if not JSON_PATH.match(name):
-                raise InvalidInput(f"OPSMCP_LOKI_FIELDS: {key}={name!r} is not a plain field name.",
-                                   "use letters, digits and _ (dots for nested fields), e.g. traceId or ctx.level.")
-        return cls(**overrides)
+        return with_field_overrides(cls, overrides, "OPSMCP_LOKI_FIELDS", JSON_PATH)
 
 
 def check_names(selector: str, service_label: str) -> None:
@@ -101,11 +91,6 @@ def regex_escape(value: str) -> str:
 def exact_regex(values: Sequence[str], *, ignore_case: bool = False) -> str:
     """A regex matching a whole value equal to one of ``values``."""
     return ("(?i)" if ignore_case else "") + "^(" + "|".join(regex_escape(v) for v in values) + ")$"
-
-
-def level_values(levels: Sequence[str]) -> list[str]:
-    """Canonical levels with their other spellings."""
-    return list(dict.fromkeys(s for lv in levels for s in LEVEL_SPELLINGS.get(lv, (lv,))))
 
 
 # --------------------------------------------------------------------------- pieces
@@ -174,7 +159,7 @@ def pipeline(f: Fields, *, tree: Tree | None = None, levels: Sequence[str] | Non
         stages.append("| json " + ", ".join(extract))
         stages.append(f"| {DROP_ERRORS}")
     if levels:
-        stages.append(f"| {LEVEL}=~{string(exact_regex(level_values(levels), ignore_case=True))}")
+        stages.append(f"| {LEVEL}=~{string(exact_regex(level_spellings(levels), ignore_case=True))}")
     if trace_ids:
         stages.append(f"| {TRACE}={string(trace_ids[0])}" if len(trace_ids) == 1
                       else f"| {TRACE}=~{string(exact_regex(trace_ids))}")

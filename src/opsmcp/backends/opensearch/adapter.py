@@ -20,19 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 from opsmcp.backends.logbackend import (
     COUNT_CAP,
-    ERROR_LEVELS,
     Check,
     LogRecord,
     SearchPage,
     Stats,
     StatsGroup,
     TraceLines,
-    error_line,
+    errors_by_trace,
     levels_arg,
     ms_iso,
     ms_to_datetime,
     normalize_level,
     to_ms,
+    trace_candidates,
+    trace_lines,
 )
 from opsmcp.backends.logstore.parser import parse_timestamp
 from opsmcp.backends.opensearch import query as q
@@ -257,7 +258,7 @@ class OpenSearchLogs:
         size = min(max(limit + 1, TRACE_FETCH), COUNT_CAP)
         notes = [self._phrase_note("trace_id")] if "trace_id" in m.phrase_only else []
         tid, hits, fetched = trace_id, [], 0
-        for candidate in dict.fromkeys([trace_id, trace_id.strip(), trace_id.strip().lower()]):
+        for candidate in trace_candidates(trace_id):
             resp = self._call("trace lookup", self.client.search, index=self.index,
                               body=q.trace_body(self.fields, m, candidate, size))
             raw = resp.get("hits", {}).get("hits", [])
@@ -268,11 +269,7 @@ class OpenSearchLogs:
         if not hits:
             raise NotFound(f"No log lines with trace_id {trace_id!r}.", self._near_hint(trace_id, m))
         recs = sorted((self._record(h, False, None) for h in hits), key=lambda r: r.ts_ms)
-        if fetched >= size:
-            notes.append(f"the trace has more than {len(recs):,} lines; counts cover the first {len(recs):,}")
-        services = list(dict.fromkeys(r.service for r in recs))
-        first_error = next((r for r in recs if r.level in ERROR_LEVELS), None)
-        return TraceLines(tid, recs[:limit], len(recs), services, first_error, notes)
+        return trace_lines(tid, recs, limit, size, notes, fetched)
 
     def _near_hint(self, trace_id: str, m: q.Mapping) -> str:
         prefix = trace_id.strip()[:8]
@@ -299,18 +296,11 @@ class OpenSearchLogs:
         for tid in ids:
             lines += [{"index": self.index}, q.trace_body(self.fields, m, tid, size, errors_only=True)]
         resp = self._call("error lines lookup", self.client.msearch, body=lines)
-        out: dict[str, list[dict[str, Any]]] = {}
-        for tid, answer in zip(ids, resp.get("responses", []), strict=False):
-            if "error" in answer:
-                continue
-            for h in answer.get("hits", {}).get("hits", []):
-                src = h.get("_source") or {}
-                if str(src.get(self.fields.trace_id)) != tid:
-                    continue
-                r = self._record(h, False, None)
-                if r.level in ERROR_LEVELS and len(out.setdefault(tid, [])) < per_trace:
-                    out[tid].append(error_line(r.ts_ms, r.service, r.level, r.message, r.event_id))
-        return {t: v for t, v in out.items() if v}
+        records = [self._record(h, False, None)
+                   for tid, answer in zip(ids, resp.get("responses", []), strict=False) if "error" not in answer
+                   for h in answer.get("hits", {}).get("hits", [])
+                   if str((h.get("_source") or {}).get(self.fields.trace_id)) == tid]
+        return errors_by_trace(records, per_trace)
 
     # ---------------------------------------------------------------- counts
 

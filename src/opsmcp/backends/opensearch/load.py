@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from opsmcp.backends.jsonline import parse_document
+from opsmcp.backends.jsonline import parse_document, progress_line
 from opsmcp.backends.logbackend import ms_iso
 from opsmcp.backends.logstore.ingest import ByteCounter
 from opsmcp.backends.logstore.parser import IngestReport
@@ -139,22 +139,15 @@ def load_with_settings(settings: Any, paths: Sequence[str | Path], *, index: str
     """``opsmcp logs load --to opensearch``: load into ``index`` (default: a concrete name
     for ``OPSMCP_OPENSEARCH_INDEX``, see :func:`default_index`) with the configured client
     and field names; with ``show_progress`` a line count on stderr as batches go out."""
-    import sys
-
     from opsmcp.backends.opensearch.client import make_client
 
     client = make_client(settings)
     target = index or default_index(settings.opensearch_index)
-
-    def tick(lines: int) -> None:
-        print(f"\rloading logs into {target}: {lines:,} lines", end="", file=sys.stderr, flush=True)
-
     try:
-        report = load_jsonl(client, target, paths, fields=Fields.from_overrides(settings.opensearch_fields),
-                            on_progress=tick if show_progress else None)
+        with progress_line(f"loading logs into {target}", show_progress) as tick:
+            report = load_jsonl(client, target, paths, fields=Fields.from_overrides(settings.opensearch_fields),
+                                on_progress=tick)
     finally:
-        if show_progress:
-            print(file=sys.stderr)
         with contextlib.suppress(Exception):
             client.close()
     report.sources = [*report.sources, f"→ index {target}"]

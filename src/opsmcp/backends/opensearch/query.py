@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from opsmcp.backends import fulltext
-from opsmcp.backends.logbackend import ERROR_LEVELS, ms_iso
+from opsmcp.backends.logbackend import ERROR_LEVELS, level_spellings, ms_iso, with_field_overrides
 from opsmcp.errors import InvalidInput
 
 SQS_FLAGS = "AND|OR|NOT|PHRASE|PREFIX|PRECEDENCE|WHITESPACE|ESCAPE"
 MAX_RESULT_WINDOW = 10_000  # OpenSearch's index.max_result_window: never page with `from` beyond it
-_LEVEL_SPELLINGS = {"WARN": ("WARNING",), "ERROR": ("ERR",), "CRITICAL": ("CRIT",), "FATAL": ("EMERG",)}
 
 
 @dataclass(frozen=True)
@@ -43,12 +42,7 @@ class Fields:
         Raises:
             InvalidInput: an unknown key.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise InvalidInput(f"Unknown OpenSearch field setting(s) {unknown}.",
-                               f"OPSMCP_OPENSEARCH_FIELDS takes keys {sorted(known)}.")
-        return cls(**overrides)
+        return with_field_overrides(cls, overrides, "OPSMCP_OPENSEARCH_FIELDS")
 
 
 @dataclass
@@ -163,11 +157,7 @@ def simple_query(query: str) -> str:
 def level_variants(levels: Sequence[str]) -> list[str]:
     """Canonical levels plus the spellings shippers use (``WARN`` → ``WARNING``, ``warn``,
     ``Warn``...), so a ``terms`` filter finds lines whatever case they were stored in."""
-    out: list[str] = []
-    for lv in levels:
-        for spelling in (lv, *_LEVEL_SPELLINGS.get(lv, ())):
-            out += [spelling, spelling.lower(), spelling.capitalize()]
-    return list(dict.fromkeys(out))
+    return level_spellings(levels, cases=True)
 
 
 def exact_clause(mapping: Mapping, name: str, f: Fields, values: Sequence[str]) -> dict[str, Any]:
