@@ -32,6 +32,8 @@ from helpers import (
     visible,
 )
 
+from opsmcp.calls.audit import read_tail
+
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
@@ -110,7 +112,7 @@ def test_one_click_on_approve_by_a_second_identity_moves_exactly_the_previewed_m
         assert visible(fresh_moto, dlq) == dlq_before - 5 and visible(fresh_moto, source) == source_before + 5
         again = httpx.post(f"{base}/api/approvals/{request_id}/approve", headers=bearer(keys["lead"]), json={})
         assert again.status_code == 409
-        intents = [r for r in anyio.run(FileAudit(runtime.settings.audit_log_path).tail, 200)
+        intents = [r for r in read_tail(runtime.settings.audit_log_path, 200)
                    if r.get("call_id") == request_id and r["phase"] == "intent"]
         assert len(intents) == 1 and intents[0]["arguments"]["max_messages"] == 5
         _wait(lambda: browser.execute_script(
