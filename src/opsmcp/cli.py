@@ -132,11 +132,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         boot_thread = threading.Thread(target=boot, name="opsmcp-sandbox", daemon=True)
         boot_thread.start()
-    else:  # say at once what every call would fail with; off the start-up path (boto3's import)
-        threading.Thread(target=_report_credentials, args=(settings,), name="opsmcp-credentials", daemon=True).start()
     from opsmcp.server import build_server
 
     server, runtime = build_server(settings)
+    if sandbox is None:  # say at once what every call would fail with; after the server is built: with a
+        # profile this imports boto3, whose ~0.5 s under the GIL would otherwise slow the build
+        threading.Thread(target=_report_credentials, args=(settings,), name="opsmcp-credentials", daemon=True).start()
     if sandbox is not None:
         runtime.ready.clear()
         holder["runtime"] = runtime

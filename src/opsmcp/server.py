@@ -39,6 +39,8 @@ from opsmcp.calls.runtime import Runtime
 from opsmcp.config import Settings
 from opsmcp.errors import OpsError
 from opsmcp.surface.arg_errors import explain
+from opsmcp.surface.sdk_seams import logging_configured, registered_tool
+from opsmcp.surface.tool_schemas import compact
 from opsmcp.surface.tool_visibility import ProtocolGuard
 from opsmcp.telemetry import ToolStats
 from opsmcp.toolsets.base import marked_tools
@@ -81,12 +83,18 @@ class OpsServer(MCPServer):
         """Register a tool as the SDK does, then make its arguments strict: an argument the
         tool does not have is an error (``additionalProperties: false`` in the input schema,
         pydantic ``extra="forbid"`` when validating), which :func:`explain` turns into the
-        closest known argument, instead of being ignored silently."""
+        closest known argument, instead of being ignored silently. Its input and output
+        schemas are published in their compact form (:func:`opsmcp.surface.tool_schemas.compact`)."""
         super().add_tool(fn, name=name, title=title, description=description, annotations=annotations, icons=icons,
                          meta=meta, structured_output=structured_output)
-        tool = self._tool_manager.get_tool(name or fn.__name__)  # the SDK keeps the Tool it built here
+        tool = registered_tool(self, name or fn.__name__)
         if tool is not None:
             strict_arguments(tool)
+            tool.parameters = compact(tool.parameters, root_title=tool.fn_metadata.arg_model.__name__)
+            metadata = tool.fn_metadata
+            if metadata.output_schema is not None:  # read by the SDK when it lists the tool
+                returns = getattr(fn, "__annotations__", {}).get("return")
+                metadata.output_schema = compact(metadata.output_schema, root_title=getattr(returns, "__name__", None))
 
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Context[Any, Any] | None = None) -> CallToolResult | InputRequiredResult:
@@ -129,7 +137,9 @@ def strict_arguments(tool: Tool) -> None:
     namespace = {"model_config": ConfigDict(extra="forbid"), "__module__": model.__module__}
     strict = typing.cast(type[ArgModelBase], type(model.__name__, (model,), namespace))
     tool.fn_metadata.arg_model = strict
-    tool.parameters = strict.model_json_schema(by_alias=True)
+    # what strict.model_json_schema() says (the same fields), without deriving it again
+    tool.parameters = {"type": "object", "additionalProperties": False} | {
+        k: v for k, v in tool.parameters.items() if k not in ("type", "additionalProperties")}
 
 
 def unknown_tool(name: str, runtime: Runtime) -> str:
@@ -309,10 +319,11 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
         key = hashlib.sha256(b"opsmcp request state v1\0" + secret.get_secret_value().encode()).digest()
         security = RequestStateSecurity(keys=[key], audience="opsmcp")
     bus = InMemorySubscriptionBus()  # subscriptions/listen; the queue resources publish their changes on it
-    server = OpsServer("opsmcp", instructions=INSTRUCTIONS, version=__version__, request_state_security=security,
-                       subscriptions=bus,
-                       log_level=typing.cast(Any, level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-                                             else "WARNING"))
+    with logging_configured():  # opsmcp's log handler is set up: skip the SDK's (rich's import)
+        server = OpsServer("opsmcp", instructions=INSTRUCTIONS, version=__version__,
+                           request_state_security=security, subscriptions=bus,
+                           log_level=typing.cast(Any, level if level in ("DEBUG", "INFO", "WARNING", "ERROR",
+                                                                         "CRITICAL") else "WARNING"))
     server.runtime = runtime
     for toolset_name, toolset in runtime.toolsets.items():
         register_toolset(server, runtime, toolset_name, toolset)
@@ -320,7 +331,7 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
         from opsmcp.toolsets.approvals import ApprovalTools
 
         register_toolset(server, runtime, "approvals", ApprovalTools(runtime.approvals.desk.describe))
-    if runtime.audit is not None:
+    if runtime.audit is not None and not _empty_file(runtime.audit):
         # A file is local and quick: checked before the server answers anything. A DynamoDB
         # table is checked once the backends are ready, in the background. Either way on a
         # thread of its own: build_server may be called from inside a running event loop.
@@ -341,6 +352,19 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     server.middleware.append(ProtocolGuard(server, lambda n: runtime.tools[n].write if n in runtime.tools else None))
     register_prompts_and_resources(server, runtime, bus)  # prompts, resources, completions of the registered tools
     return server, runtime
+
+
+def _empty_file(audit: AuditSink) -> bool:
+    """True when ``audit`` is a file that does not exist or is empty: no write can have been
+    interrupted, so start-up skips the check (a thread and an event loop, ~10 ms)."""
+    if not isinstance(audit, FileAudit):
+        return False
+    try:
+        return audit.path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:  # unreadable: the check runs and logs why
+        return False
 
 
 def register_toolset(server: MCPServer, runtime: Runtime, toolset_name: str, toolset: object) -> None:

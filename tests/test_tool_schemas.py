@@ -1,0 +1,131 @@
+"""The schemas tools/list publishes are pydantic's, compacted without loss: only generated
+titles and ``"default": null`` are dropped (opsmcp.surface.tool_schemas), so they accept and
+reject the same values, and what a model reads is smaller."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+from helpers import make_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis_jsonschema import from_schema
+from mcp import Client
+from pydantic import TypeAdapter
+
+from opsmcp.server import build_server
+from opsmcp.surface.sdk_seams import registered_tool
+from opsmcp.surface.tool_schemas import auto_title, compact
+
+pytestmark = pytest.mark.anyio
+
+
+def _every_tool(tmp_path: Any) -> Any:
+    """A server with every toolset and every write tool (mode human adds get_approval)."""
+    return build_server(make_settings("http://127.0.0.1:9", tmp_path, allow_writes=True, write_approval="human",
+                                      prometheus_url="http://127.0.0.1:9", alertmanager_url="http://127.0.0.1:9"))
+
+
+def _derived(server: Any, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What pydantic derives for tool ``name``: its input schema (the strict argument model's)
+    and its output schema (the result class's), before compaction."""
+    tool = registered_tool(server, name)
+    returns = tool.fn.__annotations__["return"]
+    return (tool.fn_metadata.arg_model.model_json_schema(by_alias=True),
+            TypeAdapter(returns).json_schema())
+
+
+def _only_dropped(derived: Any, published: Any, where: str) -> None:
+    """``published`` is ``derived`` less generated titles and null defaults, nothing else."""
+    if isinstance(derived, list):
+        assert isinstance(published, list) and len(published) == len(derived), where
+        for i, (d, p) in enumerate(zip(derived, published, strict=True)):
+            _only_dropped(d, p, f"{where}[{i}]")
+        return
+    if not isinstance(derived, dict):
+        assert published == derived, where
+        return
+    assert isinstance(published, dict), where
+    for key, value in derived.items():
+        if key not in published:
+            assert key in ("title", "default"), f"{where}: {key} was dropped"
+            assert value is None or key == "title", f"{where}: a non-null default was dropped"
+            continue
+        if key in ("properties", "$defs"):
+            assert set(published[key]) == set(value), f"{where}.{key}"
+            for name, sub in value.items():
+                if "title" in sub and "title" not in published[key][name]:
+                    assert sub["title"] in (auto_title(name), name), f"{where}.{key}.{name}: a title was dropped"
+                _only_dropped(sub, published[key][name], f"{where}.{key}.{name}")
+        else:
+            _only_dropped(value, published[key], f"{where}.{key}")
+    assert set(published) <= set(derived), f"{where}: keys added {set(published) - set(derived)}"
+
+
+def _generated_titles(node: Any) -> list[str]:
+    """The generated titles left anywhere in schema ``node``."""
+    if isinstance(node, list):
+        return [t for item in node for t in _generated_titles(item)]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key in ("properties", "$defs"):
+        for name, sub in (node.get(key) or {}).items():
+            if isinstance(sub, dict) and sub.get("title") in (auto_title(name), name):
+                found.append(name)
+    return found + [t for value in node.values() for t in _generated_titles(value)]
+
+
+def test_compact_drops_generated_titles_and_null_defaults_only():
+    schema = {"title": "fArguments", "type": "object", "properties": {
+        "max_points": {"title": "Max Points", "type": "integer", "default": 120, "description": "Most points."},
+        "start": {"title": "Start", "anyOf": [{"type": "string", "maxLength": 64}, {"type": "null"}],
+                  "default": None},
+        "mode": {"title": "How it runs", "enum": ["a", "b"]}},
+        "$defs": {"Point": {"title": "Point", "type": "object", "properties": {"t": {"title": "T", "type": "string"}}}}}
+    assert compact(schema, root_title="fArguments") == {"type": "object", "properties": {
+        "max_points": {"type": "integer", "default": 120, "description": "Most points."},
+        "start": {"anyOf": [{"type": "string", "maxLength": 64}, {"type": "null"}]},
+        "mode": {"title": "How it runs", "enum": ["a", "b"]}},
+        "$defs": {"Point": {"type": "object", "properties": {"t": {"type": "string"}}}}}
+    assert schema["properties"]["start"]["default"] is None  # the argument is not changed
+
+
+async def test_every_published_schema_is_the_derived_one_less_titles_and_null_defaults(tmp_path):
+    server, runtime = _every_tool(tmp_path)
+    async with Client(server) as client:
+        listed = (await client.list_tools()).tools
+    assert len(listed) == len(runtime.tools) >= 20
+    for tool in listed:
+        derived_in, derived_out = _derived(server, tool.name)
+        _only_dropped(derived_in, tool.input_schema, f"{tool.name} input")
+        _only_dropped(derived_out, tool.output_schema, f"{tool.name} output")
+        assert '"default": null' not in json.dumps([tool.input_schema, tool.output_schema]), tool.name
+        assert not _generated_titles(tool.input_schema) and not _generated_titles(tool.output_schema), tool.name
+        assert tool.input_schema["additionalProperties"] is False, tool.name
+
+
+@pytest.mark.parametrize("direction", ["derived values fit the published schema", "published values fit pydantic's"])
+def test_input_schemas_accept_the_same_values(tmp_path, direction):
+    """Values hypothesis draws from one schema validate against the other (jsonschema)."""
+    server, runtime = _every_tool(tmp_path)
+    for name in sorted(runtime.tools):
+        derived = _derived(server, name)[0]
+        published = registered_tool(server, name).parameters
+        source, target = (derived, published) if direction.startswith("derived") else (published, derived)
+
+        _fits(source, target)()
+
+
+def _fits(source: dict[str, Any], target: dict[str, Any]) -> Any:
+    """A hypothesis test: values drawn from schema ``source`` are valid under ``target``."""
+
+    @settings(max_examples=15, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(value=from_schema(source))
+    def fits(value: Any) -> None:
+        jsonschema.validate(value, target)
+
+    return fits
