@@ -112,13 +112,25 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     all_params = params + extra
     tool_call.__name__ = name
     tool_call.__qualname__ = name
-    tool_call.__doc__ = inspect.cleandoc(fn.__doc__ or name)
+    tool_call.__doc__ = description(fn.__doc__ or name)
     returns = hints.get("return")
     if isinstance(returns, type) and issubclass(returns, OutsideText):  # one line, the same for every such tool
         tool_call.__doc__ += "\n" + UNTRUSTED_NOTE
     tool_call.__signature__ = signature.replace(parameters=all_params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
     tool_call.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": hints.get("return")}
     return tool_call
+
+
+#: Docstring sections that document the Python method, not the tool: left out of its description.
+SECTIONS = ("Args:", "Arguments:", "Returns:", "Raises:", "Yields:", "Examples:")
+
+
+def description(doc: str) -> str:
+    """The tool description a docstring gives: its text before the first section
+    (:data:`SECTIONS`: ``Raises:`` and the like, which the tool's errors say themselves)."""
+    lines = inspect.cleandoc(doc).splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.strip() in SECTIONS), len(lines))
+    return "\n".join(lines[:cut]).rstrip()
 
 
 def _request_id(ctx: Context) -> str | None:
