@@ -129,3 +129,33 @@ def _fits(source: dict[str, Any], target: dict[str, Any]) -> Any:
         jsonschema.validate(value, target)
 
     return fits
+
+
+#: The budget of what a client hands its model every turn for the sandbox's tools with writes
+#: off: name + description + compact input schema, summed (scripts/measure_text_size.py).
+DEFINITIONS_BUDGET = 10_000
+
+
+async def test_the_sandbox_tool_definitions_stay_within_their_budget(tmp_path):
+    """Regression: the definitions grew from 13,041 to 15,131 characters in one round of new
+    fields and tools without anyone noticing; docs/performance.md has the figures."""
+    server, _ = build_server(make_settings("http://127.0.0.1:9", tmp_path, prometheus_url=None,
+                                           alertmanager_url=None, alerts_table=None))
+    async with Client(server) as client:
+        tools = (await client.list_tools()).tools
+    sizes = {t.name: len(t.name) + len(t.description or "") + len(json.dumps(
+        t.input_schema, separators=(",", ":"), ensure_ascii=False)) for t in tools}
+    assert sum(sizes.values()) <= DEFINITIONS_BUDGET, (
+        f"tool definitions are {sum(sizes.values()):,} characters (budget {DEFINITIONS_BUDGET:,}): shorten "
+        f"descriptions, keeping units, bounds and examples; per tool: {sizes}")
+
+
+async def test_a_docstrings_sections_stay_out_of_the_tool_description(tmp_path):
+    from opsmcp.toolsets.queues import QueueTools
+
+    assert "Raises:" in (QueueTools.list_queues.__doc__ or "")
+    server, _ = build_server(make_settings("http://127.0.0.1:9", tmp_path))
+    async with Client(server) as client:
+        described = {t.name: t.description for t in (await client.list_tools()).tools}
+    assert described["list_queues"].startswith("List SQS queues") and "Raises" not in described["list_queues"]
+    assert "InvalidInput" not in described["list_queues"]
