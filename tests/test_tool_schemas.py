@@ -157,5 +157,95 @@ async def test_a_docstrings_sections_stay_out_of_the_tool_description(tmp_path):
     server, _ = build_server(make_settings("http://127.0.0.1:9", tmp_path))
     async with Client(server) as client:
         described = {t.name: t.description for t in (await client.list_tools()).tools}
-    assert described["list_queues"].startswith("List SQS queues") and "Raises" not in described["list_queues"]
+    assert described["list_queues"].startswith("SQS queues") and "Raises" not in described["list_queues"]
     assert "InvalidInput" not in described["list_queues"]
+
+
+# ------------------------------------------------------------------ output schemas kept between starts
+
+
+def _start(tmp_path: Any, seen: dict[str, Any], monkeypatch: Any) -> tuple[Any, Any]:
+    """Build a server with every tool on data dir ``tmp_path``, recording in ``seen`` what
+    the schema cache answered per tool."""
+    from opsmcp.surface import tool_schemas
+
+    original = tool_schemas.OutputSchemas.get
+
+    def get(self: Any, tool: str, returns: type) -> Any:
+        seen[tool] = original(self, tool, returns)
+        return seen[tool]
+
+    monkeypatch.setattr(tool_schemas.OutputSchemas, "get", get)
+    return _every_tool(tmp_path)
+
+
+async def _listed(server: Any) -> list[dict[str, Any]]:
+    async with Client(server) as client:
+        return [t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for t in (await client.list_tools()).tools]
+
+
+async def test_a_second_start_publishes_the_same_schemas_without_deriving_them(tmp_path, monkeypatch):
+    first_seen: dict[str, Any] = {}
+    first, _ = _start(tmp_path, first_seen, monkeypatch)
+    assert first_seen and all(v is None for v in first_seen.values())  # nothing cached yet: derived
+    files = list((tmp_path / "cache").glob("tool-schemas-*.json"))
+    assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "cache").stat().st_mode & 0o777) == "0o700"
+    second_seen: dict[str, Any] = {}
+    second, runtime = _start(tmp_path, second_seen, monkeypatch)
+    assert set(second_seen) == set(first_seen) and all(v is not None for v in second_seen.values())
+    assert await _listed(second) == await _listed(first)
+    for name in runtime.tools:  # results are still validated against the result class, as the SDK does
+        tool = registered_tool(second, name)
+        assert tool.fn_metadata.output_model is tool.fn.__annotations__["return"], name
+    async with Client(second) as client:
+        result = await client.call_tool("list_playbooks", {})
+    assert not result.is_error and result.structured_content["playbooks"]
+
+
+async def test_other_code_or_libraries_or_a_corrupt_file_are_a_miss(tmp_path, monkeypatch):
+    from opsmcp.surface import tool_schemas
+
+    first, _ = _start(tmp_path, {}, monkeypatch)
+    expected = await _listed(first)
+    monkeypatch.setattr(tool_schemas, "fingerprint", lambda: "0" * 32)  # an edited module, another pydantic...
+    seen: dict[str, Any] = {}
+    other, _ = _start(tmp_path, seen, monkeypatch)
+    assert all(v is None for v in seen.values()) and await _listed(other) == expected
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"tool-schemas-{'0' * 32}.json"]  # one file kept
+    cache = tmp_path / "cache" / f"tool-schemas-{'0' * 32}.json"
+    for corrupt in ("{not json", "[1, 2]", json.dumps({"get_order": {"returns": "elsewhere.Order", "schema": {}}})):
+        cache.write_text(corrupt)
+        seen = {}
+        again, _ = _start(tmp_path, seen, monkeypatch)
+        assert all(v is None for v in seen.values()) and await _listed(again) == expected
+        assert json.loads(cache.read_text())["get_order"]["returns"] == "opsmcp.toolsets.orders.Order"
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_the_server(tmp_path):
+    (tmp_path / "cache").write_text("a file where the directory would be")
+    _server, runtime = _every_tool(tmp_path)
+    assert len(runtime.tools) >= 20
+
+
+def test_the_fingerprint_follows_module_text_not_file_times(tmp_path, monkeypatch):
+    """A wheel built reproducibly gives every file the same time: an edit of the same length
+    (a bound 5 -> 6 in a description) must still change the cache's name."""
+    import os
+
+    import opsmcp
+    from opsmcp.surface.tool_schemas import fingerprint
+
+    package = tmp_path / "opsmcp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    module = package / "results.py"
+    module.write_text('X = Field(description="at most 5")\n')
+    os.utime(module, (1_000_000, 1_000_000))
+    monkeypatch.setattr(opsmcp, "__file__", str(package / "__init__.py"))
+    before = fingerprint()
+    assert fingerprint() == before
+    module.write_text('X = Field(description="at most 6")\n')
+    os.utime(module, (1_000_000, 1_000_000))
+    assert fingerprint() != before

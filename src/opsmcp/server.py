@@ -28,7 +28,7 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from opsmcp import __version__
 from opsmcp.backends.aws import AwsClients
@@ -40,7 +40,7 @@ from opsmcp.config import Settings
 from opsmcp.errors import OpsError
 from opsmcp.surface.arg_errors import explain
 from opsmcp.surface.sdk_seams import logging_configured, registered_tool
-from opsmcp.surface.tool_schemas import compact
+from opsmcp.surface.tool_schemas import OutputSchemas, compact
 from opsmcp.surface.tool_visibility import ProtocolGuard
 from opsmcp.telemetry import ToolStats
 from opsmcp.toolsets.base import marked_tools
@@ -76,6 +76,8 @@ class OpsServer(MCPServer):
     """
 
     runtime: Runtime
+    #: Output schemas kept from an earlier start (set by :func:`build_server`); None: derive each.
+    output_schemas: OutputSchemas | None = None
 
     def add_tool(self, fn: Callable[..., Any], name: str | None = None, title: str | None = None,
                  description: str | None = None, annotations: ToolAnnotations | None = None, icons: Any = None,
@@ -84,17 +86,33 @@ class OpsServer(MCPServer):
         tool does not have is an error (``additionalProperties: false`` in the input schema,
         pydantic ``extra="forbid"`` when validating), which :func:`explain` turns into the
         closest known argument, instead of being ignored silently. Its input and output
-        schemas are published in their compact form (:func:`opsmcp.surface.tool_schemas.compact`)."""
+        schemas are published in their compact form (:func:`opsmcp.surface.tool_schemas.compact`).
+
+        A tool whose result is a pydantic model gets its output schema from
+        :attr:`output_schemas` when an earlier start derived it with the same code; the SDK
+        then registers it unstructured and the result class and schema are set as the SDK
+        sets them (``fn_metadata.output_model`` and ``output_schema``, which it reads on each
+        list and call), so results are validated against the class as before."""
+        name = name or fn.__name__
+        returns = getattr(fn, "__annotations__", {}).get("return")
+        model = returns if isinstance(returns, type) and issubclass(returns, BaseModel) else None
+        cache = self.output_schemas
+        cached = cache.get(name, model) if cache is not None and model is not None and structured_output is None \
+            else None
         super().add_tool(fn, name=name, title=title, description=description, annotations=annotations, icons=icons,
-                         meta=meta, structured_output=structured_output)
-        tool = registered_tool(self, name or fn.__name__)
-        if tool is not None:
-            strict_arguments(tool)
-            tool.parameters = compact(tool.parameters, root_title=tool.fn_metadata.arg_model.__name__)
-            metadata = tool.fn_metadata
-            if metadata.output_schema is not None:  # read by the SDK when it lists the tool
-                returns = getattr(fn, "__annotations__", {}).get("return")
-                metadata.output_schema = compact(metadata.output_schema, root_title=getattr(returns, "__name__", None))
+                         meta=meta, structured_output=False if cached is not None else structured_output)
+        tool = registered_tool(self, name)
+        if tool is None:
+            return
+        strict_arguments(tool)
+        tool.parameters = compact(tool.parameters, root_title=tool.fn_metadata.arg_model.__name__)
+        metadata = tool.fn_metadata
+        if cached is not None:
+            metadata.output_model, metadata.output_schema = model, cached
+        elif metadata.output_schema is not None:  # read by the SDK when it lists the tool
+            metadata.output_schema = compact(metadata.output_schema, root_title=getattr(returns, "__name__", None))
+            if cache is not None and model is not None and metadata.output_model is model and not metadata.wrap_output:
+                cache.put(name, model, metadata.output_schema)
 
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Context[Any, Any] | None = None) -> CallToolResult | InputRequiredResult:
@@ -325,12 +343,14 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
                            log_level=typing.cast(Any, level if level in ("DEBUG", "INFO", "WARNING", "ERROR",
                                                                          "CRITICAL") else "WARNING"))
     server.runtime = runtime
+    server.output_schemas = OutputSchemas(settings.data_dir / "cache")
     for toolset_name, toolset in runtime.toolsets.items():
         register_toolset(server, runtime, toolset_name, toolset)
     if settings.allow_writes and settings.write_approval == "human":
         from opsmcp.toolsets.approvals import ApprovalTools
 
         register_toolset(server, runtime, "approvals", ApprovalTools(runtime.approvals.desk.describe))
+    server.output_schemas.save()
     if runtime.audit is not None and not _empty_file(runtime.audit):
         # A file is local and quick: checked before the server answers anything. A DynamoDB
         # table is checked once the backends are ready, in the background. Either way on a

@@ -328,7 +328,7 @@ class LogTools:
             "Most hits, 1-500."))] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, Field(max_length=MAX_CURSOR_CHARS, description=(
             "next_cursor of the previous page."))] = None,
-        include_fields: Annotated[bool, Field(description="Also return each line's other JSON fields.")] = False,
+        include_fields: Annotated[bool, Field(description="Also each line's other JSON fields.")] = False,
     ) -> SearchLogsResult:
         """Search application logs, newest first: full-text `query` and exact filters; returns
         the hits and the total match count. log_stats: when errors began; get_trace: one
@@ -456,7 +456,7 @@ class LogTools:
             "ISO-8601 or relative ('-6h'); default: 6 hours before end."))] = None,
         end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
             "Same forms as start; default: the newest line."))] = None,
-        group_by: Literal["level", "service"] = "level",
+        group_by: Annotated[Literal["level", "service"], Field(description="Per level or per service.")] = "level",
         interval: Annotated[int | Annotated[str, Field(max_length=32)] | None, Field(description=(
             "Bucket width: seconds (300) or '30s', '5m', '1h'; default: ~40 buckets."))] = None,
         service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,

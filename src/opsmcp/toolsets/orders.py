@@ -114,8 +114,8 @@ class OrderTools:
         order_id: Annotated[str, Field(description="orderId, e.g. a UUID from a DLQ message.",
                                        min_length=1, max_length=MAX_ID)],
     ) -> Order:
-        """One order by orderId (strongly consistent): status, customer, positions, traceId.
-        A missing order is a tool error; find_orders searches by status or customer."""
+        """One order by orderId: status, customer, positions, traceId. A missing order is a
+        tool error; find_orders searches by status or customer."""
         item = await self.ddb.get(self.settings.orders_table, {"orderId": order_id.strip()})
         if item is None:
             raise NotFound(f"No order with orderId {order_id!r} in table {self.settings.orders_table}.",

@@ -150,7 +150,7 @@ class QueueTools:
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page.",
                                             max_length=MAX_CURSOR)] = None,
     ) -> QueueList:
-        """List SQS queues: visible / in-flight / delayed counts, each queue's DLQ and
+        """SQS queues: visible / in-flight / delayed counts, each queue's DLQ and
         maxReceiveCount, and for a DLQ its source queues.
 
         Raises:
@@ -254,7 +254,7 @@ class QueueTools:
                                             max_length=MAX_CURSOR)] = None,
     ) -> DlqAnalysis:
         """Group a DLQ's messages by failure signature (error attributes, else the trace's
-        last ERROR log line, else the message type), with counts and order and trace ids.
+        last ERROR log line, else the message type), with counts, order and trace ids.
         Totals come from queue attributes; the read stops at max_messages or
         OPSMCP_DLQ_READ_SECONDS and then answers from a sample (`sampled`, `complete`,
         `incomplete_because` say so). Nothing moves: messages are hidden while read and
