@@ -46,3 +46,45 @@ def test_a_named_profile_is_still_looked_up_through_boto3(tmp_path):
                AWS_SECRET_ACCESS_KEY="s", AWS_PROFILE="nosuchprofile")
     assert "AWS_PROFILE=nosuchprofile names a profile that is not in" in out["problem"]
     assert "boto3" in out["loaded"]
+
+
+GC = """
+import gc, json
+from opsmcp.calls import heap
+heap.started()  # not paused: nothing happens
+untouched = (gc.isenabled(), gc.get_freeze_count())
+heap.pause_for_start_up()
+paused = gc.isenabled()
+heap.started()
+print(json.dumps({"untouched": untouched, "paused": paused, "after": [gc.isenabled(), gc.get_freeze_count() > 1000]}))
+"""
+
+
+def test_a_server_process_starts_with_the_collector_paused_then_frozen_and_on():
+    done = subprocess.run([sys.executable, "-c", GC], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == {"untouched": [True, 0], "paused": False, "after": [True, True]}
+
+
+def test_opsmcp_serve_answers_with_the_collector_back_on(tmp_path):
+    """The console script pauses the collector for start-up; the running server has it on
+    (a server that never turned it back on would grow without bound on cyclic garbage)."""
+    import textwrap
+
+    script = textwrap.dedent("""
+        import gc, sys
+        from opsmcp.calls import heap
+        original = heap.started
+        def started():
+            original()
+            print("gc on after start-up:", gc.isenabled(), "frozen:", gc.get_freeze_count() > 1000, file=sys.stderr)
+        heap.started = started
+        sys.argv = ["opsmcp", "serve"]
+        from opsmcp.cli import main
+        main()
+    """)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSMCP_"))}
+    clean.update(HOME=str(tmp_path), OPSMCP_DATA_DIR=str(tmp_path / "data"), AWS_ENDPOINT_URL="http://127.0.0.1:9",
+                 AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_DEFAULT_REGION="us-east-1")
+    done = subprocess.run([sys.executable, "-c", script], env=clean, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
+    assert "gc on after start-up: True frozen: True" in done.stderr, done.stderr
