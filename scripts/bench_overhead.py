@@ -8,7 +8,9 @@ rotates each round), against one seeded moto server in its own process:
   over the same transport: the protocol's own cost;
 * **sdk+get**: a ``get_item`` tool on that bare server making the same boto3 call in a worker
   thread with nothing around it (what any SDK server pays; the fair throughput baseline);
-* **opsmcp**: ``get_order`` through ``opsmcp serve`` over that transport.
+* **opsmcp**: ``get_order`` through ``opsmcp serve`` over that transport;
+* **before** (with ``--baseline /path/to/other/opsmcp``): the same through another opsmcp
+  executable (e.g. main's), so before and after are measured in the same run.
 
 "c concurrent clients" means ``c`` sessions over HTTP, and ``c`` requests in flight on one
 session over stdio (a stdio server has exactly one client). opsmcp's own share is
@@ -18,7 +20,7 @@ cProfile for ``--profile-calls`` sequential ``get_order`` calls and prints where
 server's event-loop thread spends its time, by package.
 
 Usage: python scripts/bench_overhead.py [--rounds 3] [--calls 40] [--levels 1,8,32]
-                                        [--transports stdio,http] [--profile]
+                                        [--transports stdio,http] [--profile] [--baseline EXE]
 """
 
 from __future__ import annotations
@@ -78,24 +80,32 @@ def run_raw(backend: Backend, concurrency: int, per_worker: int, ddb: Any) -> tu
 
 
 async def open_clients(stack: AsyncExitStack, transport: str, which: str, backend: Backend, n: int,
-                       servers: dict[str, Any], outer: AsyncExitStack) -> list[Any]:
-    """``n`` connected clients of ``which`` (``ops`` or ``bare``) over ``transport``; an HTTP
-    server is started once per transport and stopped with ``outer``."""
+                       servers: dict[str, Any], outer: AsyncExitStack, baseline: str | None = None) -> list[Any]:
+    """``n`` connected clients of ``which`` (``ops``, ``bare`` or ``before``: the ``baseline``
+    executable) over ``transport``; an HTTP server is started once per transport and stopped
+    with ``outer``."""
     from mcp import Client, StdioServerParameters
 
+    import psutil
+
+    opsmcp = baseline if which == "before" and baseline else OPSMCP
     if transport == "stdio":
-        command, args = (OPSMCP, ["serve"]) if which == "ops" else (BARE[0], BARE[1:])
+        command, args = (BARE[0], BARE[1:]) if which == "bare" else (opsmcp, ["serve"])
         env = dict(backend.env, OPSMCP_TOOLSETS="orders")
+        known = {p.pid for p in psutil.Process().children()}
         client = await stack.enter_async_context(Client(StdioServerParameters(command=command, args=args, env=env)))
+        servers[f"{which} stdio pid"] = next(p.pid for p in psutil.Process().children() if p.pid not in known)
         return [client]  # one stdio session; concurrency = requests in flight on it
     if which not in servers:
-        servers[which] = opsmcp_http(backend, toolsets="orders") if which == "ops" else bare_http(backend)
+        servers[which] = bare_http(backend) if which == "bare" else opsmcp_http(backend, toolsets="orders",
+                                                                                command=opsmcp)
         outer.callback(servers[which].stop)
+    servers[f"{which} http pid"] = servers[which].proc.pid
     return [await stack.enter_async_context(Client(servers[which].url)) for _ in range(n)]
 
 
 async def bench_transport(transport: str, backend: Backend, levels: list[int], rounds: int, calls: int,
-                          ddb: Any) -> list[list[Any]]:
+                          ddb: Any, baseline: str | None = None) -> list[list[Any]]:
     """The rows of one transport's table."""
     rows = []
     servers: dict[str, Any] = {}
@@ -104,36 +114,62 @@ async def bench_transport(transport: str, backend: Backend, levels: list[int], r
             async with AsyncExitStack() as stack:
                 ops = await open_clients(stack, transport, "ops", backend, level, servers, outer)
                 bare = await open_clients(stack, transport, "bare", backend, level, servers, outer)
+                before = (await open_clients(stack, transport, "before", backend, level, servers, outer, baseline)
+                          if baseline else [])
                 per_worker = max(2, calls // level) if level > 1 else calls
                 ops_args = {"order_id": backend.order_id}
-                for c in ops:  # warm-up: clients, boto3 clients, caches
+                for c in ops + before:  # warm-up: clients, boto3 clients, caches
                     await c.call_tool("get_order", ops_args)
                 for c in bare:
                     await c.call_tool("echo", {"n": 1})
                     await c.call_tool("get_item", ops_args)  # imports boto3 in the bare server
                 run_raw(backend, level, 2, ddb)
                 got: dict[str, list[float]] = {"raw": [], "floor": [], "sdk": [], "ops": []}
+                if baseline:
+                    got["before"] = []
                 wall: dict[str, float] = dict.fromkeys(got, 0.0)
+                cpu: dict[str, float] = dict.fromkeys(got, 0.0)  # the serving process's CPU seconds
+                serving = {"floor": "bare", "sdk": "bare", "ops": "ops", "before": "before"}
                 order = list(got)
                 for r in range(rounds):
-                    for what in order[r % 4:] + order[:r % 4]:
+                    for what in order[r % len(order):] + order[:r % len(order)]:
+                        pid = servers.get(f"{serving.get(what)} {transport} pid")
+                        used = _cpu(pid)
                         if what == "raw":
                             ms, secs = await anyio.to_thread.run_sync(run_raw, backend, level, per_worker, ddb)
                         elif what == "floor":
                             ms, secs = await run_clients(bare, "echo", {"n": 1}, level, per_worker)
                         elif what == "sdk":
                             ms, secs = await run_clients(bare, "get_item", ops_args, level, per_worker)
+                        elif what == "before":
+                            ms, secs = await run_clients(before, "get_order", ops_args, level, per_worker)
                         else:
                             ms, secs = await run_clients(ops, "get_order", ops_args, level, per_worker)
                         got[what] += ms
                         wall[what] += secs
+                        cpu[what] += _cpu(pid) - used
                 med = {k: statistics.median(v) for k, v in got.items()}
                 rate = {k: len(got[k]) / wall[k] for k in got}
                 rows.append([transport, level, len(got["ops"]), med["raw"], pct(got["raw"], .99), med["floor"],
                              pct(got["floor"], .99), med["sdk"], pct(got["sdk"], .99), med["ops"],
                              pct(got["ops"], .99), med["ops"] - med["floor"] - med["raw"], med["ops"] - med["sdk"],
-                             rate["floor"], rate["sdk"], rate["ops"], rate["ops"] / rate["sdk"]])
+                             rate["floor"], rate["sdk"], rate["ops"], rate["ops"] / rate["sdk"]]
+                            + ([med["before"], med["before"] - med["sdk"]] if baseline else [])
+                            + [cpu[k] * 1000 / len(got[k]) for k in ("sdk", "ops", *(["before"] if baseline else []))]
+                            + [(cpu["ops"] / len(got["ops"]) - cpu["sdk"] / len(got["sdk"])) * 1000]
+                            + ([(cpu["before"] / len(got["before"]) - cpu["sdk"] / len(got["sdk"])) * 1000]
+                               if baseline else []))
     return rows
+
+
+def _cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 without one."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def profile_stdio(backend: Backend, calls: int) -> None:
@@ -201,6 +237,7 @@ async def main() -> None:
     parser.add_argument("--transports", default="stdio,http")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-calls", type=int, default=300)
+    parser.add_argument("--baseline", help="another opsmcp executable to interleave (e.g. main's venv's)")
     opts = parser.parse_args()
 
     import boto3
@@ -213,15 +250,19 @@ async def main() -> None:
         rows = []
         for transport in opts.transports.split(","):
             rows += await bench_transport(transport, backend, [int(x) for x in opts.levels.split(",")], opts.rounds,
-                                          opts.calls, ddb)
+                                          opts.calls, ddb, opts.baseline)
         print(f"\n== get_order overhead, ms ({opts.rounds} interleaved rounds; raw = boto3 get_item; floor = a "
               "trivial tool on a bare SDK server, same transport) ==")
         print(table(["transport", "clients", "calls", "raw p50", "raw p99", "floor p50", "floor p99", "sdk+get p50",
                      "sdk+get p99", "opsmcp p50", "opsmcp p99", "own (-floor-raw)", "own (-sdk+get)", "floor calls/s",
-                     "sdk+get calls/s", "opsmcp calls/s", "opsmcp/sdk+get calls/s"], rows))
+                     "sdk+get calls/s", "opsmcp calls/s", "opsmcp/sdk+get calls/s"]
+                    + (["before p50", "before own (-sdk+get)"] if opts.baseline else [])
+                    + ["server CPU ms/call: sdk+get", "opsmcp", *(["before"] if opts.baseline else []),
+                       "own CPU (opsmcp - sdk+get)", *(["before own CPU"] if opts.baseline else [])], rows))
         print("own (-floor-raw) = opsmcp p50 - floor p50 - raw p50; own (-sdk+get) = opsmcp p50 - the bare SDK "
               "server's get_item tool p50 (same boto3 call, nothing around it). Targets: own <= 0.5 ms; "
-              ">= 0.9x the bare SDK's calls/s at 32 clients")
+              ">= 0.9x the bare SDK's calls/s at 32 clients. server CPU ms/call: the serving process's user + system "
+              "CPU over the phase, per call (less noisy than latency on a shared machine).")
     finally:
         if opts.profile:
             await anyio.to_thread.run_sync(profile_stdio, backend, opts.profile_calls)

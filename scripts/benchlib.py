@@ -101,11 +101,12 @@ class HttpServer:
             self.proc.wait()
 
 
-def opsmcp_http(backend: Backend, *flags: str, toolsets: str = "queues,orders") -> HttpServer:
-    """``opsmcp serve --transport http`` on a free port against ``backend``."""
+def opsmcp_http(backend: Backend, *flags: str, toolsets: str = "queues,orders", command: str = OPSMCP) -> HttpServer:
+    """``opsmcp serve --transport http`` (``command``: another opsmcp executable) on a free
+    port against ``backend``."""
     port = free_port()
     env = dict(backend.env, OPSMCP_TOOLSETS=toolsets)
-    return HttpServer([OPSMCP, "serve", "--transport", "http", "--port", str(port), *flags], env, port)
+    return HttpServer([command, "serve", "--transport", "http", "--port", str(port), *flags], env, port)
 
 
 def bare_http(backend: Backend) -> HttpServer:

@@ -1,11 +1,25 @@
-"""Characters a model reads on the sandbox triage path, per tool result.
+"""Characters a model reads: the tool definitions, and each result on the sandbox triage path.
+
+1. **Tool definitions** of the tools ``opsmcp serve`` registers on the sandbox (toolsets
+   queues, orders, logs, metrics, playbooks; Prometheus and Alertmanager are not configured
+   there), with writes off and then on. Per tool: its description, its input schema and its
+   output schema as compact JSON, and two totals:
+
+   - **definitions** = name + description + compact input schema, summed over the tools
+     (what a client hands its model on every turn);
+   - **whole tools/list** = the compact JSON (``ensure_ascii=False``) of the whole
+     ``tools/list`` result: titles, annotations and output schemas included.
+
+2. **The triage path** (skipped with ``--definitions-only``)::
 
     list_queues → analyze_dlq(order-queue-dlq) → get_trace(first trace) → get_order(first order)
 
-Starts an in-process moto server, seeds the sandbox scenario (queues, orders, log store),
-and calls the tools through an in-memory MCP client. Prints, per step, the characters of the
-text content (what many clients hand to the model) and of ``structuredContent`` as compact
-JSON. Run it against any checkout to compare: ``PYTHONPATH=<checkout>/src python
+   Starts an in-process moto server, seeds the sandbox scenario (queues, orders, log store),
+   and calls the tools through an in-memory MCP client. Prints, per step, the characters of
+   the text content (what many clients hand to the model) and of ``structuredContent`` as
+   compact JSON.
+
+Run it against any checkout to compare: ``PYTHONPATH=<checkout>/src python
 scripts/measure_text_size.py``.
 """
 
@@ -62,10 +76,60 @@ async def measure() -> list[tuple[str, int, int]]:
     return rows
 
 
-def main() -> None:
-    """Print the table and the totals."""
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def definitions(allow_writes: bool) -> tuple[list[tuple[str, int, int, int, int, int]], int]:
+    """The sandbox's tools as ``tools/list`` gives them: per tool ``(name, description, input
+    schema, output schema, definition, whole entry)`` characters, and the whole list's."""
+    from mcp import Client
+
+    from opsmcp.config import Settings
+    from opsmcp.server import build_server
+
+    data = Path(tempfile.mkdtemp(prefix="opsmcp-measure-"))
+    settings = Settings(aws_endpoint_url="http://127.0.0.1:9", aws_region="us-east-1", data_dir=data,
+                        log_store=data / "logs.db", allow_writes=allow_writes, prometheus_url=None,
+                        alertmanager_url=None, alerts_table=None)
+    server, _ = build_server(settings)
+    async with Client(server) as client:
+        listed = await client.list_tools()
+    rows = []
+    for t in listed.tools:
+        description = t.description or ""
+        schema_in = _compact(t.input_schema)
+        schema_out = _compact(t.output_schema) if t.output_schema else ""
+        entry = _compact(t.model_dump(mode="json", by_alias=True, exclude_none=True))
+        rows.append((t.name, len(description), len(schema_in), len(schema_out),
+                     len(t.name) + len(description) + len(schema_in), len(entry)))
+    return rows, len(_compact(listed.model_dump(mode="json", by_alias=True, exclude_none=True)))
+
+
+def print_definitions() -> None:
+    """Print the per-tool table (writes off) and the totals with writes off and on."""
     import anyio
 
+    for allow_writes in (False, True):
+        rows, whole = anyio.run(definitions, allow_writes)
+        if not allow_writes:
+            print(f"{'tool':24} {'description':>11} {'input':>6} {'output':>6} {'definition':>10} {'entry':>6}")
+            for name, desc, schema_in, schema_out, definition, entry in rows:
+                print(f"{name:24} {desc:11} {schema_in:6} {schema_out:6} {definition:10} {entry:6}")
+        print(f"writes {'on ' if allow_writes else 'off'}: {len(rows)} tools; definitions (name + description + "
+              f"compact input schema) {sum(r[4] for r in rows):,}; whole tools/list {whole:,}")
+
+
+def main() -> None:
+    """Print the definitions, then the triage path's table and totals."""
+    import sys
+
+    import anyio
+
+    print_definitions()
+    if "--definitions-only" in sys.argv[1:]:
+        return
+    print()
     rows = anyio.run(measure)
     for name, text, compact in rows:
         print(f"{name:70} text={text:6} structured_compact={compact:6}")

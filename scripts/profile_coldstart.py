@@ -9,7 +9,13 @@ ms, medians over ``--runs`` fresh interpreters (the script re-runs itself with
 ``--once``). Run ``python -m compileall -q src`` first (what a wheel install does; this
 machine sets ``PYTHONDONTWRITEBYTECODE=1``).
 
-Usage: python scripts/profile_coldstart.py [--runs 5]
+As ``opsmcp serve`` does, the garbage collector is paused for the whole start-up
+(``opsmcp.calls.heap.pause_for_start_up``; ``--gc`` leaves it on, as before). The runs share
+one fresh data directory, so the output schemas come from its cache
+(``opsmcp.surface.tool_schemas.OutputSchemas``) after a first run that fills it and is not
+counted; ``--cold-cache`` gives every run a fresh data directory (a first start).
+
+Usage: python scripts/profile_coldstart.py [--runs 5] [--gc] [--cold-cache]
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ def once() -> dict[str, float]:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
     clock = time.perf_counter
     out: dict[str, float] = {}
+    if "--gc" not in sys.argv:
+        from opsmcp.calls.heap import pause_for_start_up
+
+        pause_for_start_up()
     t0 = clock()
     import mcp.server  # noqa: F401 - the SDK (the bare server imports it too)
 
@@ -39,7 +49,9 @@ def once() -> dict[str, float]:
     import opsmcp.server as server_module
     import opsmcp.surface.completions as completions
     from opsmcp.config import Settings
+    from opsmcp.logsetup import configure
 
+    configure("WARNING")  # as `opsmcp serve` does first (MCPServer() then skips the SDK's rich handler)
     out["opsmcp modules + pydantic-settings"] = clock() - t0
     t0 = clock()
     settings = Settings()
@@ -74,14 +86,30 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="fresh interpreters (default 5)")
     ap.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--gc", action="store_true", help="leave the garbage collector on during start-up")
+    ap.add_argument("--cold-cache", action="store_true", help="a fresh data directory (no schema cache) per run")
     args = ap.parse_args()
     if args.once:
         print(json.dumps(once()))
         return 0
-    runs = [json.loads(subprocess.run([sys.executable, __file__, "--once"], capture_output=True, text=True,
-                                      check=True, timeout=120).stdout) for _ in range(max(1, args.runs))]
+    import tempfile
+
+    shared = tempfile.mkdtemp(prefix="opsmcp-profile-")
+    flags = ["--gc"] if args.gc else []
+
+    def run() -> dict[str, float]:
+        data = tempfile.mkdtemp(prefix="opsmcp-profile-") if args.cold_cache else shared
+        env = dict(os.environ, OPSMCP_DATA_DIR=data)
+        done = subprocess.run([sys.executable, __file__, "--once", *flags], capture_output=True, text=True,
+                              check=True, timeout=120, env=env)
+        return dict(json.loads(done.stdout))
+
+    if not args.cold_cache:
+        run()  # fills the schema cache
+    runs = [run() for _ in range(max(1, args.runs))]
     print(f"== opsmcp start-up phases, ms (median of {len(runs)} fresh interpreters; "
-          f"load {os.getloadavg()[0]:.1f}) ==")
+          f"load {os.getloadavg()[0]:.1f}; garbage collector {'on' if args.gc else 'paused as in opsmcp serve'}; "
+          f"schema cache {'empty (first start)' if args.cold_cache else 'filled'}) ==")
     for phase in runs[0]:
         values = [r.get(phase, 0.0) for r in runs]
         print(f"  {phase:44s} {statistics.median(values):7.1f}   (min {min(values):.1f})")

@@ -48,3 +48,40 @@ async def test_a_request_session_leads_to_one_connection_per_legacy_client_with_
 def test_a_missing_internal_is_a_loud_error_naming_it():
     with pytest.raises(sdk_seams.SdkChanged, match="_connection"):
         sdk_seams.connection_of(object())
+
+
+def test_the_registered_tool_is_the_sdks_with_the_fields_opsmcp_replaces():
+    server = MCPServer("t")
+
+    def echo(n: int = 1) -> int:
+        """Echo."""
+        return n
+
+    server.add_tool(echo)
+    tool = sdk_seams.registered_tool(server, "echo")
+    assert tool.parameters["properties"]["n"]["type"] == "integer"
+    assert tool.fn_metadata.arg_model.model_fields and tool.fn_metadata.output_schema is not None
+    assert sdk_seams.registered_tool(server, "nope") is None
+
+
+def test_mcpserver_calls_the_logging_set_up_the_seam_skips():
+    import logging
+
+    import mcp.server.mcpserver.server as sdk_server
+
+    calls: list[Any] = []
+    original = sdk_server.configure_logging
+    sdk_server.configure_logging = lambda *a, **k: calls.append(a)
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    try:
+        MCPServer("t")
+        assert len(calls) == 1, "MCPServer() no longer calls configure_logging: drop sdk_seams.logging_configured"
+        with sdk_seams.logging_configured():
+            MCPServer("t")
+        assert len(calls) == 1
+    finally:
+        root.removeHandler(handler)
+        sdk_server.configure_logging = original
+    assert sdk_server.configure_logging is original

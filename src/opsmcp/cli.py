@@ -132,11 +132,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         boot_thread = threading.Thread(target=boot, name="opsmcp-sandbox", daemon=True)
         boot_thread.start()
-    else:  # say at once what every call would fail with; off the start-up path (boto3's import)
-        threading.Thread(target=_report_credentials, args=(settings,), name="opsmcp-credentials", daemon=True).start()
     from opsmcp.server import build_server
 
     server, runtime = build_server(settings)
+    from opsmcp.calls.heap import started
+
+    started()  # the garbage collector back on, start-up's objects frozen (main paused it)
+    if sandbox is None:  # say at once what every call would fail with; after the server is built: with a
+        # profile this imports boto3, whose ~0.5 s under the GIL would otherwise slow the build
+        threading.Thread(target=_report_credentials, args=(settings,), name="opsmcp-credentials", daemon=True).start()
     if sandbox is not None:
         runtime.ready.clear()
         holder["runtime"] = runtime
@@ -610,6 +614,10 @@ def main(argv: list[str] | None = None) -> int:
     from opsmcp.logsetup import configure
 
     args = build_parser().parse_args(argv)
+    if argv is None and args.command == "serve":  # the console script's server process (see below)
+        from opsmcp.calls.heap import pause_for_start_up
+
+        pause_for_start_up()  # until cmd_serve has built the server: heap.started()
     # From the environment until the settings are read (serve configures again from them).
     configure(os.environ.get("OPSMCP_LOG_LEVEL", "WARNING"), os.environ.get("OPSMCP_LOG_FORMAT", "text"))
     code = _run(args)

@@ -28,7 +28,7 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from opsmcp import __version__
 from opsmcp.backends.aws import AwsClients
@@ -39,6 +39,8 @@ from opsmcp.calls.runtime import Runtime
 from opsmcp.config import Settings
 from opsmcp.errors import OpsError
 from opsmcp.surface.arg_errors import explain
+from opsmcp.surface.sdk_seams import logging_configured, registered_tool
+from opsmcp.surface.tool_schemas import OutputSchemas, compact
 from opsmcp.surface.tool_visibility import ProtocolGuard
 from opsmcp.telemetry import ToolStats
 from opsmcp.toolsets.base import marked_tools
@@ -75,6 +77,8 @@ class OpsServer(MCPServer):
     """
 
     runtime: Runtime
+    #: Output schemas kept from an earlier start (set by :func:`build_server`); None: derive each.
+    output_schemas: OutputSchemas | None = None
 
     def add_tool(self, fn: Callable[..., Any], name: str | None = None, title: str | None = None,
                  description: str | None = None, annotations: ToolAnnotations | None = None, icons: Any = None,
@@ -82,12 +86,34 @@ class OpsServer(MCPServer):
         """Register a tool as the SDK does, then make its arguments strict: an argument the
         tool does not have is an error (``additionalProperties: false`` in the input schema,
         pydantic ``extra="forbid"`` when validating), which :func:`explain` turns into the
-        closest known argument, instead of being ignored silently."""
+        closest known argument, instead of being ignored silently. Its input and output
+        schemas are published in their compact form (:func:`opsmcp.surface.tool_schemas.compact`).
+
+        A tool whose result is a pydantic model gets its output schema from
+        :attr:`output_schemas` when an earlier start derived it with the same code; the SDK
+        then registers it unstructured and the result class and schema are set as the SDK
+        sets them (``fn_metadata.output_model`` and ``output_schema``, which it reads on each
+        list and call), so results are validated against the class as before."""
+        name = name or fn.__name__
+        returns = getattr(fn, "__annotations__", {}).get("return")
+        model = returns if isinstance(returns, type) and issubclass(returns, BaseModel) else None
+        cache = self.output_schemas
+        cached = cache.get(name, model) if cache is not None and model is not None and structured_output is None \
+            else None
         super().add_tool(fn, name=name, title=title, description=description, annotations=annotations, icons=icons,
-                         meta=meta, structured_output=structured_output)
-        tool = self._tool_manager.get_tool(name or fn.__name__)  # the SDK keeps the Tool it built here
-        if tool is not None:
-            strict_arguments(tool)
+                         meta=meta, structured_output=False if cached is not None else structured_output)
+        tool = registered_tool(self, name)
+        if tool is None:
+            return
+        strict_arguments(tool)
+        tool.parameters = compact(tool.parameters, root_title=tool.fn_metadata.arg_model.__name__)
+        metadata = tool.fn_metadata
+        if cached is not None:
+            metadata.output_model, metadata.output_schema = model, cached
+        elif metadata.output_schema is not None:  # read by the SDK when it lists the tool
+            metadata.output_schema = compact(metadata.output_schema, root_title=getattr(returns, "__name__", None))
+            if cache is not None and model is not None and metadata.output_model is model and not metadata.wrap_output:
+                cache.put(name, model, metadata.output_schema)
 
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Context[Any, Any] | None = None) -> CallToolResult | InputRequiredResult:
@@ -136,7 +162,9 @@ def strict_arguments(tool: Tool) -> None:
     namespace = {"model_config": ConfigDict(extra="forbid"), "__module__": model.__module__}
     strict = typing.cast(type[ArgModelBase], type(model.__name__, (model,), namespace))
     tool.fn_metadata.arg_model = strict
-    tool.parameters = strict.model_json_schema(by_alias=True)
+    # what strict.model_json_schema() says (the same fields), without deriving it again
+    tool.parameters = {"type": "object", "additionalProperties": False} | {
+        k: v for k, v in tool.parameters.items() if k not in ("type", "additionalProperties")}
 
 
 def unknown_tool(name: str, runtime: Runtime) -> str:
@@ -320,18 +348,21 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
         key = hashlib.sha256(b"opsmcp request state v1\0" + secret.get_secret_value().encode()).digest()
         security = RequestStateSecurity(keys=[key], audience="opsmcp")
     bus = InMemorySubscriptionBus()  # subscriptions/listen; the queue resources publish their changes on it
-    server = OpsServer("opsmcp", instructions=INSTRUCTIONS, version=__version__, request_state_security=security,
-                       subscriptions=bus,
-                       log_level=typing.cast(Any, level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-                                             else "WARNING"))
+    with logging_configured():  # opsmcp's log handler is set up: skip the SDK's (rich's import)
+        server = OpsServer("opsmcp", instructions=INSTRUCTIONS, version=__version__,
+                           request_state_security=security, subscriptions=bus,
+                           log_level=typing.cast(Any, level if level in ("DEBUG", "INFO", "WARNING", "ERROR",
+                                                                         "CRITICAL") else "WARNING"))
     server.runtime = runtime
+    server.output_schemas = OutputSchemas(settings.data_dir / "cache")
     for toolset_name, toolset in runtime.toolsets.items():
         register_toolset(server, runtime, toolset_name, toolset)
     if settings.allow_writes and settings.write_approval == "human":
         from opsmcp.toolsets.approvals import ApprovalTools
 
         register_toolset(server, runtime, "approvals", ApprovalTools(runtime.approvals.desk.describe))
-    if runtime.audit is not None:
+    server.output_schemas.save()
+    if runtime.audit is not None and not _empty_file(runtime.audit):
         # A file is local and quick: checked before the server answers anything. A DynamoDB
         # table is checked once the backends are ready, in the background. Either way on a
         # thread of its own: build_server may be called from inside a running event loop.
@@ -352,6 +383,19 @@ def build_server(settings: Settings | None = None) -> tuple[MCPServer, Runtime]:
     server.middleware.append(ProtocolGuard(server, lambda n: runtime.tools[n].write if n in runtime.tools else None))
     register_prompts_and_resources(server, runtime, bus)  # prompts, resources, completions of the registered tools
     return server, runtime
+
+
+def _empty_file(audit: AuditSink) -> bool:
+    """True when ``audit`` is a file that does not exist or is empty: no write can have been
+    interrupted, so start-up skips the check (a thread and an event loop, ~10 ms)."""
+    if not isinstance(audit, FileAudit):
+        return False
+    try:
+        return audit.path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:  # unreadable: the check runs and logs why
+        return False
 
 
 def register_toolset(server: MCPServer, runtime: Runtime, toolset_name: str, toolset: object) -> None:

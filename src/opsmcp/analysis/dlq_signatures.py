@@ -178,7 +178,7 @@ class DlqGroup(BaseModel):
     error_message: str | None = Field(None, description="A concrete error message of this group.")
     count: int = Field(description="Messages read with this signature.")
     estimated_count: int = Field(description="count scaled to the whole queue when the read was a sample (see "
-                                             "`sample`); equal to count when every message was read.")
+                                             "`sample`), else count.")
     first_sent: str | None = Field(None, description="Earliest SentTimestamp in the group, ISO-8601.")
     last_sent: str | None = Field(None, description="Latest SentTimestamp in the group, ISO-8601.")
     first_event_time: str | None = Field(None, description="Earliest event time found in bodies, if any.")
@@ -188,8 +188,8 @@ class DlqGroup(BaseModel):
     trace_ids: list[str] = Field(description="Distinct trace ids found in bodies or attributes: 25 on the first "
                                              "page.")
     trace_ids_total: int = Field(description="Distinct trace ids among the messages read.")
-    ids_cursor: str | None = Field(None, description="Set when ids were left out: pass as analyze_dlq(cursor=...) "
-                                                     "for the next page of this group's ids.")
+    ids_cursor: str | None = Field(None, description="Set when ids were left out: analyze_dlq(cursor=...) pages "
+                                                     "them.")
 
 
 @dataclass

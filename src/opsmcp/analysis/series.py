@@ -71,8 +71,8 @@ class MetricSummary(BaseModel):
     threshold: float | None = Field(None, description="The threshold asked for, if any.")
     reaches_threshold_at: str | None = Field(
         None,
-        description="With a threshold: when the series reaches it at the current slope (ISO-8601 UTC), "
-        "else when it last crossed it in the window; null if neither (or over a year out).",
+        description="When the series reaches threshold at the current slope (ISO-8601 UTC), else when it last "
+        "crossed it; null if neither (or over a year out).",
     )
 
 

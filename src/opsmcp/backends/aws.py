@@ -231,8 +231,13 @@ def credentials_problem(settings: Settings) -> str | None:
     Looks where boto3 looks (environment, the profile, SSO and role configuration, the
     container and instance metadata services); makes no AWS call. Short-lived credentials
     (SSO, assumed roles) are only located here, not refreshed: an expired SSO login shows
-    up on the first call.
+    up on the first call. Keys in the environment (boto3's first place, used unless a
+    profile is named) are found without importing boto3, which keeps it off the start-up path.
     """
+    import os
+
+    if settings.aws_profile is None and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return None
     try:
         session = _session(settings)
         found = session.get_credentials()

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from opsmcp.result_size import cut_text
 
 log = logging.getLogger("opsmcp.backends.chat")
@@ -147,6 +145,8 @@ class ChatNotifier:
     async def deliver(self, url: str, body: dict[str, Any]) -> bool:
         """POST ``body`` as JSON to ``url``, retrying as the class doc says. True when a
         receiver answered 2xx; failures are logged (host only: webhook URLs hold secrets)."""
+        import httpx  # imported here: a server without chat notifications never loads it
+
         delay = self.backoff
         for attempt in range(1, max(1, self.attempts) + 1):
             why = ""

@@ -82,7 +82,7 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
                                                           waiting)
                 else:
                     result = await fn(**kwargs)
-            out = _tool_result(fit_result(result, budget))
+            out = _tool_result(result, budget)
             ok = True
             if logged and isinstance(out, CallToolResult) and out.content:
                 result_bytes = len(getattr(out.content[0], "text", "").encode("utf-8", "surrogatepass"))
@@ -112,13 +112,25 @@ def choke(name: str, fn: Callable[..., Any], mark: ToolMark, runtime: Runtime) -
     all_params = params + extra
     tool_call.__name__ = name
     tool_call.__qualname__ = name
-    tool_call.__doc__ = inspect.cleandoc(fn.__doc__ or name)
+    tool_call.__doc__ = description(fn.__doc__ or name)
     returns = hints.get("return")
     if isinstance(returns, type) and issubclass(returns, OutsideText):  # one line, the same for every such tool
         tool_call.__doc__ += "\n" + UNTRUSTED_NOTE
     tool_call.__signature__ = signature.replace(parameters=all_params, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
     tool_call.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": hints.get("return")}
     return tool_call
+
+
+#: Docstring sections that document the Python method, not the tool: left out of its description.
+SECTIONS = ("Args:", "Arguments:", "Returns:", "Raises:", "Yields:", "Examples:")
+
+
+def description(doc: str) -> str:
+    """The tool description a docstring gives: its text before the first section
+    (:data:`SECTIONS`: ``Raises:`` and the like, which the tool's errors say themselves)."""
+    lines = inspect.cleandoc(doc).splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.strip() in SECTIONS), len(lines))
+    return "\n".join(lines[:cut]).rstrip()
 
 
 def _request_id(ctx: Context) -> str | None:
@@ -134,13 +146,19 @@ def _cause(error: BaseException) -> BaseException:
     return error.__cause__ if isinstance(error, ToolError) and error.__cause__ is not None else error
 
 
-def _tool_result(result: Any) -> Any:
-    """A pydantic result as a ``CallToolResult``: ``structuredContent`` and, as the text that
-    many clients hand to the model, the same JSON without indentation (the SDK's default
-    text is indented JSON, 1.3-1.6x larger). Other values pass to the SDK unchanged."""
+def _tool_result(result: Any, budget: int) -> Any:
+    """A pydantic result cut to ``budget`` bytes (:func:`~opsmcp.result_size.fit_result`) as a
+    ``CallToolResult``: ``structuredContent`` and, as the text that many clients hand to the
+    model, the same JSON without indentation (the SDK's default text is indented JSON,
+    1.3-1.6x larger). The JSON is made once for a result within budget (most are): its size
+    is the budget check. Other values pass to the SDK unchanged."""
     if not isinstance(result, BaseModel):
         return result
-    return CallToolResult(content=[TextContent(type="text", text=result.model_dump_json(by_alias=True))],
+    text = result.model_dump_json(by_alias=True)
+    if len(text.encode("utf-8", "surrogatepass")) > budget:
+        result = fit_result(result, budget)
+        text = result.model_dump_json(by_alias=True)
+    return CallToolResult(content=[TextContent(type="text", text=text)],
                           structured_content=result.model_dump(mode="json", by_alias=True))
 
 

@@ -312,30 +312,27 @@ class LogTools:
     async def search_logs(
         self,
         query: Annotated[str | None, Field(max_length=MAX_QUERY_CHARS, description=(
-            "Full-text query on the message: words (all must match), \"exact phrase\", AND / OR / NOT in capitals, "
-            "prefix*. E.g. 'timeout NOT retry'. Omit to filter only."))] = None,
+            "Full-text, on the message: words (all must match), \"a phrase\", AND/OR/NOT in capitals, prefix*; "
+            "e.g. 'timeout NOT retry'."))] = None,
         service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
                                              description="Exact service name, e.g. 'order-processor'.")] = None,
         level: Annotated[str | None, Field(max_length=MAX_NAME_CHARS, description=(
-            "Exact level: DEBUG, INFO, WARN, ERROR (case-insensitive; WARNING = WARN); several comma-separated, "
-            "e.g. 'WARN,ERROR'."))] = None,
+            "DEBUG, INFO, WARN or ERROR (any case; WARNING = WARN), or several: 'WARN,ERROR'."))] = None,
         trace_id: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
-                                              description="Exact trace id (never partial matches).")] = None,
+                                              description="Exact trace id.")] = None,
         start: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
-            "Window start: ISO-8601 ('2026-11-21T14:05:00Z') or relative ('-15m', '-6h', '-2d'). "
-            "Default: the oldest stored line."))] = None,
+            "ISO-8601 or relative ('-15m', '-6h', '-2d'); default: the oldest line."))] = None,
         end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS,
-                                         description="Window end, same forms. Default: now.")] = None,
+                                         description="Same forms as start; default: now.")] = None,
         limit: Annotated[int, Field(description=(
-            "Most hits to return, newest first: 1-500, default 50."))] = DEFAULT_LIMIT,
+            "Most hits, 1-500."))] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, Field(max_length=MAX_CURSOR_CHARS, description=(
-            "next_cursor of the previous result, to get the next page."))] = None,
-        include_fields: Annotated[bool, Field(description="Also return each line's other JSON fields.")] = False,
+            "next_cursor of the previous page."))] = None,
+        include_fields: Annotated[bool, Field(description="Also each line's other JSON fields.")] = False,
     ) -> SearchLogsResult:
-        """Search application logs, newest first: a full-text query on the message plus exact
-        filters (service, level, trace_id, time window). Returns the hits (timestamp, level,
-        service, message, trace_id) and how many lines match in total. Use log_stats first to
-        see when errors began, get_trace to read one request end to end."""
+        """Search application logs, newest first: full-text `query` and exact filters; returns
+        the hits and the total match count. log_stats: when errors began; get_trace: one
+        request end to end."""
         return await self._run(self._search_logs, query, service, level, trace_id, start, end, limit, cursor,
                                include_fields)
 
@@ -410,13 +407,12 @@ class LogTools:
     @tool(title="Get a trace's logs", read_only=True, idempotent=True, open_world=False)
     async def get_trace(
         self,
-        trace_id: Annotated[str, Field(description="Exact trace id, e.g. the traceId of a DLQ message.", min_length=1,
+        trace_id: Annotated[str, Field(description="Exact trace id, e.g. a DLQ message's traceId.", min_length=1,
                                        max_length=MAX_NAME_CHARS)],
-        limit: Annotated[int, Field(description="Most lines to return, oldest first: 1-500, default 200.")] = 200,
+        limit: Annotated[int, Field(description="Most lines, 1-500.")] = 200,
     ) -> TraceResult:
-        """Every log line of one trace across services, oldest first, with the services it
-        went through and its first ERROR. The trace id must match exactly; an unknown id
-        fails with ids sharing its prefix."""
+        """Every log line of one trace, oldest first, with the services it passed and its
+        first ERROR. Exact id; an unknown one fails naming ids with its prefix."""
         return await self._run(self._get_trace, trace_id, limit)
 
     def _get_trace(self, trace_id: str, limit: int) -> TraceResult:
@@ -457,21 +453,19 @@ class LogTools:
     async def log_stats(
         self,
         start: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
-            "Window start: ISO-8601 or relative ('-6h'). Default: 6 hours before end."))] = None,
+            "ISO-8601 or relative ('-6h'); default: 6 hours before end."))] = None,
         end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
-            "Window end, same forms. Default: the newest stored line."))] = None,
-        group_by: Annotated[Literal["level", "service"], Field(description=(
-            "Count per 'level' or per 'service'."))] = "level",
+            "Same forms as start; default: the newest line."))] = None,
+        group_by: Annotated[Literal["level", "service"], Field(description="Per level or per service.")] = "level",
         interval: Annotated[int | Annotated[str, Field(max_length=32)] | None, Field(description=(
-            "Bucket width: seconds (300) or '30s', '5m', '1h'. Default: about 40 buckets over the window."))] = None,
+            "Bucket width: seconds (300) or '30s', '5m', '1h'; default: ~40 buckets."))] = None,
         service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
-                                             description="Only this service (exact name).")] = None,
+                                             description="Only this service (exact).")] = None,
         level: Annotated[str | None, Field(max_length=MAX_NAME_CHARS, description=(
-            "Only this level, or several comma-separated ('WARN,ERROR')."))] = None,
+            "Only this level, or several: 'WARN,ERROR'."))] = None,
     ) -> LogStatsResult:
-        """Count log lines per level (or per service) in time buckets, to see when errors began
-        without reading lines. Each group has its total, counts per bucket, first and last
-        line time, peak bucket and rise_at (the bucket where its count first jumped)."""
+        """Count log lines per level (or service) in time buckets: when errors began
+        (`rise_at`), without reading lines."""
         return await self._run(self._log_stats, start, end, group_by, interval, service, level)
 
     def _log_stats(self, start: str | None, end: str | None, group_by: str, interval: int | str | None,
@@ -552,21 +546,20 @@ class LogTools:
     async def log_patterns(
         self,
         start: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
-            "Window start: ISO-8601 or relative ('-1h'). Default: 1 hour before end."))] = None,
+            "ISO-8601 or relative ('-1h'); default: 1 hour before end."))] = None,
         end: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
-            "Window end, same forms. Default: the newest stored line."))] = None,
+            "Same forms as start; default: the newest line."))] = None,
         service: Annotated[str | None, Field(max_length=MAX_NAME_CHARS,
-                                             description="Only this service (exact name).")] = None,
+                                             description="Only this service (exact).")] = None,
         level: Annotated[str | None, Field(max_length=MAX_NAME_CHARS, description=(
-            "Only this level, or several comma-separated ('WARN,ERROR')."))] = None,
+            "Only this level, or several: 'WARN,ERROR'."))] = None,
         compare_to: Annotated[str | None, Field(max_length=MAX_TIME_CHARS, description=(
-            "Start of the baseline window (same length as the window), ISO-8601 or relative; default: the "
-            "window just before; 'none' to skip the comparison."))] = None,
-        limit: Annotated[int, Field(description="Most patterns to return: 1-100, default 20.")] = 20,
+            "Baseline window start (as long as the window); default: the window before; 'none': no "
+            "comparison."))] = None,
+        limit: Annotated[int, Field(description="Most patterns, 1-100.")] = 20,
     ) -> LogPatternsResult:
-        """Group the window's log messages into templates (drain3) and mark each new, grew or
-        steady against the window before: what changed when it broke. Each pattern has its
-        count, first/last time, services and a sample line with its trace id."""
+        """Group the window's messages into templates, each new, grew or steady
+        against the window before: what changed when it broke, with a sample line each."""
         return await self._run(self._log_patterns, start, end, service, level, compare_to, limit)
 
     def _log_patterns(self, start: str | None, end: str | None, service: str | None, level: str | None,

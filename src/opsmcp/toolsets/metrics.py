@@ -169,69 +169,61 @@ class MetricTools:
     async def query_metrics(
         self,
         namespace: Annotated[
-            str, Field(description="CloudWatch namespace, e.g. 'AWS/SQS' or 'OpsMCP/Services'.", max_length=255)
+            str, Field(description="e.g. 'AWS/SQS' or 'OpsMCP/Services'.", max_length=255)
         ],
         metric_name: Annotated[
             str,
             Field(
-                description="Metric name, e.g. 'ErrorCount' or 'ApproximateNumberOfMessagesVisible'.", max_length=255
+                description="e.g. 'ErrorCount' or 'ApproximateNumberOfMessagesVisible'.", max_length=255
             ),
         ],
         dimensions: Annotated[
             dict[str, str] | str | None,
             Field(
-                description="Exact dimension set of the series: {'Service': 'order-processor'} "
-                "or 'Service=order-processor'. Omit for none."
+                description="Exact dimension set: {'Service': 'order-processor'} or 'Service=order-processor'; "
+                "omit for none."
             ),
         ] = None,
         stat: Annotated[
             str,
             Field(
-                description="Statistic per period: Average, Sum, Minimum, Maximum, SampleCount, "
-                "or a percentile like p95.",
+                description="Per period: Average, Sum, Minimum, Maximum, SampleCount or a percentile (p95).",
                 max_length=32,
             ),
         ] = "Average",
         period_seconds: Annotated[
             int,
             Field(
-                description="Period length in seconds: 60 or a multiple of 60 "
-                "(1, 5, 10, 30 for high-resolution metrics)."
+                description="Seconds: 60 or a multiple of 60 (1, 5, 10, 30 for high-resolution metrics)."
             ),
         ] = 60,
         start: Annotated[
             str | None,
             Field(
-                description="Window start: ISO-8601 or relative like '-6h'. Default '-3h'. Max span 14 days.",
+                description="ISO-8601 or relative ('-6h'); default '-3h'; span at most 14 days.",
                 max_length=64,
             ),
         ] = None,
         end: Annotated[
-            str | None, Field(description="Window end: ISO-8601 or relative. Default now.", max_length=64)
+            str | None, Field(description="Same forms as start; default: now.", max_length=64)
         ] = None,
         max_points: Annotated[
             int,
             Field(
-                description="Most points to show (default 120); more are averaged down. The summary always uses all."
+                description="Most points shown; more are averaged down (the summary uses all)."
             ),
         ] = DEFAULT_DISPLAY_POINTS,
         threshold: Annotated[
             float | None,
             Field(
-                description="Optional level (e.g. a DLQ depth alarm): "
-                "the summary says when the series reaches it at its current slope."
+                description="A level (e.g. a DLQ depth alarm): the summary says when the series reaches it."
             ),
         ] = None,
     ) -> MetricQueryResult:
-        """Read one CloudWatch metric series over a time window, with a summary.
-
-        The summary (min, max, mean, p95, last, and change between the first and last
-        fifth of the window) covers every point; use it to see when and how much a metric
-        moved. It also gives the least-squares slope per hour, anomalous points (robust
-        z-score > 3.5) and, with ``threshold``, when the series reaches it. Windows over 14
-        days are clamped and more than 1440 points widen the period; both are labelled in
-        notes. Unknown names fail with the closest existing ones.
-        """
+        """One CloudWatch metric series over a window, with a summary of every point (min,
+        max, mean, p95, last, change, slope per hour, anomalies; with `threshold`, when it is
+        reached). Windows over 14 days are clamped; over 1,440 points widen the period.
+        Unknown names fail naming the closest ones."""
         notes: list[str] = []
         budget = clamp("max_points", max_points, 2, self.max_display, notes)
         if threshold is not None and not math.isfinite(threshold):
@@ -299,18 +291,17 @@ class MetricTools:
     async def list_metrics(
         self,
         namespace: Annotated[
-            str | None, Field(description="Only this namespace, e.g. 'AWS/SQS'. Omit for all.", max_length=255)
+            str | None, Field(description="Only this namespace, e.g. 'AWS/SQS'.", max_length=255)
         ] = None,
         metric_name: Annotated[
-            str | None, Field(description="Only this exact metric name. Omit for all.", max_length=255)
+            str | None, Field(description="Only this exact metric name.", max_length=255)
         ] = None,
         limit: Annotated[
-            int, Field(description="Most series (metric + dimension set) to list, 1-1000. Default 100.")
+            int, Field(description="Most series, 1-1000.")
         ] = DEFAULT_LIST_LIMIT,
     ) -> MetricListResult:
-        """List CloudWatch metrics that have data in the last two weeks, grouped by name
-        with their dimension sets. Use it to find the namespace, metric name and dimensions
-        for query_metrics. Unknown filters fail with the closest existing names."""
+        """CloudWatch metrics with data in the last two weeks, by name with their dimension
+        sets: the namespace, name and dimensions for query_metrics."""
         notes: list[str] = []
         limit = clamp("limit", limit, 1, MAX_LIST_LIMIT, notes)
         namespace = (namespace or "").strip() or None  # an empty filter means no filter

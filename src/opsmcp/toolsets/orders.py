@@ -111,12 +111,11 @@ class OrderTools:
     @tool(title="Get one order", read_only=True, idempotent=True)
     async def get_order(
         self,
-        order_id: Annotated[str, Field(description="The order's orderId (e.g. a UUID from a DLQ message).",
+        order_id: Annotated[str, Field(description="orderId, e.g. a UUID from a DLQ message.",
                                        min_length=1, max_length=MAX_ID)],
     ) -> Order:
-        """Fetch one order by orderId from the orders table (strongly consistent read):
-        status, customer, positions, traceId. A missing order is a tool error; use
-        find_orders to search by status or customer."""
+        """One order by orderId: status, customer, positions, traceId. A missing order is a
+        tool error; find_orders searches by status or customer."""
         item = await self.ddb.get(self.settings.orders_table, {"orderId": order_id.strip()})
         if item is None:
             raise NotFound(f"No order with orderId {order_id!r} in table {self.settings.orders_table}.",
@@ -130,18 +129,16 @@ class OrderTools:
                                             max_length=MAX_TEXT)] = None,
         customer_id: Annotated[str | None, Field(description="Customer id, e.g. 'cust-0007'.",
                                                  max_length=MAX_ID)] = None,
-        since: Annotated[str | None, Field(description="Orders dated at/after this: ISO-8601 or relative ('-6h'). "
-                                           "Default: no lower bound.", max_length=MAX_TIME)] = None,
-        until: Annotated[str | None, Field(description="Orders dated at/before this: ISO-8601 or relative. "
-                                           "Default: now.", max_length=MAX_TIME)] = None,
-        limit: Annotated[int, Field(description="Max orders to return, 1-500 (others are clamped).")] = 50,
-        cursor: Annotated[str | None, Field(description="next_cursor from a previous call.",
+        since: Annotated[str | None, Field(description="orderDate from: ISO-8601 or relative ('-6h'); default: "
+                                           "no lower bound.", max_length=MAX_TIME)] = None,
+        until: Annotated[str | None, Field(description="orderDate until; default: now.",
+                                           max_length=MAX_TIME)] = None,
+        limit: Annotated[int, Field(description="Most orders, 1-500.")] = 50,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page.",
                                             max_length=MAX_CURSOR)] = None,
     ) -> OrderList:
-        """Find orders by status and/or customer_id within an orderDate window, newest first,
-        through the table's GSIs (Query, not Scan; found by key attributes when the configured
-        names do not exist, said in notes). At least one of status or customer_id is
-        required. Bounded by `limit`; pass next_cursor back as `cursor` for more."""
+        """Find orders by status and/or customer_id (at least one) in an orderDate window,
+        newest first, by querying the table's GSIs (never a Scan)."""
         if not status and not customer_id:
             raise InvalidInput("find_orders needs status or customer_id (it queries an index by that key).",
                                "pass status='PENDING' (or another status) or customer_id='cust-0001'.")

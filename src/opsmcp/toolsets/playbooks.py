@@ -129,8 +129,8 @@ class PlaybookTools:
 
     @tool(title="List playbooks", read_only=True, destructive=False, idempotent=True, open_world=False)
     async def list_playbooks(self) -> PlaybookList:
-        """List the playbooks run_playbook can run: name, what it does, risk, and the
-        variables each accepts (type, allowed values, default, whether required)."""
+        """The playbooks run_playbook can run: name, what it does, risk, and the variables
+        each accepts."""
         out = [
             PlaybookInfo(name=e.name, description=e.description, risk=e.risk, targets=e.targets,
                          allowed_roots=e.allowed_roots, vars=e.vars)

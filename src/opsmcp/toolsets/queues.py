@@ -45,7 +45,7 @@ MAX_PREFIX = 80  # AWS caps QueueNamePrefix at 80 characters
 MAX_SIGNATURE = 1000
 MAX_CURSOR = 2048
 
-QueueArg = Annotated[str, Field(description="Queue name (e.g. 'order-queue-dlq') or queue URL.", min_length=1,
+QueueArg = Annotated[str, Field(description="Name (e.g. 'order-queue-dlq') or URL.", min_length=1,
                                 max_length=MAX_QUEUE_ARG)]
 
 
@@ -57,8 +57,8 @@ class QueueList(Result):
 
     queues: list[QueueInfo]
     count: int
-    unread: list[str] = Field(default_factory=list, description="Queues listed whose counts could not be read in "
-                                                                "time (left out of queues); call again for them.")
+    unread: list[str] = Field(default_factory=list, description="Queues whose counts could not be read in time "
+                                                                "(not in queues); call again for them.")
 
 
 class PeekedMessage(BaseModel):
@@ -93,25 +93,23 @@ class DlqAnalysis(OutsideText):
     queue: str
     source_queues: list[str]
     messages_read: int
-    approximate_total: int = Field(description="Messages in the queue (visible + in flight + delayed) by its "
-                                               "attributes; never below messages_read.")
+    approximate_total: int = Field(description="visible + in flight + delayed, by the queue's attributes; never "
+                                               "below messages_read.")
     visible: int = Field(description="ApproximateNumberOfMessages before reading.")
-    in_flight: int = Field(description="ApproximateNumberOfMessagesNotVisible before reading: received by another "
-                                       "reader and not yet deleted or released; this read could not see them.")
-    in_flight_after: int | None = Field(description="ApproximateNumberOfMessagesNotVisible after this read "
-                                                    "released its own messages; null for a sample (not read again).")
-    complete: bool = Field(description="True only when every message in the queue was read: counts exact, none "
-                                       "hidden by another reader.")
+    in_flight: int = Field(description="ApproximateNumberOfMessagesNotVisible before reading: held by another "
+                                       "reader, unseen by this read.")
+    in_flight_after: int | None = Field(description="The same after this read released its messages; null for a "
+                                                    "sample (not read again).")
+    complete: bool = Field(description="Every message was read: counts exact, none hidden by another reader.")
     incomplete_because: list[str] = Field(description="Why not complete: in_flight, other_reader, fifo_groups, "
                                                       "delayed, max_messages, max_bytes, time_budget, read_error (see "
                                                       "notes).")
-    sampled: bool = Field(description="True when a bound ended the read: groups' estimated_count are extrapolated.")
+    sampled: bool = Field(description="A bound ended the read: groups' estimated_count are extrapolated.")
     sample: str | None = Field(None, description="When sampled: which messages were read and how counts scale.")
     receive_calls: int = Field(description="ReceiveMessage calls the read made.")
     read_seconds: float = Field(description="How long the read took.")
     read_at: str = Field(description="When the read ended, ISO-8601 UTC.")
-    age_seconds: float = Field(description="0 when this call read the queue; else the age of the read it shares "
-                                           "with another call.")
+    age_seconds: float = Field(description="0 when this call read the queue, else the age of the read it shares.")
     groups: list[DlqGroup]
 
 
@@ -145,15 +143,14 @@ class QueueTools:
     @tool(title="List SQS queues", read_only=True, idempotent=True)
     async def list_queues(
         self,
-        prefix: Annotated[str | None, Field(description="Only queues whose name starts with this (at most 80 "
-                                            "characters, AWS's limit).", max_length=MAX_PREFIX)] = None,
-        limit: Annotated[int, Field(description="Max queues to return, 1-1000 (others are clamped).")] = 100,
-        cursor: Annotated[str | None, Field(description="next_cursor from a previous call.",
+        prefix: Annotated[str | None, Field(description="Name prefix.",
+                                            max_length=MAX_PREFIX)] = None,
+        limit: Annotated[int, Field(description="Most queues, 1-1000.")] = 100,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page.",
                                             max_length=MAX_CURSOR)] = None,
     ) -> QueueList:
-        """List SQS queues with visible / in-flight / delayed message counts, each queue's DLQ
-        and maxReceiveCount, and for a DLQ the source queues that feed it. Bounded by `limit`;
-        pass `next_cursor` back as `cursor` for more.
+        """SQS queues: visible / in-flight / delayed counts, each queue's DLQ and
+        maxReceiveCount, and for a DLQ its source queues.
 
         Raises:
             InvalidInput: a cursor SQS does not accept (start over without it)."""
@@ -174,13 +171,11 @@ class QueueTools:
     async def peek_messages(
         self,
         queue: QueueArg,
-        max_messages: Annotated[int, Field(description="How many messages, 1-10 (others are clamped).")] = 5,
+        max_messages: Annotated[int, Field(description="How many, 1-10.")] = 5,
     ) -> PeekResult:
-        """Show up to 10 messages of a queue: body (JSON parsed when possible), message
-        attributes, receive count, sent time. SQS has no true peek: this receives the messages
-        and gives them back at once (visibility 0), which raises each one's receive count; on a
-        queue with a redrive policy the result warns about messages now one receive from
-        moving to the DLQ. Prefer analyze_dlq for a whole DLQ."""
+        """Up to 10 messages of a queue: body (JSON parsed when possible), attributes,
+        receive count, sent time. SQS has no true peek: this receives them and releases them
+        at once, raising each receive count by 1. For a whole DLQ use analyze_dlq."""
         notes: list[str] = []
         max_messages = clamp("max_messages", max_messages, 1, 10, notes)
         url, attributes = await self.sqs.require(queue)
@@ -244,22 +239,17 @@ class QueueTools:
     async def analyze_dlq(
         self,
         queue: QueueArg,
-        max_messages: Annotated[int, Field(description="Read at most this many messages, 1-5000 (others are "
-                                                     "clamped).")] = 1000,
-        cursor: Annotated[str | None, Field(description="A group's ids_cursor: the next page of its ids.",
+        max_messages: Annotated[int, Field(description="Read at most this many, 1-5000.")] = 1000,
+        cursor: Annotated[str | None, Field(description="A group's ids_cursor: its next page of ids.",
                                             max_length=MAX_CURSOR)] = None,
     ) -> DlqAnalysis:
-        """Read a DLQ and group its messages by failure signature: the ErrorCode/ErrorMessage
-        attributes where present, else the last ERROR log line of the message's trace id, else
-        the message type. Each group: count, estimated_count, first/last sent time, message,
-        order and trace ids (a page, with totals and an ids_cursor for the rest). Totals come
-        from the queue's attributes; the read stops at max_messages or its time budget
-        (OPSMCP_DLQ_READ_SECONDS) and then answers from a sample (`sampled`, `sample`).
-        `complete` is true only when every message was read; `incomplete_because` says why
-        not (e.g. messages in flight with another reader). Concurrent calls on one queue share
-        one read (`age_seconds`). Nothing is moved: messages are hidden while read and made
-        visible again before this returns (receive counts rise by 1). Refuses a queue that has
-        a redrive policy of its own."""
+        """Group a DLQ's messages by failure signature (error attributes, else the trace's
+        last ERROR log line, else the message type), with counts, order and trace ids.
+        Totals come from queue attributes; the read stops at max_messages or
+        OPSMCP_DLQ_READ_SECONDS and then answers from a sample (`sampled`, `complete`,
+        `incomplete_because` say so). Nothing moves: messages are hidden while read and
+        released before it returns (receive counts +1). Refuses a queue with a redrive policy
+        of its own."""
         notes: list[str] = []
         page = _parse_ids_cursor(cursor) if cursor else None
         max_messages = page[3] if page else clamp("max_messages", max_messages, 1, MAX_ANALYZE, notes)
@@ -306,21 +296,20 @@ class QueueTools:
     async def redrive_dlq(
         self,
         queue: Annotated[str, Field(description="The DLQ: name or URL.", min_length=1, max_length=MAX_QUEUE_ARG)],
-        target: Annotated[str | None, Field(description="Queue to move messages to; default: the DLQ's source queue.",
+        target: Annotated[str | None, Field(description="Queue to move to; default: the DLQ's source queue.",
                                             max_length=MAX_QUEUE_ARG)] = None,
-        max_messages: Annotated[int, Field(description="Move at most this many, 1-10000 (others are clamped).")] = 1000,
+        max_messages: Annotated[int, Field(description="Move at most this many, 1-10000.")] = 1000,
         signature: Annotated[str | None, Field(description="Only messages of this analyze_dlq signature.",
                                                max_length=MAX_SIGNATURE)] = None,
-        dry_run: Annotated[bool, Field(description="true (default): only report what would move.")] = True,
+        dry_run: Annotated[bool, Field(description="true: only report what would move.")] = True,
         progress: Progress | None = None,
     ) -> RedriveResult:
-        """Move messages from a DLQ back to its source queue (found through redrive policies) or
-        to `target`. dry_run=true (the default) reports what would move and moves nothing; its
-        `matched` is the most the real call may move. A real move is at-least-once: each batch
-        of <=10 is sent (body, message attributes; FIFO: group id, a stable deduplication id,
-        each group in order), every entry is checked, and only the sent ones are deleted from
-        the DLQ; failed ones stay there and are reported. Returns moved / failed /
-        duplicates_possible / remaining."""
+        """Move messages from a DLQ back to its source queue (by redrive policies) or to
+        ``target``. dry_run=true (the default) moves nothing and reports what would move: its
+        ``matched`` is the most the real call may move. A real move is at-least-once: batches
+        of <=10 are sent (body, attributes; FIFO: group id, a stable deduplication id, each
+        group in order) and only entries the target accepted are deleted from the DLQ; the
+        others stay and are reported. Returns moved / failed / duplicates_possible / remaining."""
         notes: list[str] = []
         max_messages = clamp("max_messages", max_messages, 1, 10_000, notes)
         result = await self.redrive(queue, target, max_messages, signature, dry_run, progress)
