@@ -134,6 +134,8 @@ def http_server(tmp_path: Path, *flags: str, token: str | None = None):
         yield base
     finally:
         stop_process(proc)
+        # the sandbox outlives its last server by its idle time (600 s): stopped here, as a user would
+        subprocess.run([OPSMCP, "sandbox", "stop"], env=env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def stop_process(proc: subprocess.Popen[Any], seconds: float = 10.0) -> None:

@@ -83,9 +83,40 @@ def test_readyz_says_whether_the_backends_answer(tmp_path):
         assert answer.status_code == 503, answer.text
         assert "Could not reach" in answer.json()["reason"]
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200  # alive, not ready
-    finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        banner = proc.communicate(timeout=30)[1]
+        assert f"the console at http://127.0.0.1:{port}/ (Ctrl-C to stop)" in banner, banner  # the README's banner
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_the_readme_python_client_example_runs_as_written(tmp_path):
+    """The README's "Python, `mcp` 2.x" example, run word for word in a fresh process with
+    ``opsmcp`` on PATH and a HOME of its own (the SDK hands the server only HOME, PATH and a few
+    more, so the server uses that HOME's default data dir and starts its sandbox there): it
+    lists the tools and prints the first failure group of ``analyze_dlq``. Then ``opsmcp
+    sandbox stop``, as the README says, ends the sandbox it left for its idle time."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("**Python, `mcp` 2.x**")
+    begin = readme.index("```python\n", start) + len("```python\n")
+    code = readme[begin:readme.index("\n```", begin)]
+    env = clean_env(tmp_path)
+    env.pop("OPSMCP_DATA_DIR")
+    env["PATH"] = f"{Path(OPSMCP).parent}:{env.get('PATH', '')}"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=BUDGET_S, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr[-3000:]
+        tools, group = done.stdout.splitlines()[:2]
+        assert "'analyze_dlq'" in tools and "'get_order'" in tools, tools
+        assert "'signature'" in group and "'count'" in group, group
+        assert "Traceback" not in done.stderr
+    finally:
+        stop = subprocess.run([OPSMCP, "sandbox", "stop"], env=env, capture_output=True, text=True,
+                              timeout=BUDGET_S, stdin=subprocess.DEVNULL)
+    assert stop.returncode == 0, stop.stderr
 
 
 def test_a_local_endpoint_without_keys_uses_localstacks_test_credentials(fresh_moto, tmp_path):
