@@ -9,7 +9,9 @@ import re
 import anyio
 import boto3
 import pytest
-from helpers import ToolFailed, call, make_settings, visible
+from opsmcp.results import Result
+
+from helpers import Things, ToolFailed, call, make_settings, visible
 from mcp import Client
 from mcp.types import ElicitResult
 
@@ -80,6 +82,22 @@ def test_a_write_tool_mark_that_claims_read_only_or_lacks_a_preview_fails_at_imp
         tool(title="x", write=True, read_only=True, preview_arg="dry_run")
     with pytest.raises(ValueError, match="needs a preview_arg"):
         tool(title="x", write=True, read_only=False)
+
+
+def test_a_write_tool_that_returns_no_write_result_fails_at_start_up():
+    """A write tool's preview hands its approval offer out in the result's ``approval`` field:
+    one whose result has no such field (a plain Result) is refused when the server reads the
+    marks, so the token never has to travel as text in ``notes``."""
+    from opsmcp.toolsets.base import marked_tools, tool
+
+    class Plain:
+        @tool(title="x", read_only=False, write=True, preview_arg="dry_run")
+        async def move(self, dry_run: bool = True) -> Result:  # module-level import: eval_str sees it
+            return Result()
+
+    with pytest.raises(TypeError, match="write tool move must return a WriteResult"):
+        marked_tools(Plain())
+    assert [name for name, _, _ in marked_tools(Things())] == ["boom", "move_things"]
 
 
 def _client(server, answer=None, log=None, mode="auto"):

@@ -496,13 +496,10 @@ class ApprovalFlow:
                                 "approves outside this conversation; nothing changes before that")
             return
         token, expires = self.tokens.mint(name, digest, shown.bound, subject)
-        if isinstance(result, WriteResult):
+        if isinstance(result, WriteResult):  # every write tool's result is (toolsets.base.marked_tools)
             result.approval = ApprovalOffer(token=token, expires_at=iso(expires) or "", bound=shown.bound)
             result.notes.append(f"to make this change after the user approved this preview, {real}, confirm=true "
                                 "and approval_token=<approval.token>")
-        else:  # a write tool whose result has no approval field: the token goes in the notes
-            result.notes.append(f"approval_token={token} (valid {int(self.tokens.ttl)} s): to make this change "
-                                f"after the user approved this preview, {real}, confirm=true and this approval_token")
 
     async def _confirmed(self, name: str, fn: Callable[..., Any], mark: ToolMark,
                          kwargs: dict[str, Any], start: float, confirmed: bool, token: str | None

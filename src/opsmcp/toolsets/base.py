@@ -9,6 +9,7 @@ reads the marks, wraps every method in its single choke point, and registers it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -88,7 +89,15 @@ def tool(
 
 
 def marked_tools(toolset: object) -> list[tuple[str, Callable[..., Any], ToolMark]]:
-    """Return ``(name, bound method, mark)`` for every ``@tool`` method of ``toolset``."""
+    """Return ``(name, bound method, mark)`` for every ``@tool`` method of ``toolset``.
+
+    Raises:
+        TypeError: a write tool whose return annotation is not a
+            :class:`~opsmcp.results.WriteResult` (its preview's approval offer, the
+            ``approval`` field, would have nowhere to go): a programming error, at start-up.
+    """
+    from opsmcp.results import WriteResult
+
     found = []
     for name in dir(type(toolset)):
         if name.startswith("_"):
@@ -96,5 +105,8 @@ def marked_tools(toolset: object) -> list[tuple[str, Callable[..., Any], ToolMar
         member = getattr(type(toolset), name)
         mark = getattr(member, "__opsmcp_tool__", None)
         if isinstance(mark, ToolMark):
+            returns = inspect.signature(member, eval_str=True).return_annotation if mark.write else None
+            if mark.write and not (isinstance(returns, type) and issubclass(returns, WriteResult)):
+                raise TypeError(f"write tool {name} must return a WriteResult (it returns {returns!r})")
             found.append((name, getattr(toolset, name), mark))
     return found
