@@ -97,10 +97,16 @@ def test_real_local_model_calls_a_tool_and_answers(server_cmd: str, llama_server
     assert doc["answered"] is (proc.returncode == 0)
     if proc.returncode == 6:
         assert doc["kind"] == "NoAnswer" and "no usable answer" in doc["error"]
-    # mechanics: the first step is the forced list_queues, and it ran against opsmcp
+    # mechanics: the first step is the forced list_queues, and it ran against opsmcp: the queues,
+    # or opsmcp's own tool error naming the next step (the 135M model fills the optional
+    # `cursor` with text such as "None"), after which the model called it again and got them
     assert doc["steps"], proc.stderr
-    assert doc["steps"][0]["tool"] == "list_queues" and doc["steps"][0]["ok"] is True
-    assert isinstance(doc["steps"][0]["result"], dict) and "queues" in doc["steps"][0]["result"]
+    first = doc["steps"][0]
+    assert first["tool"] == "list_queues", first
+    assert (first["ok"] is True and "queues" in first["result"]) or (
+        first["ok"] is False and "Next step:" in first["result"]), first
+    listed = [s for s in doc["steps"] if s["tool"] == "list_queues" and s["ok"] is True]
+    assert listed and isinstance(listed[0]["result"], dict) and "queues" in listed[0]["result"], doc["steps"]
     assert all(s["tool"] in doc["tools"] for s in doc["steps"])
     # an answer (final or partial) came back from the model and was printed
     assert doc["answer"].strip()
