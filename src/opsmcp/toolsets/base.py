@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from opsmcp.results import WriteResult
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Parameters the server fills itself; never part of a tool's input schema. ``progress``:
@@ -96,8 +98,6 @@ def marked_tools(toolset: object) -> list[tuple[str, Callable[..., Any], ToolMar
             :class:`~opsmcp.results.WriteResult` (its preview's approval offer, the
             ``approval`` field, would have nowhere to go): a programming error, at start-up.
     """
-    from opsmcp.results import WriteResult
-
     found = []
     for name in dir(type(toolset)):
         if name.startswith("_"):
