@@ -529,6 +529,21 @@ async def mcp_session(base: str, token: str | None) -> Any:
 
 
 @contextmanager
+def serving(server: Any) -> Iterator[str]:
+    """Run ``server`` (a ``socketserver``-style HTTP server bound to 127.0.0.1, e.g.
+    ``ThreadingHTTPServer`` or werkzeug's) on a daemon thread; yield its base URL
+    ``http://127.0.0.1:PORT``; then shut it down, close its socket and join the thread."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextmanager
 def jwks_server(jwks: dict[str, Any]) -> Iterator[str]:
     """Serve ``jwks`` at http://127.0.0.1:PORT/jwks.json; yield the URL."""
     body = json.dumps(jwks).encode()
@@ -544,14 +559,8 @@ def jwks_server(jwks: dict[str, Any]) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as base:
+        yield f"{base}/jwks.json"
 
 
 ISSUER = "https://auth.example"

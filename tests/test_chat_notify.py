@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import boto3
 import httpx
-from helpers import make_settings
+from helpers import make_settings, serving
 from pydantic import SecretStr
 
 from opsmcp.backends.chat import ChatNotifier, slack_text
@@ -68,14 +68,8 @@ class Receiver:
 @contextmanager
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
-    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(r.server):
         yield r
-    finally:
-        r.server.shutdown()
-        r.server.server_close()
-        thread.join(10)
 
 
 async def test_delivery_retries_gives_up_times_out_and_never_blocks() -> None:

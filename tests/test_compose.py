@@ -28,6 +28,8 @@ import yaml
 
 from opsmcp.config import Settings
 
+from helpers import serving
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec" / "compose-spec.json"
 @pytest.fixture(scope="module")
@@ -304,7 +306,6 @@ def test_healthchecks_ask_what_each_service_needs(compose, tmp_path):
     against a loopback server that answers /api/status as the security plugin does (401
     without admin's basic auth) and must pass; without credentials it would fail."""
     import base64
-    import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     opsmcp = compose["services"]["opsmcp"]["healthcheck"]["test"]
@@ -324,18 +325,13 @@ def test_healthchecks_ask_what_each_service_needs(compose, tmp_path):
             self.send_response(200 if ok else 401)
             self.end_headers()
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Status)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Status)) as base:
         kind, command = compose["services"]["opensearch-dashboards"]["healthcheck"]["test"]
         assert kind == "CMD-SHELL" and "localhost:5601" in command
-        command = command.replace("$$", "$").replace("localhost:5601", f"127.0.0.1:{httpd.server_address[1]}")
+        command = command.replace("$$", "$").replace("localhost:5601", base.removeprefix("http://"))
         env = {"PATH": "/usr/bin:/bin", "OPENSEARCH_INITIAL_ADMIN_PASSWORD": password}
         out = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, (seen, out.stderr)
         out = subprocess.run(["sh", "-c", command], env={**env, "OPENSEARCH_INITIAL_ADMIN_PASSWORD": "wrong"},
                              capture_output=True, text=True, timeout=30)
         assert out.returncode != 0  # the check can fail: a 401 is unhealthy
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import boto3
-from helpers import bearer, call, make_settings, serve_app, visible
+from helpers import bearer, call, make_settings, serve_app, serving, visible
 from mcp import Client
 from pydantic import SecretStr
 
@@ -86,15 +86,8 @@ def one_request_at_a_time(fresh_moto: str) -> Iterator[str]:
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=False)) as url:
+        yield url
 
 
 def test_two_approvers_racing_on_two_replicas_produce_one_write(fresh_moto, tmp_path) -> None:
