@@ -136,6 +136,25 @@ def add_token(tmp_path: Path, capsys: Any, subject: str, scopes: str) -> str:
     return capsys.readouterr().out.strip()
 
 
+def test_a_minted_token_never_reads_as_an_option_and_is_redacted(tmp_path):
+    """``secrets.token_urlsafe`` starts one token in 64 with ``-``, which ``opsmcp approvals
+    approve ID --token T`` read as an option (CI once failed on it): every token opsmcp mints
+    starts with ``opsmcp_``, the CLI takes it after ``--token``, and the audit redacts one
+    found in any value."""
+    from opsmcp.calls.audit import REDACTED, redact
+    from opsmcp.cli import build_parser
+    from opsmcp.transport.auth import add_token as mint
+
+    tokens = [mint(tmp_path / "tokens.jsonl", f"user{i}", ["ops:read"]) for i in range(300)]
+    assert all(t.startswith("opsmcp_") and len(t) == 50 for t in tokens)
+    assert len(set(tokens)) == 300
+    parsed = build_parser().parse_args(["approvals", "approve", "apr-1", "--token", tokens[0]])
+    assert parsed.token == tokens[0]
+    dashed = build_parser().parse_args(["approvals", "approve", "apr-1", "--token=-starts-with-a-dash"])
+    assert dashed.token == "-starts-with-a-dash"
+    assert redact({"note": f"use {tokens[1]} here"}) == {"note": f"use {REDACTED} here"}
+
+
 async def test_tokens_file_scopes_and_tool_visibility(tmp_path, capsys):
     reader = add_token(tmp_path, capsys, "alice", "ops:read")
     writer = add_token(tmp_path, capsys, "bob", "ops:read,ops:write")

@@ -769,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     deny.add_argument("--reason", required=True, help="why (at most 500 characters); the requester sees it")
     for command in (listing, show, approve, deny):
         command.add_argument("--url", help="the server's base URL (default OPSMCP_URL, else http://127.0.0.1:3001)")
-        command.add_argument("--token", help="bearer token (default OPSMCP_TOKEN)")
+        command.add_argument("--token", help="bearer token (default OPSMCP_TOKEN); --token=VALUE if it starts with -")
         command.add_argument("--json", action="store_true", help="print the API's JSON")
         command.set_defaults(func=cmd_approvals)
     return parser

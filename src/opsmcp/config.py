@@ -322,8 +322,12 @@ def aws_configured(settings: Settings) -> bool:
 #: Shortest shared secret (``OPSMCP_HTTP_TOKEN``, ``OPSMCP_WEBHOOK_TOKEN``) accepted on a
 #: non-loopback bind: 32 characters of ``secrets.token_urlsafe`` carry 192 bits.
 MIN_PUBLIC_TOKEN_CHARS = 32
+#: What every token opsmcp makes starts with: never a ``-`` (which a command line would read as
+#: an option: ``secrets.token_urlsafe`` starts one token in 64 with it), and easy to spot for
+#: redaction and secret scanners.
+TOKEN_PREFIX = "opsmcp_"
 #: The command that prints a good token.
-TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+TOKEN_COMMAND = "python3 -c 'import secrets; print(\"opsmcp_\" + secrets.token_urlsafe(32))'"
 
 
 def is_loopback(host: str) -> bool:

@@ -48,7 +48,8 @@ from opsmcp.toolsets.base import INJECTED
 
 SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|credential|private[-_]?key|"
                         r"auth(orization)?|session[-_]?key|cookie)", re.I)
-SECRET_VALUE = re.compile(r"(bearer\s+[a-z0-9._~+/=-]{8,}|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----)", re.I)
+SECRET_VALUE = re.compile(r"(bearer\s+[a-z0-9._~+/=-]{8,}|opsmcp_[a-z0-9_-]{32,}|AKIA[0-9A-Z]{16}|"
+                          r"-----BEGIN [A-Z ]*PRIVATE KEY-----)", re.I)
 REDACTED = "***redacted***"
 #: Longest string value one audit record keeps (characters); longer ones are cut and marked.
 MAX_VALUE_CHARS = 2_048
@@ -70,7 +71,7 @@ def redact(value: Any, key: str = "") -> Any:
 
     A value is secret when its key looks like one (password, token, api_key, secret,
     credential, authorization...) or the value itself looks like one (a bearer token, an
-    AWS access key id, a PEM private key). Recurses into dicts and lists.
+    opsmcp token, an AWS access key id, a PEM private key). Recurses into dicts and lists.
     """
     if key and SECRET_KEY.search(key) and value not in (None, "", [], {}):
         return REDACTED

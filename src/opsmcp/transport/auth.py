@@ -36,7 +36,7 @@ from mcp.server.auth.settings import AuthSettings
 from pydantic import AnyHttpUrl
 
 from opsmcp.calls.identity import ALL_SCOPES, KNOWN_SCOPES
-from opsmcp.config import Settings
+from opsmcp.config import TOKEN_PREFIX, Settings
 from opsmcp.errors import InvalidInput, OpsError
 from opsmcp.private import open_private
 
@@ -91,7 +91,8 @@ def load_token_entries(path: Path) -> list[TokenEntry]:
 
 
 def add_token(path: Path, subject: str, scopes: list[str]) -> str:
-    """Create a random token for ``subject`` with ``scopes``, append its hash to ``path``
+    """Create a random token (``opsmcp_`` and 43 URL-safe characters, never starting with ``-``)
+    for ``subject`` with ``scopes``, append its hash to ``path``
     (created with mode 0600) and return the token, which is stored nowhere.
 
     Raises:
@@ -104,7 +105,7 @@ def add_token(path: Path, subject: str, scopes: list[str]) -> str:
     if unknown or not scopes:
         raise InvalidInput(f"unknown scopes {unknown}" if unknown else "no scopes given",
                            f"choose from {', '.join(sorted(KNOWN_SCOPES))}.")
-    token = secrets.token_urlsafe(32)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     line = json.dumps({"subject": subject, "scopes": sorted(set(scopes)), "sha256": hash_token(token)})
     fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     with os.fdopen(fd, "a", encoding="utf-8") as out:
