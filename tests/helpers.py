@@ -201,17 +201,20 @@ def serve_app(settings, bind: str = "127.0.0.1", prepare: Any = None) -> Iterato
 def send_dead_letters(endpoint: str, queue: str, n: int, code: str = "Timeout", error: str | None = None,
                       order_prefix: str = "ord-new-") -> None:
     """``n`` dead letters with ErrorCode ``code`` and ErrorMessage ``error`` (default
-    "Inventory timed out after <i>ms"), order ids ``<order_prefix><i>``."""
+    "Inventory timed out after <i>ms"), order ids ``<order_prefix><i>``. Sent in batches of up
+    to 10 (one request each), so a poller does not see up to 10 of them arrive in two polls."""
     import boto3
 
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    for i in range(n):
-        body = json.dumps({"orderId": f"{order_prefix}{i}", "type": "OrderCreated"})
-        text = error or f"Inventory timed out after {i}ms"
-        sqs.send_message(QueueUrl=url, MessageBody=body,
-                         MessageAttributes={"ErrorCode": {"DataType": "String", "StringValue": code},
-                                            "ErrorMessage": {"DataType": "String", "StringValue": text}})
+    entries = [{"Id": str(i), "MessageBody": json.dumps({"orderId": f"{order_prefix}{i}", "type": "OrderCreated"}),
+                "MessageAttributes": {"ErrorCode": {"DataType": "String", "StringValue": code},
+                                      "ErrorMessage": {"DataType": "String",
+                                                       "StringValue": error or f"Inventory timed out after {i}ms"}}}
+               for i in range(n)]
+    for start in range(0, n, 10):
+        sent = sqs.send_message_batch(QueueUrl=url, Entries=entries[start:start + 10])
+        assert not sent.get("Failed"), sent["Failed"]
 
 
 # ------------------------------------------------------------------ data ---

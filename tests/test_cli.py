@@ -8,6 +8,7 @@ from opsmcp.cli import main
 
 
 def test_sandbox_seed_into_an_endpoint_then_doctor(fresh_moto, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPSMCP_DATA_DIR", str(tmp_path))  # the seeded log store too: not the user's home
     assert main(["sandbox", "seed", "--endpoint-url", fresh_moto]) == 0
     sqs = boto3.client("sqs", endpoint_url=fresh_moto, region_name="us-east-1")
     names = {u.rsplit("/", 1)[-1] for u in sqs.list_queues()["QueueUrls"]}
@@ -17,7 +18,6 @@ def test_sandbox_seed_into_an_endpoint_then_doctor(fresh_moto, tmp_path, monkeyp
         ddb.scan(TableName="orders", Select="COUNT")["Count"] == 240
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_moto)
-    monkeypatch.setenv("OPSMCP_DATA_DIR", str(tmp_path))
     capsys.readouterr()
     rc = main(["doctor", "--toolsets", "queues,orders"])
     out = capsys.readouterr().out
@@ -92,7 +92,7 @@ def test_doctor_on_the_documented_happy_path_exits_0(tmp_path, monkeypatch, caps
 
 def test_doctor_warns_about_a_missing_log_store(fresh_moto, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_moto)
-    monkeypatch.setenv("OPSMCP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("OPSMCP_DATA_DIR", str(tmp_path / "mine"))  # the logs were seeded into another one
     assert main(["sandbox", "seed", "--endpoint-url", fresh_moto, "--data-dir", str(tmp_path / "other")]) == 0
     capsys.readouterr()
     rc = main(["doctor", "--toolsets", "queues,logs"])

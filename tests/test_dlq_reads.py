@@ -292,3 +292,43 @@ async def test_list_queues_answers_with_the_counts_it_could_read(fresh_moto, tmp
         out = await call(client, "list_queues", prefix="slow-")
     assert {q["name"] for q in out["queues"]} == {"slow-a", "slow-b"} and out["unread"] == ["slow-deep"]
     assert out["truncated"] and any("could not be read" in n for n in out["notes"])
+
+
+async def test_a_redrive_dry_run_never_counts_while_a_read_here_hides_the_dlq(seeded, monkeypatch):
+    """The /events poller (and analyze_dlq) read a DLQ by receiving its messages, which hides
+    them until released. Before: a redrive dry run during such a read counted the hidden DLQ
+    ("Move 0 message(s)": nothing to approve; seen once in a full run). Now the dry run waits
+    for the read and counts all 28."""
+    sqs = seeded.runtime.toolsets["queues"].sqs
+    real = sqs.release
+    holding, go = anyio.Event(), anyio.Event()
+    releases = 0
+
+    async def release(url, handles):  # the read's first release waits for the test
+        nonlocal releases
+        releases += 1
+        if releases == 1:
+            holding.set()
+            await go.wait()
+        return await real(url, handles)
+
+    monkeypatch.setattr(sqs, "release", release)
+    lock = seeded.runtime.queues.reader._lock(_url(seeded.sqs, DLQ))
+    out: dict = {}
+
+    async def poller_read():
+        out["read"] = await seeded.runtime.queues.dead_letters(DLQ)
+
+    async def preview():
+        out["preview"] = await call(seeded.client, "redrive_dlq", queue=DLQ)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller_read)
+            await holding.wait()  # the read holds the DLQ's messages now
+            tg.start_soon(preview)
+            while "preview" not in out and lock.statistics().tasks_waiting == 0:
+                await anyio.sleep(0.01)  # until the dry run either answered or waits for the read
+            go.set()
+    assert len(out["read"]) == 28
+    assert out["preview"]["matched"] == 28, out["preview"]

@@ -62,10 +62,7 @@ def test_readyz_says_whether_the_backends_answer(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]  # nothing listens here once closed
-    env = clean_env(tmp_path, AWS_ENDPOINT_URL=f"http://127.0.0.1:{dead}", OPSMCP_BACKEND_TIMEOUT_SECONDS="2")
+    env = clean_env(tmp_path, AWS_ENDPOINT_URL=helpers.DEAD_ENDPOINT, OPSMCP_BACKEND_TIMEOUT_SECONDS="2")
     proc = subprocess.Popen([OPSMCP, "serve", "--transport", "http", "--port", str(port), "--toolsets", "queues"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -89,7 +89,9 @@ async def _redrive(env: dict[str, str], data_dir: Path, dlq: str,
                         async def killer() -> None:
                             nonlocal killed
                             sqs, source_url, rng = kill_at
-                            n = rng.randrange(1, max(2, matched - 10))
+                            # at least 40 messages (4 batches) left after the kill point: the killer
+                            # polls every 20 ms and must act before the call ends
+                            n = rng.randrange(1, max(2, matched - 40))
                             print(f"kill after {n} of {matched} messages reached the source")
                             while _count(sqs, source_url, "ApproximateNumberOfMessages") < n:
                                 await anyio.sleep(0.02)  # a bounded poll (the whole call is under fail_after)

@@ -389,7 +389,8 @@ def host_stack(stack, tmp_path_factory):
     work = tmp_path_factory.mktemp("compose-host")
     services = _compose()["services"]
     image_bin = stack.image.wait()
-    ports = {name: lh.free_port() for name in ("opsmcp", "prometheus", "alertmanager", "opensearch")}
+    names = ("opsmcp", "prometheus", "alertmanager", "opensearch")
+    ports = dict(zip(names, lh.free_ports(len(names)), strict=True))
     token = work / "opsmcp-token"
     mapping = {
         "http://localstack:4566": stack.ls.url, "http://localhost:4566": stack.ls.url,

@@ -420,8 +420,8 @@ def test_doctor_checks_the_selected_engine_and_recommends_keyword_ids(tmp_path, 
     assert "OK   opensearch query: newest line at 2026-11-21T14:00:00.000Z" in out
 
 
-def test_opensearch_without_url_disables_the_logs_toolset_with_the_reason():
+def test_opensearch_without_url_disables_the_logs_toolset_with_the_reason(tmp_path):
     from opsmcp.server import build_server
 
-    _, runtime = build_server(Settings(toolsets=["logs"], log_backend="opensearch"))
+    _, runtime = build_server(Settings(toolsets=["logs"], log_backend="opensearch", data_dir=tmp_path))
     assert "OPSMCP_OPENSEARCH_URL is not set" in runtime.disabled["logs"]

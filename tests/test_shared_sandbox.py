@@ -22,7 +22,7 @@ import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 
-from helpers import call, clean_env, free_port
+from helpers import DEAD_ENDPOINT, call, clean_env, free_port
 
 pytestmark = pytest.mark.anyio
 OPSMCP = str(Path(sys.executable).parent / "opsmcp")
@@ -94,7 +94,7 @@ async def test_a_stale_port_file_is_recovered(tmp_path):
     dead.wait()
     files = tmp_path / "data" / "sandbox"
     files.mkdir(parents=True)
-    stale = {"pid": dead.pid, "created": time.time() - 60, "state": "ready", "endpoint": f"http://127.0.0.1:{free_port()}",
+    stale = {"pid": dead.pid, "created": time.time() - 60, "state": "ready", "endpoint": DEAD_ENDPOINT,
              "seed": {}, "counts": {}, "queues": []}
     (files / "state.json").write_text(json.dumps(stale))
     params = StdioServerParameters(command=OPSMCP, args=["serve"], env=clean_env(tmp_path))

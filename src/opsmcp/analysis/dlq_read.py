@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,6 +250,18 @@ class DlqReader:
             result = await self._read(url, attributes, max_messages, started)
             self._keep(result)
             return result, False
+
+    @asynccontextmanager
+    async def exclusive(self, url: str) -> AsyncIterator[bool]:
+        """Hold the DLQ at ``url`` for one reader in this process: a redrive's dry run (and
+        the start of its move) takes it, so it never counts a DLQ while a read of this one
+        (``analyze_dlq``, the ``/events`` poller) hides its messages, and such a read waits
+        for the dry run instead of hiding messages from it. Yields True when it had to wait
+        (the caller's attributes predate that read: read them again)."""
+        lock = self._lock(url)
+        waited = lock.locked()
+        async with lock:
+            yield waited
 
     def _lock(self, url: str) -> anyio.Lock:
         lock = self._locks.get(url)

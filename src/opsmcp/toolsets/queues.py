@@ -356,8 +356,17 @@ class QueueTools:
             return {k: sig.text for k, sig in (await signatures(facts, self.correlate)).items()}
 
         mover = Mover(self.sqs, route, classify, self.hold, progress, self.max_seconds)
-        visible = int(attributes.get("ApproximateNumberOfMessages", 0))
-        result = await mover.run(max_messages, signature, dry_run, visible)
+        # A read of this DLQ in flight here (analyze_dlq, the /events poller) hides its messages
+        # for a moment: the dry run waits for it and holds the DLQ while it counts; a move
+        # starts after it but does not block readers for its whole length.
+        async with self.states.reader.exclusive(url) as waited:
+            if waited:
+                attributes = await self.sqs.attributes(url)
+            visible = int(attributes.get("ApproximateNumberOfMessages", 0))
+            if dry_run:
+                result = await mover.run(max_messages, signature, dry_run, visible)
+        if not dry_run:
+            result = await mover.run(max_messages, signature, dry_run, visible)
         if signature and result.matched == 0:
             result.notes.append(f"no message matched signature {signature!r}; call analyze_dlq for the exact "
                                 "signatures")
