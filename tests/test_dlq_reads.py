@@ -332,3 +332,28 @@ async def test_a_redrive_dry_run_never_counts_while_a_read_here_hides_the_dlq(se
             go.set()
     assert len(out["read"]) == 28
     assert out["preview"]["matched"] == 28, out["preview"]
+
+
+async def test_the_poller_read_waits_a_bounded_time_behind_a_dry_run(seeded, monkeypatch):
+    """The /events poller reads dead letters through QueueStates.dead_letters: while a redrive
+    dry run holds the DLQ it waits at most DEAD_LETTER_WAIT_SECONDS, then fails (the poller
+    logs it and goes on) instead of stalling every queue's depth events."""
+    from opsmcp.analysis import queue_state
+    from opsmcp.errors import OpsError
+
+    monkeypatch.setattr(queue_state, "DEAD_LETTER_WAIT_SECONDS", 0.3)
+    states = seeded.runtime.queues
+    failed: list[OpsError] = []
+
+    async def poller_read():
+        try:
+            await states.dead_letters(DLQ)
+        except OpsError as exc:
+            failed.append(exc)
+
+    with anyio.fail_after(60):
+        async with states.reader.exclusive(_url(seeded.sqs, DLQ)), anyio.create_task_group() as tg:
+            tg.start_soon(poller_read)  # another task, as the poller is
+        assert len(failed) == 1 and "held it for over 0.3 s; nothing was read" in str(failed[0])
+        assert len(await states.dead_letters(DLQ)) == 28  # free again: a whole read
+    assert _counts(seeded.sqs, DLQ) == (28, 0)

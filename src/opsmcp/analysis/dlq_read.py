@@ -222,7 +222,7 @@ class DlqReader:
     _locks: dict[str, anyio.Lock] = field(default_factory=dict)
 
     async def read(self, url: str, attributes: dict[str, str], max_messages: int,
-                   started: float | None = None) -> tuple[DlqRead, bool]:
+                   started: float | None = None, wait: float | None = None) -> tuple[DlqRead, bool]:
         """The read of the DLQ at ``url`` for a caller wanting at most ``max_messages``:
         a shared one when it serves (see the module docstring), else a new one.
 
@@ -231,15 +231,27 @@ class DlqReader:
                 shared reads; a new read takes them as "before").
             started: ``time.monotonic()`` when the caller began (default: now): the time
                 budget counts from there.
+            wait: the longest time, seconds, to wait while another read or a redrive dry run
+                (:meth:`exclusive`) holds this DLQ here; None: as long as that takes.
 
         Returns ``(read, shared)``; ``shared`` is true when another call did the reading.
         Never raises for a failed receive (the read ends with ``stop="read_error"``).
+
+        Raises:
+            OpsError: the DLQ was still held after ``wait`` seconds (nothing was read).
         """
         started = time.monotonic() if started is None else started
         lock = self._lock(url)
         waited = lock.locked()
         arrived = time.monotonic()
-        async with lock:
+        acquired = False
+        with anyio.move_on_after(math.inf if wait is None else wait):
+            await lock.acquire()
+            acquired = True
+        if not acquired:
+            raise OpsError(f"another read or a redrive dry run of this DLQ held it for over {wait:g} s; nothing was "
+                           "read", "try again in a moment.")
+        try:
             found = self._shared.get(url)
             if found is not None and time.monotonic() - found.finished <= SHARE_SECONDS and found.serves(max_messages) \
                     and ((waited and found.finished >= arrived) or found.now == Counts.of(attributes)):
@@ -250,6 +262,8 @@ class DlqReader:
             result = await self._read(url, attributes, max_messages, started)
             self._keep(result)
             return result, False
+        finally:
+            lock.release()
 
     @asynccontextmanager
     async def exclusive(self, url: str) -> AsyncIterator[bool]:

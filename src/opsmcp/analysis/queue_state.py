@@ -41,6 +41,9 @@ from opsmcp.times import iso, utcnow
 
 #: Messages read from a DLQ that grew, to name its failure groups (``dlq_message`` events).
 DEAD_LETTER_SAMPLE = 50
+#: Longest wait, seconds, of :meth:`QueueStates.dead_letters` for another read or a redrive
+#: dry run of the same DLQ.
+DEAD_LETTER_WAIT_SECONDS = 10.0
 #: Attribute reads one page runs at once (the rest wait here, not inside the backend timeout).
 LIST_CONCURRENCY = 16
 #: The three counts of a queue: (visible, in flight, delayed).
@@ -228,15 +231,18 @@ class QueueStates:
         more), each ``{"signature", "message_id", "order_id", "trace_id"}``, named the way
         ``analyze_dlq`` names them and read through the same shared read
         (:class:`~opsmcp.analysis.dlq_read.DlqReader`). A queue with a redrive policy of its
-        own is not read (``[]``): reading raises receive counts.
+        own is not read (``[]``): reading raises receive counts. It waits at most
+        :data:`DEAD_LETTER_WAIT_SECONDS` for another read or a redrive dry run of the DLQ (the
+        ``/events`` poller that calls it must not stall behind a long one).
 
         Raises:
-            NotFound: no such queue. OpsError: its attributes could not be read.
+            NotFound: no such queue. OpsError: its attributes could not be read, or the DLQ
+                stayed held by another reader.
         """
         url, attrs = await self.sqs.require(dlq)
         if redrive_policy(attrs):
             return []
-        read, _ = await self.reader.read(url, attrs, n)
+        read, _ = await self.reader.read(url, attrs, n, wait=DEAD_LETTER_WAIT_SECONDS)
         return [{"signature": sig, "message_id": mid, "order_id": order, "trace_id": trace}
                 for mid, sig, order, trace in read.records]
 
