@@ -241,17 +241,8 @@ class DlqReader:
             OpsError: the DLQ was still held after ``wait`` seconds (nothing was read).
         """
         started = time.monotonic() if started is None else started
-        lock = self._lock(url)
-        waited = lock.locked()
         arrived = time.monotonic()
-        acquired = False
-        with anyio.move_on_after(math.inf if wait is None else wait):
-            await lock.acquire()
-            acquired = True
-        if not acquired:
-            raise OpsError(f"another read or a redrive dry run of this DLQ held it for over {wait:g} s; nothing was "
-                           "read", "try again in a moment.")
-        try:
+        async with self.exclusive(url, wait) as waited:
             found = self._shared.get(url)
             if found is not None and time.monotonic() - found.finished <= SHARE_SECONDS and found.serves(max_messages) \
                     and ((waited and found.finished >= arrived) or found.now == Counts.of(attributes)):
@@ -262,20 +253,37 @@ class DlqReader:
             result = await self._read(url, attributes, max_messages, started)
             self._keep(result)
             return result, False
-        finally:
-            lock.release()
 
     @asynccontextmanager
-    async def exclusive(self, url: str) -> AsyncIterator[bool]:
-        """Hold the DLQ at ``url`` for one reader in this process: a redrive's dry run (and
-        the start of its move) takes it, so it never counts a DLQ while a read of this one
-        (``analyze_dlq``, the ``/events`` poller) hides its messages, and such a read waits
-        for the dry run instead of hiding messages from it. Yields True when it had to wait
-        (the caller's attributes predate that read: read them again)."""
+    async def exclusive(self, url: str, wait: float | None = None) -> AsyncIterator[bool]:
+        """Hold the DLQ at ``url`` for one reader in this process. Every read takes it, and a
+        redrive's dry run (and the start of its move) too, so a dry run never counts a DLQ
+        while a read of it (``analyze_dlq``, the ``/events`` poller) hides its messages, and
+        such a read waits for the dry run instead of hiding messages from it.
+
+        Args:
+            wait: the longest time, seconds, to wait while another holds it; None: as long
+                as that takes.
+
+        Yields True when it had to wait (the caller's attributes predate the other one's
+        read: read them again).
+
+        Raises:
+            OpsError: it was still held after ``wait`` seconds.
+        """
         lock = self._lock(url)
         waited = lock.locked()
-        async with lock:
+        acquired = False
+        with anyio.move_on_after(math.inf if wait is None else wait):
+            await lock.acquire()
+            acquired = True
+        if not acquired:
+            raise OpsError(f"another read or a redrive dry run of this DLQ held it for over {wait:g} s; nothing was "
+                           "read", "try again in a moment.")
+        try:
             yield waited
+        finally:
+            lock.release()
 
     def _lock(self, url: str) -> anyio.Lock:
         lock = self._locks.get(url)
