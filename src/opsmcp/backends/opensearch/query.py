@@ -154,12 +154,6 @@ def simple_query(query: str) -> str:
 # --------------------------------------------------------------------------- clauses
 
 
-def level_variants(levels: Sequence[str]) -> list[str]:
-    """Canonical levels plus the spellings shippers use (``WARN`` → ``WARNING``, ``warn``,
-    ``Warn``...), so a ``terms`` filter finds lines whatever case they were stored in."""
-    return level_spellings(levels, cases=True)
-
-
 def exact_clause(mapping: Mapping, name: str, f: Fields, values: Sequence[str]) -> dict[str, Any]:
     """A filter clause matching ``name`` exactly equal to one of ``values``.
 
@@ -193,7 +187,7 @@ def filters(
     if service is not None:
         out.append(exact_clause(mapping, "service", f, [service]))
     if levels:
-        out.append({"terms": {mapping.exact.get("level", f.level): level_variants(levels)}})
+        out.append({"terms": {mapping.exact.get("level", f.level): level_spellings(levels, cases=True)}})
     if trace_ids:
         out.append(exact_clause(mapping, "trace_id", f, list(trace_ids)))
     rng = time_clause(f, start_ms, end_ms)
@@ -258,7 +252,7 @@ def trace_body(f: Fields, mapping: Mapping, trace_id: str, size: int, *, extra: 
     ERROR/CRITICAL/FATAL lines; ``extra`` adds filter clauses."""
     clauses = [exact_clause(mapping, "trace_id", f, [trace_id]), *(extra or [])]
     if errors_only:
-        clauses.append({"terms": {mapping.exact.get("level", f.level): level_variants(ERROR_LEVELS)}})
+        clauses.append({"terms": {mapping.exact.get("level", f.level): level_spellings(ERROR_LEVELS, cases=True)}})
     return {
         "size": size,
         "query": {"bool": {"filter": clauses}},
